@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Idempotent installer for everything the local stack needs:
+#   - apt packages (PostgreSQL, Redis, nginx, Java, Maven; Node/Chromium when web/ exists)
+#   - the 'chattrio' system user PostgreSQL runs as (postgres refuses to run as root)
+#   - .venv with `pip install -e '.[dev]'` (re-run only when pyproject.toml changes)
+#   - Apache Kafka jars resolved by Maven from kafka/pom.xml (classpath cached)
+# Fast no-op when everything is already there.
+#
+# Usage: scripts/install.sh [--no-web-deps]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+WEB_DEPS=1
+[[ "${1:-}" == "--no-web-deps" ]] && WEB_DEPS=0
+
+mkdir -p "$STACK_ROOT"
+# Serialise concurrent installs (make run and make test in parallel).
+exec 9>"$STACK_ROOT/.install.lock"
+flock 9
+
+# ---------------------------------------------------------------- apt
+missing=()
+pg_bindir >/dev/null 2>&1       || missing+=(postgresql)
+command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1    || missing+=(redis-tools)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v java >/dev/null 2>&1  || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1   || missing+=(maven)
+command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+command -v ss >/dev/null 2>&1    || missing+=(iproute2)
+command -v curl >/dev/null 2>&1  || missing+=(curl)
+if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
+
+if ((${#missing[@]})); then
+  is_root || command -v sudo >/dev/null 2>&1 || die "missing packages: ${missing[*]} (need root or sudo to apt-get install them)"
+  SUDO=(); is_root || SUDO=(sudo)
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+pg_bindir >/dev/null || die "PostgreSQL binaries (initdb) not found even after install"
+python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; }
+
+# ---------------------------------------------------------------- system user for postgres
+if is_root && ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
+  log "creating system user '$PG_OS_USER' (PostgreSQL refuses to run as root)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$PG_OS_USER"
+fi
+
+# ---------------------------------------------------------------- python venv
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+  for c in python3.11 python3 python3.12 python3.13; do
+    if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then PY="$c"; break; fi
+  done
+fi
+[[ -n "$PY" ]] || die "no Python >= 3.11 found (set PYTHON=/path/to/python3.11)"
+
+VENV="$REPO/.venv"
+if [[ ! -x "$VENV/bin/python" ]] || ! python_ok "$VENV/bin/python"; then
+  log "creating virtualenv .venv with $($PY --version 2>&1)"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.chattrio-install-stamp"
+want="$(file_hash "$REPO/pyproject.toml")"
+if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]; then
+  log "pip install -e '.[dev]'"
+  piplog="$STACK_ROOT/pip-install.log"
+  { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+    (cd "$REPO" && "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[dev]'); } >"$piplog" 2>&1 \
+    || { tail -n 40 "$piplog" >&2; die "pip install failed (full log: $piplog)"; }
+  echo "$want" > "$STAMP"
+fi
+
+# ---------------------------------------------------------------- kafka jars
+KSTAMP="$KAFKA_CLASSPATH_FILE.stamp"
+kwant="$(file_hash "$REPO/kafka/pom.xml")"
+cp_ok() {
+  [[ -s "$KAFKA_CLASSPATH_FILE" ]] || return 1
+  local j
+  while IFS= read -r j; do [[ -f "$j" ]] || return 1; done < <(tr ':' '\n' < "$KAFKA_CLASSPATH_FILE")
+}
+if [[ "$(cat "$KSTAMP" 2>/dev/null || true)" != "$kwant" ]] || ! cp_ok; then
+  log "resolving Apache Kafka jars with Maven (kafka/pom.xml)"
+  mvn -q -B -Dstyle.color=never -f "$REPO/kafka/pom.xml" dependency:build-classpath \
+    -Dmdep.outputFile="$KAFKA_CLASSPATH_FILE" </dev/null >"$STACK_ROOT/mvn.log" 2>&1 \
+    || { tail -n 40 "$STACK_ROOT/mvn.log" >&2; die "maven could not resolve kafka/pom.xml (log: $STACK_ROOT/mvn.log)"; }
+  cp_ok || die "kafka classpath $KAFKA_CLASSPATH_FILE is empty or broken"
+  echo "$kwant" > "$KSTAMP"
+fi
+
+exit 0

@@ -1,0 +1,151 @@
+# shellcheck shell=bash
+# Shared helpers for the local-stack scripts. Source it, don't run it.
+#
+# Stack selection: CHATTRIO_STACK=dev (default) or test. Ports can be
+# overridden with CHATTRIO_PG_PORT, CHATTRIO_REDIS_PORT, CHATTRIO_KAFKA_PORT,
+# CHATTRIO_KAFKA_CONTROLLER_PORT.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPTS="$REPO/scripts"
+STACK="${CHATTRIO_STACK:-dev}"
+STACK_ROOT="$REPO/.stack"
+SERVICES=(postgres redis kafka)
+PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
+
+case "$STACK" in
+  dev)  _pg=55432 _redis=56379 _kafka=59092 _ctrl=59093 ;;
+  test) _pg=55442 _redis=56389 _kafka=59102 _ctrl=59103 ;;
+  *)
+    if [[ -z "${CHATTRIO_PG_PORT:-}" || -z "${CHATTRIO_REDIS_PORT:-}" || -z "${CHATTRIO_KAFKA_PORT:-}" || -z "${CHATTRIO_KAFKA_CONTROLLER_PORT:-}" ]]; then
+      echo "error: unknown CHATTRIO_STACK='$STACK' (use dev or test, or set all CHATTRIO_*_PORT variables)" >&2
+      exit 2
+    fi
+    _pg= _redis= _kafka= _ctrl= ;;
+esac
+if [[ ! "$STACK" =~ ^[A-Za-z0-9_-]+$ ]]; then
+  echo "error: invalid CHATTRIO_STACK='$STACK'" >&2; exit 2
+fi
+PG_PORT="${CHATTRIO_PG_PORT:-$_pg}"
+REDIS_PORT="${CHATTRIO_REDIS_PORT:-$_redis}"
+KAFKA_PORT="${CHATTRIO_KAFKA_PORT:-$_kafka}"
+KAFKA_CONTROLLER_PORT="${CHATTRIO_KAFKA_CONTROLLER_PORT:-$_ctrl}"
+unset _pg _redis _kafka _ctrl
+
+STACK_DIR="$STACK_ROOT/$STACK"
+KAFKA_CLASSPATH_FILE="$STACK_ROOT/kafka-classpath.txt"
+
+# ---------------------------------------------------------------- output
+
+if [[ -t 2 ]]; then _c_b=$'\e[1m' _c_r=$'\e[31m' _c_y=$'\e[33m' _c_0=$'\e[0m'; else _c_b= _c_r= _c_y= _c_0=; fi
+log()  { echo "${_c_b}[$(basename "$0") $STACK]${_c_0} $*" >&2; }
+warn() { echo "${_c_y}[$(basename "$0") $STACK] warning:${_c_0} $*" >&2; }
+die()  { echo "${_c_r}[$(basename "$0") $STACK] error:${_c_0} $*" >&2; exit 1; }
+
+is_root() { [[ "$(id -u)" == 0 ]]; }
+
+# ---------------------------------------------------------------- binaries
+
+pg_bindir() {
+  if [[ -n "${PG_BIN:-}" ]]; then echo "$PG_BIN"; return; fi
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  if [[ -n "$d" && -x "$d/initdb" ]]; then echo "$d"; return; fi
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then pg_config --bindir; return; fi
+  return 1
+}
+
+need_bin() {  # need_bin NAME [hint]
+  command -v "$1" >/dev/null 2>&1 || die "required binary '$1' not found${2:+ ($2)}; run scripts/install.sh"
+}
+
+# ---------------------------------------------------------------- processes / ports
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# pid_matches PID SUBSTRING: the process exists and its command line contains SUBSTRING
+pid_matches() {
+  local pid="$1" needle="$2" cmd
+  pid_alive "$pid" || return 1
+  cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)"
+  [[ "$cmd" == *"$needle"* ]]
+}
+
+read_pid() { [[ -s "$1" ]] && head -n1 "$1" | tr -dc '0-9' || true; }
+
+port_open() {  # something accepts TCP connections on 127.0.0.1:PORT
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+port_owner() {  # best-effort description of who listens on PORT
+  if command -v ss >/dev/null 2>&1; then
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:(\(.*\))/\1/p' | head -n1
+  fi
+}
+
+port_taken_error() {  # port_taken_error SERVICE PORT VAR
+  local who; who="$(port_owner "$2")"
+  die "port $2 needed by $1 (stack '$STACK') is already in use by another process${who:+: $who}. Stop that process or pick another port with $3=<port>."
+}
+
+wait_port() {  # wait_port PORT TIMEOUT_SECONDS [PID]
+  local port="$1" t="$2" pid="${3:-}" i
+  for ((i = 0; i < t * 5; i++)); do
+    port_open "$port" && return 0
+    if [[ -n "$pid" ]] && ! pid_alive "$pid"; then return 1; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+wait_port_free() {  # wait_port_free PORT TIMEOUT_SECONDS
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do port_open "$1" || return 0; sleep 0.2; done
+  return 1
+}
+
+# stop_pid PID TIMEOUT [SIGNAL]: SIGNAL (default TERM), wait, then SIGKILL
+stop_pid() {
+  local pid="$1" t="$2" sig="${3:-TERM}" i
+  pid_alive "$pid" || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < t * 5; i++)); do pid_alive "$pid" || return 0; sleep 0.2; done
+  warn "pid $pid did not exit after ${t}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do pid_alive "$pid" || return 0; sleep 0.1; done
+  return 1
+}
+
+# ---------------------------------------------------------------- misc
+
+file_hash() { sha256sum "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+# Make DIR and all its ancestors traversable by USER (postgres runs as a
+# non-root user and needs to reach its data dir inside the repo; mktemp -d
+# parents are 0700). Only the o+x bit is added, never read permission.
+ensure_traversable() {
+  local user="$1" dir="$2"
+  runuser -u "$user" -- test -x "$dir" 2>/dev/null && return 0
+  local d="$dir"
+  while [[ "$d" != "/" ]]; do
+    d="$(dirname "$d")"
+    if ! runuser -u "$user" -- test -x "$d" 2>/dev/null; then
+      log "granting o+x on $d so user '$user' can reach $dir"
+      chmod o+x "$d"
+    fi
+  done
+  if ! runuser -u "$user" -- test -x "$dir" 2>/dev/null; then chmod o+x "$dir"; fi
+}
+
+print_env() {
+  cat <<EOF
+export CHATTRIO_PG_DSN=postgresql://chattrio:chattrio@127.0.0.1:$PG_PORT/chattrio
+export CHATTRIO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export CHATTRIO_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export CHATTRIO_STACK=$STACK
+export CHATTRIO_REPO=$REPO
+export CHATTRIO_STACK_DIR=$STACK_DIR
+EOF
+}
