@@ -1,0 +1,839 @@
+/**
+ * Framework-free chattrio WebSocket client.
+ *
+ * - one WebSocket at a time, reconnecting with jittered, capped backoff after a drop;
+ * - subscriptions (room list, open rooms) are re-sent on every new connection, each room with
+ *   `since` = the highest seq held, so a resume shows no gap;
+ * - messages are keyed by id (no duplicates) and kept in seq order;
+ * - sends are tracked per clientMsgId: pending until ACK (or until the message itself arrives),
+ *   failed after ERROR or a timeout, retried with the same clientMsgId.
+ *
+ * Everything that touches the outside world (WebSocket, timers, clock, randomness, the history REST
+ * call) is injectable so the class can be unit-tested with fakes.
+ */
+import { Backoff, type BackoffOptions } from './backoff';
+import { MessageList } from './roomStore';
+import {
+  MAX_TEXT,
+  ROOMS_TOPIC,
+  parseRoomTopic,
+  roomTopic,
+  type ChatMessage,
+  type ClientFrame,
+  type Room,
+  type ServerFrame,
+} from './types';
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketFactory = (url: string) => WebSocketLike;
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  now(): number;
+}
+
+export const realTimers: Timers = {
+  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+  clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof setTimeout>),
+  now: () => Date.now(),
+};
+
+export interface HistoryApi {
+  /** REST history: newest first, at most `limit`, only seq < before when before is given. */
+  fetchMessages(roomId: number, before: number | null, limit: number): Promise<ChatMessage[]>;
+}
+
+export type ConnectionStatus = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
+
+export type PendingStatus = 'pending' | 'failed';
+
+export interface PendingMessage {
+  clientMsgId: string;
+  roomId: number;
+  text: string;
+  status: PendingStatus;
+  createdAt: number;
+  error: { code: string; message: string } | null;
+}
+
+export interface RoomView {
+  roomId: number;
+  messages: readonly ChatMessage[];
+  pending: readonly PendingMessage[];
+  historyLoaded: boolean;
+  live: boolean;
+  hasMore: boolean;
+  loadingOlder: boolean;
+  error: { code: string; message: string } | null;
+}
+
+export interface ClientSnapshot {
+  status: ConnectionStatus;
+  nodeId: string | null;
+  sessionId: string | null;
+  /** how many reconnect attempts have failed in a row */
+  attempts: number;
+  /** when the next reconnect attempt is due (timers.now() units), or null */
+  nextAttemptAt: number | null;
+}
+
+export interface ClientEvents {
+  roomCreated: (room: Room) => void;
+  /** a message that arrived over the WebSocket (live or resume replay), after de-duplication */
+  message: (msg: ChatMessage) => void;
+  session: (info: { sessionId: string; userId: string; nodeId: string }) => void;
+  /** a new connection is ready (subscriptions re-sent); e.g. refetch lists that may have changed */
+  connected: (info: { reconnect: boolean }) => void;
+  /** the server closed with 1008 (token expired or rejected): log in again */
+  authExpired: () => void;
+  /** ERROR frames that belong to no send or subscription of ours */
+  error: (err: { code: string; message: string; ref?: string }) => void;
+}
+
+export interface ChatClientOptions {
+  userId: string;
+  /** builds the WebSocket URL for each connection attempt (may differ per attempt) */
+  url: () => string;
+  wsFactory: WebSocketFactory;
+  history: HistoryApi;
+  timers?: Timers;
+  backoff?: BackoffOptions;
+  /** a PING is sent after this long without any frame from the server */
+  pingIntervalMs?: number;
+  /** the connection is considered dead when nothing arrives this long after a PING */
+  pongTimeoutMs?: number;
+  /** a SEND without ACK/ERROR after this long is marked failed */
+  sendTimeoutMs?: number;
+  /** after this many failed attempts in a row the status is `offline` (attempts go on) */
+  offlineAfterAttempts?: number;
+  pageSize?: number;
+  newClientMsgId?: () => string;
+}
+
+interface RoomState {
+  roomId: number;
+  list: MessageList;
+  pending: Map<string, PendingMessage>;
+  historyLoaded: boolean;
+  historyPromise: Promise<void> | null;
+  /** connection generation on which SUBSCRIBE was sent, or null */
+  subscribedGen: number | null;
+  live: boolean;
+  hasMore: boolean;
+  loadingOlder: boolean;
+  error: { code: string; message: string } | null;
+  view: RoomView | null;
+}
+
+type RefInfo =
+  | { kind: 'send'; clientMsgId: string; roomId: number }
+  | { kind: 'subscribe'; roomId: number | null }
+  | { kind: 'other' };
+
+const OPEN = 1;
+
+/** Length in code points, as the server counts it. */
+export function textLength(text: string): number {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
+let idCounter = 0;
+function defaultClientMsgId(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (c?.randomUUID) return `c-${c.randomUUID()}`;
+  idCounter += 1;
+  return `c-${Date.now().toString(36)}-${idCounter}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+type Listener = () => void;
+
+export class ChatClient {
+  readonly userId: string;
+  private readonly opts: Required<
+    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId'>
+  >;
+  private readonly timers: Timers;
+  private readonly backoff: Backoff;
+  private readonly newClientMsgId: () => string;
+
+  private ws: WebSocketLike | null = null;
+  private gen = 0;
+  private everConnected = false;
+  private started = false;
+  private networkOnline = true;
+  private reconnectTimer: unknown = null;
+  private pingTimer: unknown = null;
+  private pongTimer: unknown = null;
+  private refCounter = 0;
+  private readonly refs = new Map<string, RefInfo>();
+  private readonly sendTimers = new Map<string, unknown>();
+  /** clientMsgIds whose SEND went out on the current connection and is not answered yet */
+  private readonly inFlight = new Map<string, number>();
+  private readonly resubscribed = new Set<string>();
+
+  private watchingRooms = false;
+  private readonly rooms = new Map<number, RoomState>();
+  private snapshot: ClientSnapshot = {
+    status: 'idle',
+    nodeId: null,
+    sessionId: null,
+    attempts: 0,
+    nextAttemptAt: null,
+  };
+
+  private readonly listeners = new Set<Listener>();
+  private readonly handlers: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
+    roomCreated: new Set(),
+    message: new Set(),
+    session: new Set(),
+    connected: new Set(),
+    authExpired: new Set(),
+    error: new Set(),
+  };
+
+  constructor(options: ChatClientOptions) {
+    this.userId = options.userId;
+    this.timers = options.timers ?? realTimers;
+    this.backoff = new Backoff(options.backoff);
+    this.newClientMsgId = options.newClientMsgId ?? defaultClientMsgId;
+    this.opts = {
+      userId: options.userId,
+      url: options.url,
+      wsFactory: options.wsFactory,
+      history: options.history,
+      pingIntervalMs: options.pingIntervalMs ?? 20000,
+      pongTimeoutMs: options.pongTimeoutMs ?? 10000,
+      sendTimeoutMs: options.sendTimeoutMs ?? 15000,
+      offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
+      pageSize: options.pageSize ?? 50,
+    };
+  }
+
+  // ---------------------------------------------------------------- observation
+
+  /** Change notification (for useSyncExternalStore and the like). */
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  on<K extends keyof ClientEvents>(event: K, handler: ClientEvents[K]): () => void {
+    (this.handlers[event] as Set<ClientEvents[K]>).add(handler);
+    return () => (this.handlers[event] as Set<ClientEvents[K]>).delete(handler);
+  }
+
+  getSnapshot = (): ClientSnapshot => this.snapshot;
+
+  getRoom(roomId: number): RoomView | undefined {
+    const r = this.rooms.get(roomId);
+    if (!r) return undefined;
+    if (!r.view) {
+      r.view = {
+        roomId,
+        messages: r.list.list(),
+        pending: [...r.pending.values()],
+        historyLoaded: r.historyLoaded,
+        live: r.live,
+        hasMore: r.hasMore,
+        loadingOlder: r.loadingOlder,
+        error: r.error,
+      };
+    }
+    return r.view;
+  }
+
+  private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
+    for (const h of this.handlers[event]) {
+      try {
+        (h as (...a: Parameters<ClientEvents[K]>) => void)(...args);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+
+  private changed(room?: RoomState): void {
+    if (room) room.view = null;
+    for (const l of [...this.listeners]) l();
+  }
+
+  private setSnapshot(patch: Partial<ClientSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...patch };
+    this.changed();
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.connect();
+  }
+
+  stop(): void {
+    this.started = false;
+    this.clearReconnect();
+    this.stopHeartbeat();
+    const ws = this.ws;
+    this.ws = null;
+    this.gen += 1;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, 'bye');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.markDisconnected();
+    this.setSnapshot({ status: 'closed', nextAttemptAt: null });
+  }
+
+  /** Browser online/offline hint. Going online triggers an immediate attempt. */
+  setNetworkOnline(online: boolean): void {
+    this.networkOnline = online;
+    if (!this.started) return;
+    if (online) {
+      if (!this.ws) this.reconnectNow();
+    } else if (!this.ws || this.snapshot.status !== 'connected') {
+      this.setSnapshot({ status: 'offline' });
+    }
+  }
+
+  /** Skip the backoff wait and try now (e.g. a "retry now" button). */
+  reconnectNow(): void {
+    if (!this.started || this.ws) return;
+    this.clearReconnect();
+    this.connect();
+  }
+
+  /** Drop the current connection as if the network had failed (used by the heartbeat). */
+  dropConnection(reason = 'dropped'): void {
+    const ws = this.ws;
+    if (!ws) return;
+    const gen = this.gen;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      /* ignore */
+    }
+    this.handleClose(gen, 1006, reason);
+  }
+
+  private connect(): void {
+    this.clearReconnect();
+    this.gen += 1;
+    const gen = this.gen;
+    let ws: WebSocketLike;
+    this.setSnapshot({
+      status: this.everConnected ? this.reconnectingStatus() : 'connecting',
+      nextAttemptAt: null,
+    });
+    try {
+      ws = this.opts.wsFactory(this.opts.url());
+    } catch {
+      this.handleClose(gen, 1006, 'factory failed');
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => this.handleOpen(gen);
+    ws.onmessage = (ev) => this.handleMessage(gen, ev.data);
+    ws.onclose = (ev) => this.handleClose(gen, ev.code, ev.reason);
+    ws.onerror = () => {
+      /* a close event follows */
+    };
+  }
+
+  private reconnectingStatus(): ConnectionStatus {
+    if (!this.networkOnline || this.backoff.attempts >= this.opts.offlineAfterAttempts) return 'offline';
+    return 'reconnecting';
+  }
+
+  private handleOpen(gen: number): void {
+    if (gen !== this.gen) return;
+    const reconnect = this.everConnected;
+    this.everConnected = true;
+    this.setSnapshot({ status: 'connected', attempts: 0 });
+    this.armHeartbeat();
+    if (this.watchingRooms) this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
+    for (const room of this.rooms.values()) {
+      if (room.historyLoaded) this.subscribeRoom(room);
+    }
+    this.emit('connected', { reconnect });
+  }
+
+  private handleClose(gen: number, code: number, _reason: string): void {
+    if (gen !== this.gen) return;
+    const ws = this.ws;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    this.ws = null;
+    this.gen += 1; // ignore anything else from that socket
+    this.stopHeartbeat();
+    this.markDisconnected();
+    if (!this.started) {
+      this.setSnapshot({ status: 'closed' });
+      return;
+    }
+    if (code === 1008) {
+      this.started = false;
+      this.setSnapshot({ status: 'closed', nextAttemptAt: null });
+      this.emit('authExpired');
+      return;
+    }
+    const delay = this.backoff.next();
+    this.reconnectTimer = this.timers.setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.started) this.connect();
+    }, delay);
+    this.setSnapshot({
+      status: this.reconnectingStatus(),
+      attempts: this.backoff.attempts,
+      nextAttemptAt: this.timers.now() + delay,
+      nodeId: null,
+      sessionId: null,
+    });
+  }
+
+  private markDisconnected(): void {
+    for (const t of this.sendTimers.values()) this.timers.clearTimeout(t);
+    this.sendTimers.clear();
+    this.inFlight.clear();
+    this.refs.clear();
+    for (const room of this.rooms.values()) {
+      if (room.live || room.subscribedGen !== null) {
+        room.live = false;
+        room.subscribedGen = null;
+        room.view = null;
+      }
+    }
+  }
+
+  private clearReconnect(): void {
+    if (this.reconnectTimer !== null) {
+      this.timers.clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- heartbeat
+
+  private armHeartbeat(): void {
+    this.stopHeartbeat();
+    const gen = this.gen;
+    this.pingTimer = this.timers.setTimeout(() => {
+      this.pingTimer = null;
+      if (gen !== this.gen || !this.ws) return;
+      this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) });
+      this.pongTimer = this.timers.setTimeout(() => {
+        this.pongTimer = null;
+        if (gen === this.gen) this.dropConnection('heartbeat timeout');
+      }, this.opts.pongTimeoutMs);
+    }, this.opts.pingIntervalMs);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.pingTimer !== null) this.timers.clearTimeout(this.pingTimer);
+    if (this.pongTimer !== null) this.timers.clearTimeout(this.pongTimer);
+    this.pingTimer = this.pongTimer = null;
+  }
+
+  // ---------------------------------------------------------------- frames out
+
+  private ref(info: RefInfo): string {
+    this.refCounter += 1;
+    const r = `r${this.refCounter}`;
+    if (info.kind !== 'other') this.refs.set(r, info);
+    return r;
+  }
+
+  private sendFrame(frame: ClientFrame): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- room list
+
+  watchRooms(): void {
+    if (this.watchingRooms) return;
+    this.watchingRooms = true;
+    this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
+  }
+
+  unwatchRooms(): void {
+    if (!this.watchingRooms) return;
+    this.watchingRooms = false;
+    this.sendFrame({ type: 'UNSUBSCRIBE', destination: ROOMS_TOPIC });
+  }
+
+  // ---------------------------------------------------------------- rooms
+
+  /**
+   * Enter a room: load the newest page of history, then SUBSCRIBE with since = highest seq held.
+   * Resolves when the history is loaded (the subscription follows as soon as connected).
+   */
+  openRoom(roomId: number): Promise<void> {
+    let room = this.rooms.get(roomId);
+    if (!room) {
+      room = {
+        roomId,
+        list: new MessageList(),
+        pending: new Map(),
+        historyLoaded: false,
+        historyPromise: null,
+        subscribedGen: null,
+        live: false,
+        hasMore: true,
+        loadingOlder: false,
+        error: null,
+        view: null,
+      };
+      this.rooms.set(roomId, room);
+      this.changed(room);
+    }
+    if (room.historyLoaded) {
+      if (room.subscribedGen === null) this.subscribeRoom(room);
+      return Promise.resolve();
+    }
+    if (!room.historyPromise) {
+      const r = room;
+      r.historyPromise = this.loadLatest(r).finally(() => {
+        r.historyPromise = null;
+      });
+    }
+    return room.historyPromise;
+  }
+
+  private async loadLatest(room: RoomState): Promise<void> {
+    try {
+      const page = await this.opts.history.fetchMessages(room.roomId, null, this.opts.pageSize);
+      if (this.rooms.get(room.roomId) !== room) return;
+      for (const m of page) room.list.upsert(m);
+      room.hasMore = page.length >= this.opts.pageSize;
+      room.historyLoaded = true;
+      room.error = null;
+      this.changed(room);
+      this.subscribeRoom(room);
+    } catch (e) {
+      if (this.rooms.get(room.roomId) !== room) return;
+      room.error = { code: 'HISTORY', message: e instanceof Error ? e.message : String(e) };
+      this.changed(room);
+      throw e;
+    }
+  }
+
+  private subscribeRoom(room: RoomState): void {
+    if (!this.ws || this.ws.readyState !== OPEN || this.snapshot.status !== 'connected') return;
+    const since = room.list.highestSeq();
+    const frame: ClientFrame = {
+      type: 'SUBSCRIBE',
+      destination: roomTopic(room.roomId),
+      ref: this.ref({ kind: 'subscribe', roomId: room.roomId }),
+    };
+    if (since !== null) frame.since = since;
+    if (this.sendFrame(frame)) {
+      room.subscribedGen = this.gen;
+    }
+  }
+
+  closeRoom(roomId: number): void {
+    const room = this.rooms.get(roomId);
+    if (!room) return;
+    if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
+    for (const p of room.pending.keys()) {
+      const t = this.sendTimers.get(p);
+      if (t !== undefined) this.timers.clearTimeout(t);
+      this.sendTimers.delete(p);
+      this.inFlight.delete(p);
+    }
+    this.rooms.delete(roomId);
+    this.changed();
+  }
+
+  isOpen(roomId: number): boolean {
+    return this.rooms.has(roomId);
+  }
+
+  /** Load the page before the lowest seq held. Resolves to the number of messages added. */
+  async loadOlder(roomId: number): Promise<number> {
+    const room = this.rooms.get(roomId);
+    if (!room || !room.historyLoaded || room.loadingOlder || !room.hasMore) return 0;
+    const before = room.list.lowestSeq();
+    if (before === null) {
+      room.hasMore = false;
+      this.changed(room);
+      return 0;
+    }
+    room.loadingOlder = true;
+    this.changed(room);
+    try {
+      const page = await this.opts.history.fetchMessages(roomId, before, this.opts.pageSize);
+      let added = 0;
+      for (const m of page) if (room.list.upsert(m)) added += 1;
+      room.hasMore = page.length >= this.opts.pageSize;
+      return added;
+    } finally {
+      room.loadingOlder = false;
+      this.changed(room);
+    }
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /** Queue a chat message; returns its clientMsgId. Throws on empty or too long text. */
+  send(roomId: number, text: string): string {
+    if (text.trim().length === 0) throw new Error('empty message');
+    if (textLength(text) > MAX_TEXT) throw new Error('message too long');
+    const room = this.rooms.get(roomId);
+    if (!room) throw new Error(`room ${roomId} is not open`);
+    const clientMsgId = this.newClientMsgId();
+    const p: PendingMessage = {
+      clientMsgId,
+      roomId,
+      text,
+      status: 'pending',
+      createdAt: this.timers.now(),
+      error: null,
+    };
+    room.pending.set(clientMsgId, p);
+    this.changed(room);
+    this.transmit(room, p);
+    return clientMsgId;
+  }
+
+  /** Send a failed message again with the same clientMsgId (the server stores it once). */
+  retry(clientMsgId: string): void {
+    for (const room of this.rooms.values()) {
+      const p = room.pending.get(clientMsgId);
+      if (!p) continue;
+      const np: PendingMessage = { ...p, status: 'pending', error: null };
+      room.pending.set(clientMsgId, np);
+      this.changed(room);
+      this.transmit(room, np);
+      return;
+    }
+  }
+
+  /** Forget a failed message. */
+  discard(clientMsgId: string): void {
+    for (const room of this.rooms.values()) {
+      if (room.pending.delete(clientMsgId)) {
+        const t = this.sendTimers.get(clientMsgId);
+        if (t !== undefined) this.timers.clearTimeout(t);
+        this.sendTimers.delete(clientMsgId);
+        this.inFlight.delete(clientMsgId);
+        this.changed(room);
+        return;
+      }
+    }
+  }
+
+  private transmit(room: RoomState, p: PendingMessage): void {
+    if (p.status !== 'pending') return;
+    if (!room.live || this.inFlight.get(p.clientMsgId) === this.gen) return; // flushed on SUBSCRIBED
+    const ok = this.sendFrame({
+      type: 'SEND',
+      roomId: room.roomId,
+      text: p.text,
+      clientMsgId: p.clientMsgId,
+      ref: this.ref({ kind: 'send', clientMsgId: p.clientMsgId, roomId: room.roomId }),
+    });
+    if (!ok) return;
+    this.inFlight.set(p.clientMsgId, this.gen);
+    const old = this.sendTimers.get(p.clientMsgId);
+    if (old !== undefined) this.timers.clearTimeout(old);
+    this.sendTimers.set(
+      p.clientMsgId,
+      this.timers.setTimeout(() => {
+        this.sendTimers.delete(p.clientMsgId);
+        this.inFlight.delete(p.clientMsgId);
+        this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' });
+      }, this.opts.sendTimeoutMs),
+    );
+  }
+
+  private flushPending(room: RoomState): void {
+    for (const p of room.pending.values()) this.transmit(room, p);
+  }
+
+  private fail(roomId: number, clientMsgId: string, error: { code: string; message: string }): void {
+    const room = this.rooms.get(roomId);
+    const p = room?.pending.get(clientMsgId);
+    if (!room || !p) return;
+    const t = this.sendTimers.get(clientMsgId);
+    if (t !== undefined) this.timers.clearTimeout(t);
+    this.sendTimers.delete(clientMsgId);
+    this.inFlight.delete(clientMsgId);
+    room.pending.set(clientMsgId, { ...p, status: 'failed', error });
+    this.changed(room);
+  }
+
+  private settle(room: RoomState, clientMsgId: string): void {
+    const t = this.sendTimers.get(clientMsgId);
+    if (t !== undefined) this.timers.clearTimeout(t);
+    this.sendTimers.delete(clientMsgId);
+    this.inFlight.delete(clientMsgId);
+    room.pending.delete(clientMsgId);
+  }
+
+  // ---------------------------------------------------------------- frames in
+
+  private handleMessage(gen: number, data: unknown): void {
+    if (gen !== this.gen) return;
+    // any frame proves the connection alive
+    if (this.pongTimer !== null || this.pingTimer !== null) this.armHeartbeat();
+    if (typeof data !== 'string') return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(data) as ServerFrame;
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== 'object') return;
+    switch (frame.type) {
+      case 'session-info':
+        this.backoff.reset();
+        this.setSnapshot({ nodeId: frame.nodeId, sessionId: frame.sessionId, attempts: 0 });
+        this.emit('session', { sessionId: frame.sessionId, userId: frame.userId, nodeId: frame.nodeId });
+        break;
+      case 'ROOM_MESSAGE':
+        this.onRoomMessage(frame.message);
+        break;
+      case 'ROOM_CREATED':
+        this.emit('roomCreated', frame.room);
+        break;
+      case 'ACK':
+        this.onAck(frame);
+        break;
+      case 'SUBSCRIBED':
+        this.onSubscribed(frame);
+        break;
+      case 'ERROR':
+        this.onError(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onRoomMessage(msg: ChatMessage): void {
+    if (!msg || typeof msg.roomId !== 'number') return;
+    const room = this.rooms.get(msg.roomId);
+    if (!room) return;
+    const isNew = room.list.upsert(msg);
+    if (msg.clientMsgId && msg.senderId === this.userId && room.pending.has(msg.clientMsgId)) {
+      this.settle(room, msg.clientMsgId);
+    }
+    this.changed(room);
+    if (isNew) this.emit('message', msg);
+  }
+
+  private onAck(frame: Extract<ServerFrame, { type: 'ACK' }>): void {
+    const info = frame.ref ? this.refs.get(frame.ref) : undefined;
+    if (frame.ref) this.refs.delete(frame.ref);
+    const clientMsgId = frame.clientMsgId ?? (info?.kind === 'send' ? info.clientMsgId : null);
+    const roomId = frame.roomId ?? (info?.kind === 'send' ? info.roomId : null);
+    if (!clientMsgId || roomId === null) return;
+    const room = this.rooms.get(roomId);
+    const p = room?.pending.get(clientMsgId);
+    if (!room || !p) return;
+    if (!room.list.has(frame.id) && typeof frame.seq === 'number') {
+      // The broadcast copy may still be on its way: show the acknowledged message now;
+      // the ROOM_MESSAGE with the same id replaces it.
+      room.list.upsert({
+        id: frame.id,
+        roomId,
+        seq: frame.seq,
+        senderId: this.userId,
+        kind: 'chat',
+        text: p.text,
+        clientMsgId,
+        sentAt: this.timers.now(),
+      });
+    }
+    this.settle(room, clientMsgId);
+    this.changed(room);
+  }
+
+  private onSubscribed(frame: Extract<ServerFrame, { type: 'SUBSCRIBED' }>): void {
+    if (frame.ref) this.refs.delete(frame.ref);
+    const roomId = parseRoomTopic(frame.destination);
+    if (roomId === null) return;
+    const room = this.rooms.get(roomId);
+    if (!room || room.subscribedGen !== this.gen) return;
+    const hadNothing = room.list.size === 0;
+    room.live = true;
+    room.error = null;
+    this.changed(room);
+    if (hadNothing && frame.lastSeq !== null && frame.lastSeq !== undefined) {
+      // We held no message, so we subscribed without `since`: anything that arrived between the
+      // history call and the subscription is fetched again (duplicates are dropped by id).
+      this.opts.history.fetchMessages(roomId, null, this.opts.pageSize).then(
+        (page) => {
+          if (this.rooms.get(roomId) !== room) return;
+          for (const m of page) room.list.upsert(m);
+          if (page.length >= this.opts.pageSize) room.hasMore = true;
+          this.changed(room);
+        },
+        () => undefined,
+      );
+    }
+    this.flushPending(room);
+  }
+
+  private onError(frame: Extract<ServerFrame, { type: 'ERROR' }>): void {
+    const info = frame.ref ? this.refs.get(frame.ref) : undefined;
+    if (frame.ref) this.refs.delete(frame.ref);
+    const err = { code: frame.code, message: frame.message };
+    if (info?.kind === 'send') {
+      if (err.code === 'NOT_SUBSCRIBED') {
+        // our subscription was lost on the server side: enter again; the message stays pending
+        const room = this.rooms.get(info.roomId);
+        if (room) {
+          this.inFlight.delete(info.clientMsgId);
+          const t = this.sendTimers.get(info.clientMsgId);
+          if (t !== undefined) this.timers.clearTimeout(t);
+          this.sendTimers.delete(info.clientMsgId);
+          const p = room.pending.get(info.clientMsgId);
+          if (p && p.status === 'pending' && room.live && !this.resubscribed.has(p.clientMsgId)) {
+            this.resubscribed.add(p.clientMsgId);
+            room.live = false;
+            room.subscribedGen = null;
+            this.subscribeRoom(room);
+            this.changed(room);
+            return;
+          }
+        }
+      }
+      this.fail(info.roomId, info.clientMsgId, err);
+      return;
+    }
+    if (info?.kind === 'subscribe' && info.roomId !== null) {
+      const room = this.rooms.get(info.roomId);
+      if (room) {
+        room.error = err;
+        room.subscribedGen = null;
+        this.changed(room);
+        return;
+      }
+    }
+    this.emit('error', { ...err, ref: frame.ref });
+  }
+}

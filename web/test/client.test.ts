@@ -1,0 +1,409 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { Backoff } from '../src/protocol/backoff';
+import { ChatClient } from '../src/protocol/client';
+import { MessageList } from '../src/protocol/roomStore';
+import { FakeHistory, FakeSocket, FakeTimers, flush, msg } from './fakes';
+
+let timers: FakeTimers;
+let sockets: FakeSocket[];
+let history: FakeHistory;
+let client: ChatClient;
+let ids: number;
+
+function makeClient(extra: Partial<ConstructorParameters<typeof ChatClient>[0]> = {}): ChatClient {
+  return new ChatClient({
+    userId: 'me',
+    url: () => `ws://test/ws?token=t${sockets.length}`,
+    wsFactory: (url) => {
+      const s = new FakeSocket(url);
+      sockets.push(s);
+      return s;
+    },
+    history,
+    timers,
+    backoff: { baseMs: 500, maxMs: 8000, random: () => 0.5 },
+    newClientMsgId: () => `c-${++ids}`,
+    ...extra,
+  });
+}
+
+const last = (): FakeSocket => sockets[sockets.length - 1];
+const texts = (roomId: number): string[] => client.getRoom(roomId)!.messages.map((m) => m.text);
+const seqs = (roomId: number): number[] => client.getRoom(roomId)!.messages.map((m) => m.seq);
+
+beforeEach(() => {
+  timers = new FakeTimers();
+  sockets = [];
+  history = new FakeHistory();
+  ids = 0;
+  client = makeClient();
+});
+
+async function openConnectedRoom(roomId: number): Promise<FakeSocket> {
+  client.start();
+  last().open();
+  await client.openRoom(roomId);
+  const ws = last();
+  const sub = ws.lastOf('SUBSCRIBE');
+  ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: client.getRoom(roomId)!.messages.at(-1)?.seq ?? null });
+  return ws;
+}
+
+describe('MessageList', () => {
+  it('keeps seq order and drops duplicates by id', () => {
+    const l = new MessageList();
+    expect(l.upsert(msg(1, 30))).toBe(true);
+    expect(l.upsert(msg(1, 10))).toBe(true);
+    expect(l.upsert(msg(1, 20))).toBe(true);
+    expect(l.upsert(msg(1, 20))).toBe(false);
+    expect(l.upsert(msg(1, 10, 'bob', 'changed'))).toBe(false);
+    expect(l.list().map((m) => m.seq)).toEqual([10, 20, 30]);
+    expect(l.list()[0].text).toBe('changed');
+    expect(l.highestSeq()).toBe(30);
+    expect(l.lowestSeq()).toBe(10);
+  });
+
+  it('returns a new array after each change (snapshot stability)', () => {
+    const l = new MessageList();
+    l.upsert(msg(1, 1));
+    const a = l.list();
+    expect(l.list()).toBe(a);
+    l.upsert(msg(1, 2));
+    expect(l.list()).not.toBe(a);
+    expect(a.length).toBe(1);
+  });
+});
+
+describe('Backoff', () => {
+  it('grows exponentially, is capped, and jitters', () => {
+    const b = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 1 });
+    expect([b.next(), b.next(), b.next(), b.next(), b.next(), b.next()]).toEqual([100, 200, 400, 800, 1000, 1000]);
+    const lo = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 0 });
+    expect([lo.next(), lo.next(), lo.next()]).toEqual([50, 100, 200]);
+    lo.reset();
+    expect(lo.next()).toBe(50);
+    const r = new Backoff({ baseMs: 1000, maxMs: 60000 });
+    for (let i = 0; i < 50; i++) {
+      const d = r.next();
+      expect(d).toBeGreaterThanOrEqual(0);
+      expect(d).toBeLessThanOrEqual(60000);
+    }
+  });
+});
+
+describe('ChatClient connection', () => {
+  it('connects, reports the node, subscribes to the room list', () => {
+    client.watchRooms();
+    client.start();
+    expect(client.getSnapshot().status).toBe('connecting');
+    last().open('node-2');
+    expect(client.getSnapshot()).toMatchObject({ status: 'connected', nodeId: 'node-2' });
+    expect(last().lastOf('SUBSCRIBE').destination).toBe('/topic/rooms');
+  });
+
+  it('emits ROOM_CREATED', () => {
+    const seen: string[] = [];
+    client.on('roomCreated', (r) => seen.push(r.name));
+    client.start();
+    last().open();
+    last().push({ type: 'ROOM_CREATED', room: { id: 5, name: 'general', createdBy: 'bob', createdAt: 'x', memberCount: 0 } });
+    expect(seen).toEqual(['general']);
+  });
+
+  it('reconnects with growing, capped backoff and resets it after a good connection', () => {
+    client.start();
+    last().open();
+    last().drop();
+    expect(client.getSnapshot().status).toBe('reconnecting');
+    expect(timers.delays()).toEqual([375]); // 500 * (0.5 + 0.5*0.5)
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const [d] = timers.delays();
+      delays.push(d);
+      timers.advance(d);
+      expect(sockets.length).toBe(2 + i);
+      last().drop();
+    }
+    expect(delays).toEqual([375, 750, 1500, 3000, 6000, 6000]);
+    expect(client.getSnapshot().status).toBe('offline'); // many failures in a row
+    timers.advance(timers.delays()[0]);
+    last().open('node-3');
+    expect(client.getSnapshot()).toMatchObject({ status: 'connected', nodeId: 'node-3' });
+    last().drop();
+    expect(timers.delays()).toEqual([375]);
+  });
+
+  it('does not reconnect after stop() and stops on 1008 (auth)', () => {
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    last().open();
+    last().drop(1008);
+    expect(expired).toBe(1);
+    expect(client.getSnapshot().status).toBe('closed');
+    timers.advance(60000);
+    expect(sockets.length).toBe(1);
+
+    const c2 = makeClient();
+    c2.start();
+    last().open();
+    c2.stop();
+    timers.advance(60000);
+    expect(sockets.length).toBe(2);
+    expect(c2.getSnapshot().status).toBe('closed');
+  });
+
+  it('pings when idle and drops a connection that does not answer', () => {
+    client.start();
+    last().open();
+    timers.advance(20000);
+    expect(last().framesOf('PING').length).toBe(1);
+    last().push({ type: 'PONG', ref: last().lastOf('PING').ref });
+    timers.advance(20000);
+    expect(last().framesOf('PING').length).toBe(2);
+    timers.advance(10000); // no answer
+    expect(sockets[0].closedByClient).not.toBeNull();
+    expect(client.getSnapshot().status).toBe('reconnecting');
+    timers.advance(timers.delays()[0]);
+    expect(sockets.length).toBe(2);
+  });
+
+  it('ignores frames from an old socket', async () => {
+    await openConnectedRoom(1);
+    const old = last();
+    old.drop();
+    old.push({ type: 'ROOM_MESSAGE', message: msg(1, 5) });
+    expect(texts(1)).toEqual([]);
+  });
+});
+
+describe('ChatClient rooms', () => {
+  it('loads the latest history, then subscribes with since = highest seq', async () => {
+    for (let s = 1; s <= 60; s++) history.add(msg(1, s * 10));
+    client.start();
+    last().open();
+    await client.openRoom(1);
+    expect(history.calls[0]).toEqual({ roomId: 1, before: null, limit: 50 });
+    expect(seqs(1)[0]).toBe(110);
+    expect(seqs(1).length).toBe(50);
+    expect(client.getRoom(1)!.hasMore).toBe(true);
+    const sub = last().lastOf('SUBSCRIBE');
+    expect(sub).toMatchObject({ destination: '/topic/message/1', since: 600 });
+  });
+
+  it('subscribes without since when the room is empty, and refetches if messages appeared meanwhile', async () => {
+    client.start();
+    last().open();
+    await client.openRoom(7);
+    const sub = last().lastOf('SUBSCRIBE');
+    expect(sub.since).toBeUndefined();
+    history.add(msg(7, 3)); // sent between the history call and the subscription
+    last().push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: 3 });
+    await flush();
+    expect(seqs(7)).toEqual([3]);
+  });
+
+  it('waits for the connection before subscribing', async () => {
+    history.add(msg(1, 4));
+    client.start();
+    await client.openRoom(1);
+    expect(last().sent).toEqual([]);
+    last().open();
+    expect(last().lastOf('SUBSCRIBE')).toMatchObject({ since: 4 });
+  });
+
+  it('loads older pages with before = lowest seq until exhausted', async () => {
+    for (let s = 1; s <= 120; s++) history.add(msg(1, s));
+    await openConnectedRoom(1);
+    expect(seqs(1)[0]).toBe(71);
+    expect(await client.loadOlder(1)).toBe(50);
+    expect(history.calls.at(-1)).toEqual({ roomId: 1, before: 71, limit: 50 });
+    expect(seqs(1)[0]).toBe(21);
+    expect(await client.loadOlder(1)).toBe(20);
+    expect(client.getRoom(1)!.hasMore).toBe(false);
+    expect(await client.loadOlder(1)).toBe(0);
+    expect(seqs(1)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
+  });
+
+  it('de-duplicates by id and keeps seq order for live, replayed and history messages', async () => {
+    history.add(msg(1, 10), msg(1, 20));
+    const ws = await openConnectedRoom(1);
+    const got: number[] = [];
+    client.on('message', (m) => got.push(m.seq));
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 40) });
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 30) }); // out of order
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 40) }); // duplicate
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 20) }); // duplicate of history
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(2, 25) }); // another room: ignored
+    expect(seqs(1)).toEqual([10, 20, 30, 40]);
+    expect(got).toEqual([40, 30]);
+  });
+
+  it('reports subscription errors on the room', async () => {
+    client.start();
+    last().open();
+    await client.openRoom(99);
+    const sub = last().lastOf('SUBSCRIBE');
+    last().push({ type: 'ERROR', code: 'NO_SUCH_ROOM', message: 'no room 99', ref: sub.ref });
+    expect(client.getRoom(99)!.error).toEqual({ code: 'NO_SUCH_ROOM', message: 'no room 99' });
+  });
+
+  it('unsubscribes when a room is closed', async () => {
+    const ws = await openConnectedRoom(1);
+    client.closeRoom(1);
+    expect(ws.lastOf('UNSUBSCRIBE').destination).toBe('/topic/message/1');
+    expect(client.getRoom(1)).toBeUndefined();
+  });
+});
+
+describe('ChatClient resume', () => {
+  it('resumes every open room with since = highest seq after a drop, with no gap and no duplicate', async () => {
+    history.add(msg(1, 1), msg(1, 2), msg(2, 100));
+    client.watchRooms();
+    const ws1 = await openConnectedRoom(1);
+    await client.openRoom(2);
+    const sub2 = ws1.lastOf('SUBSCRIBE');
+    ws1.push({ type: 'SUBSCRIBED', ref: sub2.ref, destination: sub2.destination, lastSeq: 100 });
+    ws1.push({ type: 'ROOM_MESSAGE', message: msg(1, 3) });
+    ws1.drop();
+    expect(client.getRoom(1)!.live).toBe(false);
+
+    const reconnected: boolean[] = [];
+    client.on('connected', (i) => reconnected.push(i.reconnect));
+    timers.advance(timers.delays()[0]);
+    const ws2 = last();
+    expect(ws2).not.toBe(ws1);
+    ws2.open('node-2');
+    expect(reconnected).toEqual([true]);
+    const subs = ws2.framesOf('SUBSCRIBE');
+    expect(subs.map((s) => [s.destination, s.since])).toEqual([
+      ['/topic/rooms', undefined],
+      ['/topic/message/1', 3],
+      ['/topic/message/2', 100],
+    ]);
+    // the server replays seq > 3 (including an overlap it may send), then goes live
+    ws2.push({ type: 'ROOM_MESSAGE', message: msg(1, 3) });
+    ws2.push({ type: 'ROOM_MESSAGE', message: msg(1, 5) });
+    ws2.push({ type: 'ROOM_MESSAGE', message: msg(1, 7) });
+    ws2.push({ type: 'SUBSCRIBED', ref: subs[1].ref, destination: subs[1].destination, lastSeq: 7 });
+    ws2.push({ type: 'ROOM_MESSAGE', message: msg(1, 9) });
+    expect(seqs(1)).toEqual([1, 2, 3, 5, 7, 9]);
+    expect(client.getRoom(1)!.live).toBe(true);
+    expect(client.getSnapshot().nodeId).toBe('node-2');
+  });
+
+  it('resumes from the newest seq even when messages arrived out of order', async () => {
+    history.add(msg(1, 10));
+    const ws = await openConnectedRoom(1);
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 30) });
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 20) });
+    ws.drop();
+    timers.advance(timers.delays()[0]);
+    last().open();
+    expect(last().lastOf('SUBSCRIBE').since).toBe(30);
+  });
+});
+
+describe('ChatClient sending', () => {
+  it('shows a message as pending until ACK, then as the acknowledged message', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'hello');
+    const send = ws.lastOf('SEND');
+    expect(send).toMatchObject({ roomId: 1, text: 'hello', clientMsgId: cid });
+    expect(client.getRoom(1)!.pending).toMatchObject([{ clientMsgId: cid, status: 'pending', text: 'hello' }]);
+    ws.push({ type: 'ACK', ref: send.ref, clientMsgId: cid, id: 'u-1', roomId: 1, seq: 50 });
+    expect(client.getRoom(1)!.pending).toEqual([]);
+    expect(client.getRoom(1)!.messages).toMatchObject([{ id: 'u-1', seq: 50, text: 'hello', senderId: 'me' }]);
+    // the broadcast copy arrives afterwards: still once
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 50, 'me', 'hello', { id: 'u-1', clientMsgId: cid }) });
+    expect(texts(1)).toEqual(['hello']);
+  });
+
+  it('settles a pending message when its broadcast copy arrives before the ACK', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'yo');
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 8, 'me', 'yo', { id: 'u-8', clientMsgId: cid }) });
+    expect(client.getRoom(1)!.pending).toEqual([]);
+    ws.push({ type: 'ACK', ref: ws.lastOf('SEND').ref, clientMsgId: cid, id: 'u-8', roomId: 1, seq: 8 });
+    expect(texts(1)).toEqual(['yo']);
+  });
+
+  it('marks a message failed on ERROR and retries with the same clientMsgId', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'try me');
+    ws.push({ type: 'ERROR', code: 'UNAVAILABLE', message: 'kafka is down', ref: ws.lastOf('SEND').ref });
+    expect(client.getRoom(1)!.pending).toMatchObject([
+      { clientMsgId: cid, status: 'failed', error: { code: 'UNAVAILABLE', message: 'kafka is down' } },
+    ]);
+    client.retry(cid);
+    expect(client.getRoom(1)!.pending[0].status).toBe('pending');
+    const sends = ws.framesOf('SEND');
+    expect(sends.length).toBe(2);
+    expect(sends[1].clientMsgId).toBe(cid);
+    expect(sends[1].ref).not.toBe(sends[0].ref);
+    ws.push({ type: 'ACK', ref: sends[1].ref, clientMsgId: cid, id: 'u-2', roomId: 1, seq: 2 });
+    expect(client.getRoom(1)!.pending).toEqual([]);
+    expect(texts(1)).toEqual(['try me']);
+  });
+
+  it('marks a message failed when no answer comes in time, and can discard it', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'lost');
+    timers.advance(15000);
+    expect(client.getRoom(1)!.pending[0]).toMatchObject({ status: 'failed', error: { code: 'TIMEOUT' } });
+    client.discard(cid);
+    expect(client.getRoom(1)!.pending).toEqual([]);
+    expect(ws.framesOf('SEND').length).toBe(1);
+  });
+
+  it('keeps messages sent while disconnected pending and sends them after the room is resumed', async () => {
+    const ws1 = await openConnectedRoom(1);
+    const cidA = client.send(1, 'in flight'); // sent, then the connection drops before the ACK
+    ws1.drop();
+    const cidB = client.send(1, 'while offline');
+    expect(client.getRoom(1)!.pending.map((p) => p.status)).toEqual(['pending', 'pending']);
+    timers.advance(timers.delays()[0]);
+    const ws2 = last();
+    ws2.open();
+    expect(ws2.framesOf('SEND')).toEqual([]); // not before SUBSCRIBED
+    const sub = ws2.lastOf('SUBSCRIBE');
+    // the first one did reach the server: the replay contains it
+    ws2.push({ type: 'ROOM_MESSAGE', message: msg(1, 11, 'me', 'in flight', { id: 'u-a', clientMsgId: cidA }) });
+    ws2.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: 11 });
+    const sends = ws2.framesOf('SEND');
+    expect(sends.map((s) => s.clientMsgId)).toEqual([cidB]);
+    ws2.push({ type: 'ACK', ref: sends[0].ref, clientMsgId: cidB, id: 'u-b', roomId: 1, seq: 12 });
+    expect(texts(1)).toEqual(['in flight', 'while offline']);
+    expect(client.getRoom(1)!.pending).toEqual([]);
+  });
+
+  it('resends an unanswered message after reconnecting, with the same clientMsgId', async () => {
+    const ws1 = await openConnectedRoom(1);
+    const cid = client.send(1, 'again');
+    ws1.drop();
+    timers.advance(timers.delays()[0]);
+    last().open();
+    const sub = last().lastOf('SUBSCRIBE');
+    last().push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: null });
+    expect(last().lastOf('SEND').clientMsgId).toBe(cid);
+  });
+
+  it('re-enters the room once on NOT_SUBSCRIBED and sends again', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'x');
+    ws.push({ type: 'ERROR', code: 'NOT_SUBSCRIBED', message: 'enter room 1 first', ref: ws.lastOf('SEND').ref });
+    expect(client.getRoom(1)!.pending[0].status).toBe('pending');
+    const sub = ws.lastOf('SUBSCRIBE');
+    ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: null });
+    expect(ws.framesOf('SEND').map((s) => s.clientMsgId)).toEqual([cid, cid]);
+    ws.push({ type: 'ERROR', code: 'NOT_SUBSCRIBED', message: 'still no', ref: ws.lastOf('SEND').ref });
+    expect(client.getRoom(1)!.pending[0].status).toBe('failed');
+  });
+
+  it('rejects empty and over-long text', async () => {
+    await openConnectedRoom(1);
+    expect(() => client.send(1, '   ')).toThrow();
+    expect(() => client.send(1, 'a'.repeat(4001))).toThrow();
+    expect(() => client.send(1, '😀'.repeat(4000))).not.toThrow(); // 4000 code points
+  });
+});
