@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# N chattrio nodes in the background (sharing the stack of CHATTRIO_STACK)
+# plus nginx in front of them when N > 1.
+#
+# Usage: scripts/cluster.sh up N [--base-port P] [--lb-port L] [--host H] [--log-json] [--no-lb]
+#            node i (1..N) listens on P+i (default P=8080 -> 8081..), nginx on L (default 8080)
+#        scripts/cluster.sh down              stop nginx and all nodes
+#        scripts/cluster.sh kill I            SIGKILL node I (chaos)
+#        scripts/cluster.sh stop I            graceful stop (SIGTERM) of node I
+#        scripts/cluster.sh start I           start node I again, wait for /readyz
+#        scripts/cluster.sh restart I         stop (if running) + start node I
+#        scripts/cluster.sh status            nodes, pids, /readyz
+#        scripts/cluster.sh logs              print the log file paths
+# The backing stack must be up (scripts/stack.sh up). Node logs and pid files
+# live in .stack/<stack>/nodes/, nginx in .stack/<stack>/nginx/.
+# CHATTRIO_SERVER_CMD overrides the server command
+# (default: "<repo>/.venv/bin/python -m chattrio serve").
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NODES_DIR="$STACK_DIR/nodes"
+STATE="$NODES_DIR/cluster.env"
+NGINX_DIR="$STACK_DIR/nginx"
+NGINX_CONF="$NGINX_DIR/nginx.conf"
+NGINX_PIDFILE="$NGINX_DIR/nginx.master.pid"
+READY_TIMEOUT="${CHATTRIO_NODE_READY_TIMEOUT:-60}"
+read -r -a SERVER_CMD <<< "${CHATTRIO_SERVER_CMD:-$REPO/.venv/bin/python -m chattrio serve}"
+
+load_state() {
+  [[ -f "$STATE" ]] || die "no cluster for stack '$STACK' (run: scripts/cluster.sh up N)"
+  # shellcheck disable=SC1090
+  source "$STATE"
+}
+
+node_port() { echo $((BASE_PORT + $1)); }
+node_pidfile() { echo "$NODES_DIR/node-$1.pid"; }
+node_log() { echo "$NODES_DIR/node-$1.log"; }
+node_pid() { read_pid "$(node_pidfile "$1")"; }
+node_running() { pid_matches "$(node_pid "$1")" "--node-id node-$1 "; }
+node_ready() {
+  [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$(node_port "$1")/readyz" 2>/dev/null)" == 200 ]]
+}
+
+check_index() {
+  [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= NODES)) || die "node index must be 1..$NODES, got '$1'"
+}
+
+start_node() {
+  local i="$1" port pid log
+  port="$(node_port "$i")"; log="$(node_log "$i")"
+  if node_running "$i"; then return 0; fi
+  port_open "$port" && port_taken_error "node-$i" "$port" "--base-port"
+  [[ -x "${SERVER_CMD[0]}" ]] || command -v "${SERVER_CMD[0]}" >/dev/null 2>&1 \
+    || die "server command '${SERVER_CMD[0]}' not found; run scripts/install.sh"
+  local extra=()
+  [[ "${LOG_JSON:-0}" == 1 ]] && extra+=(--log-json)
+  [[ -f "$log" ]] && mv -f "$log" "$log.1"
+  (
+    eval "$(print_env)"
+    export CHATTRIO_NODE_ID="node-$i"
+    cd "$REPO"
+    exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --node-id "node-$i" "${extra[@]}" \
+      </dev/null >"$log" 2>&1
+  ) &
+  pid=$!
+  echo "$pid" > "$(node_pidfile "$i")"
+  log "node-$i starting on $HOST:$port (pid $pid, log $log)"
+}
+
+wait_node_ready() {
+  local i="$1" n
+  for ((n = 0; n < READY_TIMEOUT * 5; n++)); do
+    node_ready "$i" && return 0
+    if ! node_running "$i"; then
+      tail -n 30 "$(node_log "$i")" >&2 || true
+      die "node-$i exited during startup (log: $(node_log "$i"))"
+    fi
+    sleep 0.2
+  done
+  tail -n 30 "$(node_log "$i")" >&2 || true
+  die "node-$i: GET /readyz did not answer 200 within ${READY_TIMEOUT}s (log: $(node_log "$i"))"
+}
+
+# signal the node's whole process group (it runs in its own session)
+signal_node() {
+  local pid="$2"
+  kill "-$1" -- "-$pid" 2>/dev/null || kill "-$1" "$pid" 2>/dev/null || true
+}
+
+stop_node() {  # stop_node I SIGNAL
+  local i="$1" sig="$2" pid n
+  node_running "$i" || { rm -f "$(node_pidfile "$i")"; return 0; }
+  pid="$(node_pid "$i")"
+  signal_node "$sig" "$pid"
+  for ((n = 0; n < 100; n++)); do pid_alive "$pid" || break; sleep 0.1; done
+  if pid_alive "$pid"; then
+    warn "node-$i (pid $pid) did not exit after SIG$sig, sending SIGKILL"
+    signal_node KILL "$pid"
+    for ((n = 0; n < 50; n++)); do pid_alive "$pid" || break; sleep 0.1; done
+  fi
+  # reap stragglers of the group (workers) as well
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$(node_pidfile "$i")"
+}
+
+nginx_bin() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || return 1; }
+nginx_pid() { read_pid "$NGINX_PIDFILE"; }
+nginx_running() { pid_matches "$(nginx_pid)" "$NGINX_CONF"; }
+
+start_nginx() {
+  local bin; bin="$(nginx_bin)" || die "nginx not found; run scripts/install.sh (apt-get install nginx-light)"
+  if nginx_running; then return 0; fi
+  port_open "$LB_PORT" && port_taken_error nginx "$LB_PORT" "--lb-port"
+  mkdir -p "$NGINX_DIR/tmp"
+  local ups="" i user_line=""
+  for ((i = 1; i <= NODES; i++)); do
+    ups+="        server 127.0.0.1:$(node_port "$i") max_fails=1 fail_timeout=5s;"$'\n'
+  done
+  is_root && user_line="user root;"
+  local tmpl="$SCRIPTS/nginx.conf.tmpl"
+  [[ -f "$tmpl" ]] || die "missing $tmpl"
+  awk -v ups="$ups" -v prefix="$NGINX_DIR" -v port="$LB_PORT" -v host="$LB_HOST" -v userline="$user_line" '
+    /^@UPSTREAMS@$/ { printf "%s", ups; next }
+    { gsub(/@PREFIX@/, prefix); gsub(/@LB_PORT@/, port); gsub(/@LB_HOST@/, host); gsub(/@USER_LINE@/, userline); print }
+  ' "$tmpl" > "$NGINX_CONF"
+  "$bin" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" \
+    || die "generated nginx config is invalid: $NGINX_CONF"
+  setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 &
+  echo $! > "$NGINX_PIDFILE"
+  wait_port "$LB_PORT" 10 "$!" || { tail -n 20 "$NGINX_DIR/error.log" >&2 || true; die "nginx did not start (log: $NGINX_DIR/error.log)"; }
+  log "nginx on $LB_HOST:$LB_PORT -> nodes $(node_port 1)..$(node_port "$NODES")"
+}
+
+stop_nginx() {
+  nginx_running || { rm -f "$NGINX_PIDFILE"; return 0; }
+  stop_pid "$(nginx_pid)" 10 TERM
+  rm -f "$NGINX_PIDFILE"
+}
+
+cmd="${1:-status}"; shift || true
+case "$cmd" in
+  up)
+    [[ $# -ge 1 && "$1" =~ ^[0-9]+$ && "$1" -ge 1 ]] || die "usage: cluster.sh up N [--base-port P] [--lb-port L] [--host H] [--log-json] [--no-lb]"
+    NODES="$1"; shift
+    BASE_PORT=8080 LB_PORT=8080 HOST=127.0.0.1 LB_HOST=127.0.0.1 LOG_JSON=0 LB=auto
+    while (($#)); do
+      case "$1" in
+        --base-port) BASE_PORT="$2"; shift 2 ;;
+        --lb-port) LB_PORT="$2"; shift 2 ;;
+        --host) HOST="$2"; shift 2 ;;
+        --lb-host) LB_HOST="$2"; shift 2 ;;
+        --log-json) LOG_JSON=1; shift ;;
+        --no-lb) LB=no; shift ;;
+        --lb) LB=yes; shift ;;
+        *) die "unknown option $1" ;;
+      esac
+    done
+    [[ "$LB" == auto ]] && { ((NODES > 1)) && LB=yes || LB=no; }
+    if [[ -f "$STATE" ]]; then
+      # refuse to silently change the shape of a running cluster
+      old_nodes="$(sed -n 's/^NODES=//p' "$STATE")"; old_base="$(sed -n 's/^BASE_PORT=//p' "$STATE")"
+      if [[ "$old_nodes" != "$NODES" || "$old_base" != "$BASE_PORT" ]]; then
+        running=0
+        for ((i = 1; i <= old_nodes; i++)); do
+          ( NODES=$old_nodes BASE_PORT=$old_base; node_running "$i" ) && running=1
+        done
+        ((running)) && die "a cluster with $old_nodes node(s) on base port $old_base is running; run scripts/cluster.sh down first"
+      fi
+    fi
+    for s in "${SERVICES[@]}"; do
+      "$SCRIPTS/stack.sh" running "$s" || die "stack '$STACK' service $s is not running (run scripts/stack.sh up)"
+    done
+    mkdir -p "$NODES_DIR"
+    printf 'NODES=%s\nBASE_PORT=%s\nLB_PORT=%s\nHOST=%s\nLB_HOST=%s\nLOG_JSON=%s\nLB=%s\n' \
+      "$NODES" "$BASE_PORT" "$LB_PORT" "$HOST" "$LB_HOST" "$LOG_JSON" "$LB" > "$STATE"
+    for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
+    for ((i = 1; i <= NODES; i++)); do wait_node_ready "$i"; done
+    [[ "$LB" == yes ]] && start_nginx
+    log "cluster up: $NODES node(s) on $(node_port 1)..$(node_port "$NODES")$( [[ $LB == yes ]] && echo ", nginx on $LB_PORT")"
+    ;;
+  down)
+    [[ -f "$STATE" ]] || exit 0
+    load_state
+    stop_nginx
+    for ((i = 1; i <= NODES; i++)); do
+      node_running "$i" && log "stopping node-$i"
+      stop_node "$i" TERM
+    done
+    ;;
+  kill)
+    load_state; check_index "${1:-}"
+    node_running "$1" || { warn "node-$1 is not running"; exit 0; }
+    log "SIGKILL node-$1 (pid $(node_pid "$1"))"
+    stop_node "$1" KILL ;;
+  stop)
+    load_state; check_index "${1:-}"
+    log "stopping node-$1"
+    stop_node "$1" TERM ;;
+  start)
+    load_state; check_index "${1:-}"
+    start_node "$1"; wait_node_ready "$1"
+    log "node-$1 ready" ;;
+  restart)
+    load_state; check_index "${1:-}"
+    stop_node "$1" TERM; start_node "$1"; wait_node_ready "$1"
+    log "node-$1 ready" ;;
+  status)
+    [[ -f "$STATE" ]] || { echo "no cluster for stack '$STACK'"; exit 1; }
+    load_state
+    rc=0
+    for ((i = 1; i <= NODES; i++)); do
+      if node_running "$i"; then
+        r="not ready"; node_ready "$i" && r=ready || rc=1
+        printf 'node-%-3s up    pid %-7s %s:%-5s %s\n' "$i" "$(node_pid "$i")" "$HOST" "$(node_port "$i")" "$r"
+      else
+        printf 'node-%-3s down                %s:%-5s\n' "$i" "$HOST" "$(node_port "$i")"; rc=1
+      fi
+    done
+    if [[ "$LB" == yes ]]; then
+      if nginx_running; then printf 'nginx    up    pid %-7s %s:%s\n' "$(nginx_pid)" "$LB_HOST" "$LB_PORT"
+      else printf 'nginx    down                %s:%s\n' "$LB_HOST" "$LB_PORT"; rc=1; fi
+    fi
+    exit "$rc" ;;
+  nodes)  # machine-readable: "I PORT PID" per running node
+    load_state
+    for ((i = 1; i <= NODES; i++)); do node_running "$i" && echo "$i $(node_port "$i") $(node_pid "$i")"; done
+    exit 0 ;;
+  logs)
+    load_state
+    for ((i = 1; i <= NODES; i++)); do node_log "$i"; done
+    [[ "$LB" == yes ]] && echo "$NGINX_DIR/error.log"
+    exit 0 ;;
+  *)
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2 ;;
+esac
