@@ -1,0 +1,268 @@
+"""Counting: latency histograms, per-second timelines, and the delivery ledger.
+
+Everything here is plain data that one worker fills and that the parent merges, so it has
+`to_wire`/`from_wire` forms (JSON-friendly dicts) and an associative `merge`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+# Histogram: values in integer microseconds. Values below 2**SUB_BITS are exact; above, each
+# power of two is split into 2**(SUB_BITS-1) buckets, so a bucket is at most 1/64 (1.6 %) wide.
+SUB_BITS = 7
+_SUB = 1 << SUB_BITS
+_HALF = _SUB >> 1
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def bucket_of(value: int) -> int:
+    if value < _SUB:
+        return value if value > 0 else 0
+    shift = value.bit_length() - SUB_BITS
+    return _SUB + (shift - 1) * _HALF + ((value >> shift) - _HALF)
+
+
+def bucket_bounds(index: int) -> tuple[int, int]:
+    """[low, high) of the values that fall in bucket `index`."""
+    if index < _SUB:
+        return index, index + 1
+    shift = (index - _SUB) // _HALF + 1
+    mantissa = (index - _SUB) % _HALF + _HALF
+    return mantissa << shift, (mantissa + 1) << shift
+
+
+class Histogram:
+    __slots__ = ("counts", "count", "total", "max", "min")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.count = 0
+        self.total = 0
+        self.max = 0
+        self.min = 0
+
+    def record(self, value: int) -> None:
+        if value < 0:
+            value = 0  # clocks of one machine; a negative value is rounding, not travel back in time
+        b = bucket_of(value)
+        counts = self.counts
+        counts[b] = counts.get(b, 0) + 1
+        if self.count == 0 or value < self.min:
+            self.min = value
+        self.count += 1
+        self.total += value
+        if value > self.max:
+            self.max = value
+
+    def percentile(self, q: float) -> int:
+        """The smallest recorded value v such that at least q % of values are <= v, to bucket
+        precision (the bucket's midpoint, clamped to the exact min and max)."""
+        if self.count == 0:
+            return 0
+        per_100k = round(q * 1000)  # integer maths: 99.9 % of 1000 must be exactly 999
+        rank = max(1, -(-self.count * per_100k // 100_000))
+        seen = 0
+        for b in sorted(self.counts):
+            seen += self.counts[b]
+            if seen >= rank:
+                low, high = bucket_bounds(b)
+                return min(max((low + high - 1) // 2, self.min), self.max)
+        return self.max
+
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def summary_ms(self) -> dict[str, float]:
+        out = {"count": self.count}
+        for q in PERCENTILES:
+            out[f"p{q:g}"] = round(self.percentile(q) / 1000, 3)
+        out["max"] = round(self.max / 1000, 3)
+        out["mean"] = round(self.mean() / 1000, 3)
+        return out
+
+    def merge(self, other: Histogram) -> None:
+        for b, n in other.counts.items():
+            self.counts[b] = self.counts.get(b, 0) + n
+        if other.count and (self.count == 0 or other.min < self.min):
+            self.min = other.min
+        self.count += other.count
+        self.total += other.total
+        self.max = max(self.max, other.max)
+
+    def to_wire(self) -> dict:
+        return {"counts": [[b, n] for b, n in sorted(self.counts.items())], "count": self.count,
+                "total": self.total, "max": self.max, "min": self.min}
+
+    @classmethod
+    def from_wire(cls, data: dict) -> Histogram:
+        h = cls()
+        h.counts = {b: n for b, n in data["counts"]}
+        h.count, h.total, h.max, h.min = data["count"], data["total"], data["max"], data["min"]
+        return h
+
+
+class Timeline:
+    """Counts and latency per whole second since the run's start (wall clock)."""
+
+    __slots__ = ("t0", "counts", "latency")
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.counts: dict[str, list[int]] = {"sent": [], "acked": [], "delivered": []}
+        self.latency: list[Histogram] = []
+
+    def _second(self, now: float) -> int:
+        return max(0, int(now - self.t0))
+
+    def add(self, what: str, now: float, n: int = 1) -> None:
+        series = self.counts[what]
+        s = self._second(now)
+        if s >= len(series):
+            series.extend([0] * (s + 1 - len(series)))
+        series[s] += n
+
+    def latency_at(self, now: float) -> Histogram:
+        s = self._second(now)
+        if s >= len(self.latency):
+            self.latency.extend(Histogram() for _ in range(s + 1 - len(self.latency)))
+        return self.latency[s]
+
+    def merge(self, other: Timeline) -> None:
+        for what, series in other.counts.items():
+            mine = self.counts.setdefault(what, [])
+            if len(series) > len(mine):
+                mine.extend([0] * (len(series) - len(mine)))
+            for i, n in enumerate(series):
+                mine[i] += n
+        if len(other.latency) > len(self.latency):
+            self.latency.extend(Histogram() for _ in range(len(other.latency) - len(self.latency)))
+        for mine, theirs in zip(self.latency, other.latency):
+            mine.merge(theirs)
+
+    def to_wire(self) -> dict:
+        return {"t0": self.t0, "counts": self.counts, "latency": [h.to_wire() for h in self.latency]}
+
+    @classmethod
+    def from_wire(cls, data: dict) -> Timeline:
+        t = cls(data["t0"])
+        t.counts = {k: list(v) for k, v in data["counts"].items()}
+        t.latency = [Histogram.from_wire(h) for h in data["latency"]]
+        return t
+
+
+@dataclass
+class SentMessage:
+    room_id: int
+    sent_at: float
+    acked: bool = False
+    ack_seq: int | None = None
+
+
+@dataclass
+class SeenMessage:
+    """What the receivers of one worker saw of one bot message."""
+    seq: int
+    receivers: int = 0
+
+
+@dataclass
+class Ledger:
+    """One worker's record of the run. Loss is only decided after merging every worker's
+    ledger, because a receiver's messages may come from senders in other workers.
+
+    Expected deliveries of an acknowledged message = the bot's users in its room whose
+    subscription covers its seq, i.e. whose SUBSCRIBED.lastSeq is below it (null: all).
+    """
+    counters: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, SentMessage] = field(default_factory=dict)
+    seen: dict[str, SeenMessage] = field(default_factory=dict)
+    # room id -> the lastSeq of each member's first subscription (-1 for null)
+    members: dict[int, list[int]] = field(default_factory=dict)
+    e2e: Histogram = field(default_factory=Histogram)
+    ack: Histogram = field(default_factory=Histogram)
+    reconnect: Histogram = field(default_factory=Histogram)
+    timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def to_wire(self) -> dict:
+        return {
+            "counters": self.counters,
+            "sent": {k: [m.room_id, m.sent_at, m.acked, m.ack_seq] for k, m in self.sent.items()},
+            "seen": {k: [m.seq, m.receivers] for k, m in self.seen.items()},
+            "members": {str(r): v for r, v in self.members.items()},
+            "e2e": self.e2e.to_wire(), "ack": self.ack.to_wire(), "reconnect": self.reconnect.to_wire(),
+            "timeline": self.timeline.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict) -> Ledger:
+        return cls(
+            counters=dict(data["counters"]),
+            sent={k: SentMessage(*v) for k, v in data["sent"].items()},
+            seen={k: SeenMessage(*v) for k, v in data["seen"].items()},
+            members={int(r): list(v) for r, v in data["members"].items()},
+            e2e=Histogram.from_wire(data["e2e"]), ack=Histogram.from_wire(data["ack"]),
+            reconnect=Histogram.from_wire(data["reconnect"]),
+            timeline=Timeline.from_wire(data["timeline"]),
+        )
+
+    def merge(self, other: Ledger) -> None:
+        for k, n in other.counters.items():
+            self.inc(k, n)
+        self.sent.update(other.sent)  # client message ids are unique per sender, senders per worker
+        for k, theirs in other.seen.items():
+            mine = self.seen.get(k)
+            if mine is None:
+                self.seen[k] = SeenMessage(theirs.seq, theirs.receivers)
+            elif mine.seq != theirs.seq:
+                # Stored twice under two seqs: each copy the other worker saw is a duplicate.
+                self.inc("duplicates", theirs.receivers)
+            else:
+                mine.receivers += theirs.receivers
+        for room, seqs in other.members.items():
+            self.members.setdefault(room, []).extend(seqs)
+        self.e2e.merge(other.e2e)
+        self.ack.merge(other.ack)
+        self.reconnect.merge(other.reconnect)
+        self.timeline.merge(other.timeline)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    expected: int
+    delivered: int
+    lost: int
+    unexpected: int
+    acked_lost_messages: int
+
+
+def settle(ledger: Ledger) -> Delivery:
+    """Expected, delivered and lost deliveries of the acknowledged messages of a merged ledger.
+
+    A message acknowledged but never seen by any receiver uses its ACK seq; one seen uses the
+    seq receivers saw (a retried send may be ACKed with the seq of its first copy or another)."""
+    sorted_members = {room: sorted(seqs) for room, seqs in ledger.members.items()}
+    expected = delivered = lost = unexpected = acked_lost = 0
+    for cmid, sent in ledger.sent.items():
+        seen = ledger.seen.get(cmid)
+        if not sent.acked:
+            if seen is not None:
+                unexpected += seen.receivers  # delivered although never acknowledged: not loss
+            continue
+        seq = seen.seq if seen is not None else sent.ack_seq
+        members = sorted_members.get(sent.room_id, [])
+        eligible = bisect.bisect_left(members, seq) if seq is not None else len(members)
+        got = seen.receivers if seen is not None else 0
+        expected += eligible
+        delivered += min(got, eligible)
+        unexpected += max(0, got - eligible)
+        missing = max(0, eligible - got)
+        lost += missing
+        if missing:
+            acked_lost += 1
+    return Delivery(expected, delivered, lost, unexpected, acked_lost)

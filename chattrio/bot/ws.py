@@ -1,0 +1,281 @@
+"""A minimal WebSocket client over trio.SocketStream, built for receive throughput.
+
+The bot only needs text frames to and from a server it trusts, so this is a small subset of
+RFC 6455: a hand-written HTTP upgrade, masked client frames, and a parser for unmasked server
+frames. A general-purpose client (trio-websocket) spends most of its time in per-frame event
+objects; here one `receive_some` returns every complete message in the buffer at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import random
+import struct
+from dataclasses import dataclass
+
+import trio
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_MAX_HEADER_BYTES = 16 * 1024
+_RECEIVE_BYTES = 256 * 1024
+# The server caps frames at 64 KiB; anything far larger means we lost framing.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class WsError(Exception):
+    """The connection cannot be used any more (handshake refused, protocol error, closed)."""
+
+
+class HandshakeRefused(WsError):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"upgrade refused with HTTP {status}: {body[:200]!r}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class CloseInfo:
+    code: int
+    reason: str
+
+
+class FrameParser:
+    """Incremental parser of server-to-client frames (unmasked).
+
+    `feed(data)` returns the payloads of the complete text messages, in order. Control frames
+    do not interrupt that list: pings are queued in `pings` for the caller to answer, and a close
+    frame sets `closed` (everything after it is ignored).
+    """
+
+    __slots__ = ("_buf", "_fragments", "_fragment_size", "pings", "closed")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._fragments: list[bytes] | None = None
+        self._fragment_size = 0
+        self.pings: list[bytes] = []
+        self.closed: CloseInfo | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2 and self.closed is None:
+            b0 = buf[pos]
+            length = buf[pos + 1]
+            if length & 0x80:
+                raise WsError("server frame is masked")
+            head = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                (length,) = struct.unpack_from(">Q", buf, pos + 2)
+                head = 10
+            if length > MAX_MESSAGE_BYTES:
+                raise WsError(f"frame of {length} bytes is too large")
+            start = pos + head
+            stop = start + length
+            if stop > end:
+                break
+            pos = stop
+            if b0 == 0x81:  # FIN + text: the only frame kind on the hot path
+                if self._fragments is not None:
+                    raise WsError("text frame inside a fragmented message")
+                out.append(buf[start:stop])
+            else:
+                self._other(b0, buf[start:stop], out)
+        self._buf = buf[pos:] if pos < end else b""
+        return out
+
+    def _other(self, b0: int, payload: bytes, out: list[bytes]) -> None:
+        if b0 & 0x70:
+            raise WsError("reserved bits set (no extension was negotiated)")
+        fin = b0 & 0x80
+        opcode = b0 & 0x0F
+        if opcode >= OP_CLOSE:
+            if not fin or len(payload) > 125:
+                raise WsError("bad control frame")
+            if opcode == OP_PING:
+                self.pings.append(payload)
+            elif opcode == OP_CLOSE:
+                code = struct.unpack_from(">H", payload)[0] if len(payload) >= 2 else 1005
+                self.closed = CloseInfo(code, payload[2:].decode("utf-8", "replace"))
+            return
+        if opcode == OP_BINARY:
+            raise WsError("binary frame from server")
+        if opcode == OP_TEXT:
+            if self._fragments is not None:
+                raise WsError("text frame inside a fragmented message")
+            self._fragments, self._fragment_size = [payload], len(payload)
+            return
+        if opcode != OP_CONTINUATION or self._fragments is None:
+            raise WsError(f"unexpected opcode {opcode}")
+        self._fragments.append(payload)
+        self._fragment_size += len(payload)
+        if self._fragment_size > MAX_MESSAGE_BYTES:
+            raise WsError("fragmented message is too large")
+        if fin:
+            out.append(b"".join(self._fragments))
+            self._fragments = None
+
+
+def mask_payload(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the repeated 4-byte mask, done as one big-int operation (fast in CPython)."""
+    n = len(payload)
+    if n == 0:
+        return payload
+    key = (mask * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def encode_client_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """One final, masked client frame (clients must mask, RFC 6455 5.3)."""
+    if mask is None:
+        mask = random.getrandbits(32).to_bytes(4, "little")
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return header + mask + mask_payload(payload, mask)
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+def build_upgrade_request(host: str, port: int, target: str) -> tuple[bytes, str]:
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    request = (
+        f"GET {target} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+        "\r\n"
+    )
+    return request.encode("latin-1"), key
+
+
+def parse_upgrade_response(head: bytes, key: str) -> None:
+    """Raise unless `head` (status line and headers, without the blank line) accepts the upgrade."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise WsError(f"bad status line {lines[0]!r}")
+    status = int(parts[1])
+    if status != 101:
+        raise HandshakeRefused(status, b"")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("upgrade", "").lower() != "websocket":
+        raise WsError("101 without Upgrade: websocket")
+    if headers.get("sec-websocket-accept") != accept_key(key):
+        raise WsError("wrong Sec-WebSocket-Accept")
+
+
+class WsConnection:
+    """One client connection. Not safe for concurrent `receive`s; sends are serialised by a lock
+    so that a ping answer from the reader cannot interleave with a frame from the sender."""
+
+    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
+        self._stream = stream
+        self._parser = FrameParser()
+        self._leftover = leftover
+        self._send_lock = trio.Lock()
+        self.close_info: CloseInfo | None = None
+
+    @classmethod
+    async def connect(cls, host: str, port: int, target: str, timeout: float) -> WsConnection:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            try:
+                request, key = build_upgrade_request(host, port, target)
+                await stream.send_all(request)
+                buf = b""
+                while (idx := buf.find(b"\r\n\r\n")) < 0:
+                    if len(buf) > _MAX_HEADER_BYTES:
+                        raise WsError("upgrade response headers too large")
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        raise WsError("connection closed during the upgrade")
+                    buf += chunk
+                try:
+                    parse_upgrade_response(buf[:idx], key)
+                except HandshakeRefused as exc:
+                    raise HandshakeRefused(exc.status, buf[idx + 4:]) from None
+            except BaseException:
+                stream.socket.close()
+                raise
+        return cls(stream, buf[idx + 4:])
+
+    async def send_text(self, payload: bytes) -> None:
+        frame = encode_client_frame(OP_TEXT, payload)
+        async with self._send_lock:
+            await self._stream.send_all(frame)
+
+    async def receive(self) -> list[bytes]:
+        """Text messages that are complete (possibly none); raises WsError once closed."""
+        if self.close_info is not None:
+            raise WsError(f"closed by server: {self.close_info.code} {self.close_info.reason}")
+        if self._leftover:
+            data, self._leftover = self._leftover, b""
+        else:
+            data = await self._stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                raise WsError("connection closed without a close frame")
+        messages = self._parser.feed(data)
+        if self._parser.pings:
+            pings, self._parser.pings = self._parser.pings, []
+            for payload in pings:
+                await self._send_control(OP_PONG, payload)
+        if self._parser.closed is not None and self.close_info is None:
+            self.close_info = self._parser.closed
+            # Echo the close so the server can finish cleanly; it may already be gone.
+            with trio.move_on_after(1):
+                try:
+                    await self._send_control(OP_CLOSE, struct.pack(">H", self.close_info.code))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+        if self.close_info is not None and not messages:
+            raise WsError(f"closed by server: {self.close_info.code} {self.close_info.reason}")
+        return messages
+
+    async def _send_control(self, opcode: int, payload: bytes) -> None:
+        async with self._send_lock:
+            await self._stream.send_all(encode_client_frame(opcode, payload))
+
+    async def close(self, code: int = 1000, timeout: float = 2.0) -> None:
+        """Send a close frame and wait (briefly) for the server to close the TCP connection."""
+        with trio.move_on_after(timeout):
+            try:
+                if self.close_info is None:
+                    await self._send_control(OP_CLOSE, struct.pack(">H", code))
+                while await self._stream.receive_some(_RECEIVE_BYTES):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await self.aclose_now()
+
+    async def aclose_now(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()

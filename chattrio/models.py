@@ -1,0 +1,73 @@
+"""Typed records that cross the node's edges: Kafka events, stored messages, rooms."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f6c0e-9d3f-4c1e-9a55-1f0c2d7a8e01")
+
+
+class Room(msgspec.Struct, rename="camel", frozen=True):
+    id: int
+    name: str
+    created_by: str
+    created_at: str
+    member_count: int = 0
+
+
+class Message(msgspec.Struct, rename="camel", frozen=True):
+    """A chat or system message as stored and as sent to clients."""
+
+    id: str
+    room_id: int
+    seq: int
+    sender_id: str
+    kind: str  # "chat" | "join" | "leave"
+    text: str
+    client_msg_id: str | None
+    sent_at: int  # broker timestamp, ms since the epoch
+
+
+class ChatRecord(msgspec.Struct, frozen=True, array_like=True):
+    """The value of a record on the messages topic; seq and sent_at come from Kafka."""
+
+    id: str
+    room_id: int
+    sender_id: str
+    kind: str
+    text: str
+    client_msg_id: str | None
+
+    def to_message(self, seq: int, sent_at: int) -> Message:
+        return Message(
+            self.id, self.room_id, seq, self.sender_id, self.kind, self.text, self.client_msg_id, sent_at
+        )
+
+
+class UserCreated(msgspec.Struct, tag="user_created", rename="camel", frozen=True):
+    event_id: str
+    user_id: str
+    created_at: str
+
+
+class RoomCreated(msgspec.Struct, tag="room_created", rename="camel", frozen=True):
+    event_id: str
+    room: Room
+
+
+DomainEvent = UserCreated | RoomCreated
+
+chat_record_encoder = msgspec.json.Encoder()
+chat_record_decoder = msgspec.json.Decoder(ChatRecord)
+event_decoder = msgspec.json.Decoder(DomainEvent)
+message_decoder = msgspec.json.Decoder(Message)
+json_encoder = msgspec.json.Encoder()
+
+
+def message_id(sender_id: str, client_msg_id: str | None) -> str:
+    """A retried send (same sender, same clientMsgId) keeps its id on every node."""
+    if client_msg_id is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sender_id}\x00{client_msg_id}"))

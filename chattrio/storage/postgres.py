@@ -1,0 +1,248 @@
+"""PostgreSQL through asyncpg: users, rooms, the outbox and stored messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+import trio
+
+from chattrio.models import Message, Room, RoomCreated, UserCreated, json_encoder
+from chattrio.storage.bridge import run_asyncio
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT = 10.0
+MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
+POOL_SIZE = 8
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL did not answer; the caller should answer 503 or retry."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    key: str
+    payload: bytes
+
+
+_MESSAGE_COLUMNS = "id::text, room_id, seq, sender_id, kind, text, client_msg_id, sent_at"
+_ROOM_COLUMNS = "id, name, created_by, created_at"
+
+
+def _room(row) -> Room:
+    return Room(row["id"], row["name"], row["created_by"], row["created_at"].isoformat())
+
+
+def _message(row) -> Message:
+    return Message(*row)
+
+
+class Database:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _run(self, fn: Callable[..., Awaitable], *args):
+        try:
+            with trio.fail_after(QUERY_TIMEOUT):
+                return await run_asyncio(fn, *args)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, trio.TooSlowError) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+        except asyncpg.CannotConnectNowError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL starting up: {exc!r}") from exc
+
+    async def ping(self) -> None:
+        await self._run(self._pool.fetchval, "SELECT 1")
+
+    async def migrate(self) -> list[str]:
+        """Apply the SQL files of migrations/ not applied yet; safe when nodes start together."""
+        scripts = sorted(
+            (f.name, f.read_text())
+            for f in importlib.resources.files("chattrio.storage.migrations").iterdir()
+            if f.name.endswith(".sql")
+        )
+
+        async def apply() -> list[str]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+                applied = []
+                for name, sql in scripts:
+                    if name not in done:
+                        await conn.execute(sql)
+                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                        applied.append(name)
+                return applied
+
+        return await self._run(apply)
+
+    # Users and rooms: the row and its outbox event commit together ---------------------------
+
+    async def enter_user(self, user_id: str) -> bool:
+        """Create the user if unknown; True when it was created now."""
+
+        async def enter() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                created_at = await conn.fetchval(
+                    "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING created_at",
+                    user_id,
+                )
+                if created_at is None:
+                    return False
+                event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
+                await _insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
+                return True
+
+        return await self._run(enter)
+
+    async def create_room(self, name: str, created_by: str) -> Room:
+        async def create() -> Room:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"INSERT INTO rooms (name, created_by) VALUES ($1, $2) RETURNING {_ROOM_COLUMNS}",
+                    name,
+                    created_by,
+                )
+                room = _room(row)
+                event = RoomCreated(str(uuid.uuid4()), room)
+                await _insert_outbox(conn, event.event_id, str(room.id), json_encoder.encode(event))
+                return room
+
+        return await self._run(create)
+
+    async def user_exists(self, user_id: str) -> bool:
+        return await self._run(self._pool.fetchval, "SELECT true FROM users WHERE id = $1", user_id) or False
+
+    async def list_rooms(self) -> list[Room]:
+        rows = await self._run(self._pool.fetch, f"SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY id")
+        return [_room(r) for r in rows]
+
+    async def get_room(self, room_id: int) -> Room | None:
+        row = await self._run(self._pool.fetchrow, f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE id = $1", room_id)
+        return None if row is None else _room(row)
+
+    # Outbox ------------------------------------------------------------------------------------
+
+    async def relay_outbox(
+        self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]
+    ) -> int:
+        """Claim up to `limit` unpublished rows in id order, publish them, mark them; one transaction.
+
+        `publish` is an asyncio coroutine function (the Kafka adapter's). Rows are claimed with
+        FOR UPDATE SKIP LOCKED, so two pollers never publish the same row at once even if the Redis
+        lock is lost; a crash after publish and before commit republishes, and consumers dedupe by
+        event id.
+        """
+
+        async def relay() -> int:
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT id, event_id::text, key, payload FROM outbox WHERE published_at IS NULL"
+                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    limit,
+                )
+                if not rows:
+                    return 0
+                batch = [OutboxRow(r["id"], r["event_id"], r["key"], bytes(r["payload"])) for r in rows]
+                await publish(batch)
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [row.id for row in batch],
+                )
+                return len(batch)
+
+        return await self._run(relay)
+
+    async def outbox_backlog(self) -> tuple[int, float]:
+        """Unpublished rows and the age in seconds of the oldest one."""
+        row = await self._run(
+            self._pool.fetchrow,
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+            " FROM outbox WHERE published_at IS NULL",
+        )
+        return int(row["n"]), float(row["age"])
+
+    # Messages ----------------------------------------------------------------------------------
+
+    async def store_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Insert a batch; returns the messages that were new (redeliveries and retries are not)."""
+        if not messages:
+            return []
+        columns = list(zip(*(_message_tuple(m) for m in messages)))
+
+        async def store() -> list[str]:
+            rows = await self._pool.fetch(
+                "INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)"
+                " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],"
+                " $6::text[], $7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id::text",
+                *columns,
+            )
+            return [r[0] for r in rows]
+
+        inserted = set(await self._run(store))
+        return [m for m in messages if m.id in inserted]
+
+    async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]:
+        rows = await self._run(
+            self._pool.fetch,
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            room_id,
+            since,
+            limit,
+        )
+        return [_message(r) for r in rows]
+
+    async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]:
+        """Newest first."""
+        rows = await self._run(
+            self._pool.fetch,
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2"
+            " ORDER BY seq DESC LIMIT $3",
+            room_id,
+            (1 << 62) if before is None else before,
+            limit,
+        )
+        return [_message(r) for r in rows]
+
+    async def last_seq(self, room_id: int) -> int | None:
+        return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
+
+
+def _message_tuple(m: Message) -> tuple:
+    return (m.id, m.room_id, m.seq, m.sender_id, m.kind, m.text, m.client_msg_id, m.sent_at)
+
+
+async def _insert_outbox(conn, event_id: str, key: str, payload: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (event_id, key, payload) VALUES ($1, $2, $3)", uuid.UUID(event_id), key, payload
+    )
+
+
+@asynccontextmanager
+async def open_database(dsn: str) -> AsyncIterator[Database]:
+    """A connection pool for the node's lifetime; raises DatabaseUnavailable when unreachable."""
+    try:
+        with trio.fail_after(QUERY_TIMEOUT):
+            pool = await run_asyncio(
+                asyncpg.create_pool, dsn, min_size=1, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
+            )
+    except (OSError, asyncpg.PostgresError, trio.TooSlowError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
+    try:
+        yield Database(pool)
+    finally:
+        with trio.move_on_after(5) as scope:
+            scope.shield = True
+            await run_asyncio(pool.close)

@@ -1,0 +1,285 @@
+"""Redis through coredis (native on Trio via anyio): caches, presence and the outbox lock.
+
+Nothing here is read to validate a write. Every multi-step operation is one Lua script, so it is
+atomic across nodes and costs one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import coredis
+import msgspec
+import trio
+
+from chattrio.models import Message, Room, json_encoder, message_decoder
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 2.0
+RECENT_PER_ROOM = 300
+
+_CACHE_MESSAGES = """
+local keep = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[2 * i], ARGV[2 * i + 1])
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
+end
+return #KEYS
+"""
+
+# Returns {oldest cached seq, messages with seq > since...}, or {} when nothing is cached.
+_RECENT_MESSAGES = """
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #oldest == 0 then return {} end
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+table.insert(items, 1, oldest[2])
+return items
+"""
+
+_LAST_SEQ = """
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #newest == 0 then return false end
+return newest[2]
+"""
+
+# KEYS: room users, user sessions, rooms with presence. ARGV: user, session, expiry ms, room id.
+# Returns 1 when the user was not in the room (so a "joined" message is due).
+_ENTER = """
+local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[4])
+if present then return 0 end
+return 1
+"""
+
+# KEYS: pairs of (room users, user sessions). ARGV: expiry ms, then pairs of (user, session).
+_HEARTBEAT = """
+for i = 1, #KEYS, 2 do
+  local user, session = ARGV[i + 1], ARGV[i + 2]
+  redis.call('ZADD', KEYS[i + 1], ARGV[1], session)
+  redis.call('PEXPIREAT', KEYS[i + 1], ARGV[1])
+  redis.call('ZADD', KEYS[i], 'GT', ARGV[1], user)
+end
+return #KEYS / 2
+"""
+
+# KEYS: room users, user sessions. ARGV: user, session, now ms, grace end ms.
+# Returns the user's live sessions left in the room; at 0 the caller checks again after the grace.
+_LEAVE = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local left = redis.call('ZCARD', KEYS[2])
+if left == 0 then redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1]) end
+return left
+"""
+
+# KEYS: room users. ARGV: now ms, user-sessions key prefix, users to check (none: every stale one).
+# Removes users with no live session and returns them; a user is returned by one caller only.
+_REMOVE_GONE = """
+local candidates = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do table.insert(candidates, ARGV[i]) end
+else
+  candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+end
+local gone = {}
+for _, user in ipairs(candidates) do
+  local sessions = ARGV[2] .. user
+  redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
+  if redis.call('ZCARD', sessions) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
+    table.insert(gone, user)
+  end
+end
+return gone
+"""
+
+_MEMBER_COUNTS = """
+local counts = {}
+for i, key in ipairs(KEYS) do counts[i] = redis.call('ZCOUNT', key, ARGV[1], '+inf') end
+return counts
+"""
+
+_LOCK_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+_LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class CacheUnavailable(Exception):
+    """Redis did not answer in time; callers degrade (chat goes on without Redis)."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisStore:
+    def __init__(self, client: coredis.Redis, namespace: str) -> None:
+        self._client = client
+        self._ns = namespace
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in {
+                "cache_messages": _CACHE_MESSAGES,
+                "recent": _RECENT_MESSAGES,
+                "last_seq": _LAST_SEQ,
+                "enter": _ENTER,
+                "heartbeat": _HEARTBEAT,
+                "leave": _LEAVE,
+                "remove_gone": _REMOVE_GONE,
+                "member_counts": _MEMBER_COUNTS,
+                "lock_acquire": _LOCK_ACQUIRE,
+                "lock_release": _LOCK_RELEASE,
+            }.items()
+        }
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence) -> object:
+        return await self._call(self._scripts[name](keys=list(keys), args=list(args)))
+
+    async def _call(self, request):
+        try:
+            with trio.fail_after(REDIS_TIMEOUT):
+                return await request
+        except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
+            raise CacheUnavailable(f"Redis unavailable: {exc!r}") from exc
+
+    # Keys -------------------------------------------------------------------------------------
+
+    def _recent_key(self, room_id: int) -> str:
+        return f"{self._ns}:recent:{room_id}"
+
+    def _room_users_key(self, room_id: int) -> str:
+        return f"{self._ns}:presence:{room_id}:users"
+
+    def _user_sessions_prefix(self, room_id: int) -> str:
+        return f"{self._ns}:presence:{room_id}:user:"
+
+    @property
+    def _presence_rooms_key(self) -> str:
+        return f"{self._ns}:presence:rooms"
+
+    # Recent messages --------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping())
+
+    async def cache_messages(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        args: list = [RECENT_PER_ROOM]
+        for m in messages:
+            args += [m.seq, json_encoder.encode(m)]
+        await self._script("cache_messages", [self._recent_key(m.room_id) for m in messages], args)
+
+    async def forget_recent(self, room_ids: Sequence[int]) -> None:
+        """Drop rooms' caches that may have holes (a cache write failed for them)."""
+        if room_ids:
+            await self._call(self._client.delete([self._recent_key(r) for r in room_ids]))
+
+    async def recent_messages(self, room_id: int, since: int) -> tuple[int | None, list[Message]]:
+        """(oldest cached seq or None when nothing is cached, cached messages with seq > since)."""
+        reply = await self._script("recent", [self._recent_key(room_id)], [since])
+        if not reply:
+            return None, []
+        oldest, *items = reply
+        return int(float(oldest)), [message_decoder.decode(item) for item in items]
+
+    async def last_seq(self, room_id: int) -> int | None:
+        reply = await self._script("last_seq", [self._recent_key(room_id)], [])
+        return None if reply is None else int(float(reply))
+
+    # Rooms and users cache --------------------------------------------------------------------
+
+    async def cache_room(self, room: Room) -> None:
+        await self._call(self._client.hset(f"{self._ns}:rooms", {str(room.id): json_encoder.encode(room)}))
+
+    async def cached_rooms(self) -> list[Room]:
+        values = await self._call(self._client.hvals(f"{self._ns}:rooms"))
+        rooms = [msgspec.json.decode(v, type=Room) for v in values]
+        return sorted(rooms, key=lambda room: room.id)
+
+    async def cached_room(self, room_id: int) -> Room | None:
+        value = await self._call(self._client.hget(f"{self._ns}:rooms", str(room_id)))
+        return None if value is None else msgspec.json.decode(value, type=Room)
+
+    async def cache_user(self, user_id: str) -> None:
+        await self._call(self._client.sadd(f"{self._ns}:users", [user_id]))
+
+    # Presence ---------------------------------------------------------------------------------
+
+    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
+        """Record a session in a room; True when the user was not in the room on any node."""
+        keys = [
+            self._room_users_key(room_id),
+            self._user_sessions_prefix(room_id) + user_id,
+            self._presence_rooms_key,
+        ]
+        return bool(await self._script("enter", keys, [user_id, session_id, _now_ms() + int(ttl * 1000), room_id]))
+
+    async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
+        """Extend (room, user, session) memberships by `ttl` seconds."""
+        if not memberships:
+            return
+        keys, args = [], [_now_ms() + int(ttl * 1000)]
+        for room_id, user_id, session_id in memberships:
+            keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+            args += [user_id, session_id]
+        await self._script("heartbeat", keys, args)
+
+    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
+        keys = [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+        now = _now_ms()
+        return int(await self._script("leave", keys, [user_id, session_id, now, now + int(grace * 1000)]))
+
+    async def remove_gone(self, room_id: int, user_ids: Sequence[str] = ()) -> list[str]:
+        """Remove users without a live session (the given ones, or every stale one); returns them."""
+        keys = [self._room_users_key(room_id)]
+        reply = await self._script("remove_gone", keys, [_now_ms(), self._user_sessions_prefix(room_id), *user_ids])
+        return [u.decode() for u in reply]
+
+    async def presence_rooms(self) -> list[int]:
+        return [int(r) for r in await self._call(self._client.smembers(self._presence_rooms_key))]
+
+    async def members(self, room_id: int) -> list[str]:
+        users = await self._call(
+            self._client.zrange(self._room_users_key(room_id), _now_ms(), "+inf", sortby=coredis.PureToken.BYSCORE)
+        )
+        return sorted(u.decode() for u in users)
+
+    async def member_counts(self, room_ids: Sequence[int]) -> dict[int, int]:
+        if not room_ids:
+            return {}
+        counts = await self._script("member_counts", [self._room_users_key(r) for r in room_ids], [_now_ms()])
+        return dict(zip(room_ids, (int(c) for c in counts)))
+
+    # The outbox lock --------------------------------------------------------------------------
+
+    async def hold_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lock, or extend it if we hold it; False when someone else holds it."""
+        return bool(await self._script("lock_acquire", [f"{self._ns}:lock:{name}"], [owner, int(ttl * 1000)]))
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._script("lock_release", [f"{self._ns}:lock:{name}"], [owner])
+
+
+@asynccontextmanager
+async def open_redis(url: str, namespace: str) -> AsyncIterator[RedisStore]:
+    client = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=REDIS_TIMEOUT, stream_timeout=REDIS_TIMEOUT
+    )
+    async with client:
+        yield RedisStore(client, namespace)
