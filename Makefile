@@ -1,0 +1,52 @@
+# chattrio -- local development entry points. See scripts/*.sh for details.
+#   make run              one node on :8080 (installs deps, starts the dev stack)
+#   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
+#   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
+#   make bench            scripts/bench.sh
+SHELL := /bin/bash
+NODES ?= 1
+PORT ?= 8080
+PYTEST_ARGS ?=
+export NODES PORT PYTEST_ARGS
+
+.PHONY: run test bench install up down status env wipe cluster-status chaos help
+
+help:
+	@sed -n '2,5p' Makefile | sed 's/^# \{0,1\}//'
+
+run:
+	@scripts/run.sh $(NODES)
+
+test:
+	@scripts/test.sh
+
+bench:
+	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \
+	else echo "scripts/bench.sh does not exist yet" >&2; exit 1; fi
+
+install:
+	@scripts/install.sh
+
+# dev stack only (CHATTRIO_STACK=test make up for the test stack)
+up: install
+	@scripts/stack.sh up
+
+down:
+	@scripts/cluster.sh down
+	@scripts/stack.sh down
+
+status:
+	@scripts/stack.sh status; scripts/cluster.sh status 2>/dev/null || true
+
+env:
+	@scripts/stack.sh env
+
+wipe:
+	@scripts/cluster.sh down
+	@scripts/stack.sh wipe
+
+cluster-status:
+	@scripts/cluster.sh status
+
+chaos:
+	@scripts/chaos.sh

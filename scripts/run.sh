@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make run`: install what is missing, start the dev stack, build the web
+# client, then run chattrio in the foreground until Ctrl-C.
+#   scripts/run.sh            one node on $PORT (default 8080)
+#   scripts/run.sh N          N nodes on 8081..8080+N behind nginx on $PORT
+# Ctrl-C stops everything this script started (services that were already
+# running before are left alone).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NODES="${1:-${NODES:-1}}"
+PORT="${PORT:-8080}"
+HOST="${HOST:-127.0.0.1}"
+[[ "$NODES" =~ ^[0-9]+$ && "$NODES" -ge 1 ]] || die "NODES must be a positive integer, got '$NODES'"
+
+"$SCRIPTS/install.sh"
+
+started=()
+cluster_started=0
+cleaned=0
+cleanup() {
+  local rc=$?
+  ((cleaned)) && return; cleaned=1
+  trap '' INT TERM   # a second Ctrl-C must not interrupt the cleanup
+  echo >&2
+  if ((cluster_started)); then "$SCRIPTS/cluster.sh" down || true; fi
+  if ((${#started[@]})); then "$SCRIPTS/stack.sh" down "${started[@]}" || true; fi
+  log "stopped"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for s in "${SERVICES[@]}"; do
+  "$SCRIPTS/stack.sh" running "$s" || started+=("$s")
+done
+"$SCRIPTS/stack.sh" up
+
+if [[ -f "$REPO/web/package.json" ]]; then
+  "$SCRIPTS/web.sh" build || warn "web client build failed; the server runs without a fresh web/dist"
+fi
+
+eval "$(print_env)"
+if ((NODES == 1)); then
+  port_open "$PORT" && port_taken_error "chattrio" "$PORT" "PORT"
+  export CHATTRIO_NODE_ID=node-1
+  extra=(); [[ -n "${LOG_JSON:-}" ]] && extra+=(--log-json)
+  log "chattrio serve on http://$HOST:$PORT (Ctrl-C to stop)"
+  cd "$REPO"
+  set +e
+  "$REPO/.venv/bin/python" -m chattrio serve --host "$HOST" --port "$PORT" --node-id node-1 "${extra[@]}"
+  rc=$?
+  set -e
+  exit "$rc"
+else
+  cluster_started=1
+  extra=(); [[ -n "${LOG_JSON:-}" ]] && extra+=(--log-json)
+  "$SCRIPTS/cluster.sh" up "$NODES" --base-port "$PORT" --lb-port "$PORT" --host "$HOST" "${extra[@]}"
+  log "$NODES nodes behind nginx on http://127.0.0.1:$PORT -- tailing logs (Ctrl-C to stop)"
+  mapfile -t logs < <("$SCRIPTS/cluster.sh" logs)
+  tail -n 0 -F "${logs[@]}" || true
+fi

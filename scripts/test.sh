@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, start the separate *test* stack
+# (.stack/test, its own ports, so it can run next to `make run`), run pytest
+# (PYTEST_ARGS passed through) and the web tests, then stop what it started.
+# Exit code: non-zero if any part failed; pytest "no tests collected" (5) is OK.
+set -euo pipefail
+export CHATTRIO_STACK=test
+source "$(dirname "$0")/lib.sh"
+
+t0=$SECONDS
+phase() { log "$* (t+$((SECONDS - t0))s)"; }
+
+"$SCRIPTS/install.sh"
+
+started=()
+cleaned=0
+cleanup() {
+  local rc=$?
+  ((cleaned)) && return; cleaned=1
+  trap '' INT TERM
+  # nodes a test may have left behind on the test stack
+  "$SCRIPTS/cluster.sh" down >/dev/null 2>&1 || true
+  if ((${#started[@]})); then "$SCRIPTS/stack.sh" down "${started[@]}" || true; fi
+  phase "done, exit $rc"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for s in "${SERVICES[@]}"; do
+  "$SCRIPTS/stack.sh" running "$s" || started+=("$s")
+done
+phase "starting test stack"
+"$SCRIPTS/stack.sh" up
+eval "$(print_env)"
+
+# In CI bound each part so a hang can't eat the whole job.
+limit() {
+  if [[ -n "${CI:-}" ]]; then timeout -k 30 "$1" "${@:2}"; else "${@:2}"; fi
+}
+
+failed=()
+pytest_args=()
+[[ -n "${PYTEST_ARGS:-}" ]] && eval "pytest_args=($PYTEST_ARGS)"
+phase "pytest ${pytest_args[*]}"
+set +e
+(cd "$REPO" && limit "${CHATTRIO_PYTEST_TIMEOUT:-2700}" "$REPO/.venv/bin/pytest" "${pytest_args[@]}")
+rc=$?
+set -e
+case "$rc" in
+  0) ;;
+  5) log "pytest collected no tests (exit 5), treated as success" ;;
+  *) failed+=("pytest (exit $rc)") ;;
+esac
+
+if [[ -f "$REPO/web/package.json" ]]; then
+  phase "web tests"
+  limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" test || failed+=("web tests (exit $?)")
+fi
+
+if ((${#failed[@]})); then
+  log "FAILED: ${failed[*]}"
+  exit 1
+fi
+log "all tests passed"
