@@ -517,6 +517,7 @@ export class ChatClient {
       r.historyPromise = this.loadLatest(r).finally(() => {
         r.historyPromise = null;
       });
+      return r.historyPromise;
     }
     return room.historyPromise;
   }

@@ -1,0 +1,69 @@
+/** REST calls (docs/protocol.md). Every answer is {success, message, data}. */
+import type { ChatMessage, Room } from './protocol/types';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+interface Envelope<T> {
+  success: boolean;
+  message: string;
+  data: T;
+}
+
+async function call<T>(method: string, path: string, opts: { body?: unknown; token?: string; signal?: AbortSignal } = {}): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      credentials: 'same-origin',
+      signal: opts.signal,
+    });
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw e;
+    throw new ApiError(0, 'network error');
+  }
+  let env: Envelope<T> | null = null;
+  try {
+    env = (await res.json()) as Envelope<T>;
+  } catch {
+    env = null;
+  }
+  if (!res.ok || !env || env.success === false) {
+    const msg = env && typeof env.message === 'string' && env.message ? env.message : `HTTP ${res.status}`;
+    throw new ApiError(res.status, msg);
+  }
+  return env.data;
+}
+
+export interface EnterResult {
+  userId: string;
+  token: string;
+  expiresAt: number | string;
+  created: boolean;
+}
+
+export const api = {
+  enter: (userId: string) => call<EnterResult>('POST', `/api/user/enter/${encodeURIComponent(userId)}`),
+  rooms: (signal?: AbortSignal) => call<Room[]>('GET', '/api/room', { signal }),
+  room: (roomId: number, signal?: AbortSignal) => call<Room>('GET', `/api/room/${roomId}`, { signal }),
+  createRoom: (name: string, token: string) => call<Room>('POST', '/api/room', { body: { name }, token }),
+  members: (roomId: number, signal?: AbortSignal) =>
+    call<{ roomId: number; members: string[] }>('GET', `/api/room/${roomId}/members`, { signal }),
+  messages: (roomId: number, before: number | null, limit: number) => {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (before !== null) q.set('before', String(before));
+    return call<ChatMessage[]>('GET', `/api/room/${roomId}/messages?${q}`);
+  },
+};
