@@ -49,7 +49,8 @@ if ((NODES == 1)); then
   log "chattrio serve on http://$HOST:$PORT (Ctrl-C to stop)"
   cd "$REPO"
   set +e
-  "$REPO/.venv/bin/python" -m chattrio serve --host "$HOST" --port "$PORT" --node-id node-1 "${extra[@]}"
+  read -r -a server_cmd <<< "${CHATTRIO_SERVER_CMD:-$REPO/.venv/bin/python -m chattrio serve}"
+  "${server_cmd[@]}" --host "$HOST" --port "$PORT" --node-id node-1 "${extra[@]}"
   rc=$?
   set -e
   exit "$rc"
