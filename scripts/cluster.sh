@@ -24,12 +24,15 @@ NGINX_DIR="$STACK_DIR/nginx"
 NGINX_CONF="$NGINX_DIR/nginx.conf"
 NGINX_PIDFILE="$NGINX_DIR/nginx.master.pid"
 READY_TIMEOUT="${CHATTRIO_NODE_READY_TIMEOUT:-60}"
-read -r -a SERVER_CMD <<< "${CHATTRIO_SERVER_CMD:-$REPO/.venv/bin/python -m chattrio serve}"
+SERVER_CMD_STR="${CHATTRIO_SERVER_CMD:-}"
 
 load_state() {
   [[ -f "$STATE" ]] || die "no cluster for stack '$STACK' (run: scripts/cluster.sh up N)"
+  local env_cmd="$SERVER_CMD_STR"
   # shellcheck disable=SC1090
   source "$STATE"
+  # the command given at `up` time is reused by start/restart unless overridden
+  if [[ -n "$env_cmd" ]]; then SERVER_CMD_STR="$env_cmd"; fi
 }
 
 node_port() { echo $((BASE_PORT + $1)); }
@@ -50,6 +53,8 @@ start_node() {
   port="$(node_port "$i")"; log="$(node_log "$i")"
   if node_running "$i"; then return 0; fi
   port_open "$port" && port_taken_error "node-$i" "$port" "--base-port"
+  local SERVER_CMD
+  read -r -a SERVER_CMD <<< "${SERVER_CMD_STR:-$REPO/.venv/bin/python -m chattrio serve}"
   [[ -x "${SERVER_CMD[0]}" ]] || command -v "${SERVER_CMD[0]}" >/dev/null 2>&1 \
     || die "server command '${SERVER_CMD[0]}' not found; run scripts/install.sh"
   local extra=()
@@ -171,8 +176,8 @@ case "$cmd" in
       "$SCRIPTS/stack.sh" running "$s" || die "stack '$STACK' service $s is not running (run scripts/stack.sh up)"
     done
     mkdir -p "$NODES_DIR"
-    printf 'NODES=%s\nBASE_PORT=%s\nLB_PORT=%s\nHOST=%s\nLB_HOST=%s\nLOG_JSON=%s\nLB=%s\n' \
-      "$NODES" "$BASE_PORT" "$LB_PORT" "$HOST" "$LB_HOST" "$LOG_JSON" "$LB" > "$STATE"
+    printf 'NODES=%s\nBASE_PORT=%s\nLB_PORT=%s\nHOST=%s\nLB_HOST=%s\nLOG_JSON=%s\nLB=%s\nSERVER_CMD_STR=%q\n' \
+      "$NODES" "$BASE_PORT" "$LB_PORT" "$HOST" "$LB_HOST" "$LOG_JSON" "$LB" "$SERVER_CMD_STR" > "$STATE"
     for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
     for ((i = 1; i <= NODES; i++)); do wait_node_ready "$i"; done
     [[ "$LB" == yes ]] && start_nginx
