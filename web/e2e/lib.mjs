@@ -1,0 +1,168 @@
+// Helpers for the end-to-end run: processes with timeouts, the browser, page actions.
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.CHROME_BIN || '/usr/bin/chromium';
+export const STEP_MS = Number(process.env.E2E_STEP_MS ?? 20000);
+
+export function log(...a) {
+  const t = ((Date.now() - START) / 1000).toFixed(1).padStart(6);
+  console.log(`[e2e ${t}s]`, ...a);
+}
+const START = Date.now();
+
+/** Run a command; resolves {code, out}; kills the process group after timeoutMs. */
+export function run(cmd, args, { cwd, env, timeoutMs = 60000, quiet = false } = {}) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      if (!quiet) process.stdout.write(String(d).replace(/^/gm, '    | '));
+    };
+    p.stdout.on('data', onData);
+    p.stderr.on('data', onData);
+    const timer = setTimeout(() => {
+      out += `\n(timeout after ${timeoutMs} ms)\n`;
+      try {
+        process.kill(-p.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, timeoutMs);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), out });
+    });
+    p.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ code: 127, out: String(e) });
+    });
+  });
+}
+
+export async function launchBrowser() {
+  // Playwright gives every launch a fresh temporary profile (user-data-dir) of its own.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const close = async () => {
+    await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+  };
+  return { browser, close };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls fn until it returns a truthy value; throws with the last value after timeoutMs. */
+export async function waitFor(what, fn, timeoutMs = STEP_MS, everyMs = 150) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${fmt(last)}`);
+    await sleep(everyMs);
+  }
+}
+
+function fmt(v) {
+  if (v instanceof Error) return v.message;
+  try {
+    return JSON.stringify(v)?.slice(0, 600);
+  } catch {
+    return String(v);
+  }
+}
+
+export async function newUserPage(browser, { baseUrl, viewport = { width: 1280, height: 800 }, locale = 'en-US', name }) {
+  const context = await browser.newContext({ viewport, locale, timezoneId: 'Asia/Seoul' });
+  context.setDefaultTimeout(STEP_MS);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => log(`[${name}] page error:`, e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') log(`[${name}] console.error:`, m.text());
+  });
+  await page.goto(baseUrl, { timeout: STEP_MS });
+  return { context, page, name, baseUrl };
+}
+
+export async function login(page, userId) {
+  await page.getByTestId('login-input').fill(userId);
+  await page.getByTestId('login-submit').click();
+  await page.getByTestId('room-list').or(page.getByText(/No rooms yet|아직 채팅방이 없습니다/)).first().waitFor();
+  await waitFor('connected status', async () => (await status(page)).status === 'connected');
+}
+
+export async function status(page) {
+  const el = page.getByTestId('conn-status');
+  return { status: await el.getAttribute('data-status'), nodeId: await el.getAttribute('data-node-id') };
+}
+
+export async function createRoom(page, name) {
+  await page.getByTestId('new-room').click();
+  await page.getByTestId('new-room-name').fill(name);
+  await page.getByTestId('new-room-submit').click();
+  await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
+}
+
+export async function openRoom(page, name) {
+  await page.getByTestId('room-item').filter({ hasText: name }).first().click();
+  await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
+  await waitFor('room live', async () => (await page.getByTestId('chat').getAttribute('data-live')) === 'true');
+}
+
+/** Texts of the chat messages shown (not join/leave, not pending). */
+export async function chatTexts(page) {
+  return page.$$eval('[data-testid="msg"][data-kind="chat"] [data-testid="msg-text"]', (els) => els.map((e) => e.textContent));
+}
+
+export async function seqs(page) {
+  return page.$$eval('[data-testid="msg"]', (els) => els.map((e) => Number(e.getAttribute('data-seq'))));
+}
+
+export async function sendMessage(page, text) {
+  const box = page.getByTestId('composer');
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** Waits until the page shows exactly `expected` (in this order, each once). */
+export async function expectChat(page, expected, what, timeoutMs = STEP_MS) {
+  return waitFor(
+    `${what}: ${expected.length} messages in order`,
+    async () => {
+      const got = await chatTexts(page);
+      const s = await seqs(page);
+      const sorted = s.every((v, i) => i === 0 || s[i - 1] < v);
+      const pending = await page.getByTestId('pending').count();
+      if (pending === 0 && sorted && JSON.stringify(got) === JSON.stringify(expected)) return true;
+      return { got, pending, sorted };
+    },
+    timeoutMs,
+  );
+}
+
+export async function shoot(page, dir, file) {
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, file), fullPage: false });
+  log(`screenshot ${join(dir, file)}`);
+}

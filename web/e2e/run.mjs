@@ -1,0 +1,306 @@
+#!/usr/bin/env node
+// End-to-end test of the web client in real headless Chromium against real chattrio nodes.
+//
+//   npm run test:e2e                 (from web/; the test stack must be up: CHATTRIO_STACK=test scripts/stack.sh up)
+//   E2E_TARGET=mock npm run test:e2e (UI only, against e2e/mock-server.mjs: no cluster, no node kill)
+//
+// It starts its own cluster (scripts/cluster.sh up 3 --base-port 18081 --lb-port 18080), always tears
+// it down, bounds every step with a timeout and the whole run with E2E_DEADLINE_MS (default 180 s),
+// and saves screenshots to <repo>/artifacts/screenshots/.
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import {
+  STEP_MS,
+  chatTexts,
+  createRoom,
+  expectChat,
+  launchBrowser,
+  log,
+  login,
+  newUserPage,
+  openRoom,
+  run,
+  sendMessage,
+  shoot,
+  sleep,
+  status,
+  waitFor,
+} from './lib.mjs';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = resolve(WEB, '..');
+const SHOTS = join(REPO, 'artifacts', 'screenshots');
+const TARGET = process.env.E2E_TARGET ?? 'cluster';
+const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS ?? 180000);
+const BASE_PORT = 18080; // nodes on BASE_PORT+1..3
+const LB_PORT = 18080;
+const STACK_ENV = { CHATTRIO_STACK: process.env.CHATTRIO_STACK ?? 'test' };
+
+const tag = `${Date.now().toString(36).slice(-5)}${Math.floor(Math.random() * 1000)}`;
+const results = [];
+let teardowns = [];
+let finished = false;
+
+async function teardown() {
+  const fns = teardowns.reverse();
+  teardowns = [];
+  for (const fn of fns) {
+    try {
+      await fn();
+    } catch (e) {
+      log('teardown error:', e.message);
+    }
+  }
+}
+
+function summary() {
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log('');
+  for (const r of results) console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${r.name}${r.ok ? '' : `\n       ${r.error}`}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed;
+}
+
+async function step(name, fn, timeoutMs = STEP_MS * 3) {
+  log(`-- ${name}`);
+  const t0 = Date.now();
+  let timer;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, rej) => {
+        timer = setTimeout(() => rej(new Error(`step timed out after ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    results.push({ name, ok: true });
+    log(`   ok (${Date.now() - t0} ms)`);
+    return true;
+  } catch (e) {
+    results.push({ name, ok: false, error: e.message.split('\n')[0].slice(0, 800) });
+    log(`   FAILED: ${e.message}`);
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const cluster = (...args) => run(join(REPO, 'scripts', 'cluster.sh'), args, { cwd: REPO, env: STACK_ENV, timeoutMs: 150000 });
+
+async function startTarget() {
+  if (TARGET === 'mock') {
+    const port = 18180;
+    const p = spawn(process.execPath, [join(WEB, 'e2e', 'mock-server.mjs'), String(port)], { stdio: 'inherit' });
+    teardowns.push(async () => p.kill('SIGTERM'));
+    await waitFor('mock server', async () => (await fetch(`http://127.0.0.1:${port}/api/room`).catch(() => null))?.ok, 10000);
+    const url = `http://127.0.0.1:${port}`;
+    return { nodes: [url, url, url], lb: url, canKill: false };
+  }
+  if (!existsSync(join(REPO, 'scripts', 'cluster.sh'))) throw new Error('scripts/cluster.sh not found');
+  if (!existsSync(join(WEB, 'dist', 'index.html'))) {
+    log('web/dist missing: building');
+    const b = await run('npm', ['run', 'build'], { cwd: WEB, timeoutMs: 120000 });
+    if (b.code !== 0) throw new Error('npm run build failed');
+  }
+  await cluster('down');
+  teardowns.push(async () => {
+    log('cluster down');
+    await cluster('down');
+  });
+  const up = await cluster('up', '3', '--base-port', String(BASE_PORT), '--lb-port', String(LB_PORT));
+  if (up.code !== 0) throw new Error(`scripts/cluster.sh up failed (exit ${up.code})`);
+  const nodes = [1, 2, 3].map((i) => `http://127.0.0.1:${BASE_PORT + i}`);
+  return { nodes, lb: `http://127.0.0.1:${LB_PORT}`, canKill: true };
+}
+
+async function main() {
+  const deadline = setTimeout(async () => {
+    if (finished) return;
+    log(`whole run exceeded ${DEADLINE_MS} ms: stopping`);
+    results.push({ name: 'deadline', ok: false, error: `run exceeded ${DEADLINE_MS} ms` });
+    await teardown();
+    summary();
+    process.exit(1);
+  }, DEADLINE_MS);
+
+  let target;
+  const started = await step('start nodes', async () => {
+    target = await startTarget();
+  }, 160000);
+  if (!started) return;
+
+  const { browser, close } = await launchBrowser();
+  teardowns.push(close);
+
+  const alice = `alice_${tag}`;
+  const bob = `bob_${tag}`;
+  const carol = `carol_${tag}`;
+  const roomName = `e2e room ${tag}`;
+  const expected = [];
+  let A;
+  let B;
+
+  await step('login page: invalid id shows the server reason', async () => {
+    A = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'A' });
+    await A.page.getByTestId('login-input').fill('bad id!');
+    await A.page.getByTestId('login-submit').click();
+    const msg = await waitFor('login error', async () => (await A.page.getByTestId('login-error').textContent())?.trim());
+    log(`   server reason: ${JSON.stringify(msg)}`);
+    await shoot(A.page, SHOTS, 'login-desktop.png');
+  });
+
+  const loggedIn = await step('two users log in on two different nodes', async () => {
+    B = await newUserPage(browser, { baseUrl: target.nodes[1], name: 'B' });
+    await Promise.all([login(A.page, alice), login(B.page, bob)]);
+    const [sa, sb] = [await status(A.page), await status(B.page)];
+    log(`   A on ${sa.nodeId}, B on ${sb.nodeId}`);
+    if (target.canKill && (sa.nodeId !== 'node-1' || sb.nodeId !== 'node-2'))
+      throw new Error(`expected node-1 / node-2, got ${sa.nodeId} / ${sb.nodeId}`);
+    A.nodeId = sa.nodeId;
+    B.nodeId = sb.nodeId;
+  });
+  if (!loggedIn) return;
+
+  const roomOk = await step('a room created on one node appears live on the other (no reload)', async () => {
+    await createRoom(A.page, roomName);
+    await B.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor({ timeout: STEP_MS });
+  });
+  if (!roomOk) return;
+
+  const chatOk = await step('chat both ways: each message once, in order', async () => {
+    await openRoom(B.page, roomName);
+    await waitFor('A live', async () => (await A.page.getByTestId('chat').getAttribute('data-live')) === 'true');
+    const turns = [
+      [A, 'hello from alice 👋'],
+      [B, 'hi alice, bob here'],
+      [A, 'line one\nline two (shift+enter)'],
+      [B, '<b>not bold</b> & <script>alert(1)</script>'],
+    ];
+    for (const [who, text] of turns) {
+      if (text.includes('\n')) {
+        const box = who.page.getByTestId('composer');
+        const [l1, l2] = text.split('\n');
+        await box.fill(l1);
+        await box.press('Shift+Enter');
+        await box.pressSequentially(l2);
+        await box.press('Enter');
+      } else {
+        await sendMessage(who.page, text);
+      }
+      expected.push(text);
+      await Promise.all([expectChat(A.page, expected, 'A'), expectChat(B.page, expected, 'B')]);
+    }
+    // a quick burst from both sides at once
+    const burstA = ['a-1', 'a-2', 'a-3'];
+    const burstB = ['b-1', 'b-2', 'b-3'];
+    for (let i = 0; i < 3; i++) {
+      await Promise.all([sendMessage(A.page, burstA[i]), sendMessage(B.page, burstB[i])]);
+    }
+    await waitFor('burst delivered', async () => (await chatTexts(A.page)).length === expected.length + 6 && (await chatTexts(B.page)).length === expected.length + 6);
+    const [ta, tb] = [await chatTexts(A.page), await chatTexts(B.page)];
+    if (JSON.stringify(ta) !== JSON.stringify(tb)) throw new Error(`A and B disagree on order: ${JSON.stringify([ta, tb])}`);
+    const tail = ta.slice(expected.length);
+    for (const seq of [burstA, burstB]) {
+      const idx = seq.map((x) => tail.indexOf(x));
+      if (idx.some((i) => i < 0) || !idx.every((v, i) => i === 0 || idx[i - 1] < v)) throw new Error(`burst out of order: ${tail}`);
+    }
+    expected.push(...tail);
+    // the script tag is text, not HTML
+    const html = await B.page.getByTestId('messages').innerHTML();
+    if (html.includes('<script>') || html.includes('<b>')) throw new Error('message text rendered as HTML');
+    // own on the right, others on the left with the sender id, system messages present
+    const own = await A.page.locator('[data-testid="msg"].own').count();
+    const other = await A.page.locator('[data-testid="msg"].other .sender').count();
+    const joins = await B.page.locator('[data-testid="msg"][data-kind="join"]').count();
+    if (!own || !other || !joins) throw new Error(`layout classes missing: own=${own} other=${other} joins=${joins}`);
+  });
+  if (!chatOk) return;
+
+  await step('reload mid-conversation shows the whole history', async () => {
+    await B.page.reload();
+    await B.page.getByTestId('chat-title').filter({ hasText: roomName }).waitFor();
+    await expectChat(B.page, expected, 'B after reload');
+    await sendMessage(B.page, 'back after reload');
+    expected.push('back after reload');
+    await Promise.all([expectChat(A.page, expected, 'A'), expectChat(B.page, expected, 'B')]);
+  });
+
+  await step('screenshots: room list and chat at desktop and 360 px', async () => {
+    await shoot(A.page, SHOTS, 'chat-desktop.png');
+    const P = await newUserPage(browser, { baseUrl: target.nodes[2], name: 'P', viewport: { width: 360, height: 740 } });
+    await shoot(P.page, SHOTS, 'login-360.png');
+    await login(P.page, alice);
+    await shoot(P.page, SHOTS, 'rooms-360.png');
+    await openRoom(P.page, roomName);
+    await expectChat(P.page, expected, 'phone');
+    await shoot(P.page, SHOTS, 'chat-360.png');
+    await P.page.getByTestId('lang').selectOption('ko');
+    await P.page.getByTestId('members-toggle').click();
+    await P.page.getByTestId('member').first().waitFor();
+    await shoot(P.page, SHOTS, 'chat-360-ko-members.png');
+    await P.page.getByTestId('lang').selectOption('en');
+    await P.context.close();
+    const H = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'H' });
+    await login(H.page, `dave_${tag}`);
+    await H.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor();
+    await shoot(H.page, SHOTS, 'rooms-desktop.png');
+    await H.context.close();
+  });
+
+  if (!target.canKill) {
+    log('mock target: skipping the node-kill scenario');
+    return;
+  }
+
+  await step('through the LB: the node holding the WebSocket dies, the page reconnects and catches up', async () => {
+    const C = await newUserPage(browser, { baseUrl: target.lb, name: 'C' });
+    await login(C.page, carol);
+    await openRoom(C.page, roomName);
+    await expectChat(C.page, expected, 'C before kill');
+    const { nodeId } = await status(C.page);
+    const idx = Number(/(\d+)$/.exec(nodeId ?? '')?.[1]);
+    if (!(idx >= 1 && idx <= 3)) throw new Error(`cannot tell the node from nodeId ${JSON.stringify(nodeId)}`);
+    const sender = A.nodeId !== nodeId ? A : B;
+    log(`   C is on ${nodeId}; killing it; ${sender.name} (on ${sender.nodeId}) keeps talking`);
+    const k = await cluster('kill', String(idx));
+    if (k.code !== 0) throw new Error(`cluster.sh kill ${idx} failed`);
+    const sentDuring = [];
+    await waitFor('C notices the drop', async () => (await status(C.page)).status !== 'connected', 15000, 50);
+    for (let i = 1; i <= 5; i++) {
+      const text = `while ${nodeId} is down #${i}`;
+      await sendMessage(sender.page, text);
+      sentDuring.push(text);
+      expected.push(text);
+      await expectChat(sender.page, expected, `${sender.name} own message ${i}`);
+      await sleep(200);
+    }
+    const after = await waitFor(
+      'C reconnected to a surviving node',
+      async () => {
+        const s = await status(C.page);
+        return s.status === 'connected' && s.nodeId && s.nodeId !== nodeId ? s : null;
+      },
+      45000,
+    );
+    log(`   C reconnected to ${after.nodeId}`);
+    await expectChat(C.page, expected, 'C after reconnect', 30000);
+    // and it is live again: one more message both ways
+    await sendMessage(C.page, 'carol is back');
+    expected.push('carol is back');
+    await Promise.all([expectChat(C.page, expected, 'C'), expectChat(sender.page, expected, sender.name)]);
+    await shoot(C.page, SHOTS, 'chat-after-failover-desktop.png');
+  }, 150000);
+}
+
+main()
+  .catch((e) => {
+    results.push({ name: 'harness', ok: false, error: e.stack ?? String(e) });
+  })
+  .finally(async () => {
+    finished = true;
+    await teardown();
+    const failed = summary();
+    process.exit(failed ? 1 : 0);
+  });
