@@ -142,7 +142,6 @@ def load_config(argv: list[str]) -> BotConfig:
     if "nodes" in flags:
         flags["nodes"] = [u for item in flags["nodes"] for u in item.split(",") if u]
     merged.update(flags)
-    merged["commandLine"] = " ".join(["python -m chattrio bot", *argv])
     try:
         cfg = msgspec.convert(merged, BotConfig)
         cfg.node_endpoints()

@@ -64,6 +64,8 @@ class Histogram:
             return 0
         per_100k = round(q * 1000)  # integer maths: 99.9 % of 1000 must be exactly 999
         rank = max(1, -(-self.count * per_100k // 100_000))
+        if rank >= self.count:
+            return self.max
         seen = 0
         for b in sorted(self.counts):
             seen += self.counts[b]

@@ -24,7 +24,7 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEADER_BYTES = 16 * 1024
 _RECEIVE_BYTES = 256 * 1024
 # The server caps frames at 64 KiB; anything far larger means we lost framing.

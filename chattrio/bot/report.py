@@ -1,0 +1,316 @@
+"""Turning a run into figures: a summary dict (the JSON report), a text summary, an HTML page
+with inline SVG charts, a markdown row for docs/benchmarks.md, and the pass/fail verdict."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import msgspec
+
+from chattrio.bot.metrics import metric_deltas
+from chattrio.bot.runner import RunOutcome
+from chattrio.bot.stats import Histogram, settle
+
+
+def machine_info() -> dict[str, object]:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _chat_window_rate(series: list[int], first: int, last: int) -> float:
+    window = series[first:last]
+    return sum(window) / len(window) if window else 0.0
+
+
+def summarize(outcome: RunOutcome) -> dict:
+    cfg = outcome.config
+    ledger = outcome.ledger
+    c = ledger.counters
+    delivery = settle(ledger)
+    sched = outcome.schedule
+    timeline = ledger.timeline
+    seconds = max((len(v) for v in timeline.counts.values()), default=0)
+    series = {k: v + [0] * (seconds - len(v)) for k, v in timeline.counts.items()}
+    latency_over_time = {f"p{q:g}": [] for q in (50, 90, 99)}
+    for s in range(seconds):
+        h = timeline.latency[s] if s < len(timeline.latency) else Histogram()
+        for q in (50, 90, 99):
+            latency_over_time[f"p{q:g}"].append(round(h.percentile(q) / 1000, 3) if h.count else None)
+    chat_first = int(sched.chat_start - sched.t0)
+    chat_last = int(sched.chat_end - sched.t0)
+    acked = ledger.ack.count
+    sent = len(ledger.sent)
+    connected = c.get("usersConnected", 0)
+    start, peak, end = (outcome.metrics.get(k) for k in ("start", "peak", "end"))
+    nodes = [n.base_url for n in cfg.node_endpoints()]
+    rss_start, rss_peak = outcome.rss.get("start", []), outcome.rss.get("peak", [])
+    rss_growth = [p - s for s, p in zip(rss_start, rss_peak) if s is not None and p is not None]
+    summary = {
+        "scenario": cfg.scenario,
+        "runId": outcome.run_id,
+        "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.timezone.utc).isoformat(timespec="seconds"),
+        "durationSeconds": round(outcome.finished_at - outcome.started_at, 1),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "command": cfg.command_line,
+        "config": msgspec.to_builtins(cfg),
+        "rooms": outcome.rooms,
+        "users": {"planned": cfg.user_count, "connected": connected, "failed": c.get("usersFailed", 0),
+                  "skipped": c.get("usersSkipped", 0), "notResumed": c.get("usersNotResumed", 0),
+                  "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
+                  "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")}},
+        "messages": {"sent": sent, "acked": acked, "unacked": sent - acked, "resent": c.get("resent", 0),
+                     "errors": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("error.")}},
+        "deliveries": {"expected": delivery.expected, "delivered": delivery.delivered, "lost": delivery.lost,
+                       "duplicates": c.get("duplicates", 0), "outOfOrder": c.get("outOfOrder", 0),
+                       "unexpected": delivery.unexpected, "ackedMessagesWithLoss": delivery.acked_lost_messages,
+                       "received": ledger.e2e.count,
+                       "perSecondChat": round(_chat_window_rate(series.get("delivered", []), chat_first, chat_last), 1),
+                       "perSecondPeak": max(series.get("delivered", []), default=0)},
+        "reconnects": {"disconnects": c.get("disconnects", 0), "reconnects": c.get("reconnects", 0),
+                       "timeMs": ledger.reconnect.summary_ms()},
+        "latencyMs": {"endToEnd": ledger.e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
+        "protocolViolations": c.get("protocolViolations", 0),
+        "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
+                     "latencyMs": latency_over_time},
+        "server": {
+            "nodes": nodes,
+            "metrics": {"start": start, "peak": peak, "end": end},
+            "metricDeltas": [metric_deltas(s, e) for s, e in zip(start or [], end or [])],
+            "rssBytes": outcome.rss,
+            "memoryPerConnectionBytes": round(sum(rss_growth) / connected) if rss_growth and connected else None,
+        },
+        "exec": outcome.exec_result,
+        "notes": outcome.notes,
+    }
+    summary["verdict"] = verdict(summary, cfg)
+    return summary
+
+
+def verdict(summary: dict, cfg) -> dict:
+    d = summary["deliveries"]
+    failures = []
+    if d["lost"] > cfg.max_loss:
+        failures.append(f"lost {d['lost']} > {cfg.max_loss}")
+    if d["duplicates"] > cfg.max_duplicates:
+        failures.append(f"duplicates {d['duplicates']} > {cfg.max_duplicates}")
+    if d["outOfOrder"] > cfg.max_out_of_order:
+        failures.append(f"out of order {d['outOfOrder']} > {cfg.max_out_of_order}")
+    p99 = summary["latencyMs"]["endToEnd"]["p99"]
+    if cfg.max_p99_ms is not None and p99 > cfg.max_p99_ms:
+        failures.append(f"end-to-end p99 {p99} ms > {cfg.max_p99_ms} ms")
+    return {"passed": not failures, "failures": failures}
+
+
+def _lat(s: dict) -> str:
+    return " ".join(f"{k}={s[k]}" for k in ("p50", "p90", "p99", "p99.9", "max")) + " ms"
+
+
+def text_summary(s: dict) -> str:
+    u, m, d, r = s["users"], s["messages"], s["deliveries"], s["reconnects"]
+    lines = [
+        f"scenario {s['scenario']}  run {s['runId']}  commit {s['commit']}  {s['durationSeconds']} s",
+        f"users      connected {u['connected']}/{u['planned']}  failed {u['failed']}  skipped {u['skipped']}"
+        f"  not resumed {u['notResumed']}",
+        f"messages   sent {m['sent']}  acked {m['acked']}  unacked {m['unacked']}  resent {m['resent']}"
+        + (f"  errors {m['errors']}" if m["errors"] else ""),
+        f"deliveries expected {d['expected']}  delivered {d['delivered']}  lost {d['lost']}"
+        f"  duplicates {d['duplicates']}  out of order {d['outOfOrder']}  unexpected {d['unexpected']}",
+        f"rate       {d['perSecondChat']} deliveries/s during the chat (peak {d['perSecondPeak']}/s)",
+        f"latency    end-to-end {_lat(s['latencyMs']['endToEnd'])}",
+        f"           ack        {_lat(s['latencyMs']['ack'])}",
+        f"reconnects {r['reconnects']} (disconnects {r['disconnects']})"
+        + (f"  time {_lat(r['timeMs'])}" if r["reconnects"] else ""),
+    ]
+    if s["server"]["memoryPerConnectionBytes"] is not None:
+        lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection")
+    if s["exec"]:
+        lines.append(f"exec       at {s['exec']['atSeconds']} s: {s['exec']['command']} -> {s['exec']['returncode']}")
+    if s["protocolViolations"]:
+        lines.append(f"PROTOCOL   {s['protocolViolations']} violations (see notes in the JSON report)")
+    v = s["verdict"]
+    lines.append("verdict    " + ("PASS" if v["passed"] else "FAIL: " + "; ".join(v["failures"])))
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+
+
+def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: str,
+                   width: int = 760, height: int = 260) -> str:
+    """A self-contained SVG line chart (x = index in seconds); None values break the line."""
+    left, right, top, bottom = 60, 150, 30, 35
+    values = [v for vs in series.values() for v in vs if v is not None]
+    n = max((len(vs) for vs in series.values()), default=0)
+    y_max = max(values, default=1.0) or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(i: float) -> float:
+        return left + (plot_w * i / max(n - 1, 1))
+
+    def y(v: float) -> float:
+        return top + plot_h - plot_h * v / y_max
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for k in range(5):
+        v = y_max * k / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>')
+    for k in range(0, n, max(1, n // 10)):
+        parts.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{k}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">seconds since start</text>'
+                 f'<text x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 {top + plot_h / 2})" '
+                 f'text-anchor="middle">{html.escape(y_label)}</text>')
+    for idx, (name, vs) in enumerate(series.items()):
+        colour = _COLOURS[idx % len(_COLOURS)]
+        segments, current = [], []
+        for i, v in enumerate(vs):
+            if v is None:
+                if current:
+                    segments.append(current)
+                current = []
+            else:
+                current.append(f"{x(i):.1f},{y(v):.1f}")
+        if current:
+            segments.append(current)
+        for seg in segments:
+            if len(seg) == 1:
+                cx, cy = seg[0].split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour}"/>')
+            else:
+                parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(seg)}"/>')
+        ly = top + 12 + 16 * idx
+        parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
+                     f'stroke="{colour}" stroke-width="2"/><text x="{left + plot_w + 35}" y="{ly + 4}">'
+                     f'{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_bar_chart(title: str, groups: dict[str, dict[str, float]], width: int = 760, height: int = 260) -> str:
+    """Grouped bars: one group per percentile, one bar per series (e.g. end-to-end and ACK)."""
+    left, right, top, bottom = 60, 150, 30, 35
+    labels = list(next(iter(groups.values())).keys()) if groups else []
+    y_max = max((v for g in groups.values() for v in g.values()), default=1.0) or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    group_w = plot_w / max(len(labels), 1)
+    bar_w = group_w * 0.8 / max(len(groups), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for gi, label in enumerate(labels):
+        parts.append(f'<text x="{left + group_w * (gi + 0.5):.1f}" y="{top + plot_h + 15}" '
+                     f'text-anchor="middle">{html.escape(label)}</text>')
+        for si, (name, values) in enumerate(groups.items()):
+            v = values[label]
+            h = plot_h * v / y_max
+            bx = left + group_w * gi + group_w * 0.1 + bar_w * si
+            parts.append(f'<rect x="{bx:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                         f'fill="{_COLOURS[si % len(_COLOURS)]}"><title>{html.escape(name)} {label}: {v} ms'
+                         f'</title></rect><text x="{bx + bar_w / 2:.1f}" y="{top + plot_h - h - 3:.1f}" '
+                         f'text-anchor="middle" font-size="9">{v:.4g}</text>')
+    for si, name in enumerate(groups):
+        ly = top + 12 + 16 * si
+        parts.append(f'<rect x="{left + plot_w + 10}" y="{ly - 6}" width="12" height="12" '
+                     f'fill="{_COLOURS[si % len(_COLOURS)]}"/><text x="{left + plot_w + 28}" y="{ly + 4}">'
+                     f'{html.escape(name)} (ms)</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def html_report(s: dict) -> str:
+    t = s["timeline"]
+    pct = ("p50", "p90", "p99", "p99.9", "max")
+    charts = [
+        svg_line_chart("Deliveries, sends and ACKs per second",
+                       {"delivered/s": t.get("delivered", []), "sent/s": t.get("sent", []),
+                        "acked/s": t.get("acked", [])}, "per second"),
+        svg_line_chart("End-to-end latency over time (by second of receipt)", t["latencyMs"], "ms"),
+        svg_bar_chart("Latency percentiles",
+                      {"end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
+                       "ack": {p: s["latencyMs"]["ack"][p] for p in pct}}),
+    ]
+    figures = json.dumps({k: v for k, v in s.items() if k not in ("timeline", "server", "config")}, indent=2)
+    return (
+        "<!doctype html><html><head><meta charset=\"utf-8\">"
+        f"<title>chattrio bot: {html.escape(s['scenario'])} {html.escape(s['runId'])}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:60em}pre{background:#f6f6f6;padding:1em;"
+        "overflow-x:auto}</style></head><body>"
+        f"<h1>chattrio bot: {html.escape(s['scenario'])}</h1>"
+        f"<pre>{html.escape(text_summary(s))}</pre>"
+        + "".join(f"<div>{c}</div>" for c in charts)
+        + f"<h2>Command</h2><pre>{html.escape(s['command'])}</pre>"
+        f"<h2>All figures</h2><pre>{html.escape(figures)}</pre></body></html>"
+    )
+
+
+def write_reports(s: dict, output_dir: str) -> tuple[Path, Path]:
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{s['scenario']}-{s['startedAt'][:19].replace(':', '')}-{s['runId']}"
+    json_path, html_path = out / f"{stem}.json", out / f"{stem}.html"
+    json_path.write_text(json.dumps(s, indent=1))
+    html_path.write_text(html_report(s))
+    return json_path, html_path
+
+
+BENCH_HEADER = (
+    "| date | commit | machine | scenario | parameters | deliveries/s | e2e p50/p90/p99/p99.9/max ms "
+    "| ack p99 ms | loss/dup/reorder | users ok/failed | reconnects | command |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def bench_row(s: dict) -> str:
+    cfg, d, e2e = s["config"], s["deliveries"], s["latencyMs"]["endToEnd"]
+    params = (f"{cfg['userCount']} users, {cfg['rooms']} rooms, {cfg['messagesPerSecond']} msg/s/user, "
+              f"{cfg['chatDurationSeconds']} s chat, {cfg['rampUpTimeSeconds']} s ramp, {len(s['server']['nodes'])} nodes, "
+              f"{cfg['workers']} workers")
+    if s["server"]["memoryPerConnectionBytes"] is not None:
+        params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
+    if s["exec"]:
+        params += f"; `{s['exec']['command']}` at +{s['exec']['atSeconds']} s"
+    machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}"
+    cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
+             f"{d['perSecondChat']}", "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")),
+             str(s["latencyMs"]["ack"]["p99"]), f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",
+             f"{s['users']['connected']}/{s['users']['failed']}",
+             f"{s['reconnects']['reconnects']} (p99 {s['reconnects']['timeMs']['p99']} ms)",
+             f"`{s['command']}`"]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n"
+
+
+def append_bench_row(s: dict, path: str) -> None:
+    """Rows go under the results table (created at the end of the file when missing)."""
+    p = Path(path)
+    text = p.read_text() if p.exists() else "# Benchmarks\n"
+    if BENCH_HEADER not in text:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + BENCH_HEADER
+    p.write_text(text + bench_row(s) if text.endswith("\n") else text + "\n" + bench_row(s))

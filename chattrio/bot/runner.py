@@ -1,0 +1,306 @@
+"""Running a load test: the parent sets up rooms and samples the servers, workers run users.
+
+Time is shared as wall-clock seconds (`t0`) because workers are separate processes on the same
+machine; inside a worker it is converted to trio's clock once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import trio
+
+from chattrio.bot.config import BotConfig, Node
+from chattrio.bot.http import HttpError, HttpPool
+from chattrio.bot.metrics import read_rss, scrape
+from chattrio.bot.stats import Ledger, Timeline
+from chattrio.bot.user import CONNECTION_ERRORS, LoginFailed, SimUser
+from chattrio.bot.ws import HandshakeRefused
+
+PROGRESS_INTERVAL = 1.0
+MAX_NOTES = 30
+# Counters the hot path increments without a lookup miss.
+_HOT_COUNTERS = ("duplicates", "outOfOrder")
+
+
+class WorkerPlan(msgspec.Struct):
+    config: BotConfig
+    run_id: str
+    t0: float
+    room_ids: list[int]
+    user_indices: list[int]
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """Wall-clock instants of a run; users join during [t0, chat_start)."""
+    t0: float
+    ramp: float
+    chat_start: float
+    chat_end: float
+    leave_at: float
+
+    @classmethod
+    def of(cls, cfg: BotConfig, t0: float) -> Schedule:
+        chat_start = t0 + cfg.ramp_up_time_seconds
+        chat_end = chat_start + cfg.chat_duration_seconds
+        return cls(t0, cfg.ramp_up_time_seconds, chat_start, chat_end, chat_end + cfg.loss_grace_seconds)
+
+    def user_start(self, index: int, user_count: int) -> float:
+        return self.t0 + self.ramp * index / user_count
+
+
+def message_text(length: int) -> str:
+    base = "the quick brown fox jumps over the lazy dog "
+    return (base * (length // len(base) + 1))[:length].rstrip() or "x" * length
+
+
+class WorkerContext:
+    """State shared by the users of one worker process."""
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        cfg = plan.config
+        self.config = cfg
+        self.plan = plan
+        self.run_prefix = f"{plan.run_id}."
+        self.text = message_text(cfg.message_length)
+        schedule = Schedule.of(cfg, plan.t0)
+        offset = trio.current_time() - time.time()
+        self.schedule = schedule
+        self.chat_start = schedule.chat_start + offset
+        self.chat_end = schedule.chat_end + offset
+        self.leave_at = schedule.leave_at + offset
+        self.clock_offset = offset
+        self.ledger = Ledger(timeline=Timeline(plan.t0))
+        for name in _HOT_COUNTERS:
+            self.ledger.counters[name] = 0
+        self.stop_opening = False
+        self.notes: list[str] = []
+        self.live = 0
+        self._pools: dict[Node, HttpPool] = {}
+
+    def http_pool(self, node: Node) -> HttpPool:
+        pool = self._pools.get(node)
+        if pool is None:
+            pool = self._pools[node] = HttpPool(node)
+        return pool
+
+    def user_connected(self, node: Node) -> None:
+        self.ledger.inc("usersConnected")
+        self.ledger.inc(f"connectedAt:{node.base_url}")
+        self.live += 1
+
+    def user_failed(self, exc: BaseException) -> None:
+        self.ledger.inc("usersFailed")
+        self.ledger.inc(f"failure:{type(exc).__name__}")
+        self.note("user failed", exc)
+        if self.config.stop_on_refusal and isinstance(exc, (HandshakeRefused, LoginFailed, *CONNECTION_ERRORS)):
+            self.stop_opening = True
+
+    def note(self, what: str, exc: BaseException) -> None:
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    def protocol_violation(self, text: str) -> None:
+        self.ledger.inc("protocolViolations")
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(f"protocol: {text}")
+
+    def progress(self) -> dict[str, int]:
+        ledger = self.ledger
+        c = ledger.counters
+        return {"connected": c.get("usersConnected", 0), "failed": c.get("usersFailed", 0),
+                "live": self.live, "sent": len(ledger.sent), "acked": ledger.ack.count,
+                "delivered": ledger.e2e.count, "reconnects": c.get("reconnects", 0)}
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+
+
+def raise_fd_limit() -> None:
+    """Thousands of sockets need more descriptors than the usual soft limit (as root we may
+    also raise the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (1 << 20, hard):
+        if soft != resource.RLIM_INFINITY and want > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+                return
+            except (ValueError, OSError):
+                continue
+
+
+async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], None]) -> tuple[Ledger, list[str]]:
+    raise_fd_limit()
+    ctx = WorkerContext(plan)
+    cfg = plan.config
+    nodes = cfg.node_endpoints()
+    async with trio.open_nursery() as outer:
+        async def report_progress() -> None:
+            while True:
+                on_progress(ctx.progress())
+                await trio.sleep(PROGRESS_INTERVAL)
+
+        outer.start_soon(report_progress)
+        async with trio.open_nursery() as users:
+            for i in plan.user_indices:
+                home = i % len(nodes)
+                user = SimUser(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
+                users.start_soon(user.run, ctx.schedule.user_start(i, cfg.user_count) + ctx.clock_offset)
+        outer.cancel_scope.cancel()
+    on_progress(ctx.progress())
+    await ctx.aclose()
+    return ctx.ledger, ctx.notes
+
+
+# -- the parent ---------------------------------------------------------------------------------
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    config: BotConfig
+    schedule: Schedule
+    ledger: Ledger
+    notes: list[str]
+    rooms: list[int]
+    metrics: dict[str, list[dict[str, float] | None]]
+    rss: dict[str, list[int | None]]
+    exec_result: dict | None
+    started_at: float
+    finished_at: float
+
+
+async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]:
+    owner = f"{cfg.user_id_prefix}owner"
+    response = await pool.request("POST", f"/api/user/enter/{owner}")
+    if response.status not in (200, 201):
+        raise RuntimeError(f"cannot log in {owner}: HTTP {response.status} {response.body[:200]!r}")
+    token = response.json()["data"]["token"]  # type: ignore[index]
+    room_ids: list[int] = []
+    for k in range(cfg.rooms):
+        name = f"{cfg.scenario}-{run_id}-{k}"
+        response = await pool.request("POST", "/api/room", {"name": name}, token=token)
+        if response.status != 201:
+            raise RuntimeError(f"cannot create room {name}: HTTP {response.status} {response.body[:200]!r}")
+        room_ids.append(int(response.json()["data"]["id"]))  # type: ignore[index]
+    return room_ids
+
+
+async def _run_exec(command: str, at: float, t0: float) -> dict:
+    await trio.sleep_until(at - time.time() + trio.current_time())
+    started = time.time()
+    with trio.move_on_after(60):
+        proc = await trio.run_process(command, shell=True, capture_stdout=True, capture_stderr=True, check=False)
+        return {"command": command, "atSeconds": round(started - t0, 3), "returncode": proc.returncode,
+                "output": (proc.stdout + proc.stderr).decode("utf-8", "replace")[-2000:]}
+    return {"command": command, "atSeconds": round(started - t0, 3), "returncode": None, "output": "timed out"}
+
+
+async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], None]) -> tuple[Ledger, list[str]]:
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = await trio.lowlevel.open_process([sys.executable, "-m", "chattrio.bot.worker"], stdin=-1, stdout=-1, env=env)
+    result: dict | None = None
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        await proc.stdin.send_all(msgspec.json.encode(plan))
+        await proc.stdin.aclose()
+        buf = b""
+        while chunk := await proc.stdout.receive_some(1 << 20):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                if "progress" in message:
+                    on_progress(message["progress"])
+                else:
+                    result = message["result"]
+        await proc.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    if result is None:
+        raise RuntimeError(f"worker exited with {proc.returncode} and no result")
+    return Ledger.from_wire(result["ledger"]), result["notes"]
+
+
+async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], None] | None) -> RunOutcome:
+    raise_fd_limit()
+    run_id = secrets.token_hex(3)
+    nodes = cfg.node_endpoints()
+    pools = [HttpPool(node, size=4) for node in nodes]
+    started_at = time.time()
+    metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(pools)}
+    rss = {"start": read_rss(cfg.node_pid_files)}
+    try:
+        room_ids = await create_rooms(cfg, pools[0], run_id)
+    except (HttpError, OSError, trio.TooSlowError, KeyError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"setting up rooms on {nodes[0].base_url} failed: {exc!r}") from exc
+    # Leave the workers time to start (imports take ~0.3 s per process) before the first user.
+    t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
+    schedule = Schedule.of(cfg, t0)
+    plans = [WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers)))
+             for w in range(cfg.workers)]
+    progress: list[dict[str, int]] = [{} for _ in plans]
+    ledgers: list[Ledger | None] = [None] * len(plans)
+    notes: list[str] = []
+    exec_result: dict | None = None
+
+    async def one_worker(w: int) -> None:
+        def on_progress(snapshot: dict[str, int]) -> None:
+            progress[w] = snapshot
+        runner = run_worker if cfg.workers == 1 else _subprocess_worker
+        ledgers[w], worker_notes = await runner(plans[w], on_progress)
+        notes.extend(worker_notes)
+
+    async def sample_peak() -> None:
+        # Just before users leave: the moment the most connections are open.
+        await trio.sleep_until(schedule.chat_end - time.time() + trio.current_time())
+        metrics["peak"] = await scrape(pools)
+        rss["peak"] = read_rss(cfg.node_pid_files)
+
+    async def run_exec() -> None:
+        nonlocal exec_result
+        assert cfg.exec_command is not None
+        exec_result = await _run_exec(cfg.exec_command, schedule.chat_start + cfg.exec_at_seconds, t0)
+
+    async def show_progress() -> None:
+        while progress_line is not None:
+            await trio.sleep(PROGRESS_INTERVAL)
+            total: dict[str, int] = {}
+            for snapshot in progress:
+                for k, v in snapshot.items():
+                    total[k] = total.get(k, 0) + v
+            progress_line(time.time() - t0, total)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(show_progress)
+        nursery.start_soon(sample_peak)
+        if cfg.exec_command:
+            nursery.start_soon(run_exec)
+        async with trio.open_nursery() as workers:
+            for w in range(len(plans)):
+                workers.start_soon(one_worker, w)
+        nursery.cancel_scope.cancel()
+    metrics["end"] = await scrape(pools)
+    rss["end"] = read_rss(cfg.node_pid_files)
+    for pool in pools:
+        await pool.aclose()
+    merged = Ledger(timeline=Timeline(t0))
+    for ledger in ledgers:
+        assert ledger is not None
+        merged.merge(ledger)
+    return RunOutcome(run_id, cfg, schedule, merged, notes, room_ids, metrics, rss, exec_result,
+                      started_at, time.time())

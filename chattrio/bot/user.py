@@ -1,0 +1,321 @@
+"""One simulated user: log in, connect, enter its room, chat at its rate, leave.
+
+It behaves as docs/protocol.md asks of a well-behaved client: on a dropped connection it
+reconnects with backoff (to the next node when there are several), re-enters its room with
+`since` = the highest seq it holds, and re-sends its unacknowledged messages with the same
+clientMsgId.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from chattrio.bot import frames
+from chattrio.bot.config import Node
+from chattrio.bot.http import HttpError
+from chattrio.bot.stats import SeenMessage, SentMessage
+from chattrio.bot.ws import HandshakeRefused, WsConnection, WsError
+
+if TYPE_CHECKING:
+    from chattrio.bot.runner import WorkerContext
+
+CONNECT_TIMEOUT = 10.0
+SUBSCRIBE_TIMEOUT = 15.0
+# With no frame for this long the connection gets a PING; without any answer for as long
+# again it is considered dead (a half-open TCP connection would otherwise hang forever).
+KEEPALIVE_SECONDS = 10.0
+RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+UNAVAILABLE_RETRY_SECONDS = 1.0
+
+# What "the connection is gone" looks like from trio and the frame layer.
+CONNECTION_ERRORS = (WsError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.TooSlowError)
+
+_decode = frames.server_decoder.decode
+_encode = frames.client_encoder.encode
+
+
+class LoginFailed(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class RoomTrack:
+    """What one user saw of its room, across its connections."""
+    seen: set[int] = field(default_factory=set)
+    highest: int = -1
+    first_last_seq: int | None = None
+    entered: bool = False
+
+
+class SimUser:
+    def __init__(self, ctx: WorkerContext, index: int, room_id: int, nodes: list[Node]) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.user_id = f"{ctx.config.user_id_prefix}{index}"
+        self.room_id = room_id
+        self.topic = frames.room_topic(room_id)
+        self.nodes = nodes  # home node first: the order of failover
+        self.node_turn = 0
+        self.token = ""
+        self.conn: WsConnection | None = None
+        self.pending: dict[str, bytes] = {}  # clientMsgId -> encoded SEND, until ACKed
+        self.track = RoomTrack()
+        self.awaiting_subscribed = False
+        self._nursery: trio.Nursery | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def run(self, start_at: float) -> None:
+        ctx = self.ctx
+        await trio.sleep_until(start_at)
+        if ctx.stop_opening:
+            ctx.ledger.inc("usersSkipped")
+            return
+        try:
+            await self._login()
+            await self._open_session()
+        except (LoginFailed, HttpError, *CONNECTION_ERRORS) as exc:
+            ctx.user_failed(exc)
+            return
+        ctx.user_connected(self.nodes[0])
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if ctx.config.messages_per_second > 0:
+                nursery.start_soon(self._send_loop)
+            await self._receive_until(ctx.leave_at)
+            nursery.cancel_scope.cancel()
+        await self._leave()
+
+    async def _login(self) -> None:
+        pool = self.ctx.http_pool(self.nodes[0])
+        response = await pool.request("POST", f"/api/user/enter/{self.user_id}")
+        if response.status not in (200, 201):
+            raise LoginFailed(f"enter {self.user_id}: HTTP {response.status} {response.body[:200]!r}")
+        try:
+            self.token = msgspec.json.decode(response.body)["data"]["token"]
+        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            raise LoginFailed(f"enter {self.user_id}: unexpected answer {response.body[:200]!r}") from exc
+
+    async def _open_session(self) -> None:
+        """Connect to the current node, enter the room (resuming after what we hold), and
+        re-send what is unacknowledged. Only returns once the room subscription is live."""
+        node = self.nodes[self.node_turn % len(self.nodes)]
+        conn = await WsConnection.connect(node.ws_host, node.ws_port, f"{node.ws_path}?token={self.token}",
+                                          CONNECT_TIMEOUT)
+        try:
+            await conn.send_text(_encode(frames.Subscribe(frames.ROOMS_TOPIC, ref="rooms")))
+            since = None
+            if self.track.entered:
+                since = self.track.highest if self.track.highest >= 0 else self.track.first_last_seq
+                if since is None:
+                    since = -1  # the room was empty when we entered: everything is ours
+            await conn.send_text(_encode(frames.Subscribe(self.topic, since=since, ref="room")))
+            self.awaiting_subscribed = True
+            with trio.fail_after(SUBSCRIBE_TIMEOUT):
+                while self.awaiting_subscribed:
+                    payloads = await conn.receive()
+                    self._dispatch_all(payloads)
+            # From here new sends go straight to `conn`; the snapshot holds the earlier ones.
+            self.conn = conn
+            unacked = list(self.pending.values())
+            for payload in unacked:
+                await conn.send_text(payload)
+            self.ctx.ledger.inc("resent", len(unacked))
+        except BaseException:
+            self.conn = None
+            await conn.aclose_now()
+            raise
+
+    async def _receive_until(self, deadline: float) -> None:
+        with trio.move_on_at(deadline):
+            while True:
+                assert self.conn is not None
+                try:
+                    await self._read(self.conn)
+                except CONNECTION_ERRORS as exc:
+                    await self._reconnect(exc)
+
+    async def _read(self, conn: WsConnection) -> None:
+        ping_sent = False
+        while True:
+            with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
+                payloads = await conn.receive()
+            if idle.cancelled_caught:
+                if ping_sent:
+                    raise WsError("no answer to PING")
+                await conn.send_text(_encode(frames.Ping(ref="keepalive")))
+                ping_sent = True
+                continue
+            ping_sent = False
+            self._dispatch_all(payloads)
+
+    async def _reconnect(self, cause: BaseException) -> None:
+        ctx = self.ctx
+        lost_at = trio.current_time()
+        if self.conn is not None:
+            await self.conn.aclose_now()
+            self.conn = None
+        ctx.ledger.inc("disconnects")
+        ctx.note("disconnect", cause)
+        attempt = 0
+        while True:
+            await trio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)] * (0.5 + random.random()))
+            self.node_turn += 1
+            attempt += 1
+            try:
+                await self._open_session()
+                break
+            except CONNECTION_ERRORS as exc:
+                ctx.note("reconnect attempt", exc)
+        ctx.ledger.inc("reconnects")
+        ctx.ledger.reconnect.record(int((trio.current_time() - lost_at) * 1e6))
+
+    async def _leave(self) -> None:
+        conn = self.conn
+        if conn is None:
+            self.ctx.ledger.inc("usersNotResumed")
+            return
+        self.conn = None
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                await conn.send_text(_encode(frames.Unsubscribe(self.topic, ref="leave")))
+        except CONNECTION_ERRORS:
+            pass
+        await conn.close()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        ctx = self.ctx
+        interval = 1.0 / ctx.config.messages_per_second
+        # A random phase spreads the users' sends over the interval instead of in bursts.
+        next_at = max(ctx.chat_start + random.random() * interval, trio.current_time())
+        k = 0
+        while next_at < ctx.chat_end:
+            await trio.sleep_until(next_at)
+            await self._send_new(k)
+            k += 1
+            # After a stall (reconnecting) keep the rate instead of bursting to catch up.
+            next_at = max(next_at + interval, trio.current_time())
+
+    async def _send_new(self, k: int) -> None:
+        ctx = self.ctx
+        now = time.time()
+        # The send time rides in the clientMsgId so that any worker can compute latency.
+        cmid = f"{ctx.run_prefix}{self.index}.{k}.{int(now * 1e6)}"
+        payload = _encode(frames.Send(self.room_id, ctx.text, cmid, cmid))
+        self.pending[cmid] = payload
+        ctx.ledger.sent[cmid] = SentMessage(self.room_id, now)
+        ctx.ledger.timeline.add("sent", now)
+        await self._transmit(payload)
+
+    async def _transmit(self, payload: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            return  # re-sent by _open_session once connected again
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                await conn.send_text(payload)
+        except CONNECTION_ERRORS:
+            pass  # the reader notices the broken connection and reconnects; pending survives
+
+    async def _retry_later(self, cmid: str) -> None:
+        await trio.sleep(UNAVAILABLE_RETRY_SECONDS)
+        payload = self.pending.get(cmid)
+        if payload is not None:
+            self.ctx.ledger.inc("resent")
+            await self._transmit(payload)
+
+    # -- receiving (the hot path) -------------------------------------------------------------
+
+    def _dispatch_all(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        now = time.time()
+        ctx = self.ctx
+        for payload in payloads:
+            try:
+                frame = _decode(payload)
+            except msgspec.DecodeError as exc:
+                ctx.protocol_violation(f"undecodable server frame ({exc}): {payload[:300]!r}")
+                continue
+            if type(frame) is frames.RoomMessage:
+                self._on_message(frame.message, now)
+            elif type(frame) is frames.Ack:
+                self._on_ack(frame, now)
+            elif type(frame) is frames.Subscribed:
+                self._on_subscribed(frame)
+            elif type(frame) is frames.Error:
+                self._on_error(frame)
+            # session-info, ROOM_CREATED, UNSUBSCRIBED and PONG need nothing
+
+    def _on_message(self, m: frames.ChatMessage, now: float) -> None:
+        ledger = self.ctx.ledger
+        if m.roomId != self.room_id:
+            self.ctx.protocol_violation(f"{self.user_id} got a message of room {m.roomId}, not entered")
+            return
+        track = self.track
+        seq = m.seq
+        if seq in track.seen:
+            ledger.counters["duplicates"] += 1
+            return
+        track.seen.add(seq)
+        if seq < track.highest:
+            ledger.counters["outOfOrder"] += 1
+        else:
+            track.highest = seq
+        cmid = m.clientMsgId
+        if cmid is None or not cmid.startswith(self.ctx.run_prefix):
+            return  # join/leave, or a message from outside this run
+        seen = ledger.seen.get(cmid)
+        if seen is None:
+            ledger.seen[cmid] = SeenMessage(seq, 1)
+        elif seen.seq != seq:
+            ledger.counters["duplicates"] += 1  # the same clientMsgId stored twice
+            return
+        else:
+            seen.receivers += 1
+        latency = int(now * 1e6) - int(cmid[cmid.rindex(".") + 1:])
+        ledger.e2e.record(latency)
+        timeline = ledger.timeline
+        timeline.latency_at(now).record(latency)
+        timeline.add("delivered", now)
+
+    def _on_ack(self, ack: frames.Ack, now: float) -> None:
+        cmid = ack.clientMsgId
+        if cmid is None or self.pending.pop(cmid, None) is None:
+            return  # the second ACK of a message re-sent before its first ACK came
+        ledger = self.ctx.ledger
+        sent = ledger.sent[cmid]
+        sent.acked = True
+        sent.ack_seq = ack.seq
+        ledger.ack.record(int((now - sent.sent_at) * 1e6))
+        ledger.timeline.add("acked", now)
+
+    def _on_subscribed(self, frame: frames.Subscribed) -> None:
+        if frame.destination != self.topic:
+            return
+        self.awaiting_subscribed = False
+        if not self.track.entered:
+            self.track.entered = True
+            self.track.first_last_seq = frame.lastSeq
+            self.ctx.ledger.members.setdefault(self.room_id, []).append(
+                frame.lastSeq if frame.lastSeq is not None else -1)
+
+    def _on_error(self, frame: frames.Error) -> None:
+        ctx = self.ctx
+        ctx.ledger.inc(f"error.{frame.code}")
+        ref = frame.ref
+        if ref is not None and ref in self.pending:
+            if frame.code == "UNAVAILABLE" and self._nursery is not None:
+                self._nursery.start_soon(self._retry_later, ref)
+            else:
+                del self.pending[ref]  # refused for good: counted under error.<code>
+        elif ref in ("room", "rooms"):
+            raise WsError(f"subscription refused: {frame.code} {frame.message}")

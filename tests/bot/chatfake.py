@@ -1,0 +1,188 @@
+"""An in-process fake of a few chattrio nodes, enough of docs/protocol.md for the bot's own tests
+(login, rooms, /metrics, SUBSCRIBE with since, SEND/ACK with clientMsgId dedup, PING), built on
+wsproto so that the bot's hand-written client meets an independent implementation.
+
+Faults on demand: `kill(node)` drops every connection of a node and refuses new ones;
+`drop_next`/`duplicate_next` lose or double the next delivery to a given user.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+
+
+@dataclass(eq=False)  # identity hash: clients live in sets
+class _Client:
+    user_id: str
+    stream: trio.SocketStream
+    ws: WSConnection
+    rooms: set[int] = field(default_factory=set)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    async def send(self, frame: dict) -> None:
+        async with self.lock:
+            await self.stream.send_all(self.ws.send(TextMessage(data=json.dumps(frame))))
+
+
+class FakeChat:
+    def __init__(self) -> None:
+        self.rooms: dict[int, list[dict]] = {}
+        self.next_seq = 100
+        self.stored: dict[tuple[str, str], dict] = {}
+        self.clients: dict[int, set[_Client]] = {}  # node index -> open clients
+        self.dead: set[int] = set()
+        self.drop_next: set[str] = set()
+        self.duplicate_next: set[str] = set()
+        self.urls: list[str] = []
+        self._order = trio.Lock()
+
+    async def serve(self, nursery: trio.Nursery, nodes: int) -> None:
+        for i in range(nodes):
+            listeners = await nursery.start(partial(trio.serve_tcp, partial(self._handle, i), 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            self.urls.append(f"http://127.0.0.1:{port}")
+            self.clients[i] = set()
+
+    async def kill(self, node: int) -> None:
+        self.dead.add(node)
+        for client in list(self.clients[node]):
+            await client.stream.aclose()
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _handle(self, node: int, stream: trio.SocketStream) -> None:
+        try:
+            while True:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    head += chunk
+                if node in self.dead:
+                    return
+                if b"upgrade: websocket" in head.lower():
+                    await self._websocket(node, stream, head)
+                    return
+                await self._rest(stream, head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    async def _rest(self, stream: trio.SocketStream, raw: bytes) -> None:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        method, path, _ = lines[0].split(" ")
+        length = next((int(v) for k, _, v in (line.partition(": ") for line in lines[1:])
+                       if k.lower() == "content-length"), 0)
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+        if method == "POST" and path.startswith("/api/user/enter/"):
+            user = path.rsplit("/", 1)[1]
+            status, data = 201, {"userId": user, "token": f"tok-{user}", "expiresAt": 0, "created": True}
+        elif method == "POST" and path == "/api/room":
+            room_id = len(self.rooms) + 1
+            self.rooms[room_id] = []
+            status, data = 201, {"id": room_id, "name": json.loads(body)["name"], "createdBy": "x",
+                                 "createdAt": "", "memberCount": 0}
+        elif method == "GET" and path == "/metrics":
+            text = f"# TYPE fake_connections gauge\nfake_connections {sum(map(len, self.clients.values()))}\n"
+            await stream.send_all(f"HTTP/1.1 200 OK\r\nContent-Length: {len(text)}\r\n\r\n{text}".encode())
+            return
+        else:
+            status, data = 404, None
+        payload = json.dumps({"success": status < 300, "message": "", "data": data})
+        await stream.send_all(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(payload)}\r\n\r\n{payload}".encode())
+
+    # -- WebSocket ----------------------------------------------------------------------------
+
+    async def _websocket(self, node: int, stream: trio.SocketStream, head: bytes) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(head)
+        client: _Client | None = None
+        try:
+            while True:
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        token = event.target.partition("token=")[2]
+                        await stream.send_all(ws.send(AcceptConnection()))
+                        client = _Client(token.removeprefix("tok-"), stream, ws)
+                        self.clients[node].add(client)
+                    elif isinstance(event, TextMessage) and client is not None:
+                        await self._frame(client, json.loads(event.data))
+                    elif isinstance(event, Ping):
+                        await stream.send_all(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        await stream.send_all(ws.send(event.response()))
+                        return
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                ws.receive_data(data)
+        finally:
+            if client is not None:
+                self.clients[node].discard(client)
+
+    async def _frame(self, client: _Client, frame: dict) -> None:
+        kind, ref = frame["type"], frame.get("ref")
+        if kind == "SUBSCRIBE":
+            dest = frame["destination"]
+            if dest == "/topic/rooms":
+                await client.send({"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": None})
+                return
+            room = int(dest.rsplit("/", 1)[1])
+            log = self.rooms[room]
+            if frame.get("since") is not None:
+                for message in log:
+                    if message["seq"] > frame["since"]:
+                        await client.send({"type": "ROOM_MESSAGE", "message": message})
+            client.rooms.add(room)
+            await client.send({"type": "SUBSCRIBED", "ref": ref, "destination": dest,
+                               "lastSeq": log[-1]["seq"] if log else None})
+        elif kind == "UNSUBSCRIBE":
+            client.rooms.discard(int(frame["destination"].rsplit("/", 1)[1]))
+            await client.send({"type": "UNSUBSCRIBED", "ref": ref, "destination": frame["destination"]})
+        elif kind == "PING":
+            await client.send({"type": "PONG", "ref": ref})
+        elif kind == "SEND":
+            room, cmid = frame["roomId"], frame["clientMsgId"]
+            if room not in client.rooms:
+                await client.send({"type": "ERROR", "code": "NOT_SUBSCRIBED", "message": "enter first", "ref": ref})
+                return
+            async with self._order:  # one message at a time keeps every receiver in seq order
+                message = await self._store(client, room, cmid, frame["text"])
+            await client.send({"type": "ACK", "ref": ref, "clientMsgId": cmid, "id": message["id"],
+                               "roomId": room, "seq": message["seq"]})
+
+    async def _store(self, client: _Client, room: int, cmid: str, text: str) -> dict:
+        message = self.stored.get((client.user_id, cmid))
+        if message is None:
+            self.next_seq += 3  # seqs are not contiguous in the real server either
+            message = {"id": f"id-{self.next_seq}", "roomId": room, "seq": self.next_seq,
+                       "senderId": client.user_id, "kind": "chat", "text": text, "clientMsgId": cmid, "sentAt": 0}
+            self.stored[(client.user_id, cmid)] = message
+            self.rooms[room].append(message)
+            await self._broadcast(room, message)
+        return message
+
+    async def _broadcast(self, room: int, message: dict) -> None:
+        for node, clients in self.clients.items():
+            for other in list(clients):
+                if room not in other.rooms:
+                    continue
+                if other.user_id in self.drop_next:
+                    self.drop_next.discard(other.user_id)
+                    continue
+                copies = 2 if other.user_id in self.duplicate_next else 1
+                self.duplicate_next.discard(other.user_id)
+                for _ in range(copies):
+                    try:
+                        await other.send({"type": "ROOM_MESSAGE", "message": message})
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        clients.discard(other)

@@ -1,0 +1,77 @@
+"""The whole bot (users, accounting, workers, reports) against in-process fake nodes."""
+
+import json
+
+import trio
+
+from chatfake import FakeChat
+from chattrio.bot.config import load_config
+from chattrio.bot.report import append_bench_row, summarize, write_reports
+from chattrio.bot.runner import run
+
+
+def _config(urls, *extra):
+    return load_config(["--users", "6", "--rooms", "2", "--ramp-up", "0.3", "--duration", "1.5", "--rate", "4",
+                        "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u)], *extra])
+
+
+async def test_clean_run_delivers_everything(nursery, tmp_path):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    summary = summarize(await run(_config(fake.urls), None))
+    d = summary["deliveries"]
+    assert summary["users"]["connected"] == 6
+    assert summary["messages"]["sent"] == summary["messages"]["acked"] > 0
+    # 2 rooms of 3 users, every user also receives its own messages
+    assert d["expected"] == summary["messages"]["acked"] * 3 == d["delivered"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
+    assert summary["latencyMs"]["endToEnd"]["count"] == d["delivered"]
+    assert summary["server"]["metrics"]["start"][0] is not None
+    assert summary["verdict"]["passed"]
+    json_path, html_path = write_reports(summary, str(tmp_path))
+    assert json.loads(json_path.read_text())["deliveries"]["delivered"] == d["delivered"]
+    page = html_path.read_text()
+    assert page.count("<svg") == 3 and "http" not in page.split("<body>")[0].replace("xmlns", "")
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# Benchmarks\n\nintro\n")
+    append_bench_row(summary, str(bench))
+    append_bench_row(summary, str(bench))
+    lines = bench.read_text().splitlines()
+    assert lines[:3] == ["# Benchmarks", "", "intro"]
+    assert sum(1 for line in lines if line.startswith("| 20")) == 2
+
+
+async def test_loss_and_duplicates_are_counted(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 1)
+    cfg = _config(fake.urls)
+
+    async def sabotage():
+        await trio.sleep(cfg.ramp_up_time_seconds + 0.8)
+        fake.drop_next.add("bot0")
+        fake.duplicate_next.add("bot1")
+
+    nursery.start_soon(sabotage)
+    summary = summarize(await run(cfg, None))
+    d = summary["deliveries"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (1, 1, 0)
+    assert d["delivered"] == d["expected"] - 1
+    assert not summary["verdict"]["passed"]
+
+
+async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    cfg = _config(fake.urls, "--workers", "2")
+
+    async def kill():
+        await trio.sleep(cfg.ramp_up_time_seconds + 2.0)  # workers start 1.5 s after setup
+        await fake.kill(0)
+
+    nursery.start_soon(kill)
+    summary = summarize(await run(cfg, None))
+    d = summary["deliveries"]
+    assert summary["reconnects"]["reconnects"] == 3  # users 0, 2, 4 lived on node 0
+    assert summary["users"]["notResumed"] == 0
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
+    assert d["expected"] == d["delivered"] > 0

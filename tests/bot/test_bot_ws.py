@@ -1,0 +1,81 @@
+"""The bot's minimal WebSocket client: frame parser, masking, upgrade handshake."""
+
+import struct
+
+import pytest
+
+from chattrio.bot.ws import (
+    OP_TEXT, FrameParser, HandshakeRefused, WsError, accept_key, encode_client_frame, mask_payload,
+    parse_upgrade_response,
+)
+
+
+def server_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes((b0, n)) + payload
+    if n < 65536:
+        return struct.pack(">BBH", b0, 126, n) + payload
+    return struct.pack(">BBQ", b0, 127, n) + payload
+
+
+def test_frames_of_every_length_class_split_at_every_byte():
+    payloads = [b"", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 70000]
+    stream = b"".join(server_frame(p) for p in payloads)
+    for step in (1, 7, 4096, len(stream)):
+        parser = FrameParser()
+        out = []
+        for i in range(0, len(stream), step):
+            out.extend(parser.feed(stream[i:i + step]))
+        assert out == payloads
+
+
+def test_fragmented_message_with_a_ping_in_the_middle():
+    parser = FrameParser()
+    data = (server_frame(b"hel", fin=False) + server_frame(b"ping!", opcode=0x9)
+            + server_frame(b"lo ", opcode=0x0, fin=False) + server_frame(b"world", opcode=0x0))
+    assert parser.feed(data) == [b"hello world"]
+    assert parser.pings == [b"ping!"]
+
+
+def test_close_frame_stops_parsing():
+    parser = FrameParser()
+    data = server_frame(b"x") + server_frame(struct.pack(">H", 1012) + b"service restart", opcode=0x8) + server_frame(b"y")
+    assert parser.feed(data) == [b"x"]
+    assert parser.closed is not None and parser.closed.code == 1012 and parser.closed.reason == "service restart"
+
+
+@pytest.mark.parametrize("bad", [
+    bytes((0x81, 0x81)) + b"\0\0\0\0x",  # masked server frame
+    server_frame(b"x", opcode=0x2),  # binary
+    server_frame(b"x", opcode=0x0),  # continuation without a start
+    bytes((0xC1, 1)) + b"x",  # RSV1 without an extension
+])
+def test_protocol_errors(bad):
+    with pytest.raises(WsError):
+        FrameParser().feed(bad)
+
+
+def test_client_frames_are_masked_and_unmask_back():
+    payload = "héllo wörld".encode() * 50
+    mask = b"\x01\x02\x03\x04"
+    frame = encode_client_frame(OP_TEXT, payload, mask)
+    assert frame[0] == 0x81 and frame[1] & 0x80
+    (n,) = struct.unpack_from(">H", frame, 2)
+    assert n == len(payload) and frame[4:8] == mask
+    assert mask_payload(frame[8:], mask) == payload
+    assert mask_payload(b"", mask) == b""
+
+
+def test_upgrade_response():
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    assert accept_key(key) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # the RFC 6455 example
+    ok = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          f"Sec-WebSocket-Accept: {accept_key(key)}").encode()
+    parse_upgrade_response(ok, key)
+    with pytest.raises(HandshakeRefused) as refused:
+        parse_upgrade_response(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0", key)
+    assert refused.value.status == 401
+    with pytest.raises(WsError):
+        parse_upgrade_response(ok.replace(b"s3pP", b"AAAA"), key)
