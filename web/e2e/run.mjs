@@ -249,6 +249,71 @@ async function main() {
     await H.context.close();
   });
 
+  await step('scrolling to the top loads older pages (before = lowest seq)', async () => {
+    const N = 130;
+    const pagingRoom = `paging ${tag}`;
+    await createRoom(A.page, pagingRoom);
+    const roomId = Number(/\/room\/(\d+)/.exec(A.page.url())?.[1]);
+    // a burst straight over a second WebSocket of the same user
+    const acked = await A.page.evaluate(
+      async ({ roomId, n }) => {
+        const { token } = JSON.parse(sessionStorage.getItem('chattrio.session'));
+        const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+        const frames = [];
+        let wake = () => {};
+        ws.onmessage = (e) => {
+          frames.push(JSON.parse(e.data));
+          wake();
+        };
+        const until = async (pred, ms) => {
+          const end = Date.now() + ms;
+          while (!pred()) {
+            if (Date.now() > end) throw new Error(`burst: timed out; frames ${JSON.stringify(frames.slice(-3))}`);
+            await new Promise((r) => {
+              wake = r;
+              setTimeout(r, 200);
+            });
+          }
+        };
+        await new Promise((res, rej) => {
+          ws.onopen = res;
+          ws.onerror = () => rej(new Error('burst socket failed'));
+        });
+        ws.send(JSON.stringify({ type: 'SUBSCRIBE', destination: `/topic/message/${roomId}`, ref: 's' }));
+        await until(() => frames.some((f) => f.type === 'SUBSCRIBED'), 10000);
+        for (let i = 1; i <= n; i++) ws.send(JSON.stringify({ type: 'SEND', roomId, text: `page msg ${i}`, clientMsgId: `burst-${i}`, ref: `b${i}` }));
+        await until(() => frames.filter((f) => f.type === 'ACK' || f.type === 'ERROR').length >= n, 30000);
+        ws.close();
+        return frames.filter((f) => f.type === 'ACK').length;
+      },
+      { roomId, n: N },
+    );
+    if (acked !== N) throw new Error(`only ${acked}/${N} burst messages acknowledged`);
+    const want = Array.from({ length: N }, (_, i) => `page msg ${i + 1}`);
+    const R = await newUserPage(browser, { baseUrl: target.nodes[1], name: 'R', viewport: { width: 800, height: 600 } });
+    await login(R.page, `erin_${tag}`);
+    await openRoom(R.page, pagingRoom);
+    const first = await waitFor('first page', async () => {
+      const t = await chatTexts(R.page);
+      return t.length >= 50 && t.at(-1) === want.at(-1) ? t : null;
+    });
+    if (first.length >= N) throw new Error(`expected one page first, got ${first.length}`);
+    await waitFor(
+      'all pages after scrolling up',
+      async () => {
+        await R.page.getByTestId('scroller').evaluate((el) => {
+          el.scrollTop = 0;
+          el.dispatchEvent(new Event('scroll'));
+        });
+        const t = await chatTexts(R.page);
+        return JSON.stringify(t) === JSON.stringify(want) ? true : { n: t.length, first: t[0] };
+      },
+      STEP_MS,
+      400,
+    );
+    await R.context.close();
+  });
+
   if (!target.canKill) {
     log('mock target: skipping the node-kill scenario');
     return;
