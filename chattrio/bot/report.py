@@ -50,6 +50,7 @@ def summarize(outcome: RunOutcome) -> dict:
     ledger = outcome.ledger
     c = ledger.counters
     delivery = settle(ledger)
+    e2e = ledger.timeline.end_to_end()
     sched = outcome.schedule
     timeline = ledger.timeline
     seconds = max((len(v) for v in timeline.counts.values()), default=0)
@@ -87,12 +88,12 @@ def summarize(outcome: RunOutcome) -> dict:
         "deliveries": {"expected": delivery.expected, "delivered": delivery.delivered, "lost": delivery.lost,
                        "duplicates": c.get("duplicates", 0), "outOfOrder": c.get("outOfOrder", 0),
                        "unexpected": delivery.unexpected, "ackedMessagesWithLoss": delivery.acked_lost_messages,
-                       "received": ledger.e2e.count,
+                       "received": e2e.count,
                        "perSecondChat": round(_chat_window_rate(series.get("delivered", []), chat_first, chat_last), 1),
                        "perSecondPeak": max(series.get("delivered", []), default=0)},
         "reconnects": {"disconnects": c.get("disconnects", 0), "reconnects": c.get("reconnects", 0),
                        "timeMs": ledger.reconnect.summary_ms()},
-        "latencyMs": {"endToEnd": ledger.e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
+        "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
         "protocolViolations": c.get("protocolViolations", 0),
         "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
                      "latencyMs": latency_over_time},

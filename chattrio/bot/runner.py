@@ -29,7 +29,7 @@ from chattrio.bot.ws import HandshakeRefused
 PROGRESS_INTERVAL = 1.0
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
-_HOT_COUNTERS = ("duplicates", "outOfOrder")
+_HOT_COUNTERS = ("duplicates", "outOfOrder", "delivered")
 
 
 class WorkerPlan(msgspec.Struct):
@@ -119,7 +119,7 @@ class WorkerContext:
         c = ledger.counters
         return {"connected": c.get("usersConnected", 0), "failed": c.get("usersFailed", 0),
                 "live": self.live, "sent": len(ledger.sent), "acked": ledger.ack.count,
-                "delivered": ledger.e2e.count, "reconnects": c.get("reconnects", 0)}
+                "delivered": c.get("delivered", 0), "reconnects": c.get("reconnects", 0)}
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

@@ -45,17 +45,35 @@ class Histogram:
         self.min = 0
 
     def record(self, value: int) -> None:
-        if value < 0:
-            value = 0  # clocks of one machine; a negative value is rounding, not travel back in time
-        b = bucket_of(value)
+        self.record_many((value,))
+
+    def record_many(self, values: list[int] | tuple[int, ...]) -> None:
+        """The receive path's entry: one call per batch of frames, the bucket maths inlined."""
+        if not values:
+            return
         counts = self.counts
-        counts[b] = counts.get(b, 0) + 1
-        if self.count == 0 or value < self.min:
-            self.min = value
-        self.count += 1
-        self.total += value
-        if value > self.max:
-            self.max = value
+        get = counts.get
+        low = self.min if self.count else values[0]
+        high = self.max
+        total = 0
+        for v in values:
+            if v < _SUB:
+                if v < 0:
+                    v = 0  # clocks of one machine: a negative value is rounding, not time travel
+                b = v
+            else:
+                shift = v.bit_length() - SUB_BITS
+                b = (shift << (SUB_BITS - 1)) + (v >> shift)  # == bucket_of(v)
+            counts[b] = get(b, 0) + 1
+            total += v
+            if v > high:
+                high = v
+            if v < low:
+                low = v
+        self.count += len(values)
+        self.total += total
+        self.max = high
+        self.min = max(low, 0)
 
     def percentile(self, q: float) -> int:
         """The smallest recorded value v such that at least q % of values are <= v, to bucket
@@ -126,6 +144,16 @@ class Timeline:
             series.extend([0] * (s + 1 - len(series)))
         series[s] += n
 
+    def record_deliveries(self, now: float, latencies: list[int]) -> None:
+        self.add("delivered", now, len(latencies))
+        self.latency_at(now).record_many(latencies)
+
+    def end_to_end(self) -> Histogram:
+        whole = Histogram()
+        for h in self.latency:
+            whole.merge(h)
+        return whole
+
     def latency_at(self, now: float) -> Histogram:
         s = self._second(now)
         if s >= len(self.latency):
@@ -183,7 +211,6 @@ class Ledger:
     seen: dict[str, SeenMessage] = field(default_factory=dict)
     # room id -> the lastSeq of each member's first subscription (-1 for null)
     members: dict[int, list[int]] = field(default_factory=dict)
-    e2e: Histogram = field(default_factory=Histogram)
     ack: Histogram = field(default_factory=Histogram)
     reconnect: Histogram = field(default_factory=Histogram)
     timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
@@ -197,7 +224,7 @@ class Ledger:
             "sent": {k: [m.room_id, m.sent_at, m.acked, m.ack_seq] for k, m in self.sent.items()},
             "seen": {k: [m.seq, m.receivers] for k, m in self.seen.items()},
             "members": {str(r): v for r, v in self.members.items()},
-            "e2e": self.e2e.to_wire(), "ack": self.ack.to_wire(), "reconnect": self.reconnect.to_wire(),
+            "ack": self.ack.to_wire(), "reconnect": self.reconnect.to_wire(),
             "timeline": self.timeline.to_wire(),
         }
 
@@ -208,7 +235,7 @@ class Ledger:
             sent={k: SentMessage(*v) for k, v in data["sent"].items()},
             seen={k: SeenMessage(*v) for k, v in data["seen"].items()},
             members={int(r): list(v) for r, v in data["members"].items()},
-            e2e=Histogram.from_wire(data["e2e"]), ack=Histogram.from_wire(data["ack"]),
+            ack=Histogram.from_wire(data["ack"]),
             reconnect=Histogram.from_wire(data["reconnect"]),
             timeline=Timeline.from_wire(data["timeline"]),
         )
@@ -228,7 +255,6 @@ class Ledger:
                 mine.receivers += theirs.receivers
         for room, seqs in other.members.items():
             self.members.setdefault(room, []).extend(seqs)
-        self.e2e.merge(other.e2e)
         self.ack.merge(other.ack)
         self.reconnect.merge(other.reconnect)
         self.timeline.merge(other.timeline)

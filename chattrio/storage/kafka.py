@@ -44,7 +44,7 @@ class Produced:
 class ReadBatch:
     """What one fetch returned, decoded; `positions` are the next offsets to read (or commit)."""
 
-    messages: list[Message]
+    messages: list[tuple[int, Message]]  # (partition, message)
     events: list[DomainEvent]
     positions: dict[tuple[str, int], int]
 
@@ -189,7 +189,8 @@ def _decode(records_by_partition: dict, positions: dict, messages: list, events:
             positions[(tp.topic, tp.partition)] = record.offset + 1
             try:
                 if tp.topic == messages_topic:
-                    messages.append(chat_record_decoder.decode(record.value).to_message(record.offset, record.timestamp))
+                    chat = chat_record_decoder.decode(record.value)
+                    messages.append((tp.partition, chat.to_message(record.offset, record.timestamp)))
                 elif tp.topic == events_topic:
                     events.append(event_decoder.decode(record.value))
             except msgspec.DecodeError:

@@ -1,0 +1,200 @@
+"""What a session's frames do: enter and leave rooms, resume without gaps, send messages."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from chattrio.config import Settings
+from chattrio.fanout import RoomLog
+from chattrio.frames import (
+    ROOMS_DESTINATION,
+    AckFrame,
+    ClientFrame,
+    ErrorFrame,
+    Ping,
+    PongFrame,
+    RoomMessageFrame,
+    Send,
+    Subscribe,
+    SubscribedFrame,
+    Unsubscribe,
+    UnsubscribedFrame,
+    encode_frame,
+    room_id_of,
+)
+from chattrio.metrics import Registry
+from chattrio.models import ChatRecord, Message, message_id
+from chattrio.presence import Presence
+from chattrio.rooms import RoomDirectory
+from chattrio.sessions import Session, SessionRegistry
+from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
+from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.validation import InvalidInput, check_message_text
+from chattrio.websocket import text_frame
+
+log = logging.getLogger(__name__)
+
+RESUME_PAGE = 500
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionRegistry,
+        room_log: RoomLog,
+        rooms: RoomDirectory,
+        producer: ChatProducer,
+        db: Database,
+        cache: RedisStore,
+        presence: Presence,
+        metrics: Registry,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._log = room_log
+        self._rooms = rooms
+        self._producer = producer
+        self._db = db
+        self._cache = cache
+        self._presence = presence
+        self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
+        self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
+
+    def error(self, session: Session, code: str, message: str, ref: str | None) -> None:
+        self._errors.inc(1, code)
+        session.send(ErrorFrame(code, message, ref))
+
+    async def handle(self, session: Session, frame: ClientFrame) -> None:
+        if isinstance(frame, Send):
+            await self._send(session, frame)
+        elif isinstance(frame, Subscribe):
+            await self._subscribe(session, frame)
+        elif isinstance(frame, Unsubscribe):
+            self._unsubscribe(session, frame)
+        elif isinstance(frame, Ping):
+            session.send(PongFrame(frame.ref))
+
+    def disconnected(self, session: Session) -> None:
+        for room_id in self._sessions.remove(session):
+            self._presence.left(session, room_id)
+
+    # SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------
+
+    async def _subscribe(self, session: Session, frame: Subscribe) -> None:
+        if frame.destination == ROOMS_DESTINATION:
+            self._sessions.watch_rooms(session, True)
+            session.send(SubscribedFrame(frame.ref, frame.destination, None))
+            return
+        room_id = room_id_of(frame.destination)
+        if room_id is None:
+            return self.error(session, "BAD_DESTINATION", f"unknown destination {frame.destination[:80]!r}", frame.ref)
+        try:
+            room = await self._rooms.find(room_id)
+        except (DatabaseUnavailable, CacheUnavailable):
+            return self.error(session, "UNAVAILABLE", "room directory unavailable, retry", frame.ref)
+        if room is None:
+            return self.error(session, "NO_SUCH_ROOM", f"room {room_id} does not exist", frame.ref)
+        try:
+            last_seq = await self._enter_live(session, room_id, frame.since)
+        except (DatabaseUnavailable, CacheUnavailable):
+            return self.error(session, "UNAVAILABLE", "history unavailable for resume, retry", frame.ref)
+        session.send(SubscribedFrame(frame.ref, frame.destination, last_seq))
+
+    async def _enter_live(self, session: Session, room_id: int, since: int | None) -> int | None:
+        """Queue the backlog after `since`, then make the session live, with nothing missed between.
+
+        The node's room log and the registry change only in synchronous code, so taking the log's
+        tail and registering the session happen with no message slipping between them. Older
+        messages than the log holds come from the store first.
+        """
+        first_entry = room_id not in session.rooms
+        self._sessions.leave(session, room_id)
+        delivered_up_to = since
+        if since is not None and not self._log.covers(room_id, since):
+            delivered_up_to = await self._replay_stored(session, room_id, since)
+        if delivered_up_to is not None:
+            for seq, frame in self._log.after(room_id, delivered_up_to):
+                session.push(frame)
+                delivered_up_to = seq
+        self._sessions.enter(session, room_id)
+        if first_entry:
+            self._presence.entered(session, room_id)
+        last = self._log.last_seq(room_id)
+        if last is None:
+            last = await self._stored_last_seq(room_id)
+        candidates = [s for s in (last, delivered_up_to) if s is not None]
+        return max(candidates) if candidates else None
+
+    async def _replay_stored(self, session: Session, room_id: int, since: int) -> int:
+        """Send stored messages after `since` page by page; returns the last seq sent."""
+        cursor = since
+        while True:
+            page = await self._stored_after(room_id, cursor)
+            for message in page:
+                session.push(text_frame(encode_frame(RoomMessageFrame(message))))
+                cursor = message.seq
+            if len(page) < RESUME_PAGE or session.closing:
+                return cursor
+            await session.drained()
+
+    async def _stored_after(self, room_id: int, since: int) -> list[Message]:
+        try:
+            oldest, cached = await self._cache.recent_messages(room_id, since)
+            if oldest is not None and oldest <= since:
+                return cached[:RESUME_PAGE]
+        except CacheUnavailable:
+            pass
+        return await self._db.messages_after(room_id, since, RESUME_PAGE)
+
+    async def _stored_last_seq(self, room_id: int) -> int | None:
+        try:
+            cached = await self._cache.last_seq(room_id)
+            if cached is not None:
+                return cached
+        except CacheUnavailable:
+            pass
+        try:
+            return await self._db.last_seq(room_id)
+        except DatabaseUnavailable:
+            return None
+
+    def _unsubscribe(self, session: Session, frame: Unsubscribe) -> None:
+        if frame.destination == ROOMS_DESTINATION:
+            self._sessions.watch_rooms(session, False)
+        else:
+            room_id = room_id_of(frame.destination)
+            if room_id is None or room_id not in session.rooms:
+                return self.error(session, "NOT_SUBSCRIBED", f"not subscribed to {frame.destination[:80]!r}", frame.ref)
+            self._sessions.leave(session, room_id)
+            self._presence.left(session, room_id)
+        session.send(UnsubscribedFrame(frame.ref, frame.destination))
+
+    # SEND ---------------------------------------------------------------------------------
+
+    async def _send(self, session: Session, frame: Send) -> None:
+        if frame.room_id not in session.rooms:
+            return self.error(
+                session, "NOT_SUBSCRIBED", f"enter room {frame.room_id} before sending to it", frame.ref
+            )
+        try:
+            text = check_message_text(frame.text)
+        except InvalidInput as exc:
+            return self.error(session, "BAD_TEXT", str(exc), frame.ref)
+        msg_id = message_id(session.user_id, frame.client_msg_id)
+        already = self._log.seen(msg_id)
+        if already is not None:
+            room_id, seq = already
+            session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, room_id, seq))
+            return
+        record = ChatRecord(msg_id, frame.room_id, session.user_id, "chat", text, frame.client_msg_id)
+        try:
+            produced = await self._producer.produce(record)
+        except KafkaUnavailable as exc:
+            log.warning("send failed: %s", exc)
+            return self.error(session, "UNAVAILABLE", "message not accepted (broker unavailable), retry", frame.ref)
+        self._received.inc()
+        session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))

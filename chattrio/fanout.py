@@ -1,0 +1,164 @@
+"""The fan-out consumer: every node reads every partition and delivers to its own sessions.
+
+No consumer group: partitions are assigned directly, starting at the end the first time, so
+nodes leave nothing behind on the broker. Positions survive a restart of the consumer, so a
+restart resumes where it stopped instead of skipping messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+
+import trio
+
+from chattrio.config import Settings
+from chattrio.frames import RoomCreatedFrame, RoomMessageFrame, encode_frame
+from chattrio.metrics import Registry
+from chattrio.models import Message, RoomCreated
+from chattrio.rooms import RoomDirectory
+from chattrio.sessions import SessionRegistry
+from chattrio.storage.kafka import ReadBatch, open_topic_reader
+from chattrio.websocket import text_frame
+
+log = logging.getLogger(__name__)
+
+RECENT_PER_ROOM = 256
+ROOMS_REMEMBERED = 2_000
+IDS_REMEMBERED = 200_000
+FETCH_WAIT = 0.5
+PARTITION_CHECK_INTERVAL = 30.0
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class _RoomTail:
+    """The newest messages of one room, and the seq from which the tail is complete."""
+
+    __slots__ = ("entries", "complete_from")
+
+    def __init__(self, complete_from: int) -> None:
+        self.entries: deque[tuple[int, bytes]] = deque()
+        self.complete_from = complete_from
+
+
+class RoomLog:
+    """What this node's fan-out has seen, for resuming sessions without a gap or a duplicate."""
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str, int], int] = {}
+        self._start_offsets: dict[int, int] = {}
+        self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
+        self._ids: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._event_ids: OrderedDict[str, None] = OrderedDict()
+
+    def note_start(self, partition: int, offset: int) -> None:
+        self._start_offsets.setdefault(partition, offset)
+
+    def seen(self, message_id: str) -> tuple[int, int] | None:
+        """(room, seq) of a message already delivered, by id."""
+        return self._ids.get(message_id)
+
+    def record(self, partition: int, message: Message, frame: bytes) -> bool:
+        """Remember a delivered message; False when its id was delivered before (a retried send)."""
+        if message.id in self._ids:
+            return False
+        self._ids[message.id] = (message.room_id, message.seq)
+        if len(self._ids) > IDS_REMEMBERED:
+            self._ids.popitem(last=False)
+        tail = self._tails.get(message.room_id)
+        if tail is None:
+            tail = self._tails[message.room_id] = _RoomTail(self._start_offsets.get(partition, message.seq))
+            if len(self._tails) > ROOMS_REMEMBERED:
+                self._tails.popitem(last=False)
+        else:
+            self._tails.move_to_end(message.room_id)
+        tail.entries.append((message.seq, frame))
+        if len(tail.entries) > RECENT_PER_ROOM:
+            dropped_seq, _ = tail.entries.popleft()
+            tail.complete_from = dropped_seq + 1
+        return True
+
+    def first_time_event(self, event_id: str) -> bool:
+        if event_id in self._event_ids:
+            return False
+        self._event_ids[event_id] = None
+        if len(self._event_ids) > IDS_REMEMBERED:
+            self._event_ids.popitem(last=False)
+        return True
+
+    def covers(self, room_id: int, since: int) -> bool:
+        """True when every message of the room after `since` seen by this node is still held."""
+        tail = self._tails.get(room_id)
+        return tail is not None and tail.complete_from <= since + 1
+
+    def after(self, room_id: int, since: int) -> list[tuple[int, bytes]]:
+        tail = self._tails.get(room_id)
+        if tail is None:
+            return []
+        return [(seq, frame) for seq, frame in tail.entries if seq > since]
+
+    def last_seq(self, room_id: int) -> int | None:
+        tail = self._tails.get(room_id)
+        return tail.entries[-1][0] if tail is not None and tail.entries else None
+
+
+class Fanout:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionRegistry,
+        room_log: RoomLog,
+        rooms: RoomDirectory,
+        metrics: Registry,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._log = room_log
+        self._rooms = rooms
+        self.lag = 0
+        self._delivered = metrics.counter("chattrio_messages_delivered_total", "Frames queued to local sessions")
+        self._consumed = metrics.counter("chattrio_messages_consumed_total", "Chat messages read by the fan-out")
+        self._duplicates = metrics.counter(
+            "chattrio_fanout_duplicates_total", "Retried sends recognised by id and not delivered again"
+        )
+        self._latency = metrics.histogram(
+            "chattrio_fanout_latency_ms", "Broker timestamp to local delivery, milliseconds", LATENCY_BUCKETS_MS
+        )
+        metrics.gauge("chattrio_fanout_lag", "Messages the fan-out consumer has not fetched yet", lambda: self.lag)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with open_topic_reader(self._settings, group_id=None) as reader:
+            await self._assign(reader)
+            task_status.started()
+            next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
+            while True:
+                self.apply(await reader.fetch(FETCH_WAIT))
+                if trio.current_time() >= next_check:
+                    await self._assign(reader)
+                    self.lag = await reader.lag()
+                    next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
+
+    async def _assign(self, reader) -> None:
+        await reader.assign_all(self._log.positions)
+        for (topic, partition), offset in self._log.positions.items():
+            if topic == self._settings.messages_topic:
+                self._log.note_start(partition, offset)
+
+    def apply(self, batch: ReadBatch) -> None:
+        now_ms = time.time() * 1000
+        for partition, message in batch.messages:
+            self._consumed.inc()
+            frame = text_frame(encode_frame(RoomMessageFrame(message)))
+            if not self._log.record(partition, message, frame):
+                self._duplicates.inc()
+                continue
+            delivered = self._sessions.deliver_to_room(message.room_id, frame)
+            if delivered:
+                self._delivered.inc(delivered)
+                self._latency.observe_many(max(0.0, now_ms - message.sent_at), delivered)
+        for event in batch.events:
+            if isinstance(event, RoomCreated) and self._log.first_time_event(event.event_id):
+                self._rooms.learn(event.room)
+                self._sessions.deliver_to_room_watchers(text_frame(encode_frame(RoomCreatedFrame(event.room))))
+        self._log.positions.update(batch.positions)

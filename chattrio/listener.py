@@ -1,0 +1,201 @@
+"""The node's one port: HTTP requests, WebSocket sessions, and the staged shutdown.
+
+Each connection is handled in its own task; one connection's error closes that connection
+only (trio.serve_listeners would otherwise take the listener down with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from functools import partial
+
+import h11
+import trio
+
+from chattrio.api import Api, token_of
+from chattrio.chat import ChatService
+from chattrio.config import Settings
+from chattrio.frames import FrameError, SessionInfo, parse_client_frame
+from chattrio.http import BadRequest, Request, error_response, receive_request, send_response
+from chattrio.metrics import Registry
+from chattrio.sessions import Session, SessionRegistry
+from chattrio.tokens import InvalidToken, verify_token
+from chattrio.websocket import CLOSE_SERVICE_RESTART, FrameReader, IncomingText, handshake_response
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is closed after this
+HANDSHAKE_TIMEOUT = 10.0
+_EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
+
+
+class HttpServer:
+    def __init__(
+        self, settings: Settings, api: Api, chat: ChatService, sessions: SessionRegistry, metrics: Registry
+    ) -> None:
+        self._settings = settings
+        self._api = api
+        self._chat = chat
+        self._sessions = sessions
+        self._open_connections = 0
+        self._drain_requested = trio.Event()
+        self.drained = trio.Event()
+        metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
+        metrics.gauge("chattrio_websocket_sessions", "Open WebSocket sessions", lambda: len(sessions.sessions))
+        metrics.gauge(
+            "chattrio_room_sessions", "Local sessions per room", sessions.sessions_per_room, labels=["room"]
+        )
+        self._slow_closes = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow")
+        self._frames_in = metrics.counter("chattrio_frames_received_total", "WebSocket frames from clients")
+
+    def request_drain(self) -> None:
+        self._drain_requested.set()
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until a drain is requested; then stop accepting, close sessions, wait a grace."""
+        listeners = await trio.open_tcp_listeners(self._settings.port, host=self._settings.host)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptor:
+                acceptor.start_soon(
+                    partial(trio.serve_listeners, self._handle_connection, listeners, handler_nursery=connections)
+                )
+                task_status.started()
+                await self._drain_requested.wait()
+                acceptor.cancel_scope.cancel()
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            for session in list(self._sessions.sessions):
+                session.close(CLOSE_SERVICE_RESTART, "service restart: reconnect")
+            with trio.move_on_after(self._settings.shutdown_grace_seconds):
+                while self._open_connections:
+                    await trio.sleep(0.05)
+            connections.cancel_scope.cancel()
+        self.drained.set()
+        await trio.sleep_forever()  # a drained server stays stopped; the node cancels it
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        self._open_connections += 1
+        try:
+            await self._serve_http(stream)
+        except _EXPECTED_ERRORS as exc:
+            log.debug("connection ended: %r", exc)
+        except Exception:
+            log.exception("connection failed")
+        finally:
+            self._open_connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_http(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            try:
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    request = await receive_request(conn, stream)
+            except BadRequest as exc:
+                await send_response(conn, stream, error_response(exc.status, exc.reason))
+                return
+            except h11.RemoteProtocolError as exc:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await send_response(conn, stream, error_response(exc.error_status_hint, str(exc)))
+                return
+            except trio.TooSlowError:
+                return
+            if request is None:
+                return
+            if request.headers.get("upgrade", "").lower() == "websocket":
+                await self._serve_websocket(conn, stream, request)
+                return
+            await send_response(conn, stream, await self._api.handle(request))
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+
+    # WebSocket ---------------------------------------------------------------------------------
+
+    def _refusal(self, request: Request) -> tuple[int, str] | str:
+        """(status, reason) to refuse the handshake, or the authenticated user id."""
+        key = request.headers.get("sec-websocket-key")
+        if request.method != "GET" or not key or request.headers.get("sec-websocket-version") != "13":
+            return 400, "bad WebSocket handshake"
+        if request.path != "/ws":
+            return 404, "WebSocket endpoint is /ws"
+        if not self._origin_allowed(request):
+            return 403, "origin not allowed"
+        token = token_of(request)
+        if token is None:
+            return 401, "log in first: no token"
+        try:
+            user_id = verify_token(token, self._settings.secret)
+        except InvalidToken as exc:
+            return 401, str(exc)
+        if len(self._sessions.sessions) >= self._settings.max_connections:
+            return 503, "node full, try another"
+        return user_id
+
+    def _origin_allowed(self, request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True  # not a browser
+        allowed = self._settings.allowed_origins
+        if allowed:
+            return "*" in allowed or origin in allowed
+        return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+
+    async def _serve_websocket(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> None:
+        verdict = self._refusal(request)
+        if isinstance(verdict, tuple):
+            await send_response(conn, stream, error_response(*verdict))
+            return
+        leftover = conn.trailing_data[0]
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
+        session = Session(verdict, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
+        self._sessions.add(session)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_until_closed, session, stream, nursery.cancel_scope)
+                session.send(SessionInfo(session.id, session.user_id, self._settings.node_id))
+                await self._read_frames(session, stream, leftover)
+        finally:
+            self._chat.disconnected(session)
+
+    async def _write_until_closed(self, session: Session, stream, scope: trio.CancelScope) -> None:
+        await session.run_writer(stream)
+        scope.cancel()
+
+    async def _read_frames(self, session: Session, stream: trio.SocketStream, data: bytes) -> None:
+        reader = FrameReader(self._settings.max_frame_bytes)
+        while True:
+            if data:
+                messages, reply = reader.feed(data)
+                if reply:
+                    session.push(reply)
+                for message in messages:
+                    self._frames_in.inc()
+                    await self._on_message(session, message)
+                if reader.peer_close_code is not None:
+                    session.close(reader.peer_close_code, "")
+                    await trio.sleep_forever()  # the writer sends the close reply, then cancels us
+            data = await stream.receive_some(READ_SIZE)
+            if not data:
+                session.close(1000, "")
+                await trio.sleep_forever()
+
+    async def _on_message(self, session: Session, message: IncomingText) -> None:
+        if message.binary:
+            return self._chat.error(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
+        if message.too_large:
+            limit = self._settings.max_frame_bytes
+            return self._chat.error(session, "TOO_LARGE", f"frame over {limit} bytes", None)
+        try:
+            frame = parse_client_frame(message.text)
+        except FrameError as exc:
+            return self._chat.error(session, exc.code, exc.message, exc.ref)
+        try:
+            await self._chat.handle(session, frame)
+        except Exception:
+            log.exception("frame failed", extra={"frame": type(frame).__name__})
+            self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
+

@@ -1,0 +1,92 @@
+"""The persistence consumer: a load-balanced group that stores messages and caches events.
+
+Offsets are committed only after PostgreSQL committed the batch; a redelivered batch inserts
+nothing twice (unique ids and (room, seq)). Redis is written after PostgreSQL and only as a
+cache: a room whose cache write failed is dropped from the cache, so it never has holes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import trio
+
+from chattrio.config import Settings
+from chattrio.metrics import Registry
+from chattrio.models import Message, RoomCreated, UserCreated
+from chattrio.storage.kafka import ReadBatch, open_topic_reader
+from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable, RedisStore
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT = 0.5
+STORE_RETRY_FOR = 120.0
+STORE_BACKOFF_MAX = 5.0
+
+
+class Persistence:
+    def __init__(self, settings: Settings, db: Database, cache: RedisStore, metrics: Registry) -> None:
+        self._settings = settings
+        self._db = db
+        self._cache = cache
+        self._rooms_with_holes: set[int] = set()
+        self._stored = metrics.counter("chattrio_messages_stored_total", "Messages newly stored in PostgreSQL")
+        self._redelivered = metrics.counter(
+            "chattrio_messages_redelivered_total", "Messages read again and not stored twice"
+        )
+
+    @property
+    def group_id(self) -> str:
+        return f"{self._settings.topic_prefix}-persistence"
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
+            task_status.started()
+            while True:
+                batch = await reader.fetch(FETCH_WAIT)
+                if not batch.positions:
+                    continue
+                await self._store(batch)
+                await reader.commit(batch.positions)
+
+    async def _store(self, batch: ReadBatch) -> None:
+        messages = [message for _, message in batch.messages]
+        new = await self._store_with_retry(messages)
+        self._stored.inc(len(new))
+        self._redelivered.inc(len(messages) - len(new))
+        await self._cache_messages(new)
+        await self._cache_events(batch)
+
+    async def _store_with_retry(self, messages: list[Message]) -> list[Message]:
+        """PostgreSQL may be restarting: keep the batch and retry for a while before giving up."""
+        delay = 0.2
+        with trio.fail_after(STORE_RETRY_FOR):
+            while True:
+                try:
+                    return await self._db.store_messages(messages)
+                except DatabaseUnavailable as exc:
+                    log.warning("storing %d messages failed, retrying in %.1fs: %s", len(messages), delay, exc)
+                    await trio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, STORE_BACKOFF_MAX)
+
+    async def _cache_messages(self, messages: list[Message]) -> None:
+        try:
+            if self._rooms_with_holes:
+                await self._cache.forget_recent(sorted(self._rooms_with_holes))
+                self._rooms_with_holes.clear()
+            await self._cache.cache_messages(messages)
+        except CacheUnavailable as exc:
+            self._rooms_with_holes.update(m.room_id for m in messages)
+            log.warning("recent-message cache not updated: %s", exc)
+
+    async def _cache_events(self, batch: ReadBatch) -> None:
+        try:
+            for event in batch.events:
+                if isinstance(event, RoomCreated):
+                    await self._cache.cache_room(event.room)
+                elif isinstance(event, UserCreated):
+                    await self._cache.cache_user(event.user_id)
+        except CacheUnavailable as exc:
+            log.warning("user/room cache not updated: %s", exc)

@@ -1,0 +1,138 @@
+"""Who is in which room, across nodes, and the "joined"/"left" system messages.
+
+Presence lives in Redis with expiring heartbeats, so a killed node's sessions vanish on their
+own. A user joins when their first connection enters a room on any node, and leaves when their
+last connection has been gone for the grace period; Lua scripts make each decision once.
+Without Redis, chat goes on and these system messages are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+
+import trio
+
+from chattrio.config import Settings
+from chattrio.metrics import Registry
+from chattrio.models import ChatRecord
+from chattrio.sessions import Session, SessionRegistry
+from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
+from chattrio.storage.redis import CacheUnavailable, RedisStore
+
+log = logging.getLogger(__name__)
+
+PENDING_CHANGES = 10_000
+HEARTBEAT_INTERVAL = 10.0
+SWEEP_INTERVAL = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Change:
+    entered: bool
+    room_id: int
+    user_id: str
+    session_id: str
+
+
+class Presence:
+    def __init__(
+        self,
+        settings: Settings,
+        cache: RedisStore,
+        sessions: SessionRegistry,
+        producer: ChatProducer,
+        metrics: Registry,
+    ) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._sessions = sessions
+        self._producer = producer
+        self._changes_in, self._changes_out = trio.open_memory_channel[_Change](PENDING_CHANGES)
+        self._checks_in, self._checks_out = trio.open_memory_channel[tuple[float, int, str]](PENDING_CHANGES)
+        self._dropped = metrics.counter(
+            "chattrio_presence_dropped_total", "Presence changes not recorded (queue full or Redis down)"
+        )
+
+    def entered(self, session: Session, room_id: int) -> None:
+        self._queue(_Change(True, room_id, session.user_id, session.id))
+
+    def left(self, session: Session, room_id: int) -> None:
+        self._queue(_Change(False, room_id, session.user_id, session.id))
+
+    def _queue(self, change: _Change) -> None:
+        try:
+            self._changes_in.send_nowait(change)
+        except trio.WouldBlock:
+            self._dropped.inc()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._apply_changes)
+            nursery.start_soon(self._check_after_grace)
+            nursery.start_soon(self._every, HEARTBEAT_INTERVAL, self._heartbeat)
+            nursery.start_soon(self._every, SWEEP_INTERVAL, self._sweep)
+            task_status.started()
+
+    async def _apply_changes(self) -> None:
+        async for change in self._changes_out:
+            try:
+                if change.entered:
+                    await self._enter(change)
+                else:
+                    await self._leave(change)
+            except CacheUnavailable as exc:
+                self._dropped.inc()
+                log.warning("presence change skipped: %s", exc)
+
+    async def _enter(self, change: _Change) -> None:
+        ttl = self._settings.presence_ttl_seconds
+        if await self._cache.enter(change.room_id, change.user_id, change.session_id, ttl):
+            await self._announce(change.room_id, change.user_id, "join")
+
+    async def _leave(self, change: _Change) -> None:
+        grace = self._settings.leave_grace_seconds
+        remaining = await self._cache.leave(change.room_id, change.user_id, change.session_id, grace)
+        if remaining == 0:
+            try:
+                self._checks_in.send_nowait((trio.current_time() + grace, change.room_id, change.user_id))
+            except trio.WouldBlock:
+                self._dropped.inc()  # the sweeper announces the leave once the heartbeat expires
+
+    async def _check_after_grace(self) -> None:
+        # Every check waits the same grace, so the queue is in due order.
+        async for due, room_id, user_id in self._checks_out:
+            await trio.sleep_until(due)
+            await self._announce_gone(room_id, [user_id])
+
+    async def _every(self, interval: float, action) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await action()
+            except CacheUnavailable as exc:
+                log.warning("presence upkeep skipped: %s", exc)
+
+    async def _heartbeat(self) -> None:
+        await self._cache.heartbeat(self._sessions.memberships(), self._settings.presence_ttl_seconds)
+
+    async def _sweep(self) -> None:
+        for room_id in await self._cache.presence_rooms():
+            await self._announce_gone(room_id, [])
+
+    async def _announce_gone(self, room_id: int, user_ids: list[str]) -> None:
+        try:
+            gone = await self._cache.remove_gone(room_id, user_ids)
+        except CacheUnavailable as exc:
+            log.warning("presence check skipped: %s", exc)
+            return
+        for user_id in gone:
+            await self._announce(room_id, user_id, "leave")
+
+    async def _announce(self, room_id: int, user_id: str, kind: str) -> None:
+        """A join or leave goes the way chat messages go: Kafka first."""
+        try:
+            await self._producer.produce(ChatRecord(str(uuid.uuid4()), room_id, user_id, kind, "", None))
+        except KafkaUnavailable as exc:
+            log.warning("could not announce %s of %s in room %s: %s", kind, user_id, room_id, exc)

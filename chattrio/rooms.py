@@ -1,0 +1,59 @@
+"""Which rooms exist: PostgreSQL is the truth; a node remembers rooms it has seen (never deleted)."""
+
+from __future__ import annotations
+
+import logging
+
+from chattrio.models import Room
+from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable, RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class RoomDirectory:
+    def __init__(self, db: Database, cache: RedisStore) -> None:
+        self._db = db
+        self._cache = cache
+        self._known: dict[int, Room] = {}
+
+    def learn(self, room: Room) -> None:
+        self._known[room.id] = room
+
+    async def find(self, room_id: int) -> Room | None:
+        """The room, or None when it does not exist. Raises DatabaseUnavailable when unknown here
+        and PostgreSQL is down, unless the Redis cache (a read path only) knows it."""
+        room = self._known.get(room_id)
+        if room is not None:
+            return room
+        try:
+            room = await self._db.get_room(room_id)
+        except DatabaseUnavailable:
+            room = await self._cached(room_id)
+            if room is None:
+                raise
+        if room is not None:
+            self.learn(room)
+        return room
+
+    async def _cached(self, room_id: int) -> Room | None:
+        try:
+            return await self._cache.cached_room(room_id)
+        except CacheUnavailable:
+            return None
+
+    async def list(self) -> list[Room]:
+        """Every room with its present member count; from the cache when PostgreSQL is down."""
+        try:
+            rooms = await self._db.list_rooms()
+        except DatabaseUnavailable:
+            rooms = await self._cache.cached_rooms()
+        for room in rooms:
+            self.learn(room)
+        try:
+            counts = await self._cache.member_counts([room.id for room in rooms])
+        except CacheUnavailable:
+            counts = {}
+        return [
+            Room(room.id, room.name, room.created_by, room.created_at, counts.get(room.id, 0)) for room in rooms
+        ]

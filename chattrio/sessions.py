@@ -1,0 +1,156 @@
+"""WebSocket sessions on this node: bounded send buffers, and who is in which room."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import msgspec
+import trio
+
+from chattrio.frames import encode_frame
+from chattrio.websocket import CLOSE_TRY_AGAIN_LATER, close_frame, text_frame
+
+log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 2.0
+
+
+class Session:
+    """One WebSocket connection. Frames are queued as encoded bytes and written by one task,
+    which merges everything pending into a single write."""
+
+    __slots__ = (
+        "id", "user_id", "rooms", "wants_room_events", "_pending", "_pending_bytes",
+        "_limit", "_wakeup", "_written", "_closing", "close_code", "_on_slow", "_write_scope",
+    )
+
+    def __init__(self, user_id: str, buffer_limit: int, on_slow=None) -> None:
+        self.id = uuid.uuid4().hex
+        self.user_id = user_id
+        self.rooms: set[int] = set()
+        self.wants_room_events = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._limit = buffer_limit
+        self._wakeup = trio.Event()
+        self._written = trio.Event()
+        self._closing = False
+        self.close_code: int | None = None
+        self._on_slow = on_slow
+        self._write_scope: trio.CancelScope | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def push(self, frame: bytes) -> None:
+        """Queue an encoded WebSocket frame; a client that cannot keep up is closed, not buffered."""
+        if self._closing:
+            return
+        if self._pending_bytes + len(frame) > self._limit:
+            if self._on_slow is not None:
+                self._on_slow()
+            self.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+            return
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        self._wakeup.set()
+
+    def send(self, frame: msgspec.Struct) -> None:
+        self.push(text_frame(encode_frame(frame)))
+
+    def close(self, code: int, reason: str) -> None:
+        """Drop what is queued, send a close frame, and let the writer finish."""
+        if self._closing:
+            return
+        self._pending = [close_frame(code, reason)]
+        self._pending_bytes = len(self._pending[0])
+        self.close_code = code
+        self._closing = True
+        self._wakeup.set()
+        if self._write_scope is not None:
+            # A write in progress may be stuck on a client that stopped reading: bound it.
+            self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
+
+    async def drained(self) -> None:
+        """Wait until at most half the buffer is used, so a long replay cannot overflow it."""
+        while self._pending_bytes > self._limit // 2 and not self._closing:
+            await self._written.wait()
+
+    async def run_writer(self, stream: trio.abc.Stream) -> None:
+        """Write queued frames until the session closes; returns after the close frame is sent."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            closing = self._closing
+            with trio.fail_after(CLOSE_TIMEOUT if closing else WRITE_TIMEOUT) as self._write_scope:
+                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._write_scope = None
+            self._written.set()
+            self._written = trio.Event()
+            if closing:
+                return
+
+
+class SessionRegistry:
+    """Which local sessions are in which room; delivery loops over these."""
+
+    def __init__(self) -> None:
+        self.sessions: set[Session] = set()
+        self._rooms: dict[int, dict[Session, None]] = {}
+        self._room_watchers: dict[Session, None] = {}
+
+    def add(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def remove(self, session: Session) -> list[int]:
+        """Forget a session; returns the rooms it was in."""
+        self.sessions.discard(session)
+        self._room_watchers.pop(session, None)
+        rooms = list(session.rooms)
+        for room_id in rooms:
+            self.leave(session, room_id)
+        return rooms
+
+    def enter(self, session: Session, room_id: int) -> None:
+        session.rooms.add(room_id)
+        self._rooms.setdefault(room_id, {})[session] = None
+
+    def leave(self, session: Session, room_id: int) -> None:
+        session.rooms.discard(room_id)
+        members = self._rooms.get(room_id)
+        if members is not None:
+            members.pop(session, None)
+            if not members:
+                del self._rooms[room_id]
+
+    def watch_rooms(self, session: Session, on: bool) -> None:
+        session.wants_room_events = on
+        if on:
+            self._room_watchers[session] = None
+        else:
+            self._room_watchers.pop(session, None)
+
+    def deliver_to_room(self, room_id: int, frame: bytes) -> int:
+        members = self._rooms.get(room_id)
+        if not members:
+            return 0
+        # A session that overflows only marks itself closing; it leaves the room when its
+        # connection ends, so the dict does not change during this loop.
+        for session in members:
+            session.push(frame)
+        return len(members)
+
+    def deliver_to_room_watchers(self, frame: bytes) -> int:
+        for session in self._room_watchers:
+            session.push(frame)
+        return len(self._room_watchers)
+
+    def sessions_per_room(self) -> dict[tuple[str, ...], float]:
+        return {(str(room_id),): len(members) for room_id, members in self._rooms.items()}
+
+    def memberships(self) -> list[tuple[int, str, str]]:
+        return [(room_id, s.user_id, s.id) for room_id, members in self._rooms.items() for s in members]
