@@ -68,14 +68,22 @@ export async function launchBrowser() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls fn until it returns a truthy value; throws with the last value after timeoutMs. */
+/** Returned by a waitFor callback: not done yet, with what was seen (for the timeout message). */
+export class NotYet {
+  constructor(info) {
+    this.info = info;
+  }
+}
+export const notYet = (info) => new NotYet(info);
+
+/** Polls fn until it returns a truthy value that is not a NotYet; throws with the last value after timeoutMs. */
 export async function waitFor(what, fn, timeoutMs = STEP_MS, everyMs = 150) {
   const end = Date.now() + timeoutMs;
   let last;
   for (;;) {
     try {
       last = await fn();
-      if (last) return last;
+      if (last && !(last instanceof NotYet)) return last;
     } catch (e) {
       last = e;
     }
@@ -86,6 +94,7 @@ export async function waitFor(what, fn, timeoutMs = STEP_MS, everyMs = 150) {
 
 function fmt(v) {
   if (v instanceof Error) return v.message;
+  if (v instanceof NotYet) return fmt(v.info);
   try {
     return JSON.stringify(v)?.slice(0, 600);
   } catch {
@@ -155,7 +164,7 @@ export async function expectChat(page, expected, what, timeoutMs = STEP_MS) {
       const sorted = s.every((v, i) => i === 0 || s[i - 1] < v);
       const pending = await page.getByTestId('pending').count();
       if (pending === 0 && sorted && JSON.stringify(got) === JSON.stringify(expected)) return true;
-      return { got, pending, sorted };
+      return notYet({ got, pending, sorted });
     },
     timeoutMs,
   );

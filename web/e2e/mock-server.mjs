@@ -18,6 +18,7 @@ const messages = new Map(); // roomId -> [msg]
 const presence = new Map(); // roomId -> Map(userId -> count)
 let offset = 100;
 const sockets = new Set();
+const failedOnce = new Set();
 
 const ok = (res, status, data, message = 'ok') => json(res, status, { success: true, message, data });
 const fail = (res, status, message) => json(res, status, { success: false, message, data: null });
@@ -149,7 +150,9 @@ server.on('upgrade', (req, socket, head) => {
       if (f.type === 'SEND') {
         if (!s.rooms.has(f.roomId)) return s.sendJson({ type: 'ERROR', code: 'NOT_SUBSCRIBED', message: `enter room ${f.roomId} before sending to it`, ref });
         if (typeof f.text !== 'string' || !f.text.trim() || [...f.text].length > 4000) return s.sendJson({ type: 'ERROR', code: 'BAD_TEXT', message: 'text must be 1-4000 characters', ref });
-        if (process.env.MOCK_FAIL_WORD && f.text.includes(process.env.MOCK_FAIL_WORD)) return s.sendJson({ type: 'ERROR', code: 'UNAVAILABLE', message: 'Kafka did not acknowledge in time', ref });
+        // a text containing MOCK_FAIL_ONCE_WORD fails with UNAVAILABLE on the first try of each clientMsgId
+        const word = process.env.MOCK_FAIL_ONCE_WORD;
+        if (word && f.text.includes(word) && !failedOnce.has(f.clientMsgId) && failedOnce.add(f.clientMsgId)) return s.sendJson({ type: 'ERROR', code: 'UNAVAILABLE', message: 'Kafka did not acknowledge in time', ref });
         const msg = publish(f.roomId, user, 'chat', f.text, f.clientMsgId);
         return s.sendJson({ type: 'ACK', ref, clientMsgId: f.clientMsgId ?? null, id: msg.id, roomId: f.roomId, seq: msg.seq });
       }

@@ -19,6 +19,7 @@ import {
   launchBrowser,
   log,
   login,
+  notYet,
   newUserPage,
   openRoom,
   run,
@@ -92,7 +93,10 @@ const cluster = (...args) => run(join(REPO, 'scripts', 'cluster.sh'), args, { cw
 async function startTarget() {
   if (TARGET === 'mock') {
     const port = 18180;
-    const p = spawn(process.execPath, [join(WEB, 'e2e', 'mock-server.mjs'), String(port)], { stdio: 'inherit' });
+    const p = spawn(process.execPath, [join(WEB, 'e2e', 'mock-server.mjs'), String(port)], {
+      stdio: 'inherit',
+      env: { ...process.env, MOCK_FAIL_ONCE_WORD: 'FAILONCE' },
+    });
     teardowns.push(async () => p.kill('SIGTERM'));
     await waitFor('mock server', async () => (await fetch(`http://127.0.0.1:${port}/api/room`).catch(() => null))?.ok, 10000);
     const url = `http://127.0.0.1:${port}`;
@@ -306,7 +310,7 @@ async function main() {
           el.dispatchEvent(new Event('scroll'));
         });
         const t = await chatTexts(R.page);
-        return JSON.stringify(t) === JSON.stringify(want) ? true : { n: t.length, first: t[0] };
+        return JSON.stringify(t) === JSON.stringify(want) ? true : notYet({ n: t.length, first: t[0] });
       },
       STEP_MS,
       400,
@@ -315,6 +319,18 @@ async function main() {
   });
 
   if (!target.canKill) {
+    // the mock node answers ERROR UNAVAILABLE to the first try of a text containing FAILONCE
+    await step('mock only: ERROR marks a message failed; Retry sends it again, once', async () => {
+      await A.page.getByTestId('room-item').filter({ hasText: roomName }).first().click();
+    await expectChat(A.page, expected, 'A back in the first room');
+    await sendMessage(A.page, 'FAILONCE please');
+      const failed = A.page.locator('[data-testid="pending"][data-status="failed"]');
+      await failed.waitFor();
+      await shoot(A.page, SHOTS, 'chat-failed-desktop.png');
+      await failed.getByTestId('retry').click();
+      expected.push('FAILONCE please');
+      await Promise.all([expectChat(A.page, expected, 'A'), expectChat(B.page, expected, 'B')]);
+    });
     log('mock target: skipping the node-kill scenario');
     return;
   }
