@@ -65,7 +65,9 @@ async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     cfg = _config(fake.urls, "--workers", "2")
 
     async def kill():
-        await trio.sleep(cfg.ramp_up_time_seconds + 2.0)  # workers start 1.5 s after setup
+        while len(fake.clients[0]) < 3:  # the ramp-up is over when node 0 holds its 3 users
+            await trio.sleep(0.05)
+        await trio.sleep(0.6)  # mid-chat
         await fake.kill(0)
 
     nursery.start_soon(kill)
