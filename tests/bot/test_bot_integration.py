@@ -1,0 +1,22 @@
+"""The load bot, small and fast, against real nodes on the test stack: any loss fails."""
+
+from chattrio.bot.config import load_config
+from chattrio.bot.report import summarize, text_summary
+from chattrio.bot.runner import run
+
+
+async def test_bot_against_real_nodes(cluster, tmp_path):
+    cfg = load_config([
+        "--scenario", "pytest", "--users", "20", "--rooms", "2", "--ramp-up", "1", "--duration", "5",
+        "--rate", "1", "--loss-grace", "5", "--user-id-prefix", f"{cluster.prefix}b", "--out", str(tmp_path),
+        *[arg for url in cluster.urls for arg in ("--node", url)],
+    ])
+    summary = summarize(await run(cfg, None))
+    print(text_summary(summary))
+    d = summary["deliveries"]
+    assert summary["users"]["connected"] == 20
+    assert summary["messages"]["acked"] == summary["messages"]["sent"] > 0
+    assert d["expected"] == summary["messages"]["acked"] * 10  # 2 rooms of 10, senders receive their own
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert summary["protocolViolations"] == 0, summary["notes"]
+    assert summary["verdict"]["passed"]
