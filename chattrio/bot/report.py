@@ -146,7 +146,7 @@ def text_summary(s: dict) -> str:
         f"reconnects {r['reconnects']} (disconnects {r['disconnects']})"
         + (f"  time {_lat(r['timeMs'])}" if r["reconnects"] else ""),
     ]
-    if s["server"]["memoryPerConnectionBytes"] is not None:
+    if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
         lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection")
     if s["exec"]:
         lines.append(f"exec       at {s['exec']['atSeconds']} s: {s['exec']['command']} -> {s['exec']['returncode']}")
@@ -160,6 +160,10 @@ def text_summary(s: dict) -> str:
 # -- HTML ---------------------------------------------------------------------------------------
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+
+
+def _tick(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: str,
@@ -183,7 +187,7 @@ def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: s
     for k in range(5):
         v = y_max * k / 4
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>')
+                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{_tick(v)}</text>')
     for k in range(0, n, max(1, n // 10)):
         parts.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{k}</text>')
     parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">seconds since start</text>'
@@ -250,9 +254,9 @@ def html_report(s: dict) -> str:
     t = s["timeline"]
     pct = ("p50", "p90", "p99", "p99.9", "max")
     charts = [
-        svg_line_chart("Deliveries, sends and ACKs per second",
-                       {"delivered/s": t.get("delivered", []), "sent/s": t.get("sent", []),
-                        "acked/s": t.get("acked", [])}, "per second"),
+        svg_line_chart("Deliveries per second", {"delivered/s": t.get("delivered", [])}, "per second"),
+        svg_line_chart("Sends and ACKs per second", {"sent/s": t.get("sent", []), "acked/s": t.get("acked", [])},
+                       "per second"),
         svg_line_chart("End-to-end latency over time (by second of receipt)", t["latencyMs"], "ms"),
         svg_bar_chart("Latency percentiles",
                       {"end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
@@ -263,7 +267,7 @@ def html_report(s: dict) -> str:
         "<!doctype html><html><head><meta charset=\"utf-8\">"
         f"<title>chattrio bot: {html.escape(s['scenario'])} {html.escape(s['runId'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:60em}pre{background:#f6f6f6;padding:1em;"
-        "overflow-x:auto}</style></head><body>"
+        "white-space:pre-wrap}</style></head><body>"
         f"<h1>chattrio bot: {html.escape(s['scenario'])}</h1>"
         f"<pre>{html.escape(text_summary(s))}</pre>"
         + "".join(f"<div>{c}</div>" for c in charts)
@@ -294,7 +298,7 @@ def bench_row(s: dict) -> str:
     params = (f"{cfg['userCount']} users, {cfg['rooms']} rooms, {cfg['messagesPerSecond']} msg/s/user, "
               f"{cfg['chatDurationSeconds']} s chat, {cfg['rampUpTimeSeconds']} s ramp, {len(s['server']['nodes'])} nodes, "
               f"{cfg['workers']} workers")
-    if s["server"]["memoryPerConnectionBytes"] is not None:
+    if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
         params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
     if s["exec"]:
         params += f"; `{s['exec']['command']}` at +{s['exec']['atSeconds']} s"

@@ -31,7 +31,7 @@ async def test_clean_run_delivers_everything(nursery, tmp_path):
     json_path, html_path = write_reports(summary, str(tmp_path))
     assert json.loads(json_path.read_text())["deliveries"]["delivered"] == d["delivered"]
     page = html_path.read_text()
-    assert page.count("<svg") == 3 and "http" not in page.split("<body>")[0].replace("xmlns", "")
+    assert page.count("<svg") == 4 and "http" not in page.split("<body>")[0].replace("xmlns", "")
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Benchmarks\n\nintro\n")
     append_bench_row(summary, str(bench))

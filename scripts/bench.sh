@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make bench`: start a dedicated local stack and 3 nodes, run the load-bot scenarios, append one
+# row per run to docs/benchmarks.md, then stop what it started. See docs/bot.md.
+#
+# Usage: scripts/bench.sh [seed] [rooms] [idle] [failover]      (default: all four, in that order)
+# Environment (all optional):
+#   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55462, Redis 56409,
+#                               Kafka 59122/59123) so it never touches the dev or test stacks
+#   BENCH_BASE_PORT=18500       nodes on BASE+1..BASE+3, nginx on BENCH_LB_PORT (18500)
+#   BENCH_OUT=bench-results     JSON and HTML reports
+#   BENCH_LOG=docs/benchmarks.md
+#   BENCH_WORKERS=2             bot worker processes
+#   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX
+#   ROOMS_USERS=5000 ROOMS_RAMP=30             rooms scenario size and ramp-up
+#   IDLE_PER_NODE=20000 IDLE_RAMP=120          idle: connections per node, ramp-up seconds
+#   FAILOVER_USERS=100
+# Exit status: non-zero when a run other than a seed step failed its thresholds.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+
+export CHATTRIO_STACK="${BENCH_STACK:-bench}"
+if [[ "$CHATTRIO_STACK" == bench ]]; then
+  export CHATTRIO_PG_PORT="${CHATTRIO_PG_PORT:-55462}" CHATTRIO_REDIS_PORT="${CHATTRIO_REDIS_PORT:-56409}"
+  export CHATTRIO_KAFKA_PORT="${CHATTRIO_KAFKA_PORT:-59122}" CHATTRIO_KAFKA_CONTROLLER_PORT="${CHATTRIO_KAFKA_CONTROLLER_PORT:-59123}"
+fi
+BASE_PORT="${BENCH_BASE_PORT:-18500}"
+LB_PORT="${BENCH_LB_PORT:-18500}"
+OUT="${BENCH_OUT:-bench-results}"
+BENCH_LOG="${BENCH_LOG:-docs/benchmarks.md}"
+WORKERS="${BENCH_WORKERS:-2}"
+PY="$REPO/.venv/bin/python"
+SCENARIOS=("$@")
+((${#SCENARIOS[@]})) || SCENARIOS=(seed rooms idle failover)
+
+log() { echo "[bench.sh $CHATTRIO_STACK] $*" >&2; }
+
+scripts/install.sh
+
+started=()
+cleanup() {
+  local rc=$?
+  trap '' INT TERM
+  scripts/cluster.sh down >/dev/null 2>&1 || true
+  if ((${#started[@]})); then scripts/stack.sh down "${started[@]}" || true; fi
+  log "done, exit $rc"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for s in postgres redis kafka; do
+  scripts/stack.sh running "$s" || started+=("$s")
+done
+scripts/stack.sh up
+scripts/cluster.sh up 3 --base-port "$BASE_PORT" --lb-port "$LB_PORT"
+
+NODES_DIR="$REPO/.stack/$CHATTRIO_STACK/nodes"
+NODE_ARGS=()
+for i in 1 2 3; do
+  NODE_ARGS+=(--node "http://127.0.0.1:$((BASE_PORT + i))" --pid-file "$NODES_DIR/node-$i.pid")
+done
+
+bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG; returns the bot's status
+  local rc=0
+  "$PY" -m chattrio bot "${NODE_ARGS[@]}" --out "$OUT" --bench-log "$BENCH_LOG" "$@" || rc=$?
+  return "$rc"
+}
+
+append_note_row() {  # a summary row in the same table (12 columns)
+  local cpu cores
+  cores="$(nproc)"
+  cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  printf '| %s | %s | %s cores %s | %s | %s | | | | | | | `%s` |\n' \
+    "$(date -u '+%Y-%m-%d %H:%M')" "$(git rev-parse --short HEAD)" "$cores" "$cpu" "$1" "$2" "$3" >> "$BENCH_LOG"
+}
+
+failed=0
+for scenario in "${SCENARIOS[@]}"; do
+  case "$scenario" in
+    seed)
+      best=0
+      for ((n = ${SEED_START:-50}; n <= ${SEED_MAX:-500}; n += ${SEED_STEP:-50})); do
+        log "seed: N=$n"
+        if bot --scenario seed --users "$n" --rooms 1 --rate 1 --duration 20 --ramp-up 5 --loss-grace 10 \
+            --workers "$WORKERS" --max-p99-ms 500; then
+          best=$n
+        else
+          break
+        fi
+      done
+      log "seed: largest N with zero loss and p99 <= 500 ms: $best"
+      append_note_row "seed (result)" "largest N with zero loss and p99 <= 500 ms: **$best** (target 300, goal 500)" \
+        "scripts/bench.sh seed"
+      ;;
+    rooms)
+      users="${ROOMS_USERS:-5000}"
+      bot --scenario rooms --users "$users" --rooms "$((users / 10))" --rate 0.2 --duration 60 \
+        --ramp-up "${ROOMS_RAMP:-30}" --loss-grace 10 --workers "$WORKERS" || failed=1
+      ;;
+    idle)
+      per_node="${IDLE_PER_NODE:-20000}"
+      # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal).
+      bot --scenario idle --users "$((per_node * 3))" --rooms 30 --rate 0 --duration 10 \
+        --ramp-up "${IDLE_RAMP:-120}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
+      ;;
+    failover)
+      # Node 2 is SIGKILLed 10 s into the chat; its users must resume on nodes 1 and 3.
+      bot --scenario failover --users "${FAILOVER_USERS:-100}" --rooms 1 --rate 1 --duration 20 --ramp-up 5 \
+        --loss-grace 15 --workers "$WORKERS" --exec "scripts/cluster.sh kill 2" --exec-at 10 || failed=1
+      scripts/cluster.sh start 2
+      ;;
+    *)
+      log "unknown scenario '$scenario' (seed, rooms, idle, failover)"; exit 2 ;;
+  esac
+done
+exit "$failed"
