@@ -9,7 +9,7 @@ PORT ?= 8080
 PYTEST_ARGS ?=
 export NODES PORT PYTEST_ARGS
 
-.PHONY: run test bench install up down status env wipe cluster-status chaos help
+.PHONY: run test test-py bench install up down status env wipe cluster-status chaos help
 
 help:
 	@sed -n '2,5p' Makefile | sed 's/^# \{0,1\}//'
@@ -19,6 +19,9 @@ run:
 
 test:
 	@scripts/test.sh
+
+test-py:
+	@WEB_TESTS=0 scripts/test.sh
 
 bench:
 	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \

@@ -65,7 +65,7 @@ start_node() {
     export CHATTRIO_NODE_ID="node-$i"
     cd "$REPO"
     exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --node-id "node-$i" "${extra[@]}" \
-      </dev/null >"$log" 2>&1
+      </dev/null >"$log" 2>&1 8>&- 9>&-
   ) &
   pid=$!
   echo "$pid" > "$(node_pidfile "$i")"
@@ -130,7 +130,7 @@ start_nginx() {
   ' "$tmpl" > "$NGINX_CONF"
   "$bin" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" \
     || die "generated nginx config is invalid: $NGINX_CONF"
-  setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 &
+  setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 8>&- 9>&- &
   echo $! > "$NGINX_PIDFILE"
   wait_port "$LB_PORT" 10 "$!" || { tail -n 20 "$NGINX_DIR/error.log" >&2 || true; die "nginx did not start (log: $NGINX_DIR/error.log)"; }
   log "nginx on $LB_HOST:$LB_PORT -> nodes $(node_port 1)..$(node_port "$NODES")"

@@ -149,3 +149,51 @@ export CHATTRIO_REPO=$REPO
 export CHATTRIO_STACK_DIR=$STACK_DIR
 EOF
 }
+
+# ---------------------------------------------------------------- sessions
+# `make run` / `make test` are sessions on a stack. Several may share one stack
+# (e.g. two `make test` in the same tree). Each registers a lease; services a
+# session had to start are recorded in .sessions/owned; the last session to
+# leave stops them. Services that were already running (a manual
+# `scripts/stack.sh up`) are never stopped by a session.
+SESSIONS_DIR="$STACK_DIR/.sessions"
+
+session_begin() {  # start the stack (all services) for this session
+  mkdir -p "$SESSIONS_DIR"
+  exec 8>"$STACK_DIR/.sessions.lock"
+  flock 8
+  echo "$0" > "$SESSIONS_DIR/$$"
+  local s
+  for s in "${SERVICES[@]}"; do
+    "$SCRIPTS/stack.sh" running "$s" 8>&- || echo "$s" >> "$SESSIONS_DIR/owned"
+  done
+  [[ -f "$SESSIONS_DIR/owned" ]] && sort -u -o "$SESSIONS_DIR/owned" "$SESSIONS_DIR/owned"
+  "$SCRIPTS/stack.sh" up 8>&-
+  exec 8>&-
+}
+
+# session_end [CMD...]: leave; if this was the last session, run CMD (e.g.
+# cluster.sh down) and stop the services sessions started.
+session_end() {
+  [[ -d "$SESSIONS_DIR" ]] || return 0
+  exec 8>"$STACK_DIR/.sessions.lock"
+  flock 8
+  rm -f "$SESSIONS_DIR/$$"
+  local f others=0
+  for f in "$SESSIONS_DIR"/[0-9]*; do
+    [[ -e "$f" ]] || continue
+    if pid_alive "$(basename "$f")"; then others=$((others + 1)); else rm -f "$f"; fi
+  done
+  if ((others > 0)); then
+    log "stack '$STACK' is still used by $others other session(s); leaving it running"
+  else
+    if (($#)); then "$@" 8>&- || true; fi
+    if [[ -s "$SESSIONS_DIR/owned" ]]; then
+      local owned
+      mapfile -t owned < "$SESSIONS_DIR/owned"
+      "$SCRIPTS/stack.sh" down "${owned[@]}" 8>&- || true
+    fi
+    rm -f "$SESSIONS_DIR/owned"
+  fi
+  exec 8>&-
+}

@@ -4,7 +4,7 @@
 #   scripts/run.sh            one node on $PORT (default 8080)
 #   scripts/run.sh N          N nodes on 8081..8080+N behind nginx on $PORT
 # Ctrl-C stops everything this script started (services that were already
-# running before are left alone).
+# running before, or are still used by another make run/test, are left alone).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -15,7 +15,6 @@ HOST="${HOST:-127.0.0.1}"
 
 "$SCRIPTS/install.sh"
 
-started=()
 cluster_started=0
 cleaned=0
 cleanup() {
@@ -24,7 +23,7 @@ cleanup() {
   trap '' INT TERM   # a second Ctrl-C must not interrupt the cleanup
   echo >&2
   if ((cluster_started)); then "$SCRIPTS/cluster.sh" down || true; fi
-  if ((${#started[@]})); then "$SCRIPTS/stack.sh" down "${started[@]}" || true; fi
+  session_end
   log "stopped"
   exit "$rc"
 }
@@ -32,10 +31,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for s in "${SERVICES[@]}"; do
-  "$SCRIPTS/stack.sh" running "$s" || started+=("$s")
-done
-"$SCRIPTS/stack.sh" up
+session_begin   # stack.sh up; remembers what it started
 
 if [[ -f "$REPO/web/package.json" ]]; then
   "$SCRIPTS/web.sh" build || warn "web client build failed; the server runs without a fresh web/dist"

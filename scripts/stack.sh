@@ -78,7 +78,7 @@ EOF
   # stale pid file from a crash: postgres handles it, but only if the pid is not reused
   log "starting postgres on 127.0.0.1:$PG_PORT"
   touch "$PG_LOG"; is_root && chown "$PG_OS_USER:" "$PG_LOG"
-  as_pg_user setsid -w "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -s start </dev/null >/dev/null \
+  as_pg_user setsid -w "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -s start </dev/null >/dev/null 8>&- 9>&- \
     || { tail -n 20 "$PG_LOG" >&2; die "postgres failed to start (log: $PG_LOG)"; }
   postgres_wait_ready
   # role + database (idempotent); role password is 'chattrio', auth is trust on 127.0.0.1
@@ -139,7 +139,7 @@ tcp-keepalive 60
 EOF
   log "starting redis on 127.0.0.1:$REDIS_PORT"
   rm -f "$REDIS_PIDFILE"
-  setsid redis-server "$REDIS_DIR/redis.conf" </dev/null >>"$REDIS_LOG" 2>&1 \
+  setsid redis-server "$REDIS_DIR/redis.conf" </dev/null >>"$REDIS_LOG" 2>&1 8>&- 9>&- \
     || { tail -n 20 "$REDIS_LOG" >&2; die "redis failed to start (log: $REDIS_LOG)"; }
   redis_wait_ready
 }
@@ -245,7 +245,7 @@ kafka_start() {
   fi
   log "starting kafka on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)"
   [[ -f "$KAFKA_LOG" ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
-  setsid nohup "${jvm[@]}" kafka.Kafka "$KAFKA_PROPS" </dev/null >"$KAFKA_LOG" 2>&1 &
+  setsid nohup "${jvm[@]}" kafka.Kafka "$KAFKA_PROPS" </dev/null >"$KAFKA_LOG" 2>&1 8>&- 9>&- &
   echo $! > "$KAFKA_PIDFILE"
   kafka_wait_ready "$!"
 }
@@ -302,6 +302,14 @@ cmd="${1:-status}"; shift || true
 services=("$@")
 ((${#services[@]})) || services=("${SERVICES[@]}")
 for s in "${services[@]}"; do check_service "$s"; done
+
+# one mutating stack.sh at a time per stack (concurrent `up`s would race on initdb etc.)
+case "$cmd" in
+  up|start|stop|restart|down|wipe)
+    mkdir -p "$STACK_DIR"
+    exec 9>"$STACK_DIR/.stack.lock"
+    flock -w 300 9 || die "timed out waiting for another stack.sh on stack '$STACK'" ;;
+esac
 
 case "$cmd" in
   up)

@@ -3,8 +3,9 @@
 # (.stack/test, its own ports, so it can run next to `make run`), run pytest
 # (PYTEST_ARGS passed through) and the web tests, then stop what it started.
 # Exit code: non-zero if any part failed; pytest "no tests collected" (5) is OK.
+# WEB_TESTS=0 skips the web tests (`make test-py`).
 set -euo pipefail
-export CHATTRIO_STACK=test
+export CHATTRIO_STACK="${CHATTRIO_TEST_STACK:-test}"
 source "$(dirname "$0")/lib.sh"
 
 t0=$SECONDS
@@ -12,15 +13,13 @@ phase() { log "$* (t+$((SECONDS - t0))s)"; }
 
 "$SCRIPTS/install.sh"
 
-started=()
 cleaned=0
 cleanup() {
   local rc=$?
   ((cleaned)) && return; cleaned=1
   trap '' INT TERM
-  # nodes a test may have left behind on the test stack
-  "$SCRIPTS/cluster.sh" down >/dev/null 2>&1 || true
-  if ((${#started[@]})); then "$SCRIPTS/stack.sh" down "${started[@]}" || true; fi
+  # last session out: also stop nodes a test may have left behind on the test stack
+  session_end "$SCRIPTS/cluster.sh" down
   phase "done, exit $rc"
   exit "$rc"
 }
@@ -28,11 +27,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for s in "${SERVICES[@]}"; do
-  "$SCRIPTS/stack.sh" running "$s" || started+=("$s")
-done
 phase "starting test stack"
-"$SCRIPTS/stack.sh" up
+session_begin   # stack.sh up; remembers what it started
 eval "$(print_env)"
 
 # In CI bound each part so a hang can't eat the whole job.
@@ -54,7 +50,9 @@ case "$rc" in
   *) failed+=("pytest (exit $rc)") ;;
 esac
 
-if [[ -f "$REPO/web/package.json" ]]; then
+if [[ "${WEB_TESTS:-1}" == 0 ]]; then
+  log "WEB_TESTS=0: skipping web tests"
+elif [[ -f "$REPO/web/package.json" ]]; then
   phase "web tests"
   limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" test || failed+=("web tests (exit $?)")
 fi
