@@ -236,7 +236,11 @@ kafka_start() {
     local cid
     if [[ -s "$KAFKA_DIR/cluster-id" ]]; then cid="$(cat "$KAFKA_DIR/cluster-id")"
     else
-      cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | cut -c1-22)"
+      # base64url of 16 random bytes; never starting with '-' (would parse as an option)
+      cid=-
+      while [[ "$cid" == -* ]]; do
+        cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | cut -c1-22)"
+      done
       echo "$cid" > "$KAFKA_DIR/cluster-id"
     fi
     log "formatting kafka storage (cluster id $cid)"
