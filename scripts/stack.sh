@@ -233,16 +233,13 @@ kafka_start() {
              -Djava.awt.headless=true -Dlog4j.configuration="file:$KAFKA_DIR/log4j.properties"
              -Dkafka.logs.dir="$KAFKA_DIR" -cp "$cp")
   if [[ ! -s "$KAFKA_DATA/meta.properties" ]]; then
-    local cid
-    if [[ -s "$KAFKA_DIR/cluster-id" ]]; then cid="$(cat "$KAFKA_DIR/cluster-id")"
-    else
-      # base64url of 16 random bytes; never starting with '-' (would parse as an option)
-      cid=-
-      while [[ "$cid" == -* ]]; do
-        cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | cut -c1-22)"
-      done
-      echo "$cid" > "$KAFKA_DIR/cluster-id"
-    fi
+    local cid=""
+    [[ -s "$KAFKA_DIR/cluster-id" ]] && cid="$(cat "$KAFKA_DIR/cluster-id")"
+    # base64url of 16 random bytes; never starting with '-' (would parse as an option)
+    while [[ -z "$cid" || "$cid" == -* ]]; do
+      cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | cut -c1-22)"
+    done
+    echo "$cid" > "$KAFKA_DIR/cluster-id"
     log "formatting kafka storage (cluster id $cid)"
     "${jvm[@]}" -Xmx256m kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_PROPS" --ignore-formatted \
       >"$KAFKA_DIR/format.log" 2>&1 || { cat "$KAFKA_DIR/format.log" >&2; die "kafka storage format failed"; }
