@@ -253,6 +253,45 @@ async function main() {
     await H.context.close();
   });
 
+  await step('keyboard only: log in, create a room (with a validation error), send a message', async () => {
+    const K = await newUserPage(browser, { baseUrl: target.nodes[2], name: 'K' });
+    const kb = K.page.keyboard;
+    const active = () => K.page.evaluate(() => document.activeElement?.getAttribute('data-testid') ?? document.activeElement?.tagName);
+    const tabTo = async (testId) => {
+      for (let i = 0; i < 25; i++) {
+        if ((await active()) === testId) return;
+        await kb.press('Tab');
+      }
+      throw new Error(`Tab never reached ${testId}`);
+    };
+    if ((await active()) !== 'login-input') throw new Error(`login field not focused: ${await active()}`);
+    await kb.type(`kim_${tag}`);
+    await kb.press('Enter');
+    await K.page.getByTestId('new-room').waitFor();
+    await tabTo('new-room');
+    await kb.press('Enter');
+    await K.page.getByTestId('create-room-dialog').waitFor();
+    if ((await active()) !== 'new-room-name') throw new Error(`dialog field not focused: ${await active()}`);
+    await kb.press('Enter'); // empty name: refused with a message, nothing sent
+    const err = await waitFor('name error', async () => (await K.page.getByTestId('new-room-error').textContent())?.trim());
+    log(`   empty-name error: ${JSON.stringify(err)}`);
+    await kb.press('Escape');
+    await K.page.getByTestId('create-room-dialog').waitFor({ state: 'detached' });
+    if ((await active()) !== 'new-room') throw new Error(`focus not returned to the button: ${await active()}`);
+    await kb.press('Enter');
+    await K.page.getByTestId('new-room-name').waitFor();
+    const kroom = `keyboard ${tag}`;
+    await kb.type(kroom);
+    await kb.press('Enter');
+    await K.page.getByTestId('chat-title').filter({ hasText: kroom }).waitFor();
+    await waitFor('composer focused', async () => (await active()) === 'composer');
+    await waitFor('room live', async () => (await K.page.getByTestId('chat').getAttribute('data-live')) === 'true');
+    await kb.type('typed without a mouse');
+    await kb.press('Enter');
+    await expectChat(K.page, ['typed without a mouse'], 'K');
+    await K.context.close();
+  });
+
   await step('scrolling to the top loads older pages (before = lowest seq)', async () => {
     const N = 130;
     const pagingRoom = `paging ${tag}`;

@@ -37,6 +37,12 @@ export function CreateRoomDialog({
     return () => d?.close();
   }, []);
 
+  // close the modal first (it makes the rest of the page inert), so focus can go back to the opener
+  function cancel() {
+    ref.current?.close();
+    onClose();
+  }
+
   async function submit(e: FormEvent) {
     e.preventDefault();
     if (busy) return;
@@ -64,7 +70,7 @@ export function CreateRoomDialog({
       aria-labelledby={titleId}
       onCancel={(e) => {
         e.preventDefault();
-        onClose();
+        cancel();
       }}
       data-testid="create-room-dialog"
     >
@@ -91,7 +97,7 @@ export function CreateRoomDialog({
           {error ?? ''}
         </p>
         <div className="dialog-actions">
-          <button type="button" className="btn" onClick={onClose}>
+          <button type="button" className="btn" onClick={cancel}>
             {t('cancel')}
           </button>
           <button type="submit" className="btn btn-primary" disabled={busy} data-testid="new-room-submit">

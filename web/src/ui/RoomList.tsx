@@ -47,11 +47,20 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     });
     // after a reconnect, rooms created meanwhile are fetched
     const offConnected = client.on('connected', () => void refresh());
+    // someone entered or left an open room: its count changed (debounced)
+    let soon: ReturnType<typeof setTimeout> | undefined;
+    const offMessage = client.on('message', (m) => {
+      if (m.kind === 'chat') return;
+      clearTimeout(soon);
+      soon = setTimeout(() => void refresh(), 500);
+    });
     void refresh();
     const id = setInterval(() => void refresh(), POLL_MS);
     return () => {
       offCreated();
       offConnected();
+      offMessage();
+      clearTimeout(soon);
       clearInterval(id);
       client.unwatchRooms();
     };
