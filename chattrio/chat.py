@@ -184,7 +184,7 @@ class ChatService:
             text = check_message_text(frame.text)
         except InvalidInput as exc:
             return self.error(session, "BAD_TEXT", str(exc), frame.ref)
-        msg_id = message_id(session.user_id, frame.client_msg_id)
+        msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)
         already = self._log.seen(msg_id)
         if already is not None:
             room_id, seq = already

@@ -45,6 +45,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one identical message through per interval: drivers retry in tight loops during an
+    outage and would log the same line hundreds of times a second."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self._interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 def configure_logging(node_id: str, *, json_lines: bool, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node_id) if json_lines else TextFormatter(node_id))
@@ -52,5 +72,7 @@ def configure_logging(node_id: str, *, json_lines: bool, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The drivers are chatty at INFO (every rebalance, every connection); keep their warnings.
-    for noisy in ("aiokafka", "kafka", "asyncio", "trio_asyncio", "coredis"):
+    repeats = RepeatFilter()
+    for noisy in ("aiokafka", "asyncio", "trio_asyncio", "coredis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).addFilter(repeats)

@@ -66,8 +66,8 @@ message_decoder = msgspec.json.Decoder(Message)
 json_encoder = msgspec.json.Encoder()
 
 
-def message_id(sender_id: str, client_msg_id: str | None) -> str:
-    """A retried send (same sender, same clientMsgId) keeps its id on every node."""
+def message_id(sender_id: str, room_id: int, client_msg_id: str | None) -> str:
+    """A retried send (same sender, room and clientMsgId) keeps its id on every node."""
     if client_msg_id is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sender_id}\x00{client_msg_id}"))
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sender_id}\x00{room_id}\x00{client_msg_id}"))

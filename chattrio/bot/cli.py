@@ -24,6 +24,10 @@ def _progress_printer(t: float, p: dict[str, int]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["--receive-bench"]:
+        from chattrio.bot.selfbench import receive_bench
+
+        return receive_bench()
     try:
         cfg = load_config(argv)
     except ValueError as exc:

@@ -149,7 +149,13 @@ def text_summary(s: dict) -> str:
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
         lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection")
     if s["exec"]:
-        lines.append(f"exec       at {s['exec']['atSeconds']} s: {s['exec']['command']} -> {s['exec']['returncode']}")
+        lines.append(f"exec       {s['exec']['secondsIntoChat']} s into the chat: {s['exec']['command']}"
+                     f" -> exit {s['exec']['returncode']}")
+    for url, deltas in zip(s["server"]["nodes"], s["server"]["metricDeltas"]):
+        counters = {k.removeprefix("chattrio_").removesuffix("_total"): round(v) for k, v in deltas.items()
+                    if k.startswith("chattrio_") and "_total" in k and v}
+        lines.append(f"server     {url}: " + (", ".join(f"{k} +{v}" for k, v in counters.items())
+                                                or "no /metrics at the end"))
     if s["protocolViolations"]:
         lines.append(f"PROTOCOL   {s['protocolViolations']} violations (see notes in the JSON report)")
     v = s["verdict"]
@@ -301,15 +307,22 @@ def bench_row(s: dict) -> str:
     if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
         params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
     if s["exec"]:
-        params += f"; `{s['exec']['command']}` at +{s['exec']['atSeconds']} s"
+        params += f"; `{s['exec']['command']}` {s['exec']['secondsIntoChat']} s into the chat"
     machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}"
     cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
              f"{d['perSecondChat']}", "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")),
              str(s["latencyMs"]["ack"]["p99"]), f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",
              f"{s['users']['connected']}/{s['users']['failed']}",
-             f"{s['reconnects']['reconnects']} (p99 {s['reconnects']['timeMs']['p99']} ms)",
+             _reconnect_cell(s["reconnects"]),
              f"`{s['command']}`"]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n"
+
+
+def _reconnect_cell(r: dict) -> str:
+    if not r["reconnects"]:
+        return "0"
+    t = r["timeMs"]
+    return f"{r['reconnects']} (p50 {t['p50']} / max {t['max']} ms)"
 
 
 def append_bench_row(s: dict, path: str) -> None:

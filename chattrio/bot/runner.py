@@ -195,14 +195,14 @@ async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]
     return room_ids
 
 
-async def _run_exec(command: str, at: float, t0: float) -> dict:
+async def _run_exec(command: str, at: float, chat_start: float) -> dict:
     await trio.sleep_until(at - time.time() + trio.current_time())
-    started = time.time()
+    into_chat = round(time.time() - chat_start, 3)
     with trio.move_on_after(60):
         proc = await trio.run_process(command, shell=True, capture_stdout=True, capture_stderr=True, check=False)
-        return {"command": command, "atSeconds": round(started - t0, 3), "returncode": proc.returncode,
+        return {"command": command, "secondsIntoChat": into_chat, "returncode": proc.returncode,
                 "output": (proc.stdout + proc.stderr).decode("utf-8", "replace")[-2000:]}
-    return {"command": command, "atSeconds": round(started - t0, 3), "returncode": None, "output": "timed out"}
+    return {"command": command, "secondsIntoChat": into_chat, "returncode": None, "output": "timed out"}
 
 
 async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], None]) -> tuple[Ledger, list[str]]:
@@ -274,7 +274,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     async def run_exec() -> None:
         nonlocal exec_result
         assert cfg.exec_command is not None
-        exec_result = await _run_exec(cfg.exec_command, schedule.chat_start + cfg.exec_at_seconds, t0)
+        exec_result = await _run_exec(cfg.exec_command, schedule.chat_start + cfg.exec_at_seconds, schedule.chat_start)
 
     async def show_progress() -> None:
         while progress_line is not None:

@@ -29,7 +29,7 @@ CONNECT_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 15.0
 # With no frame for this long the connection gets a PING; without any answer for as long
 # again it is considered dead (a half-open TCP connection would otherwise hang forever).
-KEEPALIVE_SECONDS = 10.0
+KEEPALIVE_SECONDS = 20.0
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 UNAVAILABLE_RETRY_SECONDS = 1.0
 

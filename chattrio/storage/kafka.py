@@ -12,7 +12,14 @@ import msgspec
 import trio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from chattrio.config import Settings
 from chattrio.models import ChatRecord, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
@@ -27,6 +34,9 @@ PRODUCE_QUEUE = 10_000
 PRODUCE_BATCH = 2_000
 FETCH_MAX_RECORDS = 5_000
 METADATA_MAX_AGE_MS = 10_000
+
+
+_REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
 
 
 class KafkaUnavailable(Exception):
@@ -216,9 +226,21 @@ class TopicReader:
         _decode(records, batch.positions, batch.messages, batch.events, self._topics)
         return batch
 
-    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+    async def commit(self, positions: dict[tuple[str, int], int]) -> bool:
+        """Commit group offsets; False when a rebalance took the partitions away first.
+
+        That is not an error: the new owner reads the batch again and storing is idempotent.
+        Restarting the consumer instead would trigger yet another rebalance.
+        """
         offsets = {TopicPartition(topic, partition): offset for (topic, partition), offset in positions.items()}
-        await _bounded(self._consumer.commit, offsets)
+        try:
+            await _bounded(self._consumer.commit, offsets)
+        except KafkaUnavailable as exc:
+            if not isinstance(exc.__cause__, _REBALANCED):
+                raise
+            log.info("offset commit skipped by a rebalance: %r", exc.__cause__)
+            return False
+        return True
 
     async def assign_all(self, positions: dict[tuple[str, int], int]) -> int:
         """Assign every partition of both topics (no consumer group), keeping known positions.
@@ -260,7 +282,10 @@ class TopicReader:
             if not assigned:
                 return 0
             ends = await self._consumer.end_offsets(assigned)
-            return sum(max(0, ends[tp] - await self._consumer.position(tp)) for tp in assigned)
+            behind = 0
+            for tp in assigned:
+                behind += max(0, ends[tp] - await self._consumer.position(tp))
+            return behind
 
         return await _bounded(compute)
 

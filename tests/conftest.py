@@ -1,0 +1,153 @@
+"""Fixtures: the real test stack (PostgreSQL, Redis, Kafka from scripts/stack.sh) and real nodes.
+
+`make test` starts the stack with CHATTRIO_STACK=test before pytest. Every pytest run uses its
+own topic prefix (topics, consumer group, Redis keys), so runs do not see each other's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_READY_TIMEOUT = 60.0
+SESSION_CLUSTER_BASE_PORT = 18090
+ISOLATED_BASE_PORT = 18200
+
+
+def _stack_env() -> dict[str, str]:
+    env = dict(os.environ, CHATTRIO_STACK=os.environ.get("CHATTRIO_STACK", "test"))
+    out = subprocess.run(
+        [str(REPO / "scripts" / "stack.sh"), "env"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    values = {}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            values[name] = shlex.split(value)[0] if value else ""
+    return values
+
+
+class Node:
+    def __init__(self, index: int, port: int, env: dict[str, str], log_dir: Path) -> None:
+        self.index, self.port, self.env = index, port, env
+        self.node_id = f"node-{index}"
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"{env['CHATTRIO_TOPIC_PREFIX']}-{self.node_id}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chattrio", "serve", "--port", str(self.port), "--node-id", self.node_id],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = NODE_READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.node_id} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Cluster:
+    """Nodes sharing the test stack under one topic prefix."""
+
+    def __init__(self, stack_env: dict[str, str], count: int, base_port: int, prefix: str, **settings) -> None:
+        log_dir = REPO / ".stack" / stack_env.get("CHATTRIO_STACK", "test") / "pytest-nodes"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=prefix, CHATTRIO_SECRET="test-secret")
+        env.update({f"CHATTRIO_{k.upper()}": str(v) for k, v in settings.items()})
+        self.prefix = prefix
+        self.nodes = [Node(i, base_port + i, env, log_dir) for i in range(1, count + 1)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.alive:
+                try:
+                    node.terminate()
+                except subprocess.TimeoutExpired:
+                    node.kill()
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    return _stack_env()
+
+
+@pytest.fixture(scope="session")
+def run_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def cluster(stack_env, run_prefix):
+    """Three nodes shared by the tests that do not stop or kill anything."""
+    nodes = Cluster(stack_env, 3, SESSION_CLUSTER_BASE_PORT, run_prefix).start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def make_cluster(stack_env, run_prefix):
+    """Isolated clusters (own prefix and ports) for tests that kill nodes or stop services."""
+    started: list[Cluster] = []
+    counter = iter(range(1000))
+
+    def make(count: int, **settings) -> Cluster:
+        n = next(counter)
+        prefix = f"{run_prefix}x{uuid.uuid4().hex[:6]}"
+        base_port = ISOLATED_BASE_PORT + (len(started) + n) * 10
+        started.append(Cluster(stack_env, count, base_port, prefix, **settings).start())
+        return started[-1]
+
+    yield make
+    for c in started:
+        c.stop()
