@@ -2,10 +2,11 @@
 # `make bench`: start a dedicated local stack and 3 nodes, run the load-bot scenarios, append one
 # row per run to docs/benchmarks.md, then stop what it started. See docs/bot.md.
 #
-# Usage: scripts/bench.sh [seed] [rooms] [idle] [failover]      (default: all four, in that order)
+# Usage: scripts/bench.sh [receive] [seed] [rooms] [idle] [failover]   (default: all, in that order)
+#   receive: the bot's own receive path in one process (frames/s), no server involved
 # Environment (all optional):
-#   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55462, Redis 56409,
-#                               Kafka 59122/59123) so it never touches the dev or test stacks
+#   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55562, Redis 56509,
+#                               Kafka 59522/59523) so it never touches the dev or test stacks
 #   BENCH_BASE_PORT=18500       nodes on BASE+1..BASE+3, nginx on BENCH_LB_PORT (18500)
 #   BENCH_OUT=bench-results     JSON and HTML reports
 #   BENCH_LOG=docs/benchmarks.md
@@ -22,8 +23,8 @@ cd "$REPO"
 
 export CHATTRIO_STACK="${BENCH_STACK:-bench}"
 if [[ "$CHATTRIO_STACK" == bench ]]; then
-  export CHATTRIO_PG_PORT="${CHATTRIO_PG_PORT:-55462}" CHATTRIO_REDIS_PORT="${CHATTRIO_REDIS_PORT:-56409}"
-  export CHATTRIO_KAFKA_PORT="${CHATTRIO_KAFKA_PORT:-59122}" CHATTRIO_KAFKA_CONTROLLER_PORT="${CHATTRIO_KAFKA_CONTROLLER_PORT:-59123}"
+  export CHATTRIO_PG_PORT="${CHATTRIO_PG_PORT:-55562}" CHATTRIO_REDIS_PORT="${CHATTRIO_REDIS_PORT:-56509}"
+  export CHATTRIO_KAFKA_PORT="${CHATTRIO_KAFKA_PORT:-59522}" CHATTRIO_KAFKA_CONTROLLER_PORT="${CHATTRIO_KAFKA_CONTROLLER_PORT:-59523}"
 fi
 BASE_PORT="${BENCH_BASE_PORT:-18500}"
 LB_PORT="${BENCH_LB_PORT:-18500}"
@@ -32,7 +33,7 @@ BENCH_LOG="${BENCH_LOG:-docs/benchmarks.md}"
 WORKERS="${BENCH_WORKERS:-2}"
 PY="$REPO/.venv/bin/python"
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(seed rooms idle failover)
+((${#SCENARIOS[@]})) || SCENARIOS=(receive seed rooms idle failover)
 
 log() { echo "[bench.sh $CHATTRIO_STACK] $*" >&2; }
 
@@ -80,6 +81,11 @@ append_note_row() {  # a summary row in the same table (12 columns)
 failed=0
 for scenario in "${SCENARIOS[@]}"; do
   case "$scenario" in
+    receive)
+      line="$("$PY" -m chattrio bot --receive-bench)"
+      log "$line"
+      append_note_row "receive (bot)" "$line" "python -m chattrio bot --receive-bench"
+      ;;
     seed)
       best=0
       for ((n = ${SEED_START:-50}; n <= ${SEED_MAX:-500}; n += ${SEED_STEP:-50})); do
@@ -113,7 +119,7 @@ for scenario in "${SCENARIOS[@]}"; do
       scripts/cluster.sh start 2
       ;;
     *)
-      log "unknown scenario '$scenario' (seed, rooms, idle, failover)"; exit 2 ;;
+      log "unknown scenario '$scenario' (receive, seed, rooms, idle, failover)"; exit 2 ;;
   esac
 done
 exit "$failed"
