@@ -20,8 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_READY_TIMEOUT = 60.0
-SESSION_CLUSTER_BASE_PORT = 18090
-ISOLATED_BASE_PORT = 18200
+# Lets two pytest runs on one machine (with different stacks) use different node ports.
+SESSION_CLUSTER_BASE_PORT = int(os.environ.get("CHATTRIO_TEST_PORT_BASE", "18090"))
+ISOLATED_BASE_PORT = SESSION_CLUSTER_BASE_PORT + 110
 
 
 def _stack_env() -> dict[str, str]:
