@@ -2,11 +2,12 @@
 #   make run              one node on :8080 (installs deps, starts the dev stack)
 #   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
-#   make bench            scripts/bench.sh
+#   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
 SHELL := /bin/bash
 NODES ?= 1
 PORT ?= 8080
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 export NODES PORT PYTEST_ARGS
 
 .PHONY: run test test-py bench install up down status env wipe cluster-status chaos help
@@ -24,7 +25,7 @@ test-py:
 	@WEB_TESTS=0 scripts/test.sh
 
 bench:
-	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \
+	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh $(BENCH_ARGS); \
 	else echo "scripts/bench.sh does not exist yet" >&2; exit 1; fi
 
 install:

@@ -28,7 +28,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+trap 'exit 0' INT   # Ctrl-C is the normal way to stop `make run`
 trap 'exit 143' TERM
 
 session_begin   # stack.sh up; remembers what it started
@@ -56,5 +56,5 @@ else
   "$SCRIPTS/cluster.sh" up "$NODES" --base-port "$PORT" --lb-port "$PORT" --host "$HOST" "${extra[@]}"
   log "$NODES nodes behind nginx on http://127.0.0.1:$PORT -- tailing logs (Ctrl-C to stop)"
   mapfile -t logs < <("$SCRIPTS/cluster.sh" logs)
-  tail -n 0 -F "${logs[@]}" || true
+  tail -n 5 -F "${logs[@]}" || true
 fi
