@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url, open_websocket_url
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -100,3 +100,98 @@ async def connect(base_url: str, user_id: str, token: str | None = None) -> Asyn
         await client.wait_for(lambda f: f["type"] == "session-info")
         yield client
         nursery.cancel_scope.cancel()
+
+
+class ResumingClient:
+    """A well-behaved client: on a dropped connection it moves to the next node, re-enters the
+    room with `since` = the highest seq it holds, and retries unacknowledged sends with the same
+    clientMsgId."""
+
+    def __init__(self, nursery: trio.Nursery, urls: list[str], user_id: str, token: str, room_id: int,
+                 first_node: int) -> None:
+        self._nursery = nursery
+        self.urls, self.user_id, self.token, self.room_id = urls, user_id, token, room_id
+        self.node = first_node
+        self.received: list[dict] = []
+        self.acked: dict[str, dict] = {}
+        self.reconnects = 0
+        self._ws = None
+        self._frames: trio.MemorySendChannel | None = None
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.received[-1]["seq"] if self.received else None
+
+    async def _connect(self) -> None:
+        while True:
+            url = self.urls[self.node % len(self.urls)].replace("http://", "ws://")
+            try:
+                with trio.fail_after(5):
+                    self._ws = await connect_websocket_url(self._nursery, f"{url}/ws?token={self.token}")
+                frame = {"type": "SUBSCRIBE", "destination": f"/topic/message/{self.room_id}", "ref": "resume"}
+                if self.last_seq is not None:
+                    frame["since"] = self.last_seq
+                await self._ws.send_message(json.dumps(frame))
+                while True:
+                    reply = await self._next_frame()
+                    if reply.get("ref") == "resume":
+                        if reply["type"] == "SUBSCRIBED":
+                            return
+                        raise ConnectionClosed(reply)
+            except (ConnectionClosed, OSError, HandshakeError, trio.TooSlowError):
+                self.node += 1
+                self.reconnects += 1
+                await trio.sleep(0.3)
+
+    async def _next_frame(self, timeout: float = 10.0) -> dict:
+        with trio.fail_after(timeout):
+            frame = json.loads(await self._ws.get_message())
+        if frame["type"] == "ROOM_MESSAGE" and frame["message"]["roomId"] == self.room_id:
+            message = frame["message"]
+            if self.last_seq is None or message["seq"] > self.last_seq:
+                self.received.append(message)
+            else:
+                self.received.append({**message, "outOfOrder": True})
+        return frame
+
+    async def receive_until(self, done: Callable[[], bool], timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while not done():
+                if self._ws is None:
+                    await self._connect()
+                try:
+                    await self._next_frame(timeout=1.0)
+                except trio.TooSlowError:
+                    continue
+                except (ConnectionClosed, OSError):
+                    self._ws = None
+                    self.node += 1
+                    self.reconnects += 1
+
+    async def send_until_acked(self, text: str, client_msg_id: str, timeout: float = 60.0) -> dict:
+        with trio.fail_after(timeout):
+            while True:
+                if self._ws is None:
+                    await self._connect()
+                try:
+                    await self._ws.send_message(
+                        json.dumps({"type": "SEND", "roomId": self.room_id, "text": text,
+                                    "clientMsgId": client_msg_id, "ref": client_msg_id})
+                    )
+                    while True:
+                        frame = await self._next_frame()
+                        if frame.get("ref") == client_msg_id and frame["type"] == "ACK":
+                            self.acked[client_msg_id] = frame
+                            return frame
+                        if frame.get("ref") == client_msg_id and frame["type"] == "ERROR":
+                            await trio.sleep(0.5)
+                            break
+                except (ConnectionClosed, OSError, trio.TooSlowError):
+                    self._ws = None
+                    self.node += 1
+                    self.reconnects += 1
+
+    async def aclose(self) -> None:
+        if self._ws is not None:
+            await self._ws.aclose()
+
