@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the local-stack scripts. Source it, don't run it.
 #
 # Stack selection: CHATTRIO_STACK=dev (default) or test. Ports can be
@@ -22,7 +22,7 @@ case "$STACK" in
       echo "error: unknown CHATTRIO_STACK='$STACK' (use dev or test, or set all CHATTRIO_*_PORT variables)" >&2
       exit 2
     fi
-    _pg= _redis= _kafka= _ctrl= ;;
+    _pg='' _redis='' _kafka='' _ctrl='' ;;
 esac
 if [[ ! "$STACK" =~ ^[A-Za-z0-9_-]+$ ]]; then
   echo "error: invalid CHATTRIO_STACK='$STACK'" >&2; exit 2
@@ -38,7 +38,7 @@ KAFKA_CLASSPATH_FILE="$STACK_ROOT/kafka-classpath.txt"
 
 # ---------------------------------------------------------------- output
 
-if [[ -t 2 ]]; then _c_b=$'\e[1m' _c_r=$'\e[31m' _c_y=$'\e[33m' _c_0=$'\e[0m'; else _c_b= _c_r= _c_y= _c_0=; fi
+if [[ -t 2 ]]; then _c_b=$'\e[1m' _c_r=$'\e[31m' _c_y=$'\e[33m' _c_0=$'\e[0m'; else _c_b='' _c_r='' _c_y='' _c_0=''; fi
 log()  { echo "${_c_b}[$(basename "$0") $STACK]${_c_0} $*" >&2; }
 warn() { echo "${_c_y}[$(basename "$0") $STACK] warning:${_c_0} $*" >&2; }
 die()  { echo "${_c_r}[$(basename "$0") $STACK] error:${_c_0} $*" >&2; exit 1; }

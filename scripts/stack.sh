@@ -229,6 +229,7 @@ kafka_start() {
   port_open "$KAFKA_CONTROLLER_PORT" && port_taken_error "kafka controller" "$KAFKA_CONTROLLER_PORT" CHATTRIO_KAFKA_CONTROLLER_PORT
   local cp; cp="$(kafka_classpath)"
   kafka_write_config
+  # shellcheck disable=SC2206  # KAFKA_HEAP holds several flags
   local jvm=(java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
              -Djava.awt.headless=true -Dlog4j.configuration="file:$KAFKA_DIR/log4j.properties"
              -Dkafka.logs.dir="$KAFKA_DIR" -cp "$cp")
