@@ -40,8 +40,10 @@ if ((${#missing[@]})); then
   SUDO=(); is_root || SUDO=(sudo)
   log "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  APT=("${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+  "${APT[@]}" update -qq
+  "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >"$STACK_ROOT/apt.log" 2>&1 \
+    || { tail -n 30 "$STACK_ROOT/apt.log" >&2; die "apt-get install ${missing[*]} failed (log: $STACK_ROOT/apt.log)"; }
 fi
 
 pg_bindir >/dev/null || die "PostgreSQL binaries (initdb) not found even after install"
