@@ -152,3 +152,30 @@ def make_cluster(stack_env, run_prefix):
     yield make
     for c in started:
         c.stop()
+
+
+class Stack:
+    """Stops and starts the test stack's services, for outage tests."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = dict(os.environ, **env)
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([str(REPO / "scripts" / "stack.sh"), *args], env=self.env, check=True, timeout=180,
+                       stdout=subprocess.DEVNULL)
+
+    def stop(self, service: str) -> None:
+        self._run("stop", service)
+
+    def start(self, service: str) -> None:
+        self._run("start", service)
+
+    def redis_cli(self, *args: str) -> str:
+        port = self.env["CHATTRIO_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+        return subprocess.run(["redis-cli", "-p", port, *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env) -> Stack:
+    return Stack(stack_env)

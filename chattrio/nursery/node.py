@@ -35,7 +35,7 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
     metrics = Registry()
     async with AsyncExitStack() as resources:
         await resources.enter_async_context(open_asyncio_bridge())
-        db = await resources.enter_async_context(open_database(settings.pg_dsn))
+        db = await resources.enter_async_context(open_database(settings.pg_dsn, settings.events_topic))
         applied = await db.migrate()
         if applied:
             log.info("schema migrated", extra={"applied": applied})

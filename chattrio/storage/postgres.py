@@ -47,8 +47,9 @@ def _message(row) -> Message:
 
 
 class Database:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox_topic: str) -> None:
         self._pool = pool
+        self._outbox_topic = outbox_topic
 
     async def _run(self, fn: Callable[..., Awaitable], *args):
         try:
@@ -102,7 +103,7 @@ class Database:
                 if created_at is None:
                     return False
                 event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
-                await _insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
+                await self._insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
                 return True
 
         return await self._run(enter)
@@ -117,7 +118,7 @@ class Database:
                 )
                 room = _room(row)
                 event = RoomCreated(str(uuid.uuid4()), room)
-                await _insert_outbox(conn, event.event_id, str(room.id), json_encoder.encode(event))
+                await self._insert_outbox(conn, event.event_id, str(room.id), json_encoder.encode(event))
                 return room
 
         return await self._run(create)
@@ -135,6 +136,12 @@ class Database:
 
     # Outbox ------------------------------------------------------------------------------------
 
+    async def _insert_outbox(self, conn, event_id: str, key: str, payload: bytes) -> None:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
+            uuid.UUID(event_id), self._outbox_topic, key, payload,
+        )
+
     async def relay_outbox(
         self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]
     ) -> int:
@@ -150,7 +157,8 @@ class Database:
             async with self._pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(
                     "SELECT id, event_id::text, key, payload FROM outbox WHERE published_at IS NULL"
-                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    " AND topic = $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    self._outbox_topic,
                     limit,
                 )
                 if not rows:
@@ -170,7 +178,8 @@ class Database:
         row = await self._run(
             self._pool.fetchrow,
             "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
-            " FROM outbox WHERE published_at IS NULL",
+            " FROM outbox WHERE published_at IS NULL AND topic = $1",
+            self._outbox_topic,
         )
         return int(row["n"]), float(row["age"])
 
@@ -224,14 +233,8 @@ def _message_tuple(m: Message) -> tuple:
     return (m.id, m.room_id, m.seq, m.sender_id, m.kind, m.text, m.client_msg_id, m.sent_at)
 
 
-async def _insert_outbox(conn, event_id: str, key: str, payload: bytes) -> None:
-    await conn.execute(
-        "INSERT INTO outbox (event_id, key, payload) VALUES ($1, $2, $3)", uuid.UUID(event_id), key, payload
-    )
-
-
 @asynccontextmanager
-async def open_database(dsn: str) -> AsyncIterator[Database]:
+async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
     """A connection pool for the node's lifetime; raises DatabaseUnavailable when unreachable."""
     try:
         with trio.fail_after(QUERY_TIMEOUT):
@@ -241,7 +244,7 @@ async def open_database(dsn: str) -> AsyncIterator[Database]:
     except (OSError, asyncpg.PostgresError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
     try:
-        yield Database(pool)
+        yield Database(pool, outbox_topic)
     finally:
         with trio.move_on_after(5) as scope:
             scope.shield = True

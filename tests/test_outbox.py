@@ -1,0 +1,69 @@
+"""The outbox relay survives the death of the node holding its lock."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from client import connect, login
+
+ROOMS = 40
+
+
+def lock_holder(cluster) -> int | None:
+    for index, node in enumerate(cluster.nodes):
+        if not node.alive:
+            continue
+        metrics = httpx.get(f"{node.url}/metrics", timeout=5).text
+        if "chattrio_outbox_lock_held 1" in metrics:
+            return index
+    return None
+
+
+async def wait_for_holder(cluster, timeout: float = 20.0) -> int:
+    with trio.fail_after(timeout):
+        while (holder := lock_holder(cluster)) is None:
+            await trio.sleep(0.2)
+    return holder
+
+
+async def test_killing_the_lock_holder_loses_and_duplicates_nothing(make_cluster, stack):
+    cluster = make_cluster(3)
+    holder = await wait_for_holder(cluster)
+    others = [i for i in range(3) if i != holder]
+    watcher_node, writer_node = cluster.nodes[others[0]], cluster.nodes[others[1]]
+    created_rooms, created_users = [], []
+
+    async with connect(watcher_node.url, "outbox-watcher") as watcher:
+        await watcher.send(type="SUBSCRIBE", destination="/topic/rooms", ref="rooms")
+        await watcher.wait_for(lambda f: f.get("ref") == "rooms")
+        async with httpx.AsyncClient(base_url=writer_node.url, timeout=10) as http:
+            for n in range(ROOMS):
+                if n == ROOMS // 3:
+                    cluster.nodes[holder].kill()
+                user = f"{cluster.prefix}-u{n}"
+                token = (await http.post(f"/api/user/enter/{user}")).json()["data"]["token"]
+                created_users.append(user)
+                response = await http.post("/api/room", json={"name": f"outbox {n}"},
+                                           headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == 201
+                created_rooms.append(response.json()["data"]["id"])
+                await trio.sleep(0.02)
+
+        def announced() -> list[int]:
+            return [f["room"]["id"] for f in watcher.frames if f["type"] == "ROOM_CREATED"]
+
+        await watcher.wait_until(lambda: set(created_rooms) <= set(announced()), timeout=45)
+        await trio.sleep(1.0)  # a duplicate, if any, would arrive now
+        mine = [room_id for room_id in announced() if room_id in set(created_rooms)]
+        assert sorted(mine) == sorted(created_rooms), "each room announced exactly once"
+
+    new_holder = await wait_for_holder(cluster)
+    assert new_holder != holder
+    with trio.fail_after(20):
+        while True:
+            cached_rooms = set(stack.redis_cli("HKEYS", f"{cluster.prefix}:rooms").split())
+            cached_users = set(stack.redis_cli("SMEMBERS", f"{cluster.prefix}:users").split())
+            if {str(r) for r in created_rooms} <= cached_rooms and set(created_users) <= cached_users:
+                break
+            await trio.sleep(0.5)
