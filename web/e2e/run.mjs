@@ -341,6 +341,19 @@ async function main() {
       return t.length >= 50 && t.at(-1) === want.at(-1) ? t : null;
     });
     if (first.length >= N) throw new Error(`expected one page first, got ${first.length}`);
+    // one scroll to the top loads one older page and keeps the message that was on top in view
+    const topId = await R.page.locator('[data-testid="msg"]').first().getAttribute('data-id');
+    await R.page.getByTestId('scroller').evaluate((el) => {
+      el.scrollTop = 0;
+      el.dispatchEvent(new Event('scroll'));
+    });
+    await waitFor('one older page', async () => (await chatTexts(R.page)).length > first.length);
+    const kept = await R.page.evaluate((id) => {
+      const sc = document.querySelector('[data-testid="scroller"]').getBoundingClientRect();
+      const r = document.querySelector(`[data-id="${id}"]`).getBoundingClientRect();
+      return r.bottom > sc.top && r.top < sc.bottom;
+    }, topId);
+    if (!kept) throw new Error('loading an older page moved the previous top message out of view');
     await waitFor(
       'all pages after scrolling up',
       async () => {
@@ -353,6 +366,17 @@ async function main() {
       },
       STEP_MS,
       400,
+    );
+    // scrolled up, a new message shows a "New messages" button instead of yanking the view
+    await waitFor('A live in the paging room', async () => (await A.page.getByTestId('chat').getAttribute('data-live')) === 'true');
+    const topBefore = await R.page.getByTestId('scroller').evaluate((el) => el.scrollTop);
+    await sendMessage(A.page, 'fresh one');
+    await R.page.getByTestId('jump-newest').waitFor();
+    const top = await R.page.getByTestId('scroller').evaluate((el) => el.scrollTop);
+    if (Math.abs(top - topBefore) > 5) throw new Error(`view moved from ${topBefore} to ${top} on a new message while reading old ones`);
+    await R.page.getByTestId('jump-newest').click();
+    await waitFor('at the bottom', () =>
+      R.page.getByTestId('scroller').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 5),
     );
     await R.context.close();
     // A goes back to the conversation for the next steps

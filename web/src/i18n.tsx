@@ -76,6 +76,7 @@ const en = {
   historyError: 'Could not load messages: {reason}',
   roomError: 'Cannot enter this room: {reason}',
   today: 'Today',
+  newMessages: 'New messages',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -148,6 +149,7 @@ const ko: Record<MessageKey, string> = {
   historyError: '메시지를 불러오지 못했습니다: {reason}',
   roomError: '채팅방에 들어갈 수 없습니다: {reason}',
   today: '오늘',
+  newMessages: '새 메시지',
 };
 
 const dictionaries: Record<Lang, Record<MessageKey, string>> = { en, ko };

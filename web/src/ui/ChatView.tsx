@@ -107,6 +107,8 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
   const atBottom = useRef(true);
   const prev = useRef<{ firstId: string | null; height: number; top: number; count: number }>({ firstId: null, height: 0, top: 0, count: 0 });
   const stickNext = useRef(false);
+  const [unseen, setUnseen] = useState(false);
+  const lastId = useRef<string | null>(null);
   const tRef = useRef(t);
   tRef.current = t;
   const membersId = useId();
@@ -150,7 +152,11 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
         setAnnounce(tRef.current('newMessageFrom', { user: m.senderId, text: m.text.slice(0, 200) }));
       }
     });
-    const offConn = client.on('connected', refreshMembers);
+    const offConn = client.on('connected', () => {
+      refreshMembers();
+      // a history load that failed while the connection was down is tried again
+      client.openRoom(roomId).catch(() => undefined);
+    });
     return () => {
       clearInterval(id);
       offMsg();
@@ -184,6 +190,11 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
       stickNext.current = false;
     }
     prev.current = { firstId, height: el.scrollHeight, top: el.scrollTop, count: messages.length };
+    const newest = messages.length ? messages[messages.length - 1].id : null;
+    if (newest !== lastId.current) {
+      if (lastId.current !== null && !atBottom.current) setUnseen(true);
+      lastId.current = newest;
+    }
     // a short history that does not fill the view: fetch more so scrolling is possible
     if (view?.historyLoaded && view.hasMore && !view.loadingOlder && el.scrollHeight <= el.clientHeight + 10) loadOlder();
   }, [messages, pending, view?.historyLoaded, view?.hasMore, view?.loadingOlder, loadOlder]);
@@ -192,6 +203,7 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
     const el = scroller.current;
     if (!el) return;
     atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    if (atBottom.current) setUnseen(false);
     prev.current = { ...prev.current, height: el.scrollHeight, top: el.scrollTop };
     if (el.scrollTop < 120 && view?.hasMore && !view.loadingOlder && view.historyLoaded) loadOlder();
   };
@@ -278,7 +290,10 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
           {!view?.historyLoaded && !view?.error && <p className="muted center">{t('loading')}</p>}
           {view?.error && (
             <p className="field-error center" role="alert">
-              {view.error.code === 'HISTORY' ? t('historyError', { reason: view.error.message }) : t('roomError', { reason: view.error.message })}
+              {view.error.code === 'HISTORY' ? t('historyError', { reason: view.error.message }) : t('roomError', { reason: view.error.message })}{' '}
+              <button type="button" className="btn btn-small" onClick={() => client.openRoom(roomId).catch(() => undefined)}>
+                {t('retry')}
+              </button>
             </p>
           )}
           {view?.historyLoaded && messages.length === 0 && pending.length === 0 && <p className="muted center">{t('noMessages')}</p>}
@@ -291,6 +306,21 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
             ))}
           </ol>
         </div>
+        {unseen && (
+          <button
+            type="button"
+            className="btn btn-primary jump-newest"
+            onClick={() => {
+              const el = scroller.current;
+              if (el) el.scrollTop = el.scrollHeight;
+              atBottom.current = true;
+              setUnseen(false);
+            }}
+            data-testid="jump-newest"
+          >
+            {t('newMessages')} ↓
+          </button>
+        )}
         <aside id={membersId} className="members" aria-label={t('members')} data-testid="members">
           <h3>{t('membersCount', { n: memberCount })}</h3>
           {members && members.length === 0 && <p className="muted">{t('noMembers')}</p>}
