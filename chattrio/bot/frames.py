@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 
-class ChatMessage(msgspec.Struct):
+class ChatMessage(msgspec.Struct, gc=False):
     id: str
     roomId: int
     seq: int
@@ -17,11 +17,11 @@ class ChatMessage(msgspec.Struct):
     sentAt: int
 
 
-class RoomMessage(msgspec.Struct, tag="ROOM_MESSAGE"):
+class RoomMessage(msgspec.Struct, tag="ROOM_MESSAGE", gc=False):
     message: ChatMessage
 
 
-class Ack(msgspec.Struct, tag="ACK"):
+class Ack(msgspec.Struct, tag="ACK", gc=False):
     clientMsgId: str | None
     id: str
     roomId: int
@@ -29,34 +29,34 @@ class Ack(msgspec.Struct, tag="ACK"):
     ref: str | None = None
 
 
-class Subscribed(msgspec.Struct, tag="SUBSCRIBED"):
+class Subscribed(msgspec.Struct, tag="SUBSCRIBED", gc=False):
     destination: str
     lastSeq: int | None
     ref: str | None = None
 
 
-class Unsubscribed(msgspec.Struct, tag="UNSUBSCRIBED"):
+class Unsubscribed(msgspec.Struct, tag="UNSUBSCRIBED", gc=False):
     destination: str
     ref: str | None = None
 
 
-class Error(msgspec.Struct, tag="ERROR"):
+class Error(msgspec.Struct, tag="ERROR", gc=False):
     code: str
     message: str
     ref: str | None = None
 
 
-class SessionInfo(msgspec.Struct, tag="session-info"):
+class SessionInfo(msgspec.Struct, tag="session-info", gc=False):
     sessionId: str
     userId: str
     nodeId: str
 
 
-class RoomCreated(msgspec.Struct, tag="ROOM_CREATED"):
+class RoomCreated(msgspec.Struct, tag="ROOM_CREATED", gc=False):
     room: dict
 
 
-class Pong(msgspec.Struct, tag="PONG"):
+class Pong(msgspec.Struct, tag="PONG", gc=False):
     ref: str | None = None
 
 

@@ -95,6 +95,8 @@ def summarize(outcome: RunOutcome) -> dict:
                        "timeMs": ledger.reconnect.summary_ms()},
         "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
         "protocolViolations": c.get("protocolViolations", 0),
+        "bot": {"workers": cfg.workers, "cpuSeconds": round(c.get("cpuMs", 0) / 1000, 1),
+                "loopLagMs": ledger.loop_lag.summary_ms()},
         "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
                      "latencyMs": latency_over_time},
         "server": {
@@ -146,6 +148,9 @@ def text_summary(s: dict) -> str:
         f"reconnects {r['reconnects']} (disconnects {r['disconnects']})"
         + (f"  time {_lat(r['timeMs'])}" if r["reconnects"] else ""),
     ]
+    b = s["bot"]
+    lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s;"
+                 f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms")
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
         lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection")
     if s["exec"]:

@@ -27,6 +27,7 @@ from chattrio.bot.user import CONNECTION_ERRORS, LoginFailed, SimUser
 from chattrio.bot.ws import HandshakeRefused
 
 PROGRESS_INTERVAL = 1.0
+LAG_PROBE_SECONDS = 0.1
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
 _HOT_COUNTERS = ("duplicates", "outOfOrder", "delivered")
@@ -150,7 +151,14 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
                 on_progress(ctx.progress())
                 await trio.sleep(PROGRESS_INTERVAL)
 
+        async def watch_loop_lag() -> None:
+            while True:
+                before = trio.current_time()
+                await trio.sleep(LAG_PROBE_SECONDS)
+                ctx.ledger.loop_lag.record(int((trio.current_time() - before - LAG_PROBE_SECONDS) * 1e6))
+
         outer.start_soon(report_progress)
+        outer.start_soon(watch_loop_lag)
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)
@@ -159,6 +167,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
         outer.cancel_scope.cancel()
     on_progress(ctx.progress())
     await ctx.aclose()
+    ctx.ledger.inc("cpuMs", int(time.process_time() * 1000))
     return ctx.ledger, ctx.notes
 
 

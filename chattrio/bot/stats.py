@@ -183,7 +183,7 @@ class Timeline:
         return t
 
 
-@dataclass
+@dataclass(slots=True)
 class SentMessage:
     room_id: int
     sent_at: float
@@ -191,7 +191,7 @@ class SentMessage:
     ack_seq: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class SeenMessage:
     """What the receivers of one worker saw of one bot message."""
     seq: int
@@ -213,6 +213,9 @@ class Ledger:
     members: dict[int, list[int]] = field(default_factory=dict)
     ack: Histogram = field(default_factory=Histogram)
     reconnect: Histogram = field(default_factory=Histogram)
+    # How late the worker's event loop wakes a 100 ms sleep: high values mean the bot itself
+    # (or a starved CPU) is distorting the figures.
+    loop_lag: Histogram = field(default_factory=Histogram)
     timeline: Timeline = field(default_factory=lambda: Timeline(0.0))
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -225,6 +228,7 @@ class Ledger:
             "seen": {k: [m.seq, m.receivers] for k, m in self.seen.items()},
             "members": {str(r): v for r, v in self.members.items()},
             "ack": self.ack.to_wire(), "reconnect": self.reconnect.to_wire(),
+            "loopLag": self.loop_lag.to_wire(),
             "timeline": self.timeline.to_wire(),
         }
 
@@ -236,7 +240,7 @@ class Ledger:
             seen={k: SeenMessage(*v) for k, v in data["seen"].items()},
             members={int(r): list(v) for r, v in data["members"].items()},
             ack=Histogram.from_wire(data["ack"]),
-            reconnect=Histogram.from_wire(data["reconnect"]),
+            reconnect=Histogram.from_wire(data["reconnect"]), loop_lag=Histogram.from_wire(data["loopLag"]),
             timeline=Timeline.from_wire(data["timeline"]),
         )
 
@@ -257,6 +261,7 @@ class Ledger:
             self.members.setdefault(room, []).extend(seqs)
         self.ack.merge(other.ack)
         self.reconnect.merge(other.reconnect)
+        self.loop_lag.merge(other.loop_lag)
         self.timeline.merge(other.timeline)
 
 
