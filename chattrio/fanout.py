@@ -19,7 +19,7 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import SessionRegistry
-from chattrio.storage.kafka import ReadBatch, open_topic_reader
+from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,14 @@ class Fanout:
                 self.apply(await reader.fetch(FETCH_WAIT))
                 if trio.current_time() >= next_check:
                     await self._assign(reader)
-                    self.lag = await reader.lag()
+                    await self._measure_lag(reader)
                     next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
+
+    async def _measure_lag(self, reader) -> None:
+        try:
+            self.lag = await reader.lag()
+        except KafkaUnavailable as exc:
+            log.warning("fan-out lag unknown: %s", exc)
 
     async def _assign(self, reader) -> None:
         await reader.assign_all(self._log.positions)

@@ -23,7 +23,7 @@ from aiokafka.errors import (
 
 from chattrio.config import Settings
 from chattrio.models import ChatRecord, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
-from chattrio.storage.bridge import run_asyncio
+from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ async def _bounded(fn, *args, timeout: float = CONNECT_TIMEOUT):
     try:
         with trio.fail_after(timeout):
             return await run_asyncio(fn, *args)
-    except (KafkaError, OSError, trio.TooSlowError) as exc:
+    except (KafkaError, OSError, AsyncioCancelled, trio.TooSlowError) as exc:
         raise KafkaUnavailable(f"Kafka unavailable: {exc!r}") from exc
 
 
@@ -159,7 +159,7 @@ class ChatProducer:
         try:
             with trio.fail_after(PRODUCE_TIMEOUT * 2):
                 results = await run_asyncio(send_all)
-        except (KafkaError, OSError, trio.TooSlowError) as exc:
+        except (KafkaError, OSError, AsyncioCancelled, trio.TooSlowError) as exc:
             results = [exc] * len(batch)
         for pending, outcome in zip(batch, results):
             if isinstance(outcome, BaseException):
@@ -187,9 +187,7 @@ async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
             yield chat
             nursery.cancel_scope.cancel()
     finally:
-        with trio.move_on_after(PRODUCE_TIMEOUT) as scope:
-            scope.shield = True
-            await run_asyncio(producer.stop)  # flushes what is buffered
+        await _close_quietly(producer.stop)  # flushes what is buffered
 
 
 def _decode(records_by_partition: dict, positions: dict, messages: list, events: list, topics: tuple[str, str]):
@@ -320,6 +318,14 @@ async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIt
     try:
         yield TopicReader(consumer, settings)
     finally:
-        with trio.move_on_after(PRODUCE_TIMEOUT) as scope:
-            scope.shield = True
-            await run_asyncio(consumer.stop)
+        await _close_quietly(consumer.stop)
+
+
+async def _close_quietly(close) -> None:
+    """Closing must finish (shielded, bounded) and must not hide the error that led here."""
+    with trio.move_on_after(PRODUCE_TIMEOUT) as scope:
+        scope.shield = True
+        try:
+            await run_asyncio(close)
+        except (KafkaError, OSError, AsyncioCancelled) as exc:
+            log.warning("closing a Kafka client failed: %r", exc)

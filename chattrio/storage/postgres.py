@@ -13,7 +13,7 @@ import asyncpg
 import trio
 
 from chattrio.models import Message, Room, RoomCreated, UserCreated, json_encoder
-from chattrio.storage.bridge import run_asyncio
+from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ class Database:
         try:
             with trio.fail_after(QUERY_TIMEOUT):
                 return await run_asyncio(fn, *args)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, trio.TooSlowError) as exc:
+        except (
+            OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, AsyncioCancelled, trio.TooSlowError
+        ) as exc:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         except asyncpg.CannotConnectNowError as exc:
             raise DatabaseUnavailable(f"PostgreSQL starting up: {exc!r}") from exc

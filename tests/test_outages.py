@@ -1,0 +1,92 @@
+"""Redis, PostgreSQL or Kafka goes away: the nodes stay up, chat degrades as promised, all recovers."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from client import connect, create_room, login
+from test_failover import stored_messages
+
+
+async def two_people_in_a_room(cluster, name: str):
+    a, b = cluster.urls[:2]
+    token = await login(a, f"{name}-a")
+    room = await create_room(a, token, name)
+    return a, b, token, room
+
+
+async def test_without_redis_chat_goes_on(make_cluster, stack):
+    cluster = make_cluster(2)
+    a, b, token, room = await two_people_in_a_room(cluster, "no-redis")
+    async with connect(a, "no-redis-a", token) as alice, connect(b, "no-redis-b") as bob:
+        await alice.subscribe(room["id"])
+        await bob.subscribe(room["id"])
+        stack.stop("redis")
+        try:
+            for n in range(5):
+                ack = await alice.send_chat(room["id"], f"redis down {n}", client_msg_id=f"rd-{n}")
+                assert ack["type"] == "ACK"
+            await bob.wait_until(lambda: len(bob.messages(room["id"])) == 5)
+            # a new user can still sign up and enter the room (nothing reads Redis to validate)
+            async with connect(b, "no-redis-c") as carol:
+                assert (await carol.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+        finally:
+            stack.start("redis")
+        ack = await bob.send_chat(room["id"], "redis back", client_msg_id="rd-back")
+        assert ack["type"] == "ACK"
+        await alice.wait_until(lambda: any(m["text"] == "redis back" for m in alice.messages(room["id"])))
+    assert all(node.alive for node in cluster.nodes)
+
+
+async def test_without_postgres_signup_is_503_and_chat_goes_on(make_cluster, stack):
+    cluster = make_cluster(2)
+    a, b, token, room = await two_people_in_a_room(cluster, "no-pg")
+    async with connect(a, "no-pg-a", token) as alice, connect(b, "no-pg-b") as bob:
+        await alice.subscribe(room["id"])
+        await bob.subscribe(room["id"])
+        stack.stop("postgres")
+        try:
+            async with httpx.AsyncClient(base_url=b, timeout=20) as http:
+                response = await http.post(f"/api/user/enter/{cluster.prefix}-late")
+            assert response.status_code == 503
+            assert response.json()["success"] is False
+            acks = [await alice.send_chat(room["id"], f"pg down {n}", client_msg_id=f"pd-{n}") for n in range(5)]
+            assert all(ack["type"] == "ACK" for ack in acks)
+            await bob.wait_until(lambda: len(bob.messages(room["id"])) == 5)
+        finally:
+            stack.start("postgres")
+    with trio.fail_after(60):
+        while True:
+            stored = [m["text"] for m in await stored_messages(a, room["id"]) if m["kind"] == "chat"]
+            if len(stored) == 5:
+                break
+            await trio.sleep(0.5)
+    assert stored == [f"pg down {n}" for n in range(5)]
+    async with httpx.AsyncClient(base_url=b, timeout=20) as http:
+        assert (await http.post(f"/api/user/enter/{cluster.prefix}-late")).status_code == 201
+    assert all(node.alive for node in cluster.nodes)
+
+
+async def test_without_kafka_send_fails_fast_and_recovers(make_cluster, stack):
+    cluster = make_cluster(2)
+    a, b, token, room = await two_people_in_a_room(cluster, "no-kafka")
+    async with connect(a, "no-kafka-a", token) as alice, connect(b, "no-kafka-b") as bob:
+        await alice.subscribe(room["id"])
+        await bob.subscribe(room["id"])
+        stack.stop("kafka")
+        try:
+            started = trio.current_time()
+            reply = await alice.send_chat(room["id"], "into the void", client_msg_id="nk-1")
+            assert reply["type"] == "ERROR" and reply["code"] == "UNAVAILABLE"
+            assert trio.current_time() - started < 12
+        finally:
+            stack.start("kafka")
+        with trio.fail_after(90):
+            while True:
+                reply = await alice.send_chat(room["id"], "kafka back", client_msg_id="nk-2", ref=f"r{trio.current_time()}")
+                if reply["type"] == "ACK":
+                    break
+                await trio.sleep(1)
+        await bob.wait_until(lambda: any(m["text"] == "kafka back" for m in bob.messages(room["id"])), timeout=60)
+    assert all(node.alive for node in cluster.nodes)
