@@ -105,7 +105,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
               >
                 <span className="room-name">{r.name}</span>
                 <span className="room-meta">
-                  <span className="room-count" aria-label={t('peopleLabel', { n: r.memberCount })} data-testid="room-count">
+                  <span className={`room-count${r.memberCount > 0 ? '' : ' zero'}`} aria-label={t('peopleLabel', { n: r.memberCount })} data-testid="room-count">
                     <span aria-hidden="true">● </span>
                     {t('people', { n: r.memberCount })}
                   </span>
