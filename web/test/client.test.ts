@@ -168,6 +168,33 @@ describe('ChatClient connection', () => {
     expect(sockets.length).toBe(2);
   });
 
+  it('reconnects after a graceful 1012 close and goes offline/online with the browser', () => {
+    client.start();
+    last().open('node-1');
+    last().drop(1012);
+    expect(client.getSnapshot().status).toBe('reconnecting');
+    client.setNetworkOnline(false);
+    expect(client.getSnapshot().status).toBe('offline');
+    timers.advance(timers.delays()[0]);
+    last().drop();
+    expect(client.getSnapshot().status).toBe('offline');
+    const before = sockets.length;
+    client.setNetworkOnline(true); // back online: try at once, without waiting for the backoff
+    expect(sockets.length).toBe(before + 1);
+    last().open('node-2');
+    expect(client.getSnapshot()).toMatchObject({ status: 'connected', nodeId: 'node-2' });
+  });
+
+  it('reconnectNow skips the wait', () => {
+    client.start();
+    last().open();
+    last().drop();
+    expect(sockets.length).toBe(1);
+    client.reconnectNow();
+    expect(sockets.length).toBe(2);
+    expect(timers.count).toBe(0);
+  });
+
   it('ignores frames from an old socket', async () => {
     await openConnectedRoom(1);
     const old = last();
