@@ -78,6 +78,12 @@ class OutboxRelay:
                         return
         finally:
             self.holding = False
+            with trio.move_on_after(2) as scope:
+                scope.shield = True  # let another node take over now, not after the TTL
+                try:
+                    await self._cache.release_lock(LOCK_NAME, self._owner)
+                except CacheUnavailable:
+                    pass
 
     async def _poll(self) -> None:
         while True:
