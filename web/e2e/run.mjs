@@ -143,6 +143,7 @@ async function main() {
   const carol = `carol_${tag}`;
   const roomName = `e2e room ${tag}`;
   const expected = [];
+  let killed = null;
   let A;
   let B;
 
@@ -446,7 +447,37 @@ async function main() {
     expected.push('carol is back');
     await Promise.all([expectChat(C.page, expected, 'C'), expectChat(sender.page, expected, sender.name)]);
     await shoot(C.page, SHOTS, 'chat-after-failover-desktop.png');
+    killed = { idx, sender };
   }, 150000);
+
+  if (killed) {
+    await step('a page on a node that is down for seconds resumes when it is back: no gap, no duplicate', async () => {
+      const { idx, sender } = killed;
+      const st = await cluster('start', String(idx));
+      if (st.code !== 0) throw new Error(`cluster.sh start ${idx} failed`);
+      const D = await newUserPage(browser, { baseUrl: target.nodes[idx - 1], name: 'D' });
+      await login(D.page, `dana_${tag}`);
+      await openRoom(D.page, roomName);
+      await expectChat(D.page, expected, 'D before the outage');
+      const k = await cluster('kill', String(idx));
+      if (k.code !== 0) throw new Error(`cluster.sh kill ${idx} failed`);
+      await waitFor('D sees the outage', async () => (await status(D.page)).status !== 'connected', 10000, 50);
+      for (let i = 1; i <= 8; i++) {
+        const text = `while node-${idx} is away #${i}`;
+        await sendMessage(sender.page, text);
+        expected.push(text);
+        await sleep(400);
+      }
+      await expectChat(sender.page, expected, `${sender.name} own messages`);
+      const down = await status(D.page);
+      log(`   D status while its node is down: ${down.status}`);
+      const st2 = await cluster('start', String(idx));
+      if (st2.code !== 0) throw new Error(`cluster.sh start ${idx} failed`);
+      await waitFor('D reconnected', async () => (await status(D.page)).status === 'connected', 30000);
+      await expectChat(D.page, expected, 'D after the outage', 20000);
+      await D.context.close();
+    }, 90000);
+  }
 }
 
 main()
