@@ -12,8 +12,8 @@
 #   BENCH_LOG=docs/benchmarks.md
 #   BENCH_WORKERS=2             bot worker processes
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX
-#   ROOMS_USERS=5000 ROOMS_RAMP=30             rooms scenario size and ramp-up
-#   IDLE_PER_NODE=20000 IDLE_RAMP=120          idle: connections per node, ramp-up seconds
+#   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
+#   IDLE_PER_NODE=20000 IDLE_RAMP=240          idle: connections per node, ramp-up seconds
 #   FAILOVER_USERS=100
 # Exit status: non-zero when a run other than a seed step failed its thresholds.
 set -euo pipefail
@@ -104,13 +104,13 @@ for scenario in "${SCENARIOS[@]}"; do
     rooms)
       users="${ROOMS_USERS:-5000}"
       bot --scenario rooms --users "$users" --rooms "$((users / 10))" --rate 0.2 --duration 60 \
-        --ramp-up "${ROOMS_RAMP:-30}" --loss-grace 10 --workers "$WORKERS" || failed=1
+        --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$WORKERS" || failed=1
       ;;
     idle)
       per_node="${IDLE_PER_NODE:-20000}"
       # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal).
       bot --scenario idle --users "$((per_node * 3))" --rooms 30 --rate 0 --duration 10 \
-        --ramp-up "${IDLE_RAMP:-120}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
+        --ramp-up "${IDLE_RAMP:-240}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
       ;;
     failover)
       # Node 2 is SIGKILLed 10 s into the chat; its users must resume on nodes 1 and 3.

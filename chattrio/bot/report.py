@@ -18,7 +18,7 @@ from chattrio.bot.runner import RunOutcome
 from chattrio.bot.stats import Histogram, settle
 
 
-def machine_info() -> dict[str, object]:
+def machine_info(load_before: float) -> dict[str, object]:
     model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -28,7 +28,7 @@ def machine_info() -> dict[str, object]:
     except OSError:
         pass
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.release()}"}
+            "system": f"{platform.system()} {platform.release()}", "loadAverageBefore": round(load_before, 1)}
 
 
 def git_commit() -> str:
@@ -75,7 +75,7 @@ def summarize(outcome: RunOutcome) -> dict:
         "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.timezone.utc).isoformat(timespec="seconds"),
         "durationSeconds": round(outcome.finished_at - outcome.started_at, 1),
         "commit": git_commit(),
-        "machine": machine_info(),
+        "machine": machine_info(outcome.load_before),
         "command": cfg.command_line,
         "config": msgspec.to_builtins(cfg),
         "rooms": outcome.rooms,
@@ -88,6 +88,9 @@ def summarize(outcome: RunOutcome) -> dict:
         "deliveries": {"expected": delivery.expected, "delivered": delivery.delivered, "lost": delivery.lost,
                        "duplicates": c.get("duplicates", 0), "outOfOrder": c.get("outOfOrder", 0),
                        "unexpected": delivery.unexpected, "ackedMessagesWithLoss": delivery.acked_lost_messages,
+                       "lostSamples": [{"clientMsgId": cmid, "roomId": room, "seq": seq, "expected": exp, "got": got,
+                                        "sentSecond": round(ledger.sent[cmid].sent_at - sched.t0, 3)}
+                                       for cmid, room, seq, exp, got in delivery.lost_samples],
                        "received": e2e.count,
                        "perSecondChat": round(_chat_window_rate(series.get("delivered", []), chat_first, chat_last), 1),
                        "perSecondPeak": max(series.get("delivered", []), default=0)},
@@ -135,7 +138,8 @@ def _lat(s: dict) -> str:
 def text_summary(s: dict) -> str:
     u, m, d, r = s["users"], s["messages"], s["deliveries"], s["reconnects"]
     lines = [
-        f"scenario {s['scenario']}  run {s['runId']}  commit {s['commit']}  {s['durationSeconds']} s",
+        f"scenario {s['scenario']}  run {s['runId']}  commit {s['commit']}  {s['durationSeconds']} s"
+        f"  (load average before: {s['machine']['loadAverageBefore']} on {s['machine']['cores']} cores)",
         f"users      connected {u['connected']}/{u['planned']}  failed {u['failed']}  skipped {u['skipped']}"
         f"  not resumed {u['notResumed']}",
         f"messages   sent {m['sent']}  acked {m['acked']}  unacked {m['unacked']}  resent {m['resent']}"
@@ -313,7 +317,8 @@ def bench_row(s: dict) -> str:
         params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
     if s["exec"]:
         params += f"; `{s['exec']['command']}` {s['exec']['secondsIntoChat']} s into the chat"
-    machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}"
+    # The load average tells whether the machine was shared with other work during the run.
+    machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}, load {s['machine']['loadAverageBefore']}"
     cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
              f"{d['perSecondChat']}", "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")),
              str(s["latencyMs"]["ack"]["p99"]), f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",

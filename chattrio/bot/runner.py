@@ -186,6 +186,7 @@ class RunOutcome:
     exec_result: dict | None
     started_at: float
     finished_at: float
+    load_before: float  # 1-minute load average at the start: was the machine busy with other work?
 
 
 async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]:
@@ -251,6 +252,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     nodes = cfg.node_endpoints()
     pools = [HttpPool(node, size=4) for node in nodes]
     started_at = time.time()
+    load_before = os.getloadavg()[0]
     metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(pools)}
     rss = {"start": read_rss(cfg.node_pid_files)}
     try:
@@ -312,4 +314,4 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
         assert ledger is not None
         merged.merge(ledger)
     return RunOutcome(run_id, cfg, schedule, merged, notes, room_ids, metrics, rss, exec_result,
-                      started_at, time.time())
+                      started_at, time.time(), load_before)

@@ -265,6 +265,9 @@ class Ledger:
         self.timeline.merge(other.timeline)
 
 
+MAX_LOST_SAMPLES = 50
+
+
 @dataclass(frozen=True)
 class Delivery:
     expected: int
@@ -272,6 +275,8 @@ class Delivery:
     lost: int
     unexpected: int
     acked_lost_messages: int
+    # (clientMsgId, room, seq, expected receivers, actual receivers) of the first messages with loss
+    lost_samples: list[tuple[str, int, int | None, int, int]] = field(default_factory=list)
 
 
 def settle(ledger: Ledger) -> Delivery:
@@ -281,6 +286,7 @@ def settle(ledger: Ledger) -> Delivery:
     seq receivers saw (a retried send may be ACKed with the seq of its first copy or another)."""
     sorted_members = {room: sorted(seqs) for room, seqs in ledger.members.items()}
     expected = delivered = lost = unexpected = acked_lost = 0
+    samples: list[tuple[str, int, int | None, int, int]] = []
     for cmid, sent in ledger.sent.items():
         seen = ledger.seen.get(cmid)
         if not sent.acked:
@@ -298,4 +304,6 @@ def settle(ledger: Ledger) -> Delivery:
         lost += missing
         if missing:
             acked_lost += 1
-    return Delivery(expected, delivered, lost, unexpected, acked_lost)
+            if len(samples) < MAX_LOST_SAMPLES:
+                samples.append((cmid, sent.room_id, seq, eligible, got))
+    return Delivery(expected, delivered, lost, unexpected, acked_lost, samples)
