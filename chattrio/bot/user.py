@@ -177,6 +177,7 @@ class SimUser:
         ctx.ledger.reconnect.record(int((trio.current_time() - lost_at) * 1e6))
 
     async def _leave(self) -> None:
+        self.ctx.live -= 1
         conn = self.conn
         if conn is None:
             self.ctx.ledger.inc("usersNotResumed")

@@ -1,0 +1,63 @@
+"""A simulated user's accounting of what it receives: duplicates, order, latency, membership."""
+
+import time
+
+import msgspec
+
+from chattrio.bot.config import load_config
+from chattrio.bot.runner import WorkerContext, WorkerPlan
+from chattrio.bot.stats import SentMessage
+from chattrio.bot.user import SimUser
+
+
+def _user():
+    cfg = load_config(["--node", "http://127.0.0.1:1", "--users", "2"])
+    ctx = WorkerContext(WorkerPlan(cfg, "run1", time.time(), [7], [0, 1]))
+    return ctx, SimUser(ctx, 0, 7, cfg.node_endpoints())
+
+
+def _message(seq, cmid, room=7, kind="chat"):
+    return msgspec.json.encode({"type": "ROOM_MESSAGE", "message": {
+        "id": f"id{seq}", "roomId": room, "seq": seq, "senderId": "bot1", "kind": kind, "text": "hi",
+        "clientMsgId": cmid, "sentAt": 0}})
+
+
+async def test_duplicates_reordering_and_foreign_messages():
+    ctx, user = _user()
+    sent_us = int(time.time() * 1e6) - 5000
+    user._dispatch_all([
+        msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 3}),
+        _message(10, f"run1.1.0.{sent_us}"),
+        _message(20, f"run1.1.2.{sent_us}"),
+        _message(15, f"run1.1.1.{sent_us}"),  # late: out of order, still delivered
+        _message(20, f"run1.1.2.{sent_us}"),  # same seq again: duplicate
+        _message(25, None, kind="join"),  # not ours: ordering only
+        _message(30, f"other.1.0.{sent_us}"),  # another run's message
+    ])
+    c = ctx.ledger.counters
+    assert (c["duplicates"], c["outOfOrder"], c["delivered"]) == (1, 1, 3)
+    assert ctx.ledger.members == {7: [3]}
+    assert {k: v.receivers for k, v in ctx.ledger.seen.items()} == {
+        "run1.1.0." + str(sent_us): 1, "run1.1.2." + str(sent_us): 1, "run1.1.1." + str(sent_us): 1}
+    assert 4 <= ctx.ledger.timeline.end_to_end().percentile(50) / 1000 < 1000  # ms, from the clientMsgId
+    assert user.track.highest == 30
+
+
+async def test_protocol_violations_are_noted_not_fatal():
+    ctx, user = _user()
+    user._dispatch_all([b'{"type": "ROOM_MESSAGE", "message": {"roomId": "seven"}}', _message(5, None, room=8)])
+    assert ctx.ledger.counters["protocolViolations"] == 2
+    assert len(ctx.notes) == 2
+
+
+async def test_ack_settles_the_pending_send_once():
+    ctx, user = _user()
+    now = time.time()
+    ctx.ledger.sent["run1.0.0.1"] = SentMessage(7, now - 0.25)
+    user.pending["run1.0.0.1"] = b"..."
+    ack = msgspec.json.encode({"type": "ACK", "ref": "run1.0.0.1", "clientMsgId": "run1.0.0.1", "id": "x",
+                               "roomId": 7, "seq": 42})
+    user._dispatch_all([ack, ack])
+    sent = ctx.ledger.sent["run1.0.0.1"]
+    assert sent.acked and sent.ack_seq == 42 and not user.pending
+    assert ctx.ledger.ack.count == 1 and 240 <= ctx.ledger.ack.percentile(50) / 1000 < 10_000
