@@ -63,10 +63,14 @@ async def test_resume_with_since_has_no_gap_and_no_duplicate(cluster):
     a, b, _ = cluster.urls
     token = await login(a, "resumer")
     room = await create_room(a, token, "resume")
-    async with connect(a, "talker") as talker:
+    async with connect(a, "talker") as talker, connect(b, "witness") as witness:
         await talker.subscribe(room["id"])
+        await witness.subscribe(room["id"])
         acks = [await talker.send_chat(room["id"], f"early-{n}", client_msg_id=f"early-{n}") for n in range(10)]
         since = acks[3]["seq"]
+        # node b has delivered all ten once its witness has them: the resume below then replays
+        # all of them, and `lastSeq` is the tenth
+        await witness.wait_until(lambda: len(witness.messages(room["id"])) == 10)
         async with connect(b, "resumer", token) as resumer:
             subscribed = await resumer.subscribe(room["id"], since=since)
             assert subscribed["type"] == "SUBSCRIBED"
