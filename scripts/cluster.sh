@@ -64,6 +64,8 @@ start_node() {
     eval "$(print_env)"
     export CHATTRIO_NODE_ID="node-$i"
     cd "$REPO"
+    # a node is meant to hold 20,000 connections: lift the descriptor limit as far as allowed
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --node-id "node-$i" "${extra[@]}" \
       </dev/null >"$log" 2>&1 8>&- 9>&-
   ) &

@@ -33,6 +33,8 @@ command -v curl >/dev/null 2>&1  || missing+=(curl)
 if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # the web client's Korean text in headless Chromium (screenshots) needs a CJK font
+  [[ -d /usr/share/fonts/opentype/noto ]] || missing+=(fonts-noto-cjk)
 fi
 
 if ((${#missing[@]})); then
