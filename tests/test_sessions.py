@@ -1,8 +1,13 @@
-"""Session send buffers (bounded, closed when the client is too slow) and the SessionRegistry."""
+"""Session send buffers (bounded, closed when the client is too slow) and the SessionRegistry.
+
+The writer needs a real socket (push() sends directly on its descriptor when nothing is queued),
+so these tests use a local socket pair; the peer end plays the client and may stop reading.
+"""
 
 from __future__ import annotations
 
 import json
+import socket
 import struct
 
 import pytest
@@ -14,24 +19,27 @@ from chattrio.frames import PongFrame
 from chattrio.sessions import Session, SessionRegistry
 from chattrio.websocket import close_frame, text_frame
 
+SMALL_BUFFER = 4096
 
-class RecordingStream(trio.abc.SendStream):
-    """Records every send_all call; `block` makes writes hang like a client that stopped reading."""
 
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.block = False
+def _pair() -> tuple[trio.SocketStream, trio.socket.SocketType]:
+    """(server stream for the writer, client socket) with small kernel buffers, so a client that
+    does not read blocks the server quickly."""
+    server, client = trio.socket.socketpair()
+    for sock in (server, client):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    return trio.SocketStream(server), client
 
-    async def send_all(self, data) -> None:
-        if self.block:
-            await trio.sleep_forever()
-        self.writes.append(bytes(data))
 
-    async def wait_send_all_might_not_block(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
+async def _read_exactly(client, size: int) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while len(data) < size:
+            chunk = await client.recv(65536)
+            assert chunk, "peer closed early"
+            data += chunk
+    return data
 
 
 def _frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -49,35 +57,55 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-async def test_pending_frames_are_merged_into_one_write():
+async def test_frames_reach_the_client_in_order_then_the_close_frame():
     session = Session("alice", 1 << 20)
-    stream = RecordingStream()
+    stream, client = _pair()
+    frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(50)]
+    async with trio.open_nursery() as nursery:
+        session.push(frames[0])  # queued before the writer runs
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        for frame in frames[1:]:
+            session.push(frame)  # sent directly: nothing queued
+        received = await _read_exactly(client, sum(map(len, frames)))
+        assert received == b"".join(frames)
+        session.close(1000, "bye")
+        closing = await _read_exactly(client, len(close_frame(1000, "bye")))
+    assert closing == close_frame(1000, "bye")
+    assert session.closing and session.close_code == 1000
+    client.close()
+
+
+async def test_a_large_burst_keeps_its_order_across_direct_and_queued_sends():
+    session = Session("alice", 1 << 22)
+    stream, client = _pair()
+    frames = [text_frame(bytes([65 + n % 26]) * 3000) for n in range(200)]  # far more than the socket buffers
+    expected = b"".join(frames)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run_writer, stream)
-        session.push(b"one")
-        session.push(b"two")
-        session.push(b"three")
         await trio.testing.wait_all_tasks_blocked()
-        assert stream.writes == [b"onetwothree"]
-        session.push(b"four")
-        await trio.testing.wait_all_tasks_blocked()
-        assert stream.writes == [b"onetwothree", b"four"]
-        session.close(1000, "bye")
-    # the writer returns after writing the close frame
-    assert stream.writes[-1] == close_frame(1000, "bye")
-    assert session.closing and session.close_code == 1000
+        for frame in frames:
+            session.push(frame)
+        assert not session.closing
+        received = await _read_exactly(client, len(expected))
+        assert received == expected
+        session.close(1000, "")
+    client.close()
 
 
 async def test_send_encodes_a_text_frame():
     session = Session("alice", 1 << 20)
-    stream = RecordingStream()
+    stream, client = _pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run_writer, stream)
-        session.send(PongFrame("r1"))
         await trio.testing.wait_all_tasks_blocked()
+        session.send(PongFrame("r1"))
+        expected = text_frame(b'{"type":"PONG","ref":"r1"}')
+        data = await _read_exactly(client, len(expected))
         session.close(1000, "")
-    assert _frames(stream.writes[0]) == [(0x1, b'{"type":"PONG","ref":"r1"}')]
-    assert json.loads(_frames(stream.writes[0])[0][1]) == {"type": "PONG", "ref": "r1"}
+    assert _frames(data) == [(0x1, b'{"type":"PONG","ref":"r1"}')]
+    assert json.loads(_frames(data)[0][1]) == {"type": "PONG", "ref": "r1"}
+    client.close()
 
 
 def test_new_sessions_have_unique_ids_and_no_rooms():
@@ -104,10 +132,12 @@ async def test_overflow_closes_the_session_as_too_slow_and_drops_the_backlog():
     session.push(b"more")  # ignored once closing
     session.push(b"x" * 100)
     assert slow == [1]
-    stream = RecordingStream()
-    await session.run_writer(stream)  # returns once the close frame is written
-    assert stream.writes == [close_frame(1013, "too slow")]
-    assert _frames(stream.writes[0]) == [(0x8, struct.pack("!H", 1013) + b"too slow")]
+    stream, client = _pair()
+    with trio.fail_after(5):
+        await session.run_writer(stream)  # returns once the close frame is written
+    data = await _read_exactly(client, len(close_frame(1013, "too slow")))
+    assert _frames(data) == [(0x8, struct.pack("!H", 1013) + b"too slow")]
+    client.close()
 
 
 async def test_single_frame_over_the_limit_closes():
@@ -116,22 +146,57 @@ async def test_single_frame_over_the_limit_closes():
     assert session.close_code == 1013
 
 
+async def test_a_client_that_stops_reading_is_closed_as_too_slow():
+    slow = []
+    limit = 64 * 1024
+    session = Session("alice", limit, on_slow=lambda: slow.append(1))
+    stream, client = _pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        frame = text_frame(b"y" * 1000)
+        pushed = 0
+        while not session.closing and pushed < 1000:
+            session.push(frame)
+            pushed += 1
+        # the kernel buffers are small: the session overflowed well before 1000 frames
+        assert session.close_code == 1013 and slow == [1]
+        assert pushed < 1000
+        # the client starts reading again: it gets a prefix of the frames, then the close frame
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        data = b""
+        with trio.fail_after(10):
+            while not data.endswith(close_frame(1013, "too slow")):
+                data += await client.recv(65536)
+    body = data[: -len(close_frame(1013, "too slow"))]
+    assert len(body) < pushed * len(frame)  # the backlog was dropped, not delivered
+    client.close()
+
+
 async def test_close_is_idempotent():
     session = Session("alice", 100)
     session.push(b"queued")
     session.close(1012, "service restart: reconnect")
     session.close(1000, "")
     assert session.close_code == 1012
-    stream = RecordingStream()
-    await session.run_writer(stream)
-    assert stream.writes == [close_frame(1012, "service restart: reconnect")]
+    stream, client = _pair()
+    with trio.fail_after(5):
+        await session.run_writer(stream)
+    expected = close_frame(1012, "service restart: reconnect")
+    assert await _read_exactly(client, len(expected)) == expected
+    client.close()
+
+
+async def _stuck_writer_session(limit: int = 1 << 22):
+    """A session whose writer is blocked: the client reads nothing and the buffers are full."""
+    session = Session("alice", limit)
+    stream, client = _pair()
+    session.push(b"z" * (1 << 20))  # queued before the writer starts; far more than the socket takes
+    return session, stream, client
 
 
 async def test_close_bounds_a_stuck_write(autojump_clock):
-    session = Session("alice", 100)
-    stream = RecordingStream()
-    stream.block = True
-    session.push(b"hello")
+    session, stream, client = await _stuck_writer_session()
     start = trio.current_time()
     timed_out = []
     try:
@@ -143,19 +208,17 @@ async def test_close_bounds_a_stuck_write(autojump_clock):
         timed_out.append(trio.current_time())
     assert timed_out, "the stuck write must time out"
     # the pending write was given CLOSE_TIMEOUT after the close, not the full WRITE_TIMEOUT
-    elapsed = trio.current_time() - start
-    assert elapsed == pytest.approx(1 + sessions_module.CLOSE_TIMEOUT)
+    assert timed_out[0] - start == pytest.approx(1 + sessions_module.CLOSE_TIMEOUT)
+    client.close()
 
 
 async def test_a_write_that_never_completes_times_out(autojump_clock):
-    session = Session("alice", 100)
-    stream = RecordingStream()
-    stream.block = True
-    session.push(b"hello")
+    session, stream, client = await _stuck_writer_session()
     start = trio.current_time()
     with pytest.raises(trio.TooSlowError):
         await session.run_writer(stream)
     assert trio.current_time() - start == pytest.approx(sessions_module.WRITE_TIMEOUT)
+    client.close()
 
 
 async def test_drained_waits_until_half_the_buffer_is_free():
@@ -164,28 +227,30 @@ async def test_drained_waits_until_half_the_buffer_is_free():
     with trio.fail_after(1):
         await session.drained()  # at half: returns at once
     session.push(b"y")
-    stream = RecordingStream()
+    stream, client = _pair()
     done = []
 
     async def wait_drained():
         await session.drained()
-        done.append(trio.current_time())
+        done.append(True)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_drained)
         await trio.testing.wait_all_tasks_blocked()
         assert done == []  # 51 of 100 bytes pending
         nursery.start_soon(session.run_writer, stream)
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(done) == 1
-        assert stream.writes == [b"x" * 50 + b"y"]
+        assert await _read_exactly(client, 51) == b"x" * 50 + b"y"
+        with trio.fail_after(5):
+            while not done:
+                await trio.sleep(0.01)
         session.close(1000, "")
+    client.close()
 
 
 async def test_drained_returns_when_the_session_closes():
     session = Session("alice", 100)
     session.push(b"x" * 90)
-    stream = RecordingStream()
+    stream, client = _pair()
     done = []
 
     async def wait_drained():
@@ -199,7 +264,9 @@ async def test_drained_returns_when_the_session_closes():
         session.close(1000, "")  # the backlog is dropped
         nursery.start_soon(session.run_writer, stream)
     assert done == [True]
-    assert stream.writes == [close_frame(1000, "")]  # the 90 queued bytes were never written
+    # the 90 queued bytes were never written: the client gets only the close frame
+    assert await _read_exactly(client, len(close_frame(1000, ""))) == close_frame(1000, "")
+    client.close()
 
 
 # SessionRegistry ---------------------------------------------------------------------------------
