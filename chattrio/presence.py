@@ -24,8 +24,9 @@ from chattrio.storage.redis import CacheUnavailable, RedisStore
 log = logging.getLogger(__name__)
 
 PENDING_CHANGES = 10_000
-HEARTBEAT_INTERVAL = 10.0
-SWEEP_INTERVAL = 10.0
+# Heartbeats (and sweeps for expired users) run three times per presence TTL, so a live session
+# never expires between two heartbeats.
+BEATS_PER_TTL = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +72,9 @@ class Presence:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._apply_changes)
             nursery.start_soon(self._check_after_grace)
-            nursery.start_soon(self._every, HEARTBEAT_INTERVAL, self._heartbeat)
-            nursery.start_soon(self._every, SWEEP_INTERVAL, self._sweep)
+            interval = self._settings.presence_ttl_seconds / BEATS_PER_TTL
+            nursery.start_soon(self._every, interval, self._heartbeat)
+            nursery.start_soon(self._every, interval, self._sweep)
             task_status.started()
 
     async def _apply_changes(self) -> None:

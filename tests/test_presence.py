@@ -1,0 +1,60 @@
+"""Presence across nodes: members, "left" after the grace period, a dead node's users expire."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from client import connect, create_room, login
+
+
+async def members(base_url: str, room_id: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        return (await http.get(f"/api/room/{room_id}/members")).json()["data"]["members"]
+
+
+def system_messages(client, room_id: int, user: str) -> list[str]:
+    return [m["kind"] for m in client.messages(room_id, kind=None) if m["kind"] != "chat" and m["senderId"] == user]
+
+
+async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
+    cluster = make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
+    a, b = cluster.urls
+    token = await login(a, "stayer")
+    room = await create_room(a, token, "grace")
+    async with connect(a, "stayer", token) as stayer:
+        await stayer.subscribe(room["id"])
+        async with connect(b, "hopper") as hopper:
+            await hopper.subscribe(room["id"])
+            await stayer.wait_until(lambda: system_messages(stayer, room["id"], "hopper") == ["join"])
+        # gone, and back within the grace period on the other node: neither left nor joined again
+        async with connect(a, "hopper") as hopper:
+            await hopper.subscribe(room["id"])
+            await trio.sleep(3)
+            assert system_messages(stayer, room["id"], "hopper") == ["join"]
+            assert "hopper" in await members(b, room["id"])
+        # gone for longer than the grace period: one "left"
+        await stayer.wait_until(lambda: system_messages(stayer, room["id"], "hopper") == ["join", "leave"], timeout=15)
+        assert await members(a, room["id"]) == ["stayer"]
+        await trio.sleep(2)
+        assert system_messages(stayer, room["id"], "hopper") == ["join", "leave"]
+
+
+async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
+    cluster = make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
+    a, b = cluster.urls
+    token = await login(a, "survivor")
+    room = await create_room(a, token, "expiry")
+    async with connect(a, "survivor", token) as survivor:
+        await survivor.subscribe(room["id"])
+        async with connect(b, "doomed") as doomed:
+            await doomed.subscribe(room["id"])
+            await survivor.wait_until(lambda: system_messages(survivor, room["id"], "doomed") == ["join"])
+            assert sorted(await members(a, room["id"])) == ["doomed", "survivor"]
+            cluster.nodes[1].kill()
+            with trio.fail_after(15):
+                while "doomed" in await members(a, room["id"]):
+                    await trio.sleep(0.3)
+            await survivor.wait_until(
+                lambda: system_messages(survivor, room["id"], "doomed") == ["join", "leave"], timeout=10
+            )
