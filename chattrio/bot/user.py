@@ -248,6 +248,8 @@ class SimUser:
         track = self.track
         seen_seqs = track.seen
         highest = track.highest
+        # Before the first SUBSCRIBED anything goes (live frames may overtake it).
+        floor = track.first_last_seq if track.first_last_seq is not None else -1
         seen_messages = ledger.seen
         prefix = ctx.run_prefix
         room_id = self.room_id
@@ -269,6 +271,9 @@ class SimUser:
                     duplicates += 1
                     continue
                 seen_seqs.add(seq)
+                if seq <= floor:
+                    # Covered by neither our subscription (lastSeq) nor a `since` replay.
+                    ctx.protocol_violation(f"{self.user_id} got seq {seq} <= lastSeq {floor} of its SUBSCRIBED")
                 if seq < highest:
                     out_of_order += 1
                 else:
@@ -290,6 +295,8 @@ class SimUser:
                 self._on_ack(frame, now)
             elif type(frame) is frames.Subscribed:
                 self._on_subscribed(frame)
+                if track.first_last_seq is not None:
+                    floor = track.first_last_seq
             elif type(frame) is frames.Error:
                 self._on_error(frame)
             # session-info, ROOM_CREATED, UNSUBSCRIBED and PONG need nothing

@@ -62,7 +62,7 @@ async def test_loss_and_duplicates_are_counted(nursery):
 async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     fake = FakeChat()
     await fake.serve(nursery, 2)
-    cfg = _config(fake.urls, "--workers", "2")
+    cfg = _config(fake.urls, "--workers", "2", "--duration", "3")  # room for a slow, shared machine
 
     async def kill():
         while len(fake.clients[0]) < 3:  # the ramp-up is over when node 0 holds its 3 users

@@ -61,3 +61,11 @@ async def test_ack_settles_the_pending_send_once():
     sent = ctx.ledger.sent["run1.0.0.1"]
     assert sent.acked and sent.ack_seq == 42 and not user.pending
     assert ctx.ledger.ack.count == 1 and 240 <= ctx.ledger.ack.percentile(50) / 1000 < 10_000
+
+
+async def test_a_message_below_the_subscription_is_a_violation():
+    ctx, user = _user()
+    subscribed = msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7",
+                                      "lastSeq": 50})
+    user._dispatch_all([subscribed, _message(49, None), _message(51, None)])
+    assert ctx.ledger.counters["protocolViolations"] == 1
