@@ -23,8 +23,7 @@ from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.http import HttpError, HttpPool
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.stats import Ledger, Timeline
-from chattrio.bot.user import CONNECTION_ERRORS, LoginFailed, SimUser
-from chattrio.bot.ws import HandshakeRefused
+from chattrio.bot.user import SimUser
 
 PROGRESS_INTERVAL = 1.0
 LAG_PROBE_SECONDS = 0.1
@@ -103,7 +102,9 @@ class WorkerContext:
         self.ledger.inc("usersFailed")
         self.ledger.inc(f"failure:{type(exc).__name__}")
         self.note("user failed", exc)
-        if self.config.stop_on_refusal and isinstance(exc, (HandshakeRefused, LoginFailed, *CONNECTION_ERRORS)):
+        # A refusal is an answer (an HTTP error, a refused or closed connection); a timeout only
+        # says the server is slow right now, so it does not end a capacity run.
+        if self.config.stop_on_refusal and not isinstance(exc, trio.TooSlowError):
             self.stop_opening = True
 
     def note(self, what: str, exc: BaseException) -> None:

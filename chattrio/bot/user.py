@@ -78,8 +78,10 @@ class SimUser:
             ctx.ledger.inc("usersSkipped")
             return
         try:
-            await self._login()
-            await self._open_session()
+            # A user still queueing for a slow server when the others leave has failed.
+            with trio.fail_at(ctx.leave_at):
+                await self._login()
+                await self._open_session()
         except (LoginFailed, HttpError, *CONNECTION_ERRORS) as exc:
             ctx.user_failed(exc)
             return
