@@ -9,6 +9,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import trio
 
 from chattrio.config import Settings
@@ -28,6 +29,10 @@ HISTORY_MAX = 100
 READY_TIMEOUT = 2.0
 
 Handler = Callable[..., Awaitable[Response]]
+
+
+class CreateRoom(msgspec.Struct, frozen=True):
+    name: object = None  # checked by normalize_room_name, whose reason the client sees
 
 
 def token_of(request: Request) -> str | None:
@@ -145,10 +150,8 @@ class Api:
 
     async def _create_room(self, request: Request) -> Response:
         user_id = self._user_of(request)
-        body = request.json()
-        if not isinstance(body, dict):
-            raise BadRequest(400, 'body must be a JSON object like {"name": "..."}')
-        room = await self._db.create_room(normalize_room_name(body.get("name")), user_id)
+        body = request.decode(CreateRoom, 'body must be a JSON object like {"name": "..."}')
+        room = await self._db.create_room(normalize_room_name(body.name), user_id)
         self._rooms.learn(room)
         return json_response(201, "room created", room)
 

@@ -51,6 +51,8 @@ class RoomLog:
         self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
         self._ids: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._event_ids: OrderedDict[str, None] = OrderedDict()
+        # Rooms whose tail was forgotten: their messages before the next one are not all held.
+        self._forgotten: set[int] = set()
 
     def note_start(self, partition: int, offset: int) -> None:
         self._start_offsets.setdefault(partition, offset)
@@ -68,9 +70,14 @@ class RoomLog:
             self._ids.popitem(last=False)
         tail = self._tails.get(message.room_id)
         if tail is None:
-            tail = self._tails[message.room_id] = _RoomTail(self._start_offsets.get(partition, message.seq))
+            complete_from = (
+                message.seq if message.room_id in self._forgotten
+                else self._start_offsets.get(partition, message.seq)
+            )
+            tail = self._tails[message.room_id] = _RoomTail(complete_from)
             if len(self._tails) > ROOMS_REMEMBERED:
-                self._tails.popitem(last=False)
+                forgotten, _ = self._tails.popitem(last=False)
+                self._forgotten.add(forgotten)
         else:
             self._tails.move_to_end(message.room_id)
         tail.entries.append((message.seq, frame))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeVar
 import urllib.parse
 from http import HTTPStatus
 
@@ -14,6 +15,8 @@ READ_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 SERVER_NAME = b"chattrio"
+
+T = TypeVar("T")
 
 
 class BadRequest(Exception):
@@ -53,11 +56,14 @@ class Request:
         scheme, _, token = self.headers.get("authorization", "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
-    def json(self):
+    def decode(self, body_type: type[T], expected: str) -> T:
+        """The JSON body as `body_type`, or 400 saying what was expected and what was wrong."""
         try:
-            return msgspec.json.decode(self.body)
+            return msgspec.json.decode(self.body, type=body_type)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(400, f"{expected}: {exc}") from None
         except msgspec.DecodeError:
-            raise BadRequest(400, "body must be valid JSON") from None
+            raise BadRequest(400, f"body must be valid JSON; {expected}") from None
 
 
 @dataclasses.dataclass

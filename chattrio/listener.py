@@ -17,7 +17,7 @@ from chattrio.api import Api, token_of
 from chattrio.chat import ChatService
 from chattrio.config import Settings
 from chattrio.frames import FrameError, SessionInfo, parse_client_frame
-from chattrio.http import BadRequest, Request, error_response, receive_request, send_response
+from chattrio.http import MAX_HEADER_BYTES, BadRequest, Request, error_response, receive_request, send_response
 from chattrio.metrics import Registry
 from chattrio.sessions import Session, SessionRegistry
 from chattrio.tokens import InvalidToken, verify_token
@@ -88,7 +88,7 @@ class HttpServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve_http(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
@@ -160,6 +160,7 @@ class HttpServer:
                 await self._read_frames(session, stream, leftover)
         finally:
             self._chat.disconnected(session)
+            log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
 
     async def _write_until_closed(self, session: Session, stream, scope: trio.CancelScope) -> None:
         await session.run_writer(stream)

@@ -34,7 +34,7 @@ def verify_token(token: str, secret: str, now: float | None = None) -> str:
     if not dot or not payload or not signature:
         raise InvalidToken("malformed token")
     expected = _b64encode(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, signature):
+    if not signature.isascii() or not hmac.compare_digest(expected, signature):
         raise InvalidToken("bad token signature")
     try:
         claims = json.loads(_b64decode(payload))

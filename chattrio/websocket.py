@@ -19,7 +19,6 @@ OPCODE_TEXT = 0x1
 OPCODE_CLOSE = 0x8
 
 CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 
@@ -54,7 +53,9 @@ def text_frame(payload: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str) -> bytes:
-    return _frame(OPCODE_CLOSE, struct.pack("!H", code) + reason.encode()[:120])
+    # A close frame's payload is at most 125 bytes; cut the reason on a character boundary.
+    reason_bytes = reason.encode()[:120].decode("utf-8", "ignore").encode()
+    return _frame(OPCODE_CLOSE, struct.pack("!H", code) + reason_bytes)
 
 
 class IncomingText:

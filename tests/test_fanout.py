@@ -139,11 +139,6 @@ def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds_without_sta
     assert log.covers(1, 9) is False  # seq 10 is gone: a resume from 9 must read the store
 
 
-@pytest.mark.xfail(
-    reason="RoomLog.record re-creates an evicted room's tail with complete_from = the partition's start "
-    "offset, so covers() claims messages the log dropped when it forgot the room: a resume gets a gap",
-    strict=True,
-)
 def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds(monkeypatch):
     monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 1)
     log = RoomLog()

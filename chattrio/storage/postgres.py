@@ -125,9 +125,6 @@ class Database:
 
         return await self._run(create)
 
-    async def user_exists(self, user_id: str) -> bool:
-        return await self._run(self._pool.fetchval, "SELECT true FROM users WHERE id = $1", user_id) or False
-
     async def list_rooms(self) -> list[Room]:
         rows = await self._run(self._pool.fetch, f"SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY id")
         return [_room(r) for r in rows]
