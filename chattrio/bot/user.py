@@ -32,6 +32,7 @@ SUBSCRIBE_TIMEOUT = 15.0
 KEEPALIVE_SECONDS = 20.0
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 UNAVAILABLE_RETRY_SECONDS = 1.0
+LOGIN_RETRY_BACKOFF = (0.5, 1.0, 2.0, 0.0)  # sleeps after a 503; the last attempt does not sleep
 
 # What "the connection is gone" looks like from trio and the frame layer.
 CONNECTION_ERRORS = (WsError, trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.TooSlowError)
@@ -96,7 +97,13 @@ class SimUser:
 
     async def _login(self) -> None:
         pool = self.ctx.http_pool(self.nodes[0])
-        response = await pool.request("POST", f"/api/user/enter/{self.user_id}")
+        for attempt, backoff in enumerate(LOGIN_RETRY_BACKOFF):
+            response = await pool.request("POST", f"/api/user/enter/{self.user_id}")
+            # 503 = a dependency is down or slow for now: the protocol says retry.
+            if response.status != 503 or attempt == len(LOGIN_RETRY_BACKOFF) - 1:
+                break
+            self.ctx.ledger.inc("loginRetries")
+            await trio.sleep(backoff * (0.5 + random.random()))
         if response.status not in (200, 201):
             raise LoginFailed(f"enter {self.user_id}: HTTP {response.status} {response.body[:200]!r}")
         try:
