@@ -109,6 +109,8 @@ def summarize(outcome: RunOutcome) -> dict:
             "metricDeltas": [metric_deltas(s, e) for s, e in zip(start or [], end or [])],
             "rssBytes": outcome.rss,
             "memoryPerConnectionBytes": round(sum(rss_growth) / connected) if rss_growth and connected else None,
+            # The nodes' own count of open WebSocket connections just before users left.
+            "connectionsAtPeak": [snap.get("chattrio_connections") if snap else None for snap in peak or []],
         },
         "exec": outcome.exec_result,
         "notes": outcome.notes,
@@ -157,7 +159,8 @@ def text_summary(s: dict) -> str:
     lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s;"
                  f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms")
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
-        lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection")
+        lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection"
+                     f" (nodes' connections at peak: {s['server']['connectionsAtPeak']})")
     if s["exec"]:
         lines.append(f"exec       {s['exec']['secondsIntoChat']} s into the chat: {s['exec']['command']}"
                      f" -> exit {s['exec']['returncode']}")
