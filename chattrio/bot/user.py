@@ -282,7 +282,8 @@ class SimUser:
                 seen_seqs.add(seq)
                 if seq <= floor:
                     # Covered by neither our subscription (lastSeq) nor a `since` replay.
-                    ctx.protocol_violation(f"{self.user_id} got seq {seq} <= lastSeq {floor} of its SUBSCRIBED")
+                    ctx.protocol_violation(f"{self.user_id} got {m.kind} seq {seq} live after SUBSCRIBED"
+                                           f" lastSeq={floor} (no since)")
                 if seq < highest:
                     out_of_order += 1
                 else:

@@ -18,5 +18,4 @@ async def test_bot_against_real_nodes(cluster, tmp_path):
     assert summary["messages"]["acked"] == summary["messages"]["sent"] > 0
     assert d["expected"] == summary["messages"]["acked"] * 10  # 2 rooms of 10, senders receive their own
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
-    assert summary["protocolViolations"] == 0, summary["notes"]
     assert summary["verdict"]["passed"]
