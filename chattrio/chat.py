@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import trio
 
@@ -38,6 +39,7 @@ from chattrio.websocket import text_frame
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500
+RECENT_ACKS = 100_000
 
 
 class ChatService:
@@ -61,6 +63,9 @@ class ChatService:
         self._db = db
         self._cache = cache
         self._presence = presence
+        # Sends this node acknowledged, by message id: a retry answers the same ACK even before
+        # the fan-out has read the original back (the fan-out's ids cover the other nodes' sends).
+        self._recent_acks: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
 
@@ -185,7 +190,7 @@ class ChatService:
         except InvalidInput as exc:
             return self.error(session, "BAD_TEXT", str(exc), frame.ref)
         msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)
-        already = self._log.seen(msg_id)
+        already = self._recent_acks.get(msg_id) or self._log.seen(msg_id)
         if already is not None:
             room_id, seq = already
             session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, room_id, seq))
@@ -197,4 +202,8 @@ class ChatService:
             log.warning("send failed: %s", exc)
             return self.error(session, "UNAVAILABLE", "message not accepted (broker unavailable), retry", frame.ref)
         self._received.inc()
+        if frame.client_msg_id is not None:
+            self._recent_acks[msg_id] = (frame.room_id, produced.offset)
+            if len(self._recent_acks) > RECENT_ACKS:
+                self._recent_acks.popitem(last=False)
         session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))
