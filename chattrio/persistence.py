@@ -15,13 +15,14 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated, UserCreated
-from chattrio.storage.kafka import ReadBatch, open_topic_reader
+from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 0.5
+LAG_EVERY = 15.0
 STORE_RETRY_FOR = 120.0
 STORE_BACKOFF_MAX = 5.0
 
@@ -36,6 +37,11 @@ class Persistence:
         self._redelivered = metrics.counter(
             "chattrio_messages_redelivered_total", "Messages read again and not stored twice"
         )
+        self.lag = 0
+        metrics.gauge(
+            "chattrio_persistence_lag", "Records of this node's partitions not yet read by persistence",
+            lambda: self.lag,
+        )
 
     @property
     def group_id(self) -> str:
@@ -44,12 +50,21 @@ class Persistence:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
             task_status.started()
+            next_lag = trio.current_time()
             while True:
                 batch = await reader.fetch(FETCH_WAIT)
-                if not batch.positions:
-                    continue
-                await self._store(batch)
-                await reader.commit(batch.positions)
+                if batch.positions:
+                    await self._store(batch)
+                    await reader.commit(batch.positions)
+                if trio.current_time() >= next_lag:
+                    await self._measure_lag(reader)
+                    next_lag = trio.current_time() + LAG_EVERY
+
+    async def _measure_lag(self, reader) -> None:
+        try:
+            self.lag = await reader.lag()
+        except KafkaUnavailable as exc:
+            log.warning("persistence lag unknown: %s", exc)
 
     async def _store(self, batch: ReadBatch) -> None:
         messages = [message for _, message in batch.messages]
