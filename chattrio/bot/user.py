@@ -68,6 +68,7 @@ class SimUser:
         self.pending: dict[str, bytes] = {}  # clientMsgId -> encoded SEND, until ACKed
         self.track = RoomTrack()
         self.awaiting_subscribed = False
+        self.last_received = 0.0  # trio clock
         self._nursery: trio.Nursery | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class SimUser:
             self._nursery = nursery
             if ctx.config.messages_per_second > 0:
                 nursery.start_soon(self._send_loop)
+            nursery.start_soon(self._keepalive)
             await self._receive_until(ctx.leave_at)
             nursery.cancel_scope.cancel()
         await self._leave()
@@ -140,6 +142,7 @@ class SimUser:
             self.conn = None
             await conn.aclose_now()
             raise
+        self.last_received = trio.current_time()
 
     async def _receive_until(self, deadline: float) -> None:
         with trio.move_on_at(deadline):
@@ -151,18 +154,25 @@ class SimUser:
                     await self._reconnect(exc)
 
     async def _read(self, conn: WsConnection) -> None:
-        ping_sent = False
         while True:
-            with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
-                payloads = await conn.receive()
-            if idle.cancelled_caught:
-                if ping_sent:
-                    raise WsError("no answer to PING")
-                await conn.send_text(_encode(frames.Ping(ref="keepalive")))
-                ping_sent = True
-                continue
-            ping_sent = False
+            payloads = await conn.receive()
+            self.last_received = trio.current_time()
             self._dispatch_all(payloads)
+
+    async def _keepalive(self) -> None:
+        """PING a connection that has been silent for KEEPALIVE_SECONDS and close it when that
+        gets no answer either (the reader then reconnects). One timer per user rather than a
+        timeout around every receive keeps the receive path cheap."""
+        while True:
+            await trio.sleep(KEEPALIVE_SECONDS)
+            conn = self.conn
+            if conn is None or trio.current_time() - self.last_received < KEEPALIVE_SECONDS:
+                continue
+            await self._transmit(_encode(frames.Ping(ref="keepalive")))
+            await trio.sleep(KEEPALIVE_SECONDS)
+            if self.conn is conn and trio.current_time() - self.last_received >= 2 * KEEPALIVE_SECONDS:
+                self.ctx.ledger.inc("keepaliveTimeouts")
+                await conn.aclose_now()
 
     async def _reconnect(self, cause: BaseException) -> None:
         ctx = self.ctx
