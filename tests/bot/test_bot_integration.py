@@ -16,6 +16,9 @@ async def test_bot_against_real_nodes(cluster, tmp_path):
     d = summary["deliveries"]
     assert summary["users"]["connected"] == 20
     assert summary["messages"]["acked"] == summary["messages"]["sent"] > 0
-    assert d["expected"] == summary["messages"]["acked"] * 10  # 2 rooms of 10, senders receive their own
+    # 2 rooms of 10 and senders receive their own; a message sent while a room-mate was still
+    # connecting (a loaded machine stretches the 1 s ramp-up) expects one delivery fewer
+    assert 0.9 * summary["messages"]["acked"] * 10 <= d["expected"] <= summary["messages"]["acked"] * 10
+    assert d["delivered"] == d["expected"]
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
     assert summary["verdict"]["passed"]
