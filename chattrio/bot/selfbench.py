@@ -17,7 +17,7 @@ from chattrio.bot.ws import FrameParser
 
 USERS = 50
 MESSAGES = 20_000
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024
 
 
 def _server_frame(payload: bytes) -> bytes:
