@@ -323,9 +323,11 @@ def bench_row(s: dict) -> str:
         params += f"; `{s['exec']['command']}` {s['exec']['secondsIntoChat']} s into the chat"
     # The load average tells whether the machine was shared with other work during the run.
     machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}, load {s['machine']['loadAverageBefore']}"
+    chatted = bool(s["messages"]["sent"])  # idle runs have no rates or latencies to show
     cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
-             f"{d['perSecondChat']}", "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")),
-             str(s["latencyMs"]["ack"]["p99"]), f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",
+             f"{d['perSecondChat']}" if chatted else "-",
+             "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")) if chatted else "-",
+             str(s["latencyMs"]["ack"]["p99"]) if chatted else "-", f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",
              f"{s['users']['connected']}/{s['users']['failed']}",
              _reconnect_cell(s["reconnects"]),
              f"`{s['command']}`"]

@@ -20,13 +20,14 @@ import msgspec
 import trio
 
 from chattrio.bot.config import BotConfig, Node
-from chattrio.bot.http import HttpError, HttpPool
+from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.stats import Ledger, Timeline
 from chattrio.bot.user import SimUser
 
 PROGRESS_INTERVAL = 1.0
 LAG_PROBE_SECONDS = 0.1
+SETUP_ATTEMPTS = 4
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
 _HOT_COUNTERS = ("duplicates", "outOfOrder", "delivered")
@@ -190,16 +191,32 @@ class RunOutcome:
     load_before: float  # 1-minute load average at the start: was the machine busy with other work?
 
 
+async def _setup_request(pool: HttpPool, method: str, path: str, body: object | None = None,
+                         token: str | None = None) -> Response:
+    """Setting up is not what is measured: a node still busy with the previous run (a dropped
+    connection, a 503) gets a few more tries before the run is abandoned."""
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            response = await pool.request(method, path, body, token=token)
+            if response.status != 503:
+                return response
+        except (HttpError, OSError, trio.TooSlowError):
+            if attempt == SETUP_ATTEMPTS - 1:
+                raise
+        await trio.sleep(1.0 + attempt)
+    return response
+
+
 async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]:
     owner = f"{cfg.user_id_prefix}owner"
-    response = await pool.request("POST", f"/api/user/enter/{owner}")
+    response = await _setup_request(pool, "POST", f"/api/user/enter/{owner}")
     if response.status not in (200, 201):
         raise RuntimeError(f"cannot log in {owner}: HTTP {response.status} {response.body[:200]!r}")
     token = response.json()["data"]["token"]  # type: ignore[index]
     room_ids: list[int] = []
     for k in range(cfg.rooms):
         name = f"{cfg.scenario}-{run_id}-{k}"
-        response = await pool.request("POST", "/api/room", {"name": name}, token=token)
+        response = await _setup_request(pool, "POST", "/api/room", {"name": name}, token=token)
         if response.status != 201:
             raise RuntimeError(f"cannot create room {name}: HTTP {response.status} {response.body[:200]!r}")
         room_ids.append(int(response.json()["data"]["id"]))  # type: ignore[index]
