@@ -70,7 +70,6 @@ class WorkerContext:
     def __init__(self, plan: WorkerPlan) -> None:
         cfg = plan.config
         self.config = cfg
-        self.plan = plan
         self.run_prefix = f"{plan.run_id}."
         self.text = message_text(cfg.message_length)
         schedule = Schedule.of(cfg, plan.t0)

@@ -92,3 +92,10 @@ def test_merging_worker_ledgers_adds_receivers_and_spots_double_stores():
     assert merged.counters["duplicates"] == 1  # "b" seen under seq 9 and seq 11
     d = settle(merged)
     assert (d.expected, d.delivered, d.lost) == (4, 3, 1)
+
+
+def test_the_inlined_bucket_maths_of_record_many_matches_bucket_of():
+    for v in (0, 1, 127, 128, 129, 255, 256, 1000, 123_456, 10**9, -5):
+        h = Histogram()
+        h.record_many([v])
+        assert list(h.counts) == [bucket_of(max(v, 0))]
