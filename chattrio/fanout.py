@@ -18,7 +18,7 @@ from chattrio.frames import RoomCreatedFrame, RoomMessageFrame, encode_frame
 from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
-from chattrio.sessions import SessionRegistry
+from chattrio.sessions import Session, SessionRegistry
 from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader
 from chattrio.websocket import text_frame
 
@@ -160,16 +160,20 @@ class Fanout:
 
     def apply(self, batch: ReadBatch) -> None:
         now_ms = time.time() * 1000
+        to_flush: list[Session] = []
         for partition, message in batch.messages:
             self._consumed.inc()
             frame = text_frame(encode_frame(RoomMessageFrame(message)))
             if not self._log.record(partition, message, frame):
                 self._duplicates.inc()
                 continue
-            delivered = self._sessions.deliver_to_room(message.room_id, frame)
+            delivered = self._sessions.queue_to_room(message.room_id, frame, to_flush)
             if delivered:
                 self._delivered.inc(delivered)
                 self._latency.observe_many(max(0.0, now_ms - message.sent_at), delivered)
+        # One write per session for the whole batch, in the same synchronous step.
+        for session in to_flush:
+            session.flush()
         for event in batch.events:
             if isinstance(event, RoomCreated) and self._log.first_time_event(event.event_id):
                 self._rooms.learn(event.room)

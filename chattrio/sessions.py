@@ -55,25 +55,42 @@ class Session:
 
     def push(self, frame: bytes) -> None:
         """Send or queue an encoded frame; a client that cannot keep up is closed, not buffered."""
+        if self.queue(frame):
+            self.flush()
+
+    def queue(self, frame: bytes) -> bool:
+        """Add a frame without writing it yet; True when it is the first one waiting (the caller
+        then owes a flush). The fan-out queues a whole fetched batch, then flushes each session
+        once, so a session receives many messages in one write."""
         if self._closing:
-            return
-        if self._raw is not None and not self._pending and not self._writing:
-            try:
-                sent = self._raw.send(frame)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the writer meets the same error and ends the connection
-            if sent == len(frame):
-                return
-            frame = frame[sent:]
+            return False
         if self._pending_bytes + len(frame) > self._limit:
             if self._on_slow is not None:
                 self._on_slow()
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow")
-            return
+            return False
+        first = not self._pending
         self._pending.append(frame)
         self._pending_bytes += len(frame)
+        return first
+
+    def flush(self) -> None:
+        """Write what is queued: straight to the socket when the writer is idle, the rest by it."""
+        if self._closing or not self._pending:
+            return
+        if self._raw is not None and not self._writing:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            try:
+                sent = self._raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the writer meets the same error and ends the connection
+            if sent == len(data):
+                self._pending, self._pending_bytes = [], 0
+                return
+            self._pending = [data[sent:]]
+            self._pending_bytes = len(data) - sent
         self._wakeup.set()
 
     def send(self, frame: msgspec.Struct) -> None:
@@ -166,15 +183,25 @@ class SessionRegistry:
         else:
             self._room_watchers.pop(session, None)
 
-    def deliver_to_room(self, room_id: int, frame: bytes) -> int:
+    def queue_to_room(self, room_id: int, frame: bytes, to_flush: list[Session]) -> int:
+        """Queue a frame for every local session in the room; sessions that now owe a flush are
+        appended to `to_flush`. Returns the number of sessions."""
         members = self._rooms.get(room_id)
         if not members:
             return 0
         # A session that overflows only marks itself closing; it leaves the room when its
         # connection ends, so the dict does not change during this loop.
         for session in members:
-            session.push(frame)
+            if session.queue(frame):
+                to_flush.append(session)
         return len(members)
+
+    def deliver_to_room(self, room_id: int, frame: bytes) -> int:
+        to_flush: list[Session] = []
+        delivered = self.queue_to_room(room_id, frame, to_flush)
+        for session in to_flush:
+            session.flush()
+        return delivered
 
     def deliver_to_room_watchers(self, frame: bytes) -> int:
         for session in self._room_watchers:

@@ -360,3 +360,35 @@ async def test_a_slow_member_is_closed_without_affecting_the_others():
     assert registry.deliver_to_room(1, frame) == 2  # the slow session stays until its connection ends
     assert fast._pending == [frame, frame]
     assert slow_calls == [1]
+
+
+async def test_queued_frames_leave_in_one_write_at_flush():
+    session = Session("alice", 1 << 20)
+    stream, client = _pair()
+    frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(3)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.queue(frames[0]) is True  # the first waiting frame: a flush is owed
+        assert session.queue(frames[1]) is False
+        assert session.queue(frames[2]) is False
+        with trio.move_on_after(0.1):
+            assert await client.recv(65536) == b"", "nothing may be written before the flush"
+        session.flush()
+        assert await _read_exactly(client, sum(map(len, frames))) == b"".join(frames)
+        assert session._pending == []
+        nursery.cancel_scope.cancel()
+    client.close()
+
+
+async def test_registry_queues_a_room_and_names_the_sessions_to_flush():
+    registry = SessionRegistry()
+    a, b = Session("a", 1 << 20), Session("b", 1 << 20)
+    for session in (a, b):
+        registry.add(session)
+        registry.enter(session, 7)
+    to_flush: list[Session] = []
+    assert registry.queue_to_room(7, b"one", to_flush) == 2
+    assert registry.queue_to_room(7, b"two", to_flush) == 2
+    assert sorted(s.user_id for s in to_flush) == ["a", "b"]  # each once, though two frames wait
+    assert a._pending == [b"one", b"two"] and b._pending == [b"one", b"two"]
