@@ -116,8 +116,9 @@ for scenario in "${SCENARIOS[@]}"; do
       ;;
     idle)
       per_node="${IDLE_PER_NODE:-20000}"
-      # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal).
-      bot --scenario idle --users "$((per_node * 3))" --rooms 30 --rate 0 --duration 10 \
+      # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal). Rooms of
+      # 20 keep the join messages' fan-out small (30 rooms of 2,000 meant tens of millions of frames).
+      bot --scenario idle --users "$((per_node * 3))" --rooms "$((per_node * 3 / 20))" --rate 0 --duration 10 \
         --ramp-up "${IDLE_RAMP:-240}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
       ;;
     failover)
