@@ -238,7 +238,7 @@ async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
     try:
         with trio.fail_after(QUERY_TIMEOUT):
             pool = await run_asyncio(
-                asyncpg.create_pool, dsn, min_size=1, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
+                asyncpg.create_pool, dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
             )
     except (OSError, asyncpg.PostgresError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
