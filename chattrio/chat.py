@@ -130,7 +130,11 @@ class ChatService:
             self._presence.entered(session, room_id)
         last = self._log.last_seq(room_id)
         if last is None:
-            last = await self._stored_last_seq(room_id)
+            # Storage can be ahead of this node's fan-out; what the fan-out has not passed yet
+            # still comes live, so lastSeq must not claim it.
+            stored = await self._stored_last_seq(room_id)
+            passed = self._log.passed(room_id)
+            last = stored if stored is None or passed is None else min(stored, passed)
         candidates = [s for s in (last, delivered_up_to) if s is not None]
         return max(candidates) if candidates else None
 

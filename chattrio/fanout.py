@@ -19,7 +19,7 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader
+from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader, partition_of
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class _RoomTail:
 class RoomLog:
     """What this node's fan-out has seen, for resuming sessions without a gap or a duplicate."""
 
-    def __init__(self) -> None:
+    def __init__(self, messages_topic: str = "") -> None:
+        self._topic = messages_topic
         self.positions: dict[tuple[str, int], int] = {}
         self._start_offsets: dict[int, int] = {}
         self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
@@ -104,6 +105,15 @@ class RoomLog:
         if tail is None:
             return []
         return [(seq, frame) for seq, frame in tail.entries if seq > since]
+
+    def passed(self, room_id: int) -> int | None:
+        """The last offset of the room's partition the fan-out has read: any message of the room
+        after it reaches local sessions live. None before the partitions are assigned."""
+        partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
+        if not partition_count:
+            return None
+        position = self.positions.get((self._topic, partition_of(room_id, partition_count)))
+        return None if position is None else position - 1
 
     def last_seq(self, room_id: int) -> int | None:
         tail = self._tails.get(room_id)

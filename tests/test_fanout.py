@@ -148,3 +148,13 @@ def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds(monkeypatch
     _record(log, 1, 12)
     assert log.after(1, 9) == [(12, b"frame-1-12")]  # 10 is not held any more ...
     assert log.covers(1, 9) is False  # ... so the log must not claim to cover a resume from 9
+
+
+def test_passed_is_the_last_offset_read_in_the_rooms_partition():
+    from chattrio.storage.kafka import partition_of
+
+    log = RoomLog("t.messages")
+    assert log.passed(5) is None  # nothing assigned yet
+    log.positions.update({("t.messages", p): 100 + p for p in range(4)} | {("t.events", 0): 7})
+    assert log.passed(5) == 100 + partition_of(5, 4) - 1
+    assert {partition_of(room, 4) for room in range(1, 200)} == {0, 1, 2, 3}

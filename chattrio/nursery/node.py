@@ -45,7 +45,7 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
 
         supervisor = Supervisor(metrics)
         sessions = SessionRegistry()
-        room_log = RoomLog()
+        room_log = RoomLog(settings.messages_topic)
         rooms = RoomDirectory(db, cache)
         presence = Presence(settings, cache, sessions, producer, metrics)
         chat = ChatService(settings, sessions, room_log, rooms, producer, db, cache, presence, metrics)

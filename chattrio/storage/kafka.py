@@ -12,6 +12,7 @@ import msgspec
 import trio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -61,6 +62,15 @@ class ReadBatch:
 
 def _room_key(room_id: int) -> bytes:
     return str(room_id).encode()
+
+
+_partitioner = DefaultPartitioner()
+
+
+def partition_of(room_id: int, partition_count: int) -> int:
+    """The partition the producer sends a room's messages to (Kafka's default key hashing)."""
+    partitions = list(range(partition_count))
+    return _partitioner(_room_key(room_id), partitions, partitions)
 
 
 async def ensure_topics(settings: Settings) -> None:
