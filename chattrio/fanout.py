@@ -19,7 +19,7 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader, partition_of
+from chattrio.storage.kafka import ReadBatch, open_topic_reader, partition_of
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,9 @@ class Fanout:
                     next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
 
     async def _measure_lag(self, reader) -> None:
-        try:
-            self.lag = await reader.lag()
-        except KafkaUnavailable as exc:
-            log.warning("fan-out lag unknown: %s", exc)
+        lag = await reader.lag()
+        if lag is not None:
+            self.lag = lag
 
     async def _assign(self, reader) -> None:
         await reader.assign_all(self._log.positions)

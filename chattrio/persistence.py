@@ -15,7 +15,7 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated, UserCreated
-from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, open_topic_reader
+from chattrio.storage.kafka import ReadBatch, open_topic_reader
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 
@@ -61,10 +61,9 @@ class Persistence:
                     next_lag = trio.current_time() + LAG_EVERY
 
     async def _measure_lag(self, reader) -> None:
-        try:
-            self.lag = await reader.lag()
-        except KafkaUnavailable as exc:
-            log.warning("persistence lag unknown: %s", exc)
+        lag = await reader.lag()
+        if lag is not None:
+            self.lag = lag
 
     async def _store(self, batch: ReadBatch) -> None:
         messages = [message for _, message in batch.messages]

@@ -282,8 +282,9 @@ class TopicReader:
 
         return await _bounded(assign)
 
-    async def lag(self) -> int:
-        """Messages the reader has not fetched yet, over its assigned partitions."""
+    async def lag(self) -> int | None:
+        """Messages the reader has not fetched yet, over its assigned partitions; None when the
+        broker did not answer (a gauge, not worth restarting a consumer for)."""
 
         async def compute() -> int:
             assigned = list(self._consumer.assignment())
@@ -295,7 +296,11 @@ class TopicReader:
                 behind += max(0, ends[tp] - await self._consumer.position(tp))
             return behind
 
-        return await _bounded(compute)
+        try:
+            return await _bounded(compute)
+        except KafkaUnavailable as exc:
+            log.warning("consumer lag unknown: %s", exc)
+            return None
 
 
 @asynccontextmanager
