@@ -78,7 +78,9 @@ class HttpServer:
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         self._open_connections += 1
         try:
-            await self._serve_http(stream)
+            upgraded = await self._serve_http(stream)
+            if upgraded is not None:
+                await self._serve_session(stream, *upgraded)
         except _EXPECTED_ERRORS as exc:
             log.debug("connection ended: %r", exc)
         except Exception:
@@ -87,7 +89,11 @@ class HttpServer:
             self._open_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_http(self, stream: trio.SocketStream) -> None:
+    async def _serve_http(self, stream: trio.SocketStream) -> tuple[str, bytes] | None:
+        """Serve HTTP requests until the connection ends, or until a WebSocket handshake
+        succeeds: then (user id, bytes already read past the handshake). Returning, rather than
+        running the session from here, lets the HTTP parser and the request go while the
+        session lives."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
@@ -95,21 +101,20 @@ class HttpServer:
                     request = await receive_request(conn, stream)
             except BadRequest as exc:
                 await send_response(conn, stream, error_response(exc.status, exc.reason))
-                return
+                return None
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await send_response(conn, stream, error_response(exc.error_status_hint, str(exc)))
-                return
+                return None
             except trio.TooSlowError:
-                return
+                return None
             if request is None:
-                return
+                return None
             if request.headers.get("upgrade", "").lower() == "websocket":
-                await self._serve_websocket(conn, stream, request)
-                return
+                return await self._handshake(conn, stream, request)
             await send_response(conn, stream, await self._api.handle(request))
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
+                return None
             conn.start_next_cycle()
 
     # WebSocket ---------------------------------------------------------------------------------
@@ -143,15 +148,17 @@ class HttpServer:
             return "*" in allowed or origin in allowed
         return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
 
-    async def _serve_websocket(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> None:
+    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
         verdict = self._refusal(request)
         if isinstance(verdict, tuple):
             await send_response(conn, stream, error_response(*verdict))
-            return
-        leftover = conn.trailing_data[0]
+            return None
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
-        session = Session(verdict, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
+        return verdict, conn.trailing_data[0]
+
+    async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
+        session = Session(user_id, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
         self._sessions.add(session)
         try:
             async with trio.open_nursery() as nursery:
