@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import httpx
 import trio
 
@@ -9,19 +11,22 @@ from client import connect, create_room, login
 from test_failover import stored_messages
 
 
+@asynccontextmanager
 async def two_people_in_a_room(cluster, name: str):
+    """Alice on the first node and Bob on the second, both in a new room: (alice, bob, room)."""
     a, b = cluster.urls[:2]
     token = await login(a, f"{name}-a")
     room = await create_room(a, token, name)
-    return a, b, token, room
+    async with connect(a, f"{name}-a", token) as alice, connect(b, f"{name}-b") as bob:
+        await alice.subscribe(room["id"])
+        await bob.subscribe(room["id"])
+        yield alice, bob, room
 
 
 async def test_without_redis_chat_goes_on(make_cluster, stack):
     cluster = make_cluster(2)
-    a, b, token, room = await two_people_in_a_room(cluster, "no-redis")
-    async with connect(a, "no-redis-a", token) as alice, connect(b, "no-redis-b") as bob:
-        await alice.subscribe(room["id"])
-        await bob.subscribe(room["id"])
+    b = cluster.urls[1]
+    async with two_people_in_a_room(cluster, "no-redis") as (alice, bob, room):
         stack.stop("redis")
         try:
             for n in range(5):
@@ -41,10 +46,8 @@ async def test_without_redis_chat_goes_on(make_cluster, stack):
 
 async def test_without_postgres_signup_is_503_and_chat_goes_on(make_cluster, stack):
     cluster = make_cluster(2)
-    a, b, token, room = await two_people_in_a_room(cluster, "no-pg")
-    async with connect(a, "no-pg-a", token) as alice, connect(b, "no-pg-b") as bob:
-        await alice.subscribe(room["id"])
-        await bob.subscribe(room["id"])
+    a, b = cluster.urls[:2]
+    async with two_people_in_a_room(cluster, "no-pg") as (alice, bob, room):
         stack.stop("postgres")
         try:
             async with httpx.AsyncClient(base_url=b, timeout=20) as http:
@@ -70,10 +73,7 @@ async def test_without_postgres_signup_is_503_and_chat_goes_on(make_cluster, sta
 
 async def test_without_kafka_send_fails_fast_and_recovers(make_cluster, stack):
     cluster = make_cluster(2)
-    a, b, token, room = await two_people_in_a_room(cluster, "no-kafka")
-    async with connect(a, "no-kafka-a", token) as alice, connect(b, "no-kafka-b") as bob:
-        await alice.subscribe(room["id"])
-        await bob.subscribe(room["id"])
+    async with two_people_in_a_room(cluster, "no-kafka") as (alice, bob, room):
         stack.stop("kafka")
         try:
             started = trio.current_time()
