@@ -303,8 +303,19 @@ class TopicReader:
             return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How long the broker may hold a fetch to fill it: every fetch costs a request on both
+    sides, so under load a few milliseconds of waiting buy far fewer, fuller batches."""
+
+    max_wait_ms: int
+    min_bytes: int
+
+
 @asynccontextmanager
-async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIterator[TopicReader]:
+async def open_topic_reader(
+    settings: Settings, group_id: str | None, batching: Batching
+) -> AsyncIterator[TopicReader]:
     """group_id None: an unmanaged reader of every partition (fan-out); else a group member."""
 
     def new_consumer() -> AIOKafkaConsumer:
@@ -318,7 +329,8 @@ async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIt
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             max_poll_records=FETCH_MAX_RECORDS,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=batching.max_wait_ms,
+            fetch_min_bytes=batching.min_bytes,
             isolation_level="read_uncommitted",
         )
 
