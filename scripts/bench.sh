@@ -76,6 +76,14 @@ bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG; returns t
   return "$rc"
 }
 
+seed_overrides() {  # the SEED_* settings of this run that differ from the defaults, as a command prefix
+  local var
+  for var in SEED_START SEED_STEP SEED_MAX SEED_PATIENCE; do
+    [[ -n "${!var:-}" ]] && printf '%s=%s ' "$var" "${!var}"
+  done
+  return 0
+}
+
 append_note_row() {  # a summary row in the same table (12 columns)
   local cpu cores
   cores="$(nproc)"
@@ -107,7 +115,7 @@ for scenario in "${SCENARIOS[@]}"; do
       done
       log "seed: largest N with zero loss and p99 <= 500 ms: $best"
       append_note_row "seed (result)" "largest N with zero loss and p99 <= 500 ms: **$best** (target 300, goal 500)" \
-        "scripts/bench.sh seed"
+        "$(seed_overrides)scripts/bench.sh seed"
       ;;
     rooms)
       users="${ROOMS_USERS:-5000}"
