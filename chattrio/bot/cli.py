@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
         from chattrio.bot.selfbench import receive_bench
 
         return receive_bench()
+    if argv == ["--socket-bench"]:
+        from chattrio.bot.socketbench import socket_bench
+
+        return socket_bench()
     try:
         cfg = load_config(argv)
     except ValueError as exc:

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON file with the configuration keys")
     p.add_argument("--receive-bench", action="store_true",
                    help="only measure this process's receive path (frames/s) and exit; no server needed")
+    p.add_argument("--socket-bench", action="store_true",
+                   help="only measure the CPU per frame read and sent over local sockets and exit; no server needed")
     p.add_argument("--node", action="append", dest="nodes", metavar="URL",
                    help="node base URL (repeat, or comma-separate)")
     p.add_argument("--pid-file", action="append", dest="nodePidFiles", metavar="PATH",
@@ -140,7 +142,7 @@ def load_config(argv: list[str]) -> BotConfig:
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config} must hold a JSON object")
         merged.update(loaded)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "receive_bench") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "receive_bench", "socket_bench") and v is not None}
     if "nodes" in flags:
         flags["nodes"] = [u for item in flags["nodes"] for u in item.split(",") if u]
     merged.update(flags)
