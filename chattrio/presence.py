@@ -27,6 +27,7 @@ PENDING_CHANGES = 10_000
 # Heartbeats (and sweeps for expired users) run three times per presence TTL, so a live session
 # never expires between two heartbeats.
 BEATS_PER_TTL = 3
+SWEEP_ROOMS_PER_CALL = 200  # bounds how long one sweep script holds Redis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Presence:
         # Every check waits the same grace, so the queue is in due order.
         async for due, room_id, user_id in self._checks_out:
             await trio.sleep_until(due)
-            await self._announce_gone(room_id, [user_id])
+            await self._announce_gone(room_id, user_id)
 
     async def _every(self, interval: float, action) -> None:
         while True:
@@ -120,16 +121,19 @@ class Presence:
         await self._cache.heartbeat(self._sessions.memberships(), self._settings.presence_ttl_seconds)
 
     async def _sweep(self) -> None:
-        for room_id in await self._cache.presence_rooms():
-            await self._announce_gone(room_id, [])
+        """Users of a node that died leave once their heartbeats expire; one call per many rooms."""
+        rooms = await self._cache.presence_rooms()
+        for start in range(0, len(rooms), SWEEP_ROOMS_PER_CALL):
+            for room_id, user_id in await self._cache.sweep_gone(rooms[start:start + SWEEP_ROOMS_PER_CALL]):
+                await self._announce(room_id, user_id, "leave")
 
-    async def _announce_gone(self, room_id: int, user_ids: list[str]) -> None:
+    async def _announce_gone(self, room_id: int, user_id: str) -> None:
         try:
-            gone = await self._cache.remove_gone(room_id, user_ids)
+            gone = await self._cache.remove_if_gone(room_id, user_id)
         except CacheUnavailable as exc:
             log.warning("presence check skipped: %s", exc)
             return
-        for user_id in gone:
+        if gone:
             await self._announce(room_id, user_id, "leave")
 
     async def _announce(self, room_id: int, user_id: str, kind: str) -> None:

@@ -81,21 +81,27 @@ if left == 0 then redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1]) end
 return left
 """
 
-# KEYS: room users. ARGV: now ms, user-sessions key prefix, users to check (none: every stale one).
-# Removes users with no live session and returns them; a user is returned by one caller only.
-_REMOVE_GONE = """
-local candidates = {}
-if #ARGV > 2 then
-  for i = 3, #ARGV do table.insert(candidates, ARGV[i]) end
-else
-  candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-end
+# KEYS: room users, the user's sessions. ARGV: now ms, user.
+# Removes the user when no live session is left; 1 for one caller only, so one "left" message.
+_REMOVE_IF_GONE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 and redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then return 1 end
+return 0
+"""
+
+# KEYS: room users, one key per room. ARGV: now ms, then each room's user-sessions key prefix.
+# The periodic sweep of many rooms in one round trip: removes users whose heartbeats all expired
+# and returns them as (room index, user) pairs, flattened; a user is returned by one caller only.
+_SWEEP_GONE = """
 local gone = {}
-for _, user in ipairs(candidates) do
-  local sessions = ARGV[2] .. user
-  redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
-  if redis.call('ZCARD', sessions) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
-    table.insert(gone, user)
+for i, key in ipairs(KEYS) do
+  for _, user in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1])) do
+    local sessions = ARGV[i + 1] .. user
+    redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
+    if redis.call('ZCARD', sessions) == 0 and redis.call('ZREM', key, user) == 1 then
+      table.insert(gone, i)
+      table.insert(gone, user)
+    end
   end
 end
 return gone
@@ -140,7 +146,8 @@ class RedisStore:
                 "enter": _ENTER,
                 "heartbeat": _HEARTBEAT,
                 "leave": _LEAVE,
-                "remove_gone": _REMOVE_GONE,
+                "remove_if_gone": _REMOVE_IF_GONE,
+                "sweep_gone": _SWEEP_GONE,
                 "member_counts": _MEMBER_COUNTS,
                 "lock_acquire": _LOCK_ACQUIRE,
                 "lock_release": _LOCK_RELEASE,
@@ -245,11 +252,19 @@ class RedisStore:
         now = _now_ms()
         return int(await self._script("leave", keys, [user_id, session_id, now, now + int(grace * 1000)]))
 
-    async def remove_gone(self, room_id: int, user_ids: Sequence[str] = ()) -> list[str]:
-        """Remove users without a live session (the given ones, or every stale one); returns them."""
-        keys = [self._room_users_key(room_id)]
-        reply = await self._script("remove_gone", keys, [_now_ms(), self._user_sessions_prefix(room_id), *user_ids])
-        return [u.decode() for u in reply]
+    async def remove_if_gone(self, room_id: int, user_id: str) -> bool:
+        """Remove the user from the room when no live session is left; True when this call did."""
+        keys = [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+        return bool(await self._script("remove_if_gone", keys, [_now_ms(), user_id]))
+
+    async def sweep_gone(self, room_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """Remove every user whose sessions all expired, in these rooms; returns (room, user)."""
+        if not room_ids:
+            return []
+        keys = [self._room_users_key(room_id) for room_id in room_ids]
+        args = [_now_ms(), *(self._user_sessions_prefix(room_id) for room_id in room_ids)]
+        reply = await self._script("sweep_gone", keys, args)
+        return [(room_ids[int(index) - 1], user.decode()) for index, user in zip(reply[::2], reply[1::2])]
 
     async def presence_rooms(self) -> list[int]:
         return [int(r) for r in await self._call(self._client.smembers(self._presence_rooms_key))]
