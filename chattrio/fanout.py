@@ -19,7 +19,7 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import Batching, ReadBatch, open_topic_reader, partition_of
+from chattrio.storage.kafka import ReadBatch, open_topic_reader, partition_of
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ RECENT_PER_ROOM = 256
 ROOMS_REMEMBERED = 2_000
 IDS_REMEMBERED = 200_000
 FETCH_WAIT = 0.5
-# Up to 10 ms added to delivery latency; under load, one fetch and one write per session carry
-# many messages instead of one each.
-FETCH_BATCHING = Batching(max_wait_ms=10, min_bytes=64 * 1024)
+# At most one fetch per interval: under load a fetch, and a write to each session, then carry
+# all the messages of the interval instead of one each; it adds at most this much latency.
+FETCH_INTERVAL = 0.005
 PARTITION_CHECK_INTERVAL = 30.0
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -148,12 +148,14 @@ class Fanout:
         metrics.gauge("chattrio_fanout_lag", "Messages the fan-out consumer has not fetched yet", lambda: self.lag)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with open_topic_reader(self._settings, group_id=None, batching=FETCH_BATCHING) as reader:
+        async with open_topic_reader(self._settings, group_id=None) as reader:
             await self._assign(reader)
             task_status.started()
             next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
             while True:
+                paced = trio.current_time() + FETCH_INTERVAL
                 self.apply(await reader.fetch(FETCH_WAIT))
+                await trio.sleep_until(paced)
                 if trio.current_time() >= next_check:
                     await self._assign(reader)
                     await self._measure_lag(reader)

@@ -15,15 +15,16 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated, UserCreated
-from chattrio.storage.kafka import Batching, ReadBatch, open_topic_reader
+from chattrio.storage.kafka import ReadBatch, open_topic_reader
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 0.5
-# Storing is off the delivery path: wait longer for fuller batches (fewer PostgreSQL round trips).
-FETCH_BATCHING = Batching(max_wait_ms=100, min_bytes=1024 * 1024)
+# Storing is off the delivery path: at most one fetch per interval makes fuller batches, so
+# fewer fetches and PostgreSQL round trips.
+FETCH_INTERVAL = 0.1
 LAG_EVERY = 15.0
 STORE_RETRY_FOR = 120.0
 STORE_BACKOFF_MAX = 5.0
@@ -50,14 +51,16 @@ class Persistence:
         return f"{self._settings.topic_prefix}-persistence"
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with open_topic_reader(self._settings, group_id=self.group_id, batching=FETCH_BATCHING) as reader:
+        async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
             task_status.started()
             next_lag = trio.current_time()
             while True:
+                paced = trio.current_time() + FETCH_INTERVAL
                 batch = await reader.fetch(FETCH_WAIT)
                 if batch.positions:
                     await self._store(batch)
                     await reader.commit(batch.positions)
+                await trio.sleep_until(paced)
                 if trio.current_time() >= next_lag:
                     await self._measure_lag(reader)
                     next_lag = trio.current_time() + LAG_EVERY

@@ -34,6 +34,8 @@ PRODUCE_TIMEOUT = 5.0
 PRODUCE_QUEUE = 10_000
 PRODUCE_BATCH = 2_000
 FETCH_MAX_RECORDS = 5_000
+# An idle reader's fetch waits this long on the broker; a record ends the wait at once.
+FETCH_LONG_POLL_MS = 500
 METADATA_MAX_AGE_MS = 10_000
 
 
@@ -188,8 +190,12 @@ class ChatProducer:
 
 @asynccontextmanager
 async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
-    producer = _new_producer(settings)
-    await _bounded(producer.start)
+    async def start() -> AIOKafkaProducer:
+        producer = _new_producer(settings)  # on the asyncio thread: it binds to the running loop
+        await producer.start()
+        return producer
+
+    producer = await _bounded(start)
     chat = ChatProducer(producer, settings.messages_topic, settings.events_topic)
     try:
         async with trio.open_nursery() as nursery:
@@ -303,19 +309,8 @@ class TopicReader:
             return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Batching:
-    """How long the broker may hold a fetch to fill it: every fetch costs a request on both
-    sides, so under load a few milliseconds of waiting buy far fewer, fuller batches."""
-
-    max_wait_ms: int
-    min_bytes: int
-
-
 @asynccontextmanager
-async def open_topic_reader(
-    settings: Settings, group_id: str | None, batching: Batching
-) -> AsyncIterator[TopicReader]:
+async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIterator[TopicReader]:
     """group_id None: an unmanaged reader of every partition (fan-out); else a group member."""
 
     def new_consumer() -> AIOKafkaConsumer:
@@ -329,8 +324,7 @@ async def open_topic_reader(
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             max_poll_records=FETCH_MAX_RECORDS,
-            fetch_max_wait_ms=batching.max_wait_ms,
-            fetch_min_bytes=batching.min_bytes,
+            fetch_max_wait_ms=FETCH_LONG_POLL_MS,
             isolation_level="read_uncommitted",
         )
 
