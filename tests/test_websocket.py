@@ -198,3 +198,66 @@ def test_invalid_utf8_in_a_text_message_closes_with_1007():
     messages, _ = reader.feed(raw)
     assert messages == []
     assert reader.peer_close_code == 1007
+
+
+def test_ping_between_fragments_is_answered_and_the_message_completes():
+    reader = FrameReader(LIMIT)
+    data = _masked(Message(data="hel", message_finished=False), Ping(payload=b"p"), Message(data="lo"))
+    messages, reply = reader.feed(data)
+    assert [m.text for m in messages] == ["hello"]
+    assert isinstance(_client_read(reply)[0], Pong)
+
+
+def test_oversized_frame_is_skipped_as_it_streams_in():
+    reader = FrameReader(LIMIT)
+    data = _masked(Message(data="x" * (LIMIT * 50)), Message(data="after"))
+    got = []
+    for i in range(0, len(data), 700):
+        messages, _ = reader.feed(data[i:i + 700])
+        got += messages
+        assert len(reader._buf) < 700 + 14  # never more than one read plus a header is held
+    assert [(m.text, m.too_large) for m in got] == [(None, True), ("after", False)]
+
+
+def test_fragmented_binary_message_is_binary():
+    reader = FrameReader(LIMIT)
+    data = _masked(Message(data=b"ab", message_finished=False), Message(data=b"cd"), Message(data="t"))
+    messages, _ = reader.feed(data)
+    assert [(m.text, m.binary) for m in messages] == [(None, True), ("t", False)]
+
+
+def _raw_masked(first_byte: int, payload: bytes, length_byte: int | None = None) -> bytes:
+    mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+    return bytes([first_byte, 0x80 | (len(payload) if length_byte is None else length_byte)]) + mask + payload
+
+
+@pytest.mark.parametrize("raw", [
+    _raw_masked(0x80, b"orphan"),  # a continuation with no message started
+    _raw_masked(0x01, b"part") + _raw_masked(0x81, b"new"),  # a new text message inside a fragmented one
+    _raw_masked(0xC1, b"rsv1"),  # a reserved bit, with no extension negotiated
+    _raw_masked(0x83, b"op3"),  # a reserved opcode
+    _raw_masked(0x09, b"ping"),  # a fragmented control frame
+    bytes([0x89, 0x80 | 126]) + struct.pack("!H", 126) + b"\x00" * 4 + b"p" * 126,  # control frame over 125
+    bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 1 << 63) + b"\x00" * 4,  # a 64-bit length with the top bit set
+    _raw_masked(0x88, b"\x03"),  # a close payload of one byte
+    _raw_masked(0x88, struct.pack("!H", 1005)),  # a code a peer must not send
+    _raw_masked(0x88, struct.pack("!H", 2000)),  # a reserved code
+])
+def test_protocol_errors_close_with_1002(raw):
+    reader = FrameReader(LIMIT)
+    messages, _ = reader.feed(raw)
+    assert messages == []
+    assert reader.peer_close_code == 1002
+
+
+def test_close_reason_that_is_not_utf8_closes_with_1007():
+    reader = FrameReader(LIMIT)
+    reader.feed(_raw_masked(0x88, struct.pack("!H", 1000) + b"\xc3\x28"))
+    assert reader.peer_close_code == 1007
+
+
+def test_nothing_is_parsed_after_a_close():
+    reader = FrameReader(LIMIT)
+    messages, _ = reader.feed(_masked(CloseConnection(code=1000)) + _raw_masked(0x81, b"late"))
+    assert messages == [] and reader.peer_close_code == 1000
+    assert reader.feed(_raw_masked(0x81, b"later")) == ([], b"")
