@@ -30,7 +30,7 @@ IDS_REMEMBERED = 200_000
 FETCH_WAIT = 0.5
 # At most one fetch per interval: under load a fetch, and a write to each session, then carry
 # all the messages of the interval instead of one each; it adds at most this much latency.
-FETCH_INTERVAL = 0.005
+FETCH_INTERVAL = 0.01
 PARTITION_CHECK_INTERVAL = 30.0
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
