@@ -22,6 +22,7 @@ import trio
 from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
+from chattrio.bot.receiver import Receiver
 from chattrio.bot.stats import Ledger, Timeline
 from chattrio.bot.user import SimUser
 
@@ -86,6 +87,8 @@ class WorkerContext:
         self.notes: list[str] = []
         self.live = 0
         self._pools: dict[Node, HttpPool] = {}
+        # Reads every user's connection in steady state: run by run_worker.
+        self.receiver = Receiver()
 
     def http_pool(self, node: Node) -> HttpPool:
         pool = self._pools.get(node)
@@ -126,6 +129,7 @@ class WorkerContext:
     async def aclose(self) -> None:
         for pool in self._pools.values():
             await pool.aclose()
+        self.receiver.close()
 
 
 def raise_fd_limit() -> None:
@@ -160,6 +164,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
 
         outer.start_soon(report_progress)
         outer.start_soon(watch_loop_lag)
+        outer.start_soon(ctx.receiver.run)
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)

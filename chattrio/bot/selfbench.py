@@ -44,7 +44,7 @@ async def _measure() -> float:
         parser = FrameParser()
         for data in reads:
             payloads = parser.feed(data)
-            user._dispatch_all(payloads)
+            user.dispatch_all(payloads)
             frames += len(payloads)
     elapsed = time.process_time() - started
     assert ctx.ledger.counters["delivered"] == frames == USERS * MESSAGES

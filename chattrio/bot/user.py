@@ -20,7 +20,7 @@ from chattrio.bot import frames
 from chattrio.bot.config import Node
 from chattrio.bot.http import HttpError
 from chattrio.bot.stats import SeenMessage, SentMessage
-from chattrio.bot.ws import HandshakeRefused, WsConnection, WsError
+from chattrio.bot.ws import WsConnection, WsError
 
 if TYPE_CHECKING:
     from chattrio.bot.runner import WorkerContext
@@ -131,7 +131,7 @@ class SimUser:
             with trio.fail_after(SUBSCRIBE_TIMEOUT):
                 while self.awaiting_subscribed:
                     payloads = await conn.receive()
-                    self._dispatch_all(payloads)
+                    self.dispatch_all(payloads)
             # From here new sends go straight to `conn`; the snapshot holds the earlier ones.
             self.conn = conn
             unacked = list(self.pending.values())
@@ -154,15 +154,19 @@ class SimUser:
                     await self._reconnect(exc)
 
     async def _read(self, conn: WsConnection) -> None:
+        receiver = self.ctx.receiver
         while True:
+            # The worker's receiver reads and accounts for plain messages; it returns here when
+            # there is a ping to answer, a close frame, the end of the stream or an error.
+            await receiver.watch(conn, self)
             payloads = await conn.receive()
             self.last_received = trio.current_time()
-            self._dispatch_all(payloads)
+            self.dispatch_all(payloads)
 
     async def _keepalive(self) -> None:
         """PING a connection that has been silent for KEEPALIVE_SECONDS and close it when that
-        gets no answer either (the reader then reconnects). One timer per user rather than a
-        timeout around every receive keeps the receive path cheap."""
+        gets no answer either (closing wakes this user's task, which reconnects). One timer per
+        user rather than a timeout around every receive keeps the receive path cheap."""
         while True:
             await trio.sleep(KEEPALIVE_SECONDS)
             conn = self.conn
@@ -178,8 +182,8 @@ class SimUser:
         ctx = self.ctx
         lost_at = trio.current_time()
         if self.conn is not None:
-            await self.conn.aclose_now()
-            self.conn = None
+            conn, self.conn = self.conn, None  # first, so that the sender stops using it
+            await conn.aclose_now()
         ctx.ledger.inc("disconnects")
         ctx.note("disconnect", cause)
         attempt = 0
@@ -243,7 +247,7 @@ class SimUser:
             with trio.fail_after(CONNECT_TIMEOUT):
                 await conn.send_text(payload)
         except CONNECTION_ERRORS:
-            pass  # the reader notices the broken connection and reconnects; pending survives
+            pass  # the receiver hands the broken connection back; pending survives
 
     async def _retry_later(self, cmid: str) -> None:
         await trio.sleep(UNAVAILABLE_RETRY_SECONDS)
@@ -254,7 +258,7 @@ class SimUser:
 
     # -- receiving (the hot path) -------------------------------------------------------------
 
-    def _dispatch_all(self, payloads: list[bytes]) -> None:
+    def dispatch_all(self, payloads: list[bytes]) -> None:
         """Account for a batch of server frames. This is the bot's hot path (hundreds of
         thousands of frames per second): ROOM_MESSAGE is handled inline with local variables,
         and latencies are recorded once per batch (one receive = one instant)."""

@@ -3,7 +3,7 @@
 The bot only needs text frames to and from a server it trusts, so this is a small subset of
 RFC 6455: a hand-written HTTP upgrade, masked client frames, and a parser for unmasked server
 frames. A general-purpose client (trio-websocket) spends most of its time in per-frame event
-objects; here one `receive_some` returns every complete message in the buffer at once.
+objects; here one read returns every complete message in the buffer at once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -214,14 +215,22 @@ async def _open_tcp(host: str, port: int) -> tuple[socket.socket, trio.SocketStr
 
 class WsConnection:
     """One client connection. Not safe for concurrent `receive`s; sends are serialised by a lock
-    so that a ping answer from the reader cannot interleave with a frame from the sender."""
+    so that a ping answer cannot interleave with a frame from the sender.
+
+    In steady state a worker's shared receiver (receiver.py) reads the socket through
+    `receive_nowait`; what only the owner's task can handle is left for `receive`."""
 
     def __init__(self, sock: socket.socket, stream: trio.SocketStream, leftover: bytes) -> None:
-        self._sock = sock  # the stdlib socket under `stream`, for the fast receive path
+        self._sock = sock  # the stdlib socket under `stream`, for the fast paths
         self._stream = stream
         self._parser = FrameParser()
         self._leftover = leftover
         self._send_lock = trio.Lock()
+        # Set by receive_nowait for `receive` to raise (the end of the stream, an error).
+        self._failure: BaseException | None = None
+        # While the shared receiver watches this socket: called before it is closed, so that the
+        # receiver forgets the descriptor before its number can be reused and wakes the owner.
+        self.on_close: Callable[[], None] | None = None
         self.close_info: CloseInfo | None = None
 
     @classmethod
@@ -248,30 +257,63 @@ class WsConnection:
                 raise
         return cls(sock, stream, buf[idx + 4:])
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # -- sending ------------------------------------------------------------------------------
+
     async def send_text(self, payload: bytes) -> None:
-        frame = encode_client_frame(OP_TEXT, payload)
+        await self._send_frame(encode_client_frame(OP_TEXT, payload))
+
+    async def _send_frame(self, frame: bytes) -> None:
         async with self._send_lock:
             await self._stream.send_all(frame)
 
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive_nowait(self) -> list[bytes]:
+        """For a socket known to be readable: one read, and the text messages it completed.
+        Anything else (a ping to answer, a close frame, the end of the stream, an error) is kept
+        for `receive` and makes `needs_task` true; this never waits and never raises."""
+        try:
+            data = self._sock.recv(_RECEIVE_BYTES)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            self._failure = exc
+            return []
+        if not data:
+            self._failure = WsError("connection closed without a close frame")
+            return []
+        try:
+            return self._parser.feed(data)
+        except WsError as exc:
+            self._failure = exc
+            return []
+
+    @property
+    def needs_task(self) -> bool:
+        """Whether `receive` has something to handle that `receive_nowait` cannot."""
+        parser = self._parser
+        return (self._failure is not None or parser.closed is not None or bool(parser.pings)
+                or bool(self._leftover))
+
+    def fail(self, exc: BaseException) -> None:
+        """Make `receive` raise `exc` (e.g. the accounting found the session unusable)."""
+        if self._failure is None:
+            self._failure = exc
+
     async def receive(self) -> list[bytes]:
-        """Text messages that are complete (possibly none); raises WsError once closed."""
+        """Text messages that are complete (possibly none); raises WsError once closed. What
+        `receive_nowait` left (control frames, a failure) is handled first, without reading."""
+        if self._failure is not None:
+            raise self._failure
         if self.close_info is not None:
             raise WsError(f"closed by server: {self.close_info.code} {self.close_info.reason}")
-        if self._leftover:
-            data, self._leftover = self._leftover, b""
+        if self._parser.pings or self._parser.closed is not None:
+            messages: list[bytes] = []  # receive_nowait already returned the messages before them
         else:
-            # Wait, then recv on the stdlib socket: a checkpoint and one system call per read, about
-            # 40 % less CPU than SocketStream.receive_some when every read brings one frame.
-            while True:
-                await trio.lowlevel.wait_readable(self._sock)
-                try:
-                    data = self._sock.recv(_RECEIVE_BYTES)
-                    break
-                except BlockingIOError:
-                    continue
-            if not data:
-                raise WsError("connection closed without a close frame")
-        messages = self._parser.feed(data)
+            messages = self._parser.feed(await self._read())
         if self._parser.pings:
             pings, self._parser.pings = self._parser.pings, []
             for payload in pings:
@@ -288,9 +330,27 @@ class WsConnection:
             raise WsError(f"closed by server: {self.close_info.code} {self.close_info.reason}")
         return messages
 
+    async def _read(self) -> bytes:
+        if self._leftover:
+            data, self._leftover = self._leftover, b""
+            return data
+        # Wait, then recv on the stdlib socket: a checkpoint and one system call per read, about
+        # 40 % less CPU than SocketStream.receive_some when every read brings one frame.
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            try:
+                data = self._sock.recv(_RECEIVE_BYTES)
+                break
+            except BlockingIOError:
+                continue
+        if not data:
+            raise WsError("connection closed without a close frame")
+        return data
+
     async def _send_control(self, opcode: int, payload: bytes) -> None:
-        async with self._send_lock:
-            await self._stream.send_all(encode_client_frame(opcode, payload))
+        await self._send_frame(encode_client_frame(opcode, payload))
+
+    # -- closing ------------------------------------------------------------------------------
 
     async def close(self, code: int = 1000, timeout: float = 2.0) -> None:
         """Send a close frame and wait (briefly) for the server to close the TCP connection."""
@@ -305,5 +365,8 @@ class WsConnection:
         await self.aclose_now()
 
     async def aclose_now(self) -> None:
+        self.fail(trio.ClosedResourceError("the connection was closed here"))
+        if self.on_close is not None:
+            self.on_close()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()

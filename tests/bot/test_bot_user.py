@@ -25,7 +25,7 @@ def _message(seq, cmid, room=7, kind="chat"):
 async def test_duplicates_reordering_and_foreign_messages():
     ctx, user = _user()
     sent_us = int(time.time() * 1e6) - 5000
-    user._dispatch_all([
+    user.dispatch_all([
         msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 3}),
         _message(10, f"run1.1.0.{sent_us}"),
         _message(20, f"run1.1.2.{sent_us}"),
@@ -45,7 +45,7 @@ async def test_duplicates_reordering_and_foreign_messages():
 
 async def test_protocol_violations_are_noted_not_fatal():
     ctx, user = _user()
-    user._dispatch_all([b'{"type": "ROOM_MESSAGE", "message": {"roomId": "seven"}}', _message(5, None, room=8)])
+    user.dispatch_all([b'{"type": "ROOM_MESSAGE", "message": {"roomId": "seven"}}', _message(5, None, room=8)])
     assert ctx.ledger.counters["protocolViolations"] == 2
     assert len(ctx.notes) == 2
 
@@ -57,7 +57,7 @@ async def test_ack_settles_the_pending_send_once():
     user.pending["run1.0.0.1"] = b"..."
     ack = msgspec.json.encode({"type": "ACK", "ref": "run1.0.0.1", "clientMsgId": "run1.0.0.1", "id": "x",
                                "roomId": 7, "seq": 42})
-    user._dispatch_all([ack, ack])
+    user.dispatch_all([ack, ack])
     sent = ctx.ledger.sent["run1.0.0.1"]
     assert sent.acked and sent.ack_seq == 42 and not user.pending
     assert ctx.ledger.ack.count == 1 and 240 <= ctx.ledger.ack.percentile(50) / 1000 < 10_000
@@ -67,5 +67,6 @@ async def test_a_message_below_the_subscription_is_a_violation():
     ctx, user = _user()
     subscribed = msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7",
                                       "lastSeq": 50})
-    user._dispatch_all([subscribed, _message(49, None), _message(51, None)])
+    user.dispatch_all([subscribed, _message(49, None), _message(51, None)])
     assert ctx.ledger.counters["protocolViolations"] == 1
+
