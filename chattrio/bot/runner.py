@@ -23,6 +23,7 @@ from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.receiver import Receiver
+from chattrio.bot.sendclock import SendClock
 from chattrio.bot.stats import Ledger, Timeline
 from chattrio.bot.user import SimUser
 
@@ -87,8 +88,9 @@ class WorkerContext:
         self.notes: list[str] = []
         self.live = 0
         self._pools: dict[Node, HttpPool] = {}
-        # Reads every user's connection in steady state: run by run_worker.
+        # The steady-state hot paths of all users: run by run_worker, one task each.
         self.receiver = Receiver()
+        self.send_clock = SendClock(cfg.messages_per_second, self.chat_start, self.chat_end)
 
     def http_pool(self, node: Node) -> HttpPool:
         pool = self._pools.get(node)
@@ -165,6 +167,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
         outer.start_soon(report_progress)
         outer.start_soon(watch_loop_lag)
         outer.start_soon(ctx.receiver.run)
+        outer.start_soon(ctx.send_clock.run)
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)

@@ -15,10 +15,12 @@ and wall time on a shared machine would measure the neighbours.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 
 import msgspec
@@ -164,14 +166,25 @@ def _users(ctx: WorkerContext) -> list[SimUser]:
     return [SimUser(ctx, i, ROOM_ID, ctx.config.node_endpoints()) for i in range(CONNECTIONS)]
 
 
-# The previous design, a reader task per user, is kept here as the yardstick: on a shared
-# machine only a comparison within one run means much.
+# The previous design, a task per user for each direction, is kept here as the yardstick: on a
+# shared machine only a comparison within one run means much.
 
 async def _read_in_own_task(user: SimUser, conn: WsConnection) -> None:
     while True:
         payloads = await conn.receive()
         user.last_received = trio.current_time()
         user.dispatch_all(payloads)
+
+
+async def _send_in_own_task(user: SimUser, conn: WsConnection) -> None:
+    ctx = user.ctx
+    interval = 1.0 / SEND_RATE
+    next_at = max(ctx.chat_start + random.random() * interval, trio.current_time())
+    while next_at < ctx.chat_end:
+        await trio.sleep_until(next_at)
+        with trio.fail_after(10):
+            await conn.send_text(user.new_message())
+        next_at = max(next_at + interval, trio.current_time())
 
 
 async def _receive(control: socket.socket, conns: list[WsConnection], shared_receiver: bool) -> tuple[int, _Phase]:
@@ -196,17 +209,24 @@ async def _receive(control: socket.socket, conns: list[WsConnection], shared_rec
     return expected, phase
 
 
-async def _send_with_user_tasks(control: socket.socket, conns: list[WsConnection]) -> tuple[int, _Phase]:
-    """Every user sends from its own task (SimUser._send_loop)."""
+async def _send(control: socket.socket, conns: list[WsConnection], send_clock: bool) -> tuple[int, _Phase]:
     ctx = _context(SEND_RATE, SEND_SECONDS)
     users = _users(ctx)
     control.send(_DRAIN)
     phase = _Phase()
     phase.start()
     async with trio.open_nursery() as nursery:
-        for user, conn in zip(users, conns):
-            user.conn = conn
-            nursery.start_soon(user._send_loop)
+        if send_clock:
+            nursery.start_soon(ctx.send_clock.run)
+            with ExitStack() as scheduled:
+                for user, conn in zip(users, conns):
+                    user.conn = conn
+                    scheduled.enter_context(ctx.send_clock.schedule(user))
+                await trio.sleep_until(ctx.chat_end + 0.1)
+            nursery.cancel_scope.cancel()
+        else:
+            for user, conn in zip(users, conns):
+                nursery.start_soon(_send_in_own_task, user, conn)
     phase.stop()
     ctx.receiver.close()
     return len(ctx.ledger.sent), phase
@@ -218,9 +238,10 @@ async def _measure(control: socket.socket, socks: list[socket.socket]) -> None:
         frames, phase = await _receive(control, conns, shared_receiver)
         print(f"{label:36} {frames / phase.cpu:9,.0f} frames per CPU second"
               f" ({frames:,} frames one per read over {CONNECTIONS:,} sockets: {phase.describe()})")
-    sends, phase = await _send_with_user_tasks(control, conns)
-    print(f"{'send, a task per user':36} {sends / phase.cpu:9,.0f} sends per CPU second"
-          f" ({sends:,} sends by {CONNECTIONS:,} users at {SEND_RATE:g}/s: {phase.describe()})")
+    for send_clock, label in ((False, "send, a task per user (before)"), (True, "send, one send clock per worker")):
+        sends, phase = await _send(control, conns, send_clock)
+        print(f"{label:36} {sends / phase.cpu:9,.0f} sends per CPU second"
+              f" ({sends:,} sends by {CONNECTIONS:,} users at {SEND_RATE:g}/s: {phase.describe()})")
     control.send(_QUIT)
 
 

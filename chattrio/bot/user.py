@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -19,8 +20,9 @@ import trio
 from chattrio.bot import frames
 from chattrio.bot.config import Node
 from chattrio.bot.http import HttpError
+from chattrio.bot.sendclock import FinishWrite
 from chattrio.bot.stats import SeenMessage, SentMessage
-from chattrio.bot.ws import WsConnection, WsError
+from chattrio.bot.ws import UnfinishedWrite, WsConnection, WsError
 
 if TYPE_CHECKING:
     from chattrio.bot.runner import WorkerContext
@@ -69,6 +71,7 @@ class SimUser:
         self.track = RoomTrack()
         self.awaiting_subscribed = False
         self.last_received = 0.0  # trio clock
+        self.messages_sent = 0  # numbers the clientMsgIds
         self._nursery: trio.Nursery | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -90,10 +93,9 @@ class SimUser:
         ctx.user_connected(self.nodes[0])
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if ctx.config.messages_per_second > 0:
-                nursery.start_soon(self._send_loop)
             nursery.start_soon(self._keepalive)
-            await self._receive_until(ctx.leave_at)
+            with ctx.send_clock.schedule(self):
+                await self._receive_until(ctx.leave_at)
             nursery.cancel_scope.cancel()
         await self._leave()
 
@@ -172,7 +174,7 @@ class SimUser:
             conn = self.conn
             if conn is None or trio.current_time() - self.last_received < KEEPALIVE_SECONDS:
                 continue
-            await self._transmit(_encode(frames.Ping(ref="keepalive")))
+            self._send_soon(_encode(frames.Ping(ref="keepalive")))
             await trio.sleep(KEEPALIVE_SECONDS)
             if self.conn is conn and trio.current_time() - self.last_received >= 2 * KEEPALIVE_SECONDS:
                 self.ctx.ledger.inc("keepaliveTimeouts")
@@ -182,7 +184,7 @@ class SimUser:
         ctx = self.ctx
         lost_at = trio.current_time()
         if self.conn is not None:
-            conn, self.conn = self.conn, None  # first, so that the sender stops using it
+            conn, self.conn = self.conn, None  # first, so that the send clock stops using it
             await conn.aclose_now()
         ctx.ledger.inc("disconnects")
         ctx.note("disconnect", cause)
@@ -215,46 +217,56 @@ class SimUser:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        ctx = self.ctx
-        interval = 1.0 / ctx.config.messages_per_second
-        # A random phase spreads the users' sends over the interval instead of in bursts.
-        next_at = max(ctx.chat_start + random.random() * interval, trio.current_time())
-        k = 0
-        while next_at < ctx.chat_end:
-            await trio.sleep_until(next_at)
-            await self._send_new(k)
-            k += 1
-            # After a stall (reconnecting) keep the rate instead of bursting to catch up.
-            next_at = max(next_at + interval, trio.current_time())
+    def send_next(self) -> FinishWrite | None:
+        """The send clock's call at this user's turn: a new message, pending until ACKed, written
+        now when the connection takes it. Otherwise returns what finishes the write; the clock
+        waits for it before this user's next turn, as the per-user send loop used to."""
+        unfinished = self._write(self.new_message())
+        return None if unfinished is None else partial(self._finish, unfinished)
 
-    async def _send_new(self, k: int) -> None:
+    def new_message(self) -> bytes:
+        """The next SEND, recorded as sent and pending."""
         ctx = self.ctx
         now = time.time()
         # The send time rides in the clientMsgId so that any worker can compute latency.
-        cmid = f"{ctx.run_prefix}{self.index}.{k}.{int(now * 1e6)}"
+        cmid = f"{ctx.run_prefix}{self.index}.{self.messages_sent}.{int(now * 1e6)}"
+        self.messages_sent += 1
         payload = _encode(frames.Send(self.room_id, ctx.text, cmid, cmid))
         self.pending[cmid] = payload
         ctx.ledger.sent[cmid] = SentMessage(self.room_id, now)
         ctx.ledger.timeline.add("sent", now)
-        await self._transmit(payload)
+        return payload
 
-    async def _transmit(self, payload: bytes) -> None:
+    def _write(self, payload: bytes) -> UnfinishedWrite | None:
         conn = self.conn
         if conn is None:
-            return  # re-sent by _open_session once connected again
+            return None  # re-sent by _open_session once connected again
         try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                await conn.send_text(payload)
+            return conn.send_text_nowait(payload)
         except CONNECTION_ERRORS:
-            pass  # the receiver hands the broken connection back; pending survives
+            return None  # the receiver hands the broken connection back; pending survives
+
+    async def _finish(self, unfinished: UnfinishedWrite) -> None:
+        # No timeout: giving up halfway through a frame would garble every frame after it. A dead
+        # connection is closed by the keepalive or the reconnect, which ends this write.
+        try:
+            await unfinished.finish()
+        except CONNECTION_ERRORS:
+            pass
+
+    def _send_soon(self, payload: bytes) -> None:
+        """Write now if possible, else finish in the background: the caller never waits."""
+        unfinished = self._write(payload)
+        if unfinished is not None:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._finish, unfinished)
 
     async def _retry_later(self, cmid: str) -> None:
         await trio.sleep(UNAVAILABLE_RETRY_SECONDS)
         payload = self.pending.get(cmid)
         if payload is not None:
             self.ctx.ledger.inc("resent")
-            await self._transmit(payload)
+            self._send_soon(payload)
 
     # -- receiving (the hot path) -------------------------------------------------------------
 

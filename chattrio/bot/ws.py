@@ -213,9 +213,30 @@ async def _open_tcp(host: str, port: int) -> tuple[socket.socket, trio.SocketStr
     return sock, trio.SocketStream(tsock)
 
 
+class UnfinishedWrite:
+    """A frame that `send_text_nowait` could not write at once. It keeps its place on the wire:
+    nothing else is written on the connection until `finish()` has written it."""
+
+    __slots__ = ("_conn", "_rest", "_has_turn")
+
+    def __init__(self, conn: WsConnection, rest: memoryview, has_turn: bool) -> None:
+        self._conn = conn
+        self._rest = rest
+        self._has_turn = has_turn  # False: another frame was on its way, ours waits for the turn
+
+    async def finish(self) -> None:
+        conn = self._conn
+        if not self._has_turn:
+            await conn._write_turn.acquire()
+        try:
+            await conn._stream.send_all(self._rest)
+        finally:
+            conn._write_turn.release()
+
+
 class WsConnection:
-    """One client connection. Not safe for concurrent `receive`s; sends are serialised by a lock
-    so that a ping answer cannot interleave with a frame from the sender.
+    """One client connection. Not safe for concurrent `receive`s. Frames are written one at a
+    time (`_write_turn`), so a ping answer cannot land inside a SEND.
 
     In steady state a worker's shared receiver (receiver.py) reads the socket through
     `receive_nowait`; what only the owner's task can handle is left for `receive`."""
@@ -225,7 +246,9 @@ class WsConnection:
         self._stream = stream
         self._parser = FrameParser()
         self._leftover = leftover
-        self._send_lock = trio.Lock()
+        # A Semaphore, not a Lock: a write the send clock starts without waiting may have to be
+        # finished by another task, and a trio.Lock may only be released by the task holding it.
+        self._write_turn = trio.Semaphore(1)
         # Set by receive_nowait for `receive` to raise (the end of the stream, an error).
         self._failure: BaseException | None = None
         # While the shared receiver watches this socket: called before it is closed, so that the
@@ -265,8 +288,25 @@ class WsConnection:
     async def send_text(self, payload: bytes) -> None:
         await self._send_frame(encode_client_frame(OP_TEXT, payload))
 
+    def send_text_nowait(self, payload: bytes) -> UnfinishedWrite | None:
+        """Write a text frame without waiting: one system call and no task switch when nothing
+        else is being written and the kernel takes the whole frame (the normal case). Otherwise
+        returns the part still to write, which keeps its place: the caller must `finish()` it.
+        Raises OSError when the connection is broken."""
+        frame = encode_client_frame(OP_TEXT, payload)
+        if self._write_turn.value == 0:
+            return UnfinishedWrite(self, memoryview(frame), has_turn=False)
+        try:
+            sent = self._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(frame):
+            return None
+        self._write_turn.acquire_nowait()  # nothing else may be written before the rest
+        return UnfinishedWrite(self, memoryview(frame)[sent:], has_turn=True)
+
     async def _send_frame(self, frame: bytes) -> None:
-        async with self._send_lock:
+        async with self._write_turn:
             await self._stream.send_all(frame)
 
     # -- receiving ----------------------------------------------------------------------------

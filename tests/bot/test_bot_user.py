@@ -1,13 +1,17 @@
-"""A simulated user's accounting of what it receives: duplicates, order, latency, membership."""
+"""A simulated user's accounting of what it receives (duplicates, order, latency, membership) and
+of what it sends."""
 
+import socket
 import time
 
 import msgspec
+import trio
 
 from chattrio.bot.config import load_config
 from chattrio.bot.runner import WorkerContext, WorkerPlan
 from chattrio.bot.stats import SentMessage
 from chattrio.bot.user import SimUser
+from chattrio.bot.ws import WsConnection, mask_payload
 
 
 def _user():
@@ -70,3 +74,30 @@ async def test_a_message_below_the_subscription_is_a_violation():
     user.dispatch_all([subscribed, _message(49, None), _message(51, None)])
     assert ctx.ledger.counters["protocolViolations"] == 1
 
+
+async def test_send_next_records_the_message_and_writes_it_or_leaves_the_rest_to_the_clock():
+    ctx, user = _user()
+    ours, server = socket.socketpair()
+    ours.setblocking(False)
+    user.conn = WsConnection(ours, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b"")
+    assert user.send_next() is None  # written at once
+    frame = server.recv(4096)
+    head = 4 if frame[1] & 0x7F == 126 else 2  # a SEND is usually longer than 125 bytes
+    sent = msgspec.json.decode(mask_payload(frame[head + 4:], frame[head:head + 4]))
+    assert sent["type"] == "SEND" and sent["clientMsgId"] in user.pending and sent["clientMsgId"] in ctx.ledger.sent
+    # A frame the kernel only partly took holds the wire: the next message waits for it.
+    big = user.conn.send_text_nowait(b"x" * (4 << 20))
+    assert big is not None
+    finish = user.send_next()
+    assert finish is not None and len(user.pending) == 2
+    server.close()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as writers:
+            writers.start_soon(user._finish, big)
+            # The connection broke: the write ends quietly, the message stays pending.
+            writers.start_soon(finish)
+    assert len(user.pending) == 2
+    # While reconnecting the message is only recorded; _open_session re-sends it.
+    user.conn = None
+    assert user.send_next() is None and len(user.pending) == 3 and len(ctx.ledger.sent) == 3
+    assert len({cmid.split(".")[2] for cmid in user.pending}) == 3  # numbered 0, 1, 2

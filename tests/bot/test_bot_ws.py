@@ -1,12 +1,15 @@
-"""The bot's minimal WebSocket client: frame parser, masking, upgrade handshake."""
+"""The bot's minimal WebSocket client: frame parser, masking, upgrade handshake, writes."""
 
+import socket
 import struct
 
 import pytest
+import trio
+import trio.testing
 
 from chattrio.bot.ws import (
-    OP_TEXT, FrameParser, HandshakeRefused, WsError, accept_key, encode_client_frame, mask_payload,
-    parse_upgrade_response,
+    OP_PONG, OP_TEXT, FrameParser, HandshakeRefused, WsConnection, WsError, accept_key, encode_client_frame,
+    mask_payload, parse_upgrade_response,
 )
 
 
@@ -79,3 +82,76 @@ def test_upgrade_response():
     assert refused.value.status == 401
     with pytest.raises(WsError):
         parse_upgrade_response(ok.replace(b"s3pP", b"AAAA"), key)
+
+
+def _connection():
+    ours, server = socket.socketpair()
+    ours.setblocking(False)
+    return WsConnection(ours, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b""), server
+
+
+def _client_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, unmasked payload) of every client frame in `data`."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        b0, n = data[pos], data[pos + 1] & 0x7F
+        pos += 2
+        if n == 126:
+            (n,) = struct.unpack_from(">H", data, pos)
+            pos += 2
+        elif n == 127:
+            (n,) = struct.unpack_from(">Q", data, pos)
+            pos += 8
+        mask = data[pos:pos + 4]
+        out.append((b0 & 0x0F, mask_payload(data[pos + 4:pos + 4 + n], mask)))
+        pos += 4 + n
+    return out
+
+
+async def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := await trio.to_thread.run_sync(sock.recv, 1 << 20):
+        received += chunk
+    return received
+
+
+async def test_a_frame_the_kernel_takes_at_once_is_written_without_waiting():
+    conn, server = _connection()
+    assert conn.send_text_nowait(b"hello") is None
+    assert conn.send_text_nowait(b"again") is None
+    assert _client_frames(server.recv(1000)) == [(OP_TEXT, b"hello"), (OP_TEXT, b"again")]
+
+
+async def test_the_rest_of_a_partial_write_goes_out_before_any_other_frame(nursery):
+    conn, server = _connection()
+    big = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers take
+    first = conn.send_text_nowait(big)
+    assert first is not None  # part of it is written, the rest waits for the kernel
+    # Meanwhile a control frame (a ping's answer) and another text frame want the wire.
+    pong_sent = trio.Event()
+
+    async def answer_ping() -> None:
+        await conn._send_control(OP_PONG, b"pong")
+        pong_sent.set()
+
+    nursery.start_soon(answer_ping)
+    await trio.testing.wait_all_tasks_blocked()
+    queued = conn.send_text_nowait(b"third")
+    assert queued is not None  # nothing may go between: it waits its turn
+    reading = trio.Event()
+    received = []
+
+    async def read() -> None:
+        received.append(await _read_all(server))
+        reading.set()
+
+    nursery.start_soon(read)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as writers:
+            writers.start_soon(first.finish)
+            writers.start_soon(queued.finish)
+        await pong_sent.wait()
+    await conn.aclose_now()
+    await reading.wait()
+    assert _client_frames(received[0]) == [(OP_TEXT, big), (OP_PONG, b"pong"), (OP_TEXT, b"third")]
