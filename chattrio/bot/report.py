@@ -100,7 +100,7 @@ def summarize(outcome: RunOutcome) -> dict:
         "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
         "protocolViolations": c.get("protocolViolations", 0),
         "bot": {"workers": cfg.workers, "cpuSeconds": round(c.get("cpuMs", 0) / 1000, 1),
-                "loopLagMs": ledger.loop_lag.summary_ms()},
+                "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1), "loopLagMs": ledger.loop_lag.summary_ms()},
         "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
                      "latencyMs": latency_over_time},
         "server": {
@@ -156,7 +156,8 @@ def text_summary(s: dict) -> str:
         + (f"  time {_lat(r['timeMs'])}" if r["reconnects"] else ""),
     ]
     b = s["bot"]
-    lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s;"
+    lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s"
+                 f" ({b['chatCpuSeconds']} during the {s['config']['chatDurationSeconds']:g} s chat);"
                  f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms")
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
         lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection"

@@ -164,8 +164,17 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
                 await trio.sleep(LAG_PROBE_SECONDS)
                 ctx.ledger.loop_lag.record(int((trio.current_time() - before - LAG_PROBE_SECONDS) * 1e6))
 
+        async def measure_chat_cpu() -> None:
+            # The CPU the bot takes from the nodes while the figures are measured, without the
+            # logins and connections of the ramp-up.
+            await trio.sleep_until(ctx.chat_start)
+            started = time.process_time()
+            await trio.sleep_until(ctx.chat_end)
+            ctx.ledger.inc("chatCpuMs", int((time.process_time() - started) * 1000))
+
         outer.start_soon(report_progress)
         outer.start_soon(watch_loop_lag)
+        outer.start_soon(measure_chat_cpu)
         outer.start_soon(ctx.receiver.run)
         outer.start_soon(ctx.send_clock.run)
         async with trio.open_nursery() as users:
