@@ -66,6 +66,14 @@ async def eventually(condition) -> None:
             await trio.sleep(0.001)
 
 
+async def watched(receiver: Receiver, nursery, conn: WsConnection, reader: FakeReader) -> Owner:
+    """An owner task watching `conn` through the receiver, once the receiver has registered it."""
+    owner = Owner(receiver, conn, reader)
+    nursery.start_soon(owner.watch)
+    await eventually(lambda: receiver.watching == 1)
+    return owner
+
+
 @pytest.fixture
 async def receiver(nursery):
     receiver = Receiver()
@@ -76,9 +84,7 @@ async def receiver(nursery):
 async def test_text_messages_are_dispatched_without_the_owner(receiver, nursery):
     conn, server = connection()
     reader = FakeReader()
-    owner = Owner(receiver, conn, reader)
-    nursery.start_soon(owner.watch)
-    await eventually(lambda: receiver.watching == 1)
+    owner = await watched(receiver, nursery, conn, reader)
     for text in (b"one", b"two", b"three"):
         server.send(server_frame(text))
         await eventually(lambda: reader.batches and reader.batches[-1] == [text])
@@ -94,9 +100,7 @@ async def test_text_messages_are_dispatched_without_the_owner(receiver, nursery)
 async def test_a_ping_is_handed_back_to_be_answered_and_watching_resumes(receiver, nursery):
     conn, server = connection()
     reader = FakeReader()
-    owner = Owner(receiver, conn, reader)
-    nursery.start_soon(owner.watch)
-    await eventually(lambda: receiver.watching == 1)
+    owner = await watched(receiver, nursery, conn, reader)
     server.send(server_frame(b"before") + server_frame(b"hello?", opcode=0x9))
     await owner.handed_back.wait()
     assert reader.batches == [[b"before"]] and receiver.watching == 0
@@ -112,9 +116,7 @@ async def test_a_ping_is_handed_back_to_be_answered_and_watching_resumes(receive
 async def test_a_close_frame_is_handed_back_after_the_messages_before_it(receiver, nursery):
     conn, server = connection()
     reader = FakeReader()
-    owner = Owner(receiver, conn, reader)
-    nursery.start_soon(owner.watch)
-    await eventually(lambda: receiver.watching == 1)
+    owner = await watched(receiver, nursery, conn, reader)
     server.send(server_frame(b"last") + server_frame(struct.pack(">H", 1012) + b"restart", opcode=0x8))
     await owner.handed_back.wait()
     assert reader.batches == [[b"last"]] and receiver.watching == 0
@@ -126,10 +128,7 @@ async def test_a_close_frame_is_handed_back_after_the_messages_before_it(receive
 @pytest.mark.parametrize("fault", ["eof", "masked frame", "refused subscription"])
 async def test_a_broken_connection_is_handed_back_and_receive_raises(receiver, nursery, fault):
     conn, server = connection()
-    reader = FakeReader(fail_on=b"refused")
-    owner = Owner(receiver, conn, reader)
-    nursery.start_soon(owner.watch)
-    await eventually(lambda: receiver.watching == 1)
+    owner = await watched(receiver, nursery, conn, FakeReader(fail_on=b"refused"))
     if fault == "eof":
         server.close()
     elif fault == "masked frame":
@@ -144,9 +143,7 @@ async def test_a_broken_connection_is_handed_back_and_receive_raises(receiver, n
 
 async def test_closing_a_watched_connection_unregisters_it_and_wakes_the_owner(receiver, nursery):
     conn, _server = connection()
-    owner = Owner(receiver, conn, FakeReader())
-    nursery.start_soon(owner.watch)
-    await eventually(lambda: receiver.watching == 1)
+    owner = await watched(receiver, nursery, conn, FakeReader())
     await conn.aclose_now()  # as the keepalive does with a silent connection
     await owner.handed_back.wait()
     assert receiver.watching == 0
@@ -155,8 +152,7 @@ async def test_closing_a_watched_connection_unregisters_it_and_wakes_the_owner(r
     # The descriptor number is free again (and usually reused at once): no stale registration.
     again, server2 = connection()
     reader = FakeReader()
-    nursery.start_soon(Owner(receiver, again, reader).watch)
-    await eventually(lambda: receiver.watching == 1)
+    await watched(receiver, nursery, again, reader)
     server2.send(server_frame(b"new"))
     await eventually(lambda: reader.batches == [[b"new"]])
 
