@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import httpx
 import trio
 
@@ -17,16 +19,32 @@ def system_messages(client, room_id: int, user: str) -> list[str]:
     return [m["kind"] for m in client.messages(room_id, kind=None) if m["kind"] != "chat" and m["senderId"] == user]
 
 
+@asynccontextmanager
+async def watching_a_new_room(cluster, watcher: str, room_name: str):
+    """`watcher` logged in on the first node, in a room of its own; yields (client, room)."""
+    url = cluster.urls[0]
+    token = await login(url, watcher)
+    room = await create_room(url, token, room_name)
+    async with connect(url, watcher, token) as client:
+        await client.subscribe(room["id"])
+        yield client, room
+
+
+@asynccontextmanager
+async def visiting(url: str, visitor: str, room, watcher):
+    """`visitor` in the room through `url`, once `watcher` has seen them join."""
+    async with connect(url, visitor) as client:
+        await client.subscribe(room["id"])
+        await watcher.wait_until(lambda: system_messages(watcher, room["id"], visitor) == ["join"])
+        yield
+
+
 async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
     cluster = make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
     a, b = cluster.urls
-    token = await login(a, "stayer")
-    room = await create_room(a, token, "grace")
-    async with connect(a, "stayer", token) as stayer:
-        await stayer.subscribe(room["id"])
-        async with connect(b, "hopper") as hopper:
-            await hopper.subscribe(room["id"])
-            await stayer.wait_until(lambda: system_messages(stayer, room["id"], "hopper") == ["join"])
+    async with watching_a_new_room(cluster, "stayer", "grace") as (stayer, room):
+        async with visiting(b, "hopper", room, stayer):
+            pass  # in, seen joining, and gone again
         # gone, and back within the grace period on the other node: neither left nor joined again
         async with connect(a, "hopper") as hopper:
             await hopper.subscribe(room["id"])
@@ -43,13 +61,8 @@ async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
 async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
     cluster = make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
     a, b = cluster.urls
-    token = await login(a, "survivor")
-    room = await create_room(a, token, "expiry")
-    async with connect(a, "survivor", token) as survivor:
-        await survivor.subscribe(room["id"])
-        async with connect(b, "doomed") as doomed:
-            await doomed.subscribe(room["id"])
-            await survivor.wait_until(lambda: system_messages(survivor, room["id"], "doomed") == ["join"])
+    async with watching_a_new_room(cluster, "survivor", "expiry") as (survivor, room):
+        async with visiting(b, "doomed", room, survivor):
             assert sorted(await members(a, room["id"])) == ["doomed", "survivor"]
             cluster.nodes[1].kill()
             with trio.fail_after(15):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -221,14 +222,11 @@ async def test_a_write_that_never_completes_times_out(autojump_clock):
     client.close()
 
 
-async def test_drained_waits_until_half_the_buffer_is_free():
-    session = Session("alice", 100)
-    session.push(b"x" * 50)
-    with trio.fail_after(1):
-        await session.drained()  # at half: returns at once
-    session.push(b"y")
-    stream, client = _pair()
-    done = []
+@asynccontextmanager
+async def _blocked_in_drained(session: Session):
+    """A task waiting in `session.drained()`; yields (the list it appends True to once that
+    returns, the nursery it runs in)."""
+    done: list[bool] = []
 
     async def wait_drained():
         await session.drained()
@@ -237,7 +235,18 @@ async def test_drained_waits_until_half_the_buffer_is_free():
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_drained)
         await trio.testing.wait_all_tasks_blocked()
-        assert done == []  # 51 of 100 bytes pending
+        assert done == []
+        yield done, nursery
+
+
+async def test_drained_waits_until_half_the_buffer_is_free():
+    session = Session("alice", 100)
+    session.push(b"x" * 50)
+    with trio.fail_after(1):
+        await session.drained()  # at half: returns at once
+    session.push(b"y")  # 51 of 100 bytes pending
+    stream, client = _pair()
+    async with _blocked_in_drained(session) as (done, nursery):
         nursery.start_soon(session.run_writer, stream)
         assert await _read_exactly(client, 51) == b"x" * 50 + b"y"
         with trio.fail_after(5):
@@ -251,16 +260,7 @@ async def test_drained_returns_when_the_session_closes():
     session = Session("alice", 100)
     session.push(b"x" * 90)
     stream, client = _pair()
-    done = []
-
-    async def wait_drained():
-        await session.drained()
-        done.append(True)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(wait_drained)
-        await trio.testing.wait_all_tasks_blocked()
-        assert done == []
+    async with _blocked_in_drained(session) as (done, nursery):
         session.close(1000, "")  # the backlog is dropped
         nursery.start_soon(session.run_writer, stream)
     assert done == [True]

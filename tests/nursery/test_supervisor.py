@@ -62,6 +62,16 @@ def _gaps(child: FakeChild, runs: list[float]) -> list[float]:
     return [round(child.starts[i + 1] - (child.starts[i] + runs[i]), 6) for i in range(len(child.starts) - 1)]
 
 
+async def _supervise_for(seconds: float, child: FakeChild, name: str = "fanout") -> Supervisor:
+    """Supervise `child` for `seconds` of (autojump) time, then stop; returns the supervisor."""
+    supervisor = Supervisor(Registry())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.supervise, name, child)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+    return supervisor
+
+
 def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
@@ -94,13 +104,9 @@ async def test_start_returns_once_the_child_has_started(autojump_clock, jitter):
 
 
 async def test_backoff_doubles_up_to_the_cap(autojump_clock, jitter):
-    supervisor = Supervisor(Registry())
     runs = [0.0] * 10
     child = FakeChild(runs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "fanout", child)
-        await trio.sleep(200)
-        nursery.cancel_scope.cancel()
+    supervisor = await _supervise_for(200, child)
     assert len(child.starts) == 11
     assert _gaps(child, runs) == [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30]
     assert supervisor.restarts("fanout") == 10
@@ -109,60 +115,40 @@ async def test_backoff_doubles_up_to_the_cap(autojump_clock, jitter):
 
 async def test_backoff_is_jittered_by_half_either_way(autojump_clock, jitter):
     jitter.factor = 1.5
-    supervisor = Supervisor(Registry())
     runs = [0.0] * 3
     child = FakeChild(runs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "fanout", child)
-        await trio.sleep(60)
-        nursery.cancel_scope.cancel()
+    await _supervise_for(60, child)
     assert jitter.ranges == [(0.5, 1.5)] * 3
     assert _gaps(child, runs) == [0.75, 1.5, 3.0]
 
 
 async def test_real_jitter_stays_within_bounds(autojump_clock):
-    supervisor = Supervisor(Registry())
     runs = [0.0] * 6
     child = FakeChild(runs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "fanout", child)
-        await trio.sleep(200)
-        nursery.cancel_scope.cancel()
+    await _supervise_for(200, child)
     for gap, base in zip(_gaps(child, runs), [0.5, 1, 2, 4, 8, 16]):
         assert 0.5 * base <= gap <= 1.5 * base
 
 
 async def test_backoff_resets_after_a_healthy_run(autojump_clock, jitter):
-    supervisor = Supervisor(Registry())
     runs = [0.0, 0.0, 0.0, HEALTHY_AFTER + 1, 0.0]
     child = FakeChild(runs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "outbox", child)
-        await trio.sleep(100)
-        nursery.cancel_scope.cancel()
+    await _supervise_for(100, child, "outbox")
     # after the healthy fourth run the delay starts over at 0.5 (not 4), then doubles again
     assert _gaps(child, runs) == [0.5, 1, 2, 0.5, 1]
 
 
 async def test_a_short_run_does_not_reset_the_backoff(autojump_clock, jitter):
-    supervisor = Supervisor(Registry())
     runs = [0.0, 0.0, HEALTHY_AFTER, 0.0]  # exactly HEALTHY_AFTER is not "more than"
     child = FakeChild(runs)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "outbox", child)
-        await trio.sleep(100)
-        nursery.cancel_scope.cancel()
+    await _supervise_for(100, child, "outbox")
     assert _gaps(child, runs) == [0.5, 1, 2, 4]
 
 
 async def test_a_child_that_returns_is_restarted(autojump_clock, jitter):
-    supervisor = Supervisor(Registry())
     runs = [5.0, 5.0]
     child = FakeChild(runs, returns=True)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.supervise, "presence", child)
-        await trio.sleep(30)
-        nursery.cancel_scope.cancel()
+    supervisor = await _supervise_for(30, child, "presence")
     assert len(child.starts) == 3
     assert _gaps(child, runs) == [0.5, 1]
     assert supervisor.restarts("presence") == 2
