@@ -158,13 +158,8 @@ class Fanout:
                 await trio.sleep_until(paced)
                 if trio.current_time() >= next_check:
                     await self._assign(reader)
-                    await self._measure_lag(reader)
+                    self.lag = await reader.lag(self.lag)
                     next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
-
-    async def _measure_lag(self, reader) -> None:
-        lag = await reader.lag()
-        if lag is not None:
-            self.lag = lag
 
     async def _assign(self, reader) -> None:
         await reader.assign_all(self._log.positions)

@@ -62,13 +62,8 @@ class Persistence:
                     await reader.commit(batch.positions)
                 await trio.sleep_until(paced)
                 if trio.current_time() >= next_lag:
-                    await self._measure_lag(reader)
+                    self.lag = await reader.lag(self.lag)
                     next_lag = trio.current_time() + LAG_EVERY
-
-    async def _measure_lag(self, reader) -> None:
-        lag = await reader.lag()
-        if lag is not None:
-            self.lag = lag
 
     async def _store(self, batch: ReadBatch) -> None:
         messages = [message for _, message in batch.messages]

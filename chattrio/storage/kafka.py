@@ -288,9 +288,9 @@ class TopicReader:
 
         return await _bounded(assign)
 
-    async def lag(self) -> int | None:
-        """Messages the reader has not fetched yet, over its assigned partitions; None when the
-        broker did not answer (a gauge, not worth restarting a consumer for)."""
+    async def lag(self, last_known: int) -> int:
+        """Messages the reader has not fetched yet, over its assigned partitions; `last_known`
+        when the broker did not answer (a gauge, not worth restarting a consumer for)."""
 
         async def compute() -> int:
             assigned = list(self._consumer.assignment())
@@ -306,7 +306,7 @@ class TopicReader:
             return await _bounded(compute)
         except KafkaUnavailable as exc:
             log.warning("consumer lag unknown: %s", exc)
-            return None
+            return last_known
 
 
 @asynccontextmanager
