@@ -17,9 +17,11 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     KafkaError,
+    OutOfOrderSequenceNumber,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
+    UnknownProducerId,
 )
 
 from chattrio.config import Settings
@@ -38,6 +40,10 @@ FETCH_MAX_RECORDS = 5_000
 FETCH_LONG_POLL_MS = 500
 METADATA_MAX_AGE_MS = 10_000
 
+
+# The broker lost this idempotent producer's sequence state (it restarted): aiokafka keeps failing
+# every send with these, and only a producer with a new id recovers.
+_PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId)
 
 _REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
 
@@ -108,6 +114,13 @@ async def _bounded(fn, *args, timeout: float = CONNECT_TIMEOUT):
         raise KafkaUnavailable(f"Kafka unavailable: {exc!r}") from exc
 
 
+async def _start_producer(settings: Settings) -> AIOKafkaProducer:
+    """An asyncio coroutine: the producer is built on the asyncio thread, bound to its loop."""
+    producer = _new_producer(settings)
+    await producer.start()
+    return producer
+
+
 def _new_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -131,10 +144,12 @@ class _PendingSend:
 class ChatProducer:
     """Produces chat records keyed by room; concurrent sends share one bridge crossing."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, events_topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
         self._producer = producer
-        self._topic = topic
-        self._events_topic = events_topic
+        self._settings = settings
+        self._topic = settings.messages_topic
+        self._events_topic = settings.events_topic
+        self._needs_new_producer = False
         self._send_channel, self._receive_channel = trio.open_memory_channel[_PendingSend](PRODUCE_QUEUE)
 
     async def produce(self, record: ChatRecord) -> Produced:
@@ -158,6 +173,13 @@ class ChatProducer:
             await self._send_batch(batch)
 
     async def _send_batch(self, batch: list[_PendingSend]) -> None:
+        if self._needs_new_producer:
+            try:
+                await self._renew_producer()
+            except KafkaUnavailable as exc:
+                self._settle(batch, [exc] * len(batch))
+                return
+
         async def send_all() -> list:
             futures = [
                 await self._producer.send(
@@ -173,12 +195,26 @@ class ChatProducer:
                 results = await run_asyncio(send_all)
         except (KafkaError, OSError, AsyncioCancelled, trio.TooSlowError) as exc:
             results = [exc] * len(batch)
+        self._settle(batch, results)
+
+    def _settle(self, batch: list[_PendingSend], results: list) -> None:
         for pending, outcome in zip(batch, results):
             if isinstance(outcome, BaseException):
                 pending.error = outcome
             else:
                 pending.result = Produced(outcome.partition, outcome.offset, outcome.timestamp)
             pending.done.set()
+        if any(isinstance(outcome, _PRODUCER_STATE_LOST) for outcome in results):
+            self._needs_new_producer = True
+
+    async def _renew_producer(self) -> None:
+        log.warning("the broker lost the producer's state: starting a new producer")
+        await _close_quietly(self._producer.stop)
+        self._producer = await _bounded(_start_producer, self._settings)
+        self._needs_new_producer = False
+
+    async def aclose(self) -> None:
+        await _close_quietly(self._producer.stop)  # flushes what is buffered
 
     async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
         """An asyncio coroutine (called inside the outbox transaction): publish and wait for acks."""
@@ -190,20 +226,14 @@ class ChatProducer:
 
 @asynccontextmanager
 async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
-    async def start() -> AIOKafkaProducer:
-        producer = _new_producer(settings)  # on the asyncio thread: it binds to the running loop
-        await producer.start()
-        return producer
-
-    producer = await _bounded(start)
-    chat = ChatProducer(producer, settings.messages_topic, settings.events_topic)
+    chat = ChatProducer(await _bounded(_start_producer, settings), settings)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(chat.run_batches)
             yield chat
             nursery.cancel_scope.cancel()
     finally:
-        await _close_quietly(producer.stop)  # flushes what is buffered
+        await chat.aclose()
 
 
 def _decode(records_by_partition: dict, positions: dict, messages: list, events: list, topics: tuple[str, str]):
