@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500
 RECENT_ACKS = 100_000
+PRODUCE_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class ChatService:
@@ -68,6 +69,10 @@ class ChatService:
         self._recent_acks: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
+        self._produce_latency = metrics.histogram(
+            "chattrio_produce_latency_ms", "SEND handed to the producer until the broker acknowledged, milliseconds",
+            PRODUCE_LATENCY_BUCKETS_MS,
+        )
 
     def error(self, session: Session, code: str, message: str, ref: str | None) -> None:
         self._errors.inc(1, code)
@@ -200,11 +205,13 @@ class ChatService:
             session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, room_id, seq))
             return
         record = ChatRecord(msg_id, frame.room_id, session.user_id, "chat", text, frame.client_msg_id)
+        started = trio.current_time()
         try:
             produced = await self._producer.produce(record)
         except KafkaUnavailable as exc:
             log.warning("send failed: %s", exc)
             return self.error(session, "UNAVAILABLE", "message not accepted (broker unavailable), retry", frame.ref)
+        self._produce_latency.observe((trio.current_time() - started) * 1000)
         self._received.inc()
         if frame.client_msg_id is not None:
             self._recent_acks[msg_id] = (frame.room_id, produced.offset)
