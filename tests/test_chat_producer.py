@@ -1,76 +1,128 @@
-"""ChatProducer's recovery when the broker loses the idempotent producer's state (a broker
-restart): aiokafka fails every later send, so the producer is replaced. The Kafka client is a fake
-here; the decision is pure logic (the real outage is tests/test_outages.py)."""
+"""ChatProducer: librdkafka's delivery reports, which arrive on a polling thread, wake the right
+senders in Trio. The client is a fake here (the settling is pure logic); the real broker is in
+test_a_room_s_messages_go_to_the_partition_partition_of_names and tests/test_outages.py."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 
 import pytest
-from aiokafka.errors import OutOfOrderSequenceNumber
+import trio
+from confluent_kafka import KafkaError
 
-from chattrio.config import Settings
-from chattrio.models import ChatRecord
+from chattrio.config import Settings, settings_from_env
+from chattrio.models import ChatRecord, chat_record_decoder
 from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge
 
 
-class FakeRecordMetadata:
-    def __init__(self, offset: int) -> None:
-        self.partition, self.offset, self.timestamp = 0, offset, 0
+class FakeMessage:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000 + self._offset)
 
 
 class FakeProducer:
-    """Sends succeed, or fail with OutOfOrderSequenceNumber while `broken`."""
+    """Records what is produced; `deliver` queues the reports that the next poll() serves."""
 
-    def __init__(self, broken: bool) -> None:
-        self.broken = broken
-        self.stopped = False
-        self.sent = 0
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, bytes]] = []
+        self._callbacks: list = []
+        self._queued: list = []
+        self._lock = threading.Lock()
+        self.refuse = False
 
-    async def send(self, topic, value, key):
-        future = asyncio.get_running_loop().create_future()
-        if self.broken:
-            future.set_exception(OutOfOrderSequenceNumber())
-        else:
-            self.sent += 1
-            future.set_result(FakeRecordMetadata(self.sent))
-        return future
+    def produce(self, topic, value, key, on_delivery):
+        if self.refuse:
+            raise BufferError("Local: Queue full")
+        self.produced.append((topic, value, key))
+        self._callbacks.append(on_delivery)
 
-    async def stop(self) -> None:
-        self.stopped = True
+    def deliver(self, index: int, error: KafkaError | None = None) -> None:
+        with self._lock:
+            self._queued.append((self._callbacks[index], error, FakeMessage(3, 100 + index)))
+
+    def poll(self, timeout: float) -> int:
+        with self._lock:
+            queued, self._queued = self._queued, []
+        for callback, error, message in queued:
+            callback(error, message)
+        if not queued:
+            threading.Event().wait(min(timeout, 0.01))
+        return len(queued)
+
+    def flush(self, timeout: float) -> int:
+        return 0
 
 
 @pytest.fixture
-def producers(monkeypatch) -> list[FakeProducer]:
-    """Every producer the ChatProducer starts; the first one has lost its state on the broker."""
-    started: list[FakeProducer] = []
-
-    async def start(settings):
-        started.append(FakeProducer(broken=not started))
-        return started[-1]
-
-    monkeypatch.setattr(kafka, "_start_producer", start)
-    return started
+def client(monkeypatch) -> FakeProducer:
+    fake = FakeProducer()
+    monkeypatch.setattr(kafka, "Producer", lambda config: fake)
+    return fake
 
 
 def _record(n: int) -> ChatRecord:
-    return ChatRecord(f"id-{n}", 1, "alice", "chat", f"text {n}", None)
+    return ChatRecord(f"id-{n}", n, "alice", "chat", f"text {n}", None)
 
 
-async def test_a_producer_whose_state_the_broker_lost_is_replaced(producers):
-    async with open_asyncio_bridge(), kafka.open_chat_producer(Settings()) as chat:
-        with pytest.raises(kafka.KafkaUnavailable, match="OutOfOrderSequenceNumber"):
+async def test_each_sender_gets_its_own_delivery_report(client):
+    results: dict[int, kafka.Produced] = {}
+
+    async def send(n: int) -> None:
+        results[n] = await chat.produce(_record(n))
+
+    async with kafka.open_chat_producer(Settings()) as chat, trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(send, n)
+        await trio.testing.wait_all_tasks_blocked()
+        produced = {chat_record_decoder.decode(value).room_id: (index, key) for index, (_, value, key) in enumerate(client.produced)}
+        assert {room: key for room, (_, key) in produced.items()} == {0: b"0", 1: b"1", 2: b"2"}  # keyed by room
+        for index in (2, 0, 1):  # reports may come in any order
+            client.deliver(index)
+    assert {n: (r.partition, r.offset) for n, r in results.items()} == {
+        room: (3, 100 + index) for room, (index, _) in produced.items()
+    }
+
+
+async def test_a_failed_delivery_is_kafka_unavailable(client):
+    failures: list[kafka.KafkaUnavailable] = []
+
+    async def send() -> None:
+        try:
             await chat.produce(_record(1))
-        produced = await chat.produce(_record(2))  # the client retries: a new producer sends it
-    assert produced.offset == 1
-    assert len(producers) == 2
-    assert producers[0].stopped and producers[1].stopped  # the broken one at once, the new at the end
-    assert producers[1].sent == 1
+        except kafka.KafkaUnavailable as exc:
+            failures.append(exc)
+
+    async with kafka.open_chat_producer(Settings()) as chat, trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        client.deliver(0, KafkaError(KafkaError._MSG_TIMED_OUT, "Local: Message timed out"))
+    assert len(failures) == 1 and "Message timed out" in str(failures[0])
 
 
-async def test_a_working_producer_is_kept(producers):
-    async with open_asyncio_bridge(), kafka.open_chat_producer(Settings()) as chat:
-        producers[0].broken = False
-        await chat.produce(_record(1))
-        assert len(producers) == 1 and not producers[0].stopped
+async def test_a_full_queue_is_refused_at_once(client):
+    client.refuse = True
+    async with kafka.open_chat_producer(Settings()) as chat:
+        with trio.fail_after(1), pytest.raises(kafka.KafkaUnavailable, match="Queue full"):
+            await chat.produce(_record(1))
+
+
+async def test_a_room_s_messages_go_to_the_partition_partition_of_names(stack_env, run_prefix):
+    """The fan-out's resume bookkeeping (RoomLog.passed) relies on this agreement."""
+    settings = settings_from_env(stack_env, topic_prefix=f"{run_prefix}-partitions", topic_partitions=4)
+    async with open_asyncio_bridge():
+        await kafka.ensure_topics(settings)
+        async with kafka.open_chat_producer(settings) as chat:
+            for room_id in range(1, 41):
+                produced = await chat.produce(_record(room_id))
+                assert produced.partition == kafka.partition_of(room_id, 4), room_id
+
