@@ -73,6 +73,6 @@ def configure_logging(node_id: str, *, json_lines: bool, level: str) -> None:
     root.setLevel(level.upper())
     # The drivers are chatty at INFO (every rebalance, every connection); keep their warnings.
     repeats = RepeatFilter()
-    for noisy in ("aiokafka", "asyncio", "coredis"):
+    for noisy in ("aiokafka", "chattrio.kafka", "asyncio", "coredis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
         logging.getLogger(noisy).addFilter(repeats)
