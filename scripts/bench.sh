@@ -16,6 +16,8 @@
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
 #   IDLE_PER_NODE=20000 IDLE_RAMP=240          idle: connections per node, ramp-up seconds
 #   FAILOVER_USERS=100
+#   SETTLE_MAX=120              before each run: the leave grace, then up to this long for the
+#                               nodes to go quiet (under 0.05 core each for 3 s)
 #   BOT_NICE=-10                the bot runs in its own session whose scheduler autogroup gets this
 #                               niceness (as root): the nodes and Kafka saturate the cores, and with
 #                               autogroups a plain `nice` does not help against other sessions, so a
@@ -69,8 +71,36 @@ for i in 1 2 3; do
   NODE_ARGS+=(--node "http://127.0.0.1:$((BASE_PORT + i))" --pid-file "$NODES_DIR/node-$i.pid")
 done
 
+settle() {  # wait until the nodes are quiet, so a run measures neither their start-up nor the
+            # previous run's departures (announced after the leave grace, then fanned out)
+  sleep "$(( ${CHATTRIO_LEAVE_GRACE_SECONDS:-15} + 2 ))"
+  "$PY" - "$NODES_DIR" "${SETTLE_MAX:-120}" <<'PY'
+import os, sys, time
+nodes_dir, limit = sys.argv[1], float(sys.argv[2])
+pids = [open(os.path.join(nodes_dir, name)).read().strip() for name in os.listdir(nodes_dir) if name.endswith(".pid")]
+def cpu_seconds():
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+started = time.monotonic()
+quiet = 0
+while quiet < 3 and time.monotonic() - started < limit:
+    before = cpu_seconds()
+    time.sleep(1)
+    quiet = quiet + 1 if cpu_seconds() - before < 0.05 * len(pids) else 0
+state = "quiet" if quiet >= 3 else "still busy"
+print(f"[bench.sh] nodes {state} after {time.monotonic() - started:.0f} s", file=sys.stderr)
+PY
+}
+
 bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG; returns the bot's status
   local rc=0
+  settle
   setsid -w bash -c 'echo "$0" > /proc/self/autogroup 2>/dev/null || true; exec nice -n "$0" "$@"' \
     "${BOT_NICE:--10}" "$PY" -m chattrio bot "${NODE_ARGS[@]}" --out "$OUT" --bench-log "$BENCH_LOG" "$@" || rc=$?
   return "$rc"
