@@ -24,7 +24,8 @@ from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
-from chattrio.bot.stats import Ledger, Timeline
+from chattrio.bot.frames import ChatMessage
+from chattrio.bot.stats import Ledger, RoomMessageSeen, SeenMessage, Timeline
 from chattrio.bot.user import SimUser
 
 PROGRESS_INTERVAL = 1.0
@@ -32,6 +33,9 @@ LAG_PROBE_SECONDS = 0.1
 SETUP_ATTEMPTS = 4
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
+# Distinct ROOM_MESSAGE frames a worker keeps decoded: far more than arrive while a message
+# reaches all of its room's members.
+ROOM_MESSAGES_REMEMBERED = 8192
 _HOT_COUNTERS = ("duplicates", "outOfOrder", "delivered")
 
 
@@ -82,6 +86,7 @@ class WorkerContext:
         self.leave_at = schedule.leave_at + offset
         self.clock_offset = offset
         self.ledger = Ledger(timeline=Timeline(plan.t0))
+        self.room_messages: dict[bytes, RoomMessageSeen] = {}
         for name in _HOT_COUNTERS:
             self.ledger.counters[name] = 0
         self.stop_opening = False
@@ -91,6 +96,22 @@ class WorkerContext:
         # The steady-state hot paths of all users: run by run_worker, one task each.
         self.receiver = Receiver()
         self.send_clock = SendClock(cfg.messages_per_second, self.chat_start, self.chat_end)
+
+    def remember_room_message(self, payload: bytes, message: ChatMessage) -> RoomMessageSeen:
+        """The receive path's record of a ROOM_MESSAGE, kept for the other users who get the
+        same bytes. The send time rides at the end of the bot's clientMsgIds."""
+        cmid = message.clientMsgId
+        seen = sent_us = None
+        if cmid is not None and cmid.startswith(self.run_prefix):
+            seen = self.ledger.seen.get(cmid)
+            if seen is None:
+                seen = self.ledger.seen[cmid] = SeenMessage(message.seq)
+            sent_us = int(cmid[cmid.rindex(".") + 1:])
+        entry = RoomMessageSeen(message.roomId, message.seq, message.kind, seen, sent_us)
+        if len(self.room_messages) >= ROOM_MESSAGES_REMEMBERED:
+            self.room_messages.clear()  # the members of a room get a message within moments
+        self.room_messages[payload] = entry
+        return entry
 
     def http_pool(self, node: Node) -> HttpPool:
         pool = self._pools.get(node)

@@ -198,6 +198,20 @@ class SeenMessage:
     receivers: int = 0
 
 
+class RoomMessageSeen:
+    """One distinct ROOM_MESSAGE frame as the receive path needs it, decoded once per worker.
+    `seen` and `sent_us` are None for messages not sent by this run (join/leave, other clients)."""
+
+    __slots__ = ("room_id", "seq", "kind", "seen", "sent_us")
+
+    def __init__(self, room_id: int, seq: int, kind: str, seen: SeenMessage | None, sent_us: int | None) -> None:
+        self.room_id = room_id
+        self.seq = seq
+        self.kind = kind
+        self.seen = seen
+        self.sent_us = sent_us
+
+
 @dataclass
 class Ledger:
     """One worker's record of the run. Loss is only decided after merging every worker's

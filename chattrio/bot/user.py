@@ -21,7 +21,7 @@ from chattrio.bot import frames
 from chattrio.bot.config import Node
 from chattrio.bot.http import HttpError
 from chattrio.bot.sendclock import FinishWrite
-from chattrio.bot.stats import SeenMessage, SentMessage
+from chattrio.bot.stats import RoomMessageSeen, SentMessage
 from chattrio.bot.ws import UnfinishedWrite, WsConnection, WsError
 
 if TYPE_CHECKING:
@@ -273,78 +273,86 @@ class SimUser:
     def dispatch_all(self, payloads: list[bytes]) -> None:
         """Account for a batch of server frames. This is the bot's hot path (hundreds of
         thousands of frames per second): ROOM_MESSAGE is handled inline with local variables,
-        and latencies are recorded once per batch (one receive = one instant)."""
+        and latencies are recorded once per batch (one receive = one instant).
+
+        A node sends the same bytes to every member of a room, so a worker decodes each
+        distinct ROOM_MESSAGE once (`WorkerContext.room_messages`); every user still accounts
+        for its own copy."""
         if not payloads:
             return
         now = time.time()
         now_us = int(now * 1e6)
         ctx = self.ctx
-        ledger = ctx.ledger
+        known = ctx.room_messages
         track = self.track
         seen_seqs = track.seen
         highest = track.highest
         # Before the first SUBSCRIBED anything goes (live frames may overtake it).
         floor = track.first_last_seq if track.first_last_seq is not None else -1
-        seen_messages = ledger.seen
-        prefix = ctx.run_prefix
         room_id = self.room_id
         latencies: list[int] = []
         duplicates = out_of_order = 0
         for payload in payloads:
-            try:
-                frame = _decode(payload)
-            except msgspec.DecodeError as exc:
-                ctx.protocol_violation(f"undecodable server frame ({exc}): {payload[:300]!r}")
+            message = known.get(payload)
+            if message is None:
+                message = self._first_sight(payload, now)
+                if message is None:
+                    if track.first_last_seq is not None:
+                        floor = track.first_last_seq  # it may have been our SUBSCRIBED
+                    continue
+            if message.room_id != room_id:
+                ctx.protocol_violation(f"{self.user_id} got a message of room {message.room_id}, not entered")
                 continue
-            if type(frame) is frames.RoomMessage:
-                m = frame.message
-                if m.roomId != room_id:
-                    ctx.protocol_violation(f"{self.user_id} got a message of room {m.roomId}, not entered")
-                    continue
-                seq = m.seq
-                if seq in seen_seqs:
-                    duplicates += 1
-                    continue
-                seen_seqs.add(seq)
-                if seq <= floor:
-                    # Covered by neither our subscription (lastSeq) nor a `since` replay.
-                    ctx.protocol_violation(f"{self.user_id} got {m.kind} seq {seq} live after SUBSCRIBED"
-                                           f" lastSeq={floor} (no since)")
-                if seq < highest:
-                    out_of_order += 1
-                else:
-                    highest = seq
-                cmid = m.clientMsgId
-                if cmid is None or not cmid.startswith(prefix):
-                    continue  # join/leave, or a message from outside this run
-                seen = seen_messages.get(cmid)
-                if seen is None:
-                    seen_messages[cmid] = SeenMessage(seq, 1)
-                elif seen.seq != seq:
-                    duplicates += 1  # the same clientMsgId stored twice
-                    continue
-                else:
-                    seen.receivers += 1
-                # The send time rides at the end of the clientMsgId.
-                latencies.append(now_us - int(cmid[cmid.rindex(".") + 1:]))
-            elif type(frame) is frames.Ack:
-                self._on_ack(frame, now)
-            elif type(frame) is frames.Subscribed:
-                self._on_subscribed(frame)
-                if track.first_last_seq is not None:
-                    floor = track.first_last_seq
-            elif type(frame) is frames.Error:
-                self._on_error(frame)
-            # session-info, ROOM_CREATED, UNSUBSCRIBED and PONG need nothing
+            seq = message.seq
+            if seq in seen_seqs:
+                duplicates += 1
+                continue
+            seen_seqs.add(seq)
+            if seq <= floor:
+                # Covered by neither our subscription (lastSeq) nor a `since` replay.
+                ctx.protocol_violation(f"{self.user_id} got {message.kind} seq {seq} live after SUBSCRIBED"
+                                       f" lastSeq={floor} (no since)")
+            if seq < highest:
+                out_of_order += 1
+            else:
+                highest = seq
+            seen = message.seen
+            if seen is None:
+                continue  # join/leave, or a message from outside this run
+            if seen.seq != seq:
+                duplicates += 1  # the same clientMsgId stored twice
+                continue
+            seen.receivers += 1
+            latencies.append(now_us - message.sent_us)
         track.highest = highest
-        counters = ledger.counters
+        counters = ctx.ledger.counters
         if duplicates:
             counters["duplicates"] += duplicates
         if out_of_order:
             counters["outOfOrder"] += out_of_order
         if latencies:
             counters["delivered"] += len(latencies)
-            ledger.timeline.record_deliveries(now, latencies)
+            ctx.ledger.timeline.record_deliveries(now, latencies)
+
+    def _first_sight(self, payload: bytes, now: float) -> RoomMessageSeen | None:
+        """Decode a frame this worker has not seen yet. A ROOM_MESSAGE is returned (and
+        remembered for the other users); anything else is handled here and gives None."""
+        ctx = self.ctx
+        try:
+            frame = _decode(payload)
+        except msgspec.DecodeError as exc:
+            ctx.protocol_violation(f"undecodable server frame ({exc}): {payload[:300]!r}")
+            return None
+        if type(frame) is frames.RoomMessage:
+            return ctx.remember_room_message(payload, frame.message)
+        if type(frame) is frames.Ack:
+            self._on_ack(frame, now)
+        elif type(frame) is frames.Subscribed:
+            self._on_subscribed(frame)
+        elif type(frame) is frames.Error:
+            self._on_error(frame)
+        # session-info, ROOM_CREATED, UNSUBSCRIBED and PONG need nothing
+        return None
 
     def _on_ack(self, ack: frames.Ack, now: float) -> None:
         cmid = ack.clientMsgId

@@ -7,6 +7,8 @@ import time
 import msgspec
 import trio
 
+from chattrio.bot import runner as runner_module
+from chattrio.bot import user as user_module
 from chattrio.bot.config import load_config
 from chattrio.bot.runner import WorkerContext, WorkerPlan
 from chattrio.bot.stats import SentMessage
@@ -101,3 +103,34 @@ async def test_send_next_records_the_message_and_writes_it_or_leaves_the_rest_to
     user.conn = None
     assert user.send_next() is None and len(user.pending) == 3 and len(ctx.ledger.sent) == 3
     assert len({cmid.split(".")[2] for cmid in user.pending}) == 3  # numbered 0, 1, 2
+
+
+async def test_a_frame_is_decoded_once_per_worker_and_counted_for_every_receiver(monkeypatch):
+    cfg = load_config(["--node", "http://127.0.0.1:1", "--users", "3"])
+    ctx = WorkerContext(WorkerPlan(cfg, "run1", time.time(), [7], [0, 1, 2]))
+    users = [SimUser(ctx, i, 7, cfg.node_endpoints()) for i in range(2)] + [SimUser(ctx, 2, 8, cfg.node_endpoints())]
+    sent_us = int(time.time() * 1e6) - 5000
+    frame = _message(10, f"run1.1.0.{sent_us}")
+    decodes = []
+    real_decode = user_module._decode
+    monkeypatch.setattr(user_module, "_decode", lambda payload: decodes.append(payload) or real_decode(payload))
+    for user in users:
+        user.dispatch_all([bytes(frame)])  # equal bytes, distinct objects, as read from each socket
+    assert decodes == [frame]
+    assert ctx.ledger.seen[f"run1.1.0.{sent_us}"].receivers == 2
+    assert ctx.ledger.counters["delivered"] == 2
+    assert ctx.ledger.counters["protocolViolations"] == 1  # the user of room 8 did not enter room 7
+    assert users[1].track.highest == 10
+
+
+async def test_forgetting_decoded_frames_loses_no_accounting(monkeypatch):
+    monkeypatch.setattr(runner_module, "ROOM_MESSAGES_REMEMBERED", 2)
+    ctx, user = _user()
+    other = SimUser(ctx, 1, 7, user.nodes)
+    sent_us = int(time.time() * 1e6)
+    frames = [_message(seq, f"run1.1.{seq}.{sent_us}") for seq in range(5)]
+    user.dispatch_all(frames)
+    other.dispatch_all(frames)  # most were forgotten in between: decoded again
+    assert {v.receivers for v in ctx.ledger.seen.values()} == {2}
+    assert len(ctx.ledger.seen) == 5 and len(ctx.room_messages) <= 2
+    assert ctx.ledger.counters["duplicates"] == 0
