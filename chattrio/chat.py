@@ -39,8 +39,16 @@ from chattrio.websocket import text_frame
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500
+# A resume that needs messages this node no longer holds waits this long for them to be stored
+# (the persistence group may be catching up after an outage), polling storage at this interval.
+RESUME_CATCH_UP_TIMEOUT = 5.0
+RESUME_CATCH_UP_POLL = 0.25
 RECENT_ACKS = 100_000
 PRODUCE_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class HistoryNotStored(Exception):
+    """A resume needs messages that this node no longer holds and storage does not hold yet."""
 
 
 class ChatService:
@@ -112,6 +120,8 @@ class ChatService:
             last_seq = await self._enter_live(session, room_id, frame.since)
         except (DatabaseUnavailable, CacheUnavailable):
             return self.error(session, "UNAVAILABLE", "history unavailable for resume, retry", frame.ref)
+        except HistoryNotStored:
+            return self.error(session, "UNAVAILABLE", "history not stored yet for resume, retry", frame.ref)
         session.send(SubscribedFrame(frame.ref, frame.destination, last_seq))
 
     async def _enter_live(self, session: Session, room_id: int, since: int | None) -> int | None:
@@ -125,7 +135,7 @@ class ChatService:
         self._sessions.leave(session, room_id)
         delivered_up_to = since
         if since is not None and not self._log.covers(room_id, since):
-            delivered_up_to = await self._replay_stored(session, room_id, since)
+            delivered_up_to = await self._replay_up_to_log(session, room_id, since)
         if delivered_up_to is not None:
             for seq, frame in self._log.after(room_id, delivered_up_to):
                 session.push(frame)
@@ -142,6 +152,24 @@ class ChatService:
             last = stored if stored is None or passed is None else min(stored, passed)
         candidates = [s for s in (last, delivered_up_to) if s is not None]
         return max(candidates) if candidates else None
+
+    async def _replay_up_to_log(self, session: Session, room_id: int, since: int) -> int:
+        """Replay stored messages until storage reaches the room log, so that nothing falls
+        between the two; returns the last seq sent. Storage is a prefix of each room's messages
+        (the persistence group stores a partition in order), so once it holds the newest message
+        the log dropped, everything before the log is stored. The check and the caller's reading
+        of the log happen with no await in between."""
+        give_up_at = None
+        while True:
+            since = await self._replay_stored(session, room_id, since)
+            needed = self._log.dropped(room_id)
+            if needed is None or since >= needed or session.closing:
+                return since
+            if give_up_at is None:
+                give_up_at = trio.current_time() + RESUME_CATCH_UP_TIMEOUT
+            elif trio.current_time() >= give_up_at:
+                raise HistoryNotStored(room_id)
+            await trio.sleep(RESUME_CATCH_UP_POLL)
 
     async def _replay_stored(self, session: Session, room_id: int, since: int) -> int:
         """Send stored messages after `since` page by page; returns the last seq sent."""

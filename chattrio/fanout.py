@@ -36,13 +36,15 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class _RoomTail:
-    """The newest messages of one room, and the seq from which the tail is complete."""
+    """The newest messages of one room, the seq from which the tail is complete, and the newest
+    message this node read but no longer holds (None: none was dropped)."""
 
-    __slots__ = ("entries", "complete_from")
+    __slots__ = ("entries", "complete_from", "dropped")
 
-    def __init__(self, complete_from: int) -> None:
+    def __init__(self, complete_from: int, dropped: int | None) -> None:
         self.entries: deque[tuple[int, bytes]] = deque()
         self.complete_from = complete_from
+        self.dropped = dropped
 
 
 class RoomLog:
@@ -55,8 +57,9 @@ class RoomLog:
         self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
         self._ids: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._event_ids: OrderedDict[str, None] = OrderedDict()
-        # Rooms whose tail was forgotten: their messages before the next one are not all held.
-        self._forgotten: set[int] = set()
+        # Rooms whose tail was forgotten, with the newest seq it held: their messages before the
+        # next one are not all held.
+        self._forgotten: dict[int, int] = {}
 
     def note_start(self, partition: int, offset: int) -> None:
         self._start_offsets.setdefault(partition, offset)
@@ -74,20 +77,20 @@ class RoomLog:
             self._ids.popitem(last=False)
         tail = self._tails.get(message.room_id)
         if tail is None:
-            complete_from = (
-                message.seq if message.room_id in self._forgotten
-                else self._start_offsets.get(partition, message.seq)
-            )
-            tail = self._tails[message.room_id] = _RoomTail(complete_from)
+            dropped = self._forgotten.pop(message.room_id, None)
+            complete_from = message.seq if dropped is not None else self._start_offsets.get(partition, message.seq)
+            tail = self._tails[message.room_id] = _RoomTail(complete_from, dropped)
             if len(self._tails) > ROOMS_REMEMBERED:
-                forgotten, _ = self._tails.popitem(last=False)
-                self._forgotten.add(forgotten)
+                forgotten, old = self._tails.popitem(last=False)
+                newest = old.entries[-1][0] if old.entries else old.dropped
+                if newest is not None:
+                    self._forgotten[forgotten] = newest
         else:
             self._tails.move_to_end(message.room_id)
         tail.entries.append((message.seq, frame))
         if len(tail.entries) > RECENT_PER_ROOM:
-            dropped_seq, _ = tail.entries.popleft()
-            tail.complete_from = dropped_seq + 1
+            tail.dropped, _ = tail.entries.popleft()
+            tail.complete_from = tail.dropped + 1
         return True
 
     def first_time_event(self, event_id: str) -> bool:
@@ -102,6 +105,12 @@ class RoomLog:
         """True when every message of the room after `since` seen by this node is still held."""
         tail = self._tails.get(room_id)
         return tail is not None and tail.complete_from <= since + 1
+
+    def dropped(self, room_id: int) -> int | None:
+        """The newest message of the room this node read and no longer holds: a resume that
+        needs older messages must find up to this one in storage, or it would leave a gap."""
+        tail = self._tails.get(room_id)
+        return tail.dropped if tail is not None else self._forgotten.get(room_id)
 
     def after(self, room_id: int, since: int) -> list[tuple[int, bytes]]:
         tail = self._tails.get(room_id)

@@ -158,3 +158,28 @@ def test_passed_is_the_last_offset_read_in_the_rooms_partition():
     log.positions.update({("t.messages", p): 100 + p for p in range(4)} | {("t.events", 0): 7})
     assert log.passed(5) == 100 + partition_of(5, 4) - 1
     assert {partition_of(room, 4) for room in range(1, 200)} == {0, 1, 2, 3}
+
+
+def test_dropped_is_the_newest_message_read_and_no_longer_held(monkeypatch):
+    monkeypatch.setattr(fanout, "RECENT_PER_ROOM", 3)
+    log = RoomLog()
+    log.note_start(PARTITION, 0)
+    for seq in (1, 4, 6):
+        _record(log, 1, seq)
+    assert log.dropped(1) is None  # everything read is held
+    _record(log, 1, 9)
+    _record(log, 1, 11)
+    assert log.dropped(1) == 4  # 1 and 4 left the tail
+    assert log.dropped(2) is None  # a room never read
+
+
+def test_a_forgotten_room_remembers_what_it_dropped(monkeypatch):
+    monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 1)
+    log = RoomLog()
+    _record(log, 1, 10)
+    _record(log, 2, 11)  # room 1 forgotten with 10, its newest
+    assert log.dropped(1) == 10
+    _record(log, 1, 12)
+    assert log.dropped(1) == 10
+    _record(log, 2, 13)  # forgotten again: now 12 is the newest it held
+    assert log.dropped(1) == 12

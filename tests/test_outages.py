@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
+from chattrio.fanout import RECENT_PER_ROOM
 from client import connect, create_room, login
 from test_failover import stored_messages
 
@@ -89,4 +90,46 @@ async def test_without_kafka_send_fails_fast_and_recovers(make_cluster, stack):
                     break
                 await trio.sleep(1)
         await bob.wait_until(lambda: any(m["text"] == "kafka back" for m in bob.messages(room["id"])), timeout=60)
+    assert all(node.alive for node in cluster.nodes)
+
+
+async def test_a_resume_from_before_the_room_log_never_skips_what_is_not_stored_yet(make_cluster, stack):
+    """More messages than a node's room log holds arrive while PostgreSQL is down. A resume from
+    before them must not jump from the last stored message to the log: the node answers
+    UNAVAILABLE while storage lacks the messages in between, and replays them all once it has
+    caught up, on the same connection."""
+    cluster = make_cluster(2)
+    a, b = cluster.urls[:2]
+    tokens = {name: await login(a if name == "alice" else b, f"gap-{name}") for name in ("alice", "bob", "carol")}
+    room = (await create_room(a, tokens["alice"], "gap"))["id"]
+    total = RECENT_PER_ROOM + 44
+    async with connect(a, "gap-alice", tokens["alice"]) as alice, connect(b, "gap-carol", tokens["carol"]) as carol:
+        await alice.subscribe(room)
+        await carol.subscribe(room)
+        assert (await alice.send_chat(room, "stored", client_msg_id="gap-stored"))["type"] == "ACK"
+        await carol.wait_until(lambda: len(carol.messages(room)) == 1)
+        since = carol.messages(room)[0]["seq"]
+        with trio.fail_after(30):
+            while not any(m["text"] == "stored" for m in await stored_messages(a, room)):
+                await trio.sleep(0.2)
+        stack.stop("postgres")
+        try:
+            for n in range(total):
+                assert (await alice.send_chat(room, f"gap {n}", client_msg_id=f"gap-{n}"))["type"] == "ACK"
+            await carol.wait_until(lambda: len(carol.messages(room)) == total + 1)  # node b's log dropped some
+            async with connect(b, "gap-bob", tokens["bob"]) as bob:
+                refused = await bob.subscribe(room, since=since, ref="early")
+                assert refused["type"] == "ERROR" and refused["code"] == "UNAVAILABLE", refused
+                assert bob.messages(room) == []  # nothing of the burst before the gap is filled
+                stack.start("postgres")
+                with trio.fail_after(90):
+                    attempt = 0
+                    while (reply := await bob.subscribe(room, since=since, ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
+                        assert reply["code"] == "UNAVAILABLE", reply
+                        attempt += 1
+                        await trio.sleep(0.5)
+                await bob.wait_until(lambda: len(bob.messages(room)) >= total)
+                assert [m["text"] for m in bob.messages(room)] == [f"gap {n}" for n in range(total)]
+        finally:
+            stack.start("postgres")
     assert all(node.alive for node in cluster.nodes)
