@@ -275,6 +275,43 @@ describe('ChatClient rooms', () => {
     expect(client.getRoom(99)!.error).toEqual({ code: 'NO_SUCH_ROOM', message: 'no room 99' });
   });
 
+  it('subscribes again with the same since after UNAVAILABLE, and clears the error once in', async () => {
+    history.add(msg(1, 10), msg(1, 20));
+    client.start();
+    last().open();
+    await client.openRoom(1);
+    const ws = last();
+    const first = ws.lastOf('SUBSCRIBE');
+    expect(first.since).toBe(20);
+    ws.push({ type: 'ERROR', code: 'UNAVAILABLE', message: 'history not stored yet for resume, retry', ref: first.ref });
+    expect(client.getRoom(1)!.error?.code).toBe('UNAVAILABLE');
+    timers.advance(1000);
+    expect(ws.lastOf('SUBSCRIBE').ref).toBe(first.ref);
+    timers.advance(1000);
+    const again = ws.lastOf('SUBSCRIBE');
+    expect(again.ref).not.toBe(first.ref);
+    expect(again.since).toBe(20);
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 30) });
+    ws.push({ type: 'SUBSCRIBED', ref: again.ref, destination: again.destination, lastSeq: 30 });
+    expect(client.getRoom(1)!.error).toBeNull();
+    expect(seqs(1)).toEqual([10, 20, 30]);
+  });
+
+  it('does not subscribe again after an error other than UNAVAILABLE, or to a closed room', async () => {
+    client.start();
+    last().open();
+    await client.openRoom(99);
+    const ws = last();
+    ws.push({ type: 'ERROR', code: 'NO_SUCH_ROOM', message: 'no room 99', ref: ws.lastOf('SUBSCRIBE').ref });
+    await client.openRoom(98);
+    const sub98 = ws.lastOf('SUBSCRIBE');
+    ws.push({ type: 'ERROR', code: 'UNAVAILABLE', message: 'retry', ref: sub98.ref });
+    client.closeRoom(98);
+    const sent = ws.sent.length;
+    timers.advance(10_000);
+    expect(ws.sent.length).toBe(sent);
+  });
+
   it('unsubscribes when a room is closed', async () => {
     const ws = await openConnectedRoom(1);
     client.closeRoom(1);

@@ -141,6 +141,7 @@ type RefInfo =
   | { kind: 'other' };
 
 const OPEN = 1;
+const RESUBSCRIBE_AFTER_UNAVAILABLE_MS = 1500;
 
 /** Length in code points, as the server counts it. */
 export function textLength(text: string): number {
@@ -540,6 +541,13 @@ export class ChatClient {
     }
   }
 
+  /** The server could not replay what we miss yet (a dependency down or catching up): ask again. */
+  private resubscribeLater(room: RoomState): void {
+    this.timers.setTimeout(() => {
+      if (this.rooms.get(room.roomId) === room && room.subscribedGen === null) this.subscribeRoom(room);
+    }, RESUBSCRIBE_AFTER_UNAVAILABLE_MS);
+  }
+
   private subscribeRoom(room: RoomState): void {
     if (!this.ws || this.ws.readyState !== OPEN || this.snapshot.status !== 'connected') return;
     const since = room.list.highestSeq();
@@ -832,6 +840,7 @@ export class ChatClient {
         room.error = err;
         room.subscribedGen = null;
         this.changed(room);
+        if (err.code === 'UNAVAILABLE') this.resubscribeLater(room);
         return;
       }
     }
