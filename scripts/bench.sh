@@ -14,7 +14,9 @@
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
-#   IDLE_PER_NODE=20000 IDLE_RAMP=240          idle: connections per node, ramp-up seconds
+#   IDLE_PER_NODE=20000 IDLE_RAMP=1000         idle: connections per node, ramp-up seconds (60,000
+#                                              users at 60/s: each new user costs the servers
+#                                              ~14 ms of CPU here, and 250/s timed most out)
 #   FAILOVER_USERS=100
 #   SETTLE_MAX=120              before each run: the leave grace, then up to this long for the
 #                               nodes to go quiet (under 0.05 core each for 3 s)
@@ -157,7 +159,7 @@ for scenario in "${SCENARIOS[@]}"; do
       # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal). Rooms of
       # 20 keep the join messages' fan-out small (30 rooms of 2,000 meant tens of millions of frames).
       bot --scenario idle --users "$((per_node * 3))" --rooms "$((per_node * 3 / 20))" --rate 0 --duration 10 \
-        --ramp-up "${IDLE_RAMP:-240}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
+        --ramp-up "${IDLE_RAMP:-1000}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
       ;;
     failover)
       # Node 2 is SIGKILLed 10 s into the chat; its users must resume on nodes 1 and 3.
