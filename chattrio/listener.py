@@ -81,9 +81,10 @@ class HttpServer:
             upgraded = await self._serve_http(stream)
             if upgraded is not None:
                 await self._serve_session(stream, *upgraded)
-        except _EXPECTED_ERRORS as exc:
-            log.debug("connection ended: %r", exc)
-        except Exception:
+        except* _EXPECTED_ERRORS as ended:
+            # A session's reader and writer run in a nursery, so its errors arrive grouped.
+            log.debug("connection ended: %r", ended.exceptions[0])
+        except* Exception:
             log.exception("connection failed")
         finally:
             self._open_connections -= 1

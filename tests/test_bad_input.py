@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 import json
 import unicodedata
 import uuid
@@ -478,3 +479,42 @@ async def test_errors_are_counted_in_metrics(cluster):
             await client.send(type="NOPE", ref=f"n{n}")
         await client.wait_until(lambda: len(client.errors()) == 3)
     assert await count() - before >= 3
+
+
+# A client that vanishes -------------------------------------------------------------------------
+
+async def _raw_session_in_room(url: str, room_id: int) -> trio.socket.SocketType:
+    """A WebSocket session entered in the room, on a bare socket the test can reset."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = trio.socket.socket()
+    await sock.connect((host, int(port)))
+    token = issue_token(_user("gone"), SECRET, 3600)[0]
+    request = "".join(f"{k}: {v}\r\n" for k, v in {**WS_HEADERS, "Host": f"{host}:{port}"}.items())
+    await sock.send(f"GET /ws?token={token} HTTP/1.1\r\n{request}\r\n".encode())
+    subscribe = json.dumps({"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}", "ref": "in"}).encode()
+    assert len(subscribe) < 126
+    received = b""
+    with trio.fail_after(10):
+        while b"101 " not in received:
+            received += await sock.recv(65536)
+        await sock.send(bytes((0x81, 0x80 | len(subscribe))) + b"\0\0\0\0" + subscribe)  # zero mask
+        while b'"SUBSCRIBED"' not in received:
+            received += await sock.recv(65536)
+    return sock
+
+
+async def test_a_client_that_vanishes_mid_chat_is_not_a_node_error(cluster, room):
+    """A connection reset by the client ends that session quietly: no error log, no crash."""
+    url, node = cluster.urls[0], cluster.nodes[0]
+    failures_before = node.log_path.read_text(errors="replace").count("connection failed")
+    sock = await _raw_session_in_room(url, room["id"])
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST: the node's next read or write on it fails
+    async with connect(url, _user("talker")) as talker:
+        await talker.subscribe(room["id"])
+        for n in range(5):
+            assert (await talker.send_chat(room["id"], f"to the gone {n}"))["type"] == "ACK"
+        await _assert_alive(talker)
+    await trio.sleep(0.5)  # the node's log is written by another process
+    assert node.log_path.read_text(errors="replace").count("connection failed") == failures_before
+    assert node.alive
