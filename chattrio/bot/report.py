@@ -82,6 +82,7 @@ def summarize(outcome: RunOutcome) -> dict:
         "users": {"planned": cfg.user_count, "connected": connected, "failed": c.get("usersFailed", 0),
                   "skipped": c.get("usersSkipped", 0), "notResumed": c.get("usersNotResumed", 0),
                   "loginRetries": c.get("loginRetries", 0),
+                  "subscribeRetries": c.get("subscribeRetries", 0),
                   "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
                   "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")}},
         "messages": {"sent": sent, "acked": acked, "unacked": sent - acked, "resent": c.get("resent", 0),

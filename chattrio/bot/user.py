@@ -70,6 +70,7 @@ class SimUser:
         self.pending: dict[str, bytes] = {}  # clientMsgId -> encoded SEND, until ACKed
         self.track = RoomTrack()
         self.awaiting_subscribed = False
+        self.subscribe_unavailable = False  # the room's SUBSCRIBE was answered UNAVAILABLE: retry
         self.last_received = 0.0  # trio clock
         self.messages_sent = 0  # numbers the clientMsgIds
         self._nursery: trio.Nursery | None = None
@@ -123,15 +124,17 @@ class SimUser:
                                           CONNECT_TIMEOUT)
         try:
             await conn.send_text(_encode(frames.Subscribe(frames.ROOMS_TOPIC, ref="rooms")))
-            since = None
-            if self.track.entered:
-                since = self.track.highest if self.track.highest >= 0 else self.track.first_last_seq
-                if since is None:
-                    since = -1  # the room was empty when we entered: everything is ours
-            await conn.send_text(_encode(frames.Subscribe(self.topic, since=since, ref="room")))
+            await conn.send_text(self._room_subscribe())
             self.awaiting_subscribed = True
             with trio.fail_after(SUBSCRIBE_TIMEOUT):
                 while self.awaiting_subscribed:
+                    if self.subscribe_unavailable:
+                        # The node cannot replay what we miss yet (storage catching up, or down):
+                        # docs/protocol.md says ask again, from what we hold by now.
+                        self.subscribe_unavailable = False
+                        self.ctx.ledger.inc("subscribeRetries")
+                        await trio.sleep(UNAVAILABLE_RETRY_SECONDS)
+                        await conn.send_text(self._room_subscribe())
                     payloads = await conn.receive()
                     self.dispatch_all(payloads)
             # From here new sends go straight to `conn`; the snapshot holds the earlier ones.
@@ -145,6 +148,15 @@ class SimUser:
             await conn.aclose_now()
             raise
         self.last_received = trio.current_time()
+
+    def _room_subscribe(self) -> bytes:
+        """SUBSCRIBE to our room, resuming after the highest seq held once we have entered it."""
+        since = None
+        if self.track.entered:
+            since = self.track.highest if self.track.highest >= 0 else self.track.first_last_seq
+            if since is None:
+                since = -1  # the room was empty when we entered: everything is ours
+        return _encode(frames.Subscribe(self.topic, since=since, ref="room"))
 
     async def _receive_until(self, deadline: float) -> None:
         with trio.move_on_at(deadline):
@@ -384,5 +396,7 @@ class SimUser:
                 self._nursery.start_soon(self._retry_later, ref)
             else:
                 del self.pending[ref]  # refused for good: counted under error.<code>
+        elif ref == "room" and frame.code == "UNAVAILABLE" and self.awaiting_subscribed:
+            self.subscribe_unavailable = True
         elif ref in ("room", "rooms"):
             raise WsError(f"subscription refused: {frame.code} {frame.message}")

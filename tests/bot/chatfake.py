@@ -3,7 +3,8 @@
 wsproto so that the bot's hand-written client meets an independent implementation.
 
 Faults on demand: `kill(node)` drops every connection of a node and refuses new ones;
-`drop_next`/`duplicate_next` lose or double the next delivery to a given user.
+`drop_next`/`duplicate_next` lose or double the next delivery to a given user;
+`unavailable_next` answers a user's next room SUBSCRIBE with ERROR UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FakeChat:
         self.dead: set[int] = set()
         self.drop_next: set[str] = set()
         self.duplicate_next: set[str] = set()
+        self.unavailable_next: set[str] = set()
+        self.room_subscribes: list[tuple[str, int | None]] = []  # (user, since) of each room SUBSCRIBE
         self.urls: list[str] = []
         self._order = trio.Lock()
 
@@ -137,6 +140,11 @@ class FakeChat:
                 await client.send({"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": None})
                 return
             room = int(dest.rsplit("/", 1)[1])
+            self.room_subscribes.append((client.user_id, frame.get("since")))
+            if client.user_id in self.unavailable_next:
+                self.unavailable_next.discard(client.user_id)
+                await client.send({"type": "ERROR", "code": "UNAVAILABLE", "message": "retry", "ref": ref})
+                return
             log = self.rooms[room]
             if frame.get("since") is not None:
                 for message in log:

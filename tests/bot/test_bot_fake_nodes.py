@@ -77,3 +77,26 @@ async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     assert summary["users"]["notResumed"] == 0
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
     assert d["expected"] == d["delivered"] > 0
+
+
+async def test_a_resume_answered_unavailable_is_asked_again_on_the_same_connection(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    cfg = _config(fake.urls, "--duration", "3")
+
+    async def kill_and_refuse_the_first_resume():
+        while len(fake.clients[0]) < 3:
+            await trio.sleep(0.05)
+        await trio.sleep(0.6)  # mid-chat
+        fake.unavailable_next.update(("bot0", "bot2", "bot4"))  # the users of node 0
+        await fake.kill(0)
+
+    nursery.start_soon(kill_and_refuse_the_first_resume)
+    summary = summarize(await run(cfg, None))
+    d = summary["deliveries"]
+    assert summary["users"]["subscribeRetries"] == 3
+    assert summary["reconnects"]["reconnects"] == 3  # one each: the refusal did not drop the connection
+    resumes = [(user, since) for user, since in fake.room_subscribes if since is not None]
+    assert len(resumes) == 6 and {user for user, _ in resumes} == {"bot0", "bot2", "bot4"}
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
+    assert d["expected"] == d["delivered"] > 0
