@@ -74,7 +74,7 @@ class ChatService:
         self._presence = presence
         # Sends this node acknowledged, by message id: a retry answers the same ACK even before
         # the fan-out has read the original back (the fan-out's ids cover the other nodes' sends).
-        self._recent_acks: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._recent_acks: OrderedDict[str, int] = OrderedDict()  # message id -> seq
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
         self._produce_latency = metrics.histogram(
@@ -227,10 +227,11 @@ class ChatService:
         except InvalidInput as exc:
             return self.error(session, "BAD_TEXT", str(exc), frame.ref)
         msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)
-        already = self._recent_acks.get(msg_id) or self._log.seen(msg_id)
-        if already is not None:
-            room_id, seq = already
-            session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, room_id, seq))
+        seq = self._recent_acks.get(msg_id)
+        if seq is None:
+            seq = self._log.seen(msg_id)
+        if seq is not None:  # a retried send: the id includes the room, so this is the same room
+            session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, seq))
             return
         record = ChatRecord(msg_id, frame.room_id, session.user_id, "chat", text, frame.client_msg_id)
         started = trio.current_time()
@@ -242,7 +243,7 @@ class ChatService:
         self._produce_latency.observe((trio.current_time() - started) * 1000)
         self._received.inc()
         if frame.client_msg_id is not None:
-            self._recent_acks[msg_id] = (frame.room_id, produced.offset)
+            self._recent_acks[msg_id] = produced.offset
             if len(self._recent_acks) > RECENT_ACKS:
                 self._recent_acks.popitem(last=False)
         session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))

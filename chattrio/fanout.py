@@ -37,14 +37,30 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 class _RoomTail:
     """The newest messages of one room, the seq from which the tail is complete, and the newest
-    message this node read but no longer holds (None: none was dropped)."""
+    message this node read but no longer holds (None: none was dropped).
 
-    __slots__ = ("entries", "complete_from", "dropped")
+    Seqs and frames sit in two deques rather than one of pairs: a pair is a new object for the
+    garbage collector to visit per message and node (docs/architecture.md, "Garbage collection")."""
+
+    __slots__ = ("seqs", "frames", "complete_from", "dropped")
 
     def __init__(self, complete_from: int, dropped: int | None) -> None:
-        self.entries: deque[tuple[int, bytes]] = deque()
+        self.seqs: deque[int] = deque()
+        self.frames: deque[bytes] = deque()
         self.complete_from = complete_from
         self.dropped = dropped
+
+    def append(self, seq: int, frame: bytes) -> None:
+        self.seqs.append(seq)
+        self.frames.append(frame)
+        if len(self.seqs) > RECENT_PER_ROOM:
+            self.dropped = self.seqs.popleft()
+            self.frames.popleft()
+            self.complete_from = self.dropped + 1
+
+    @property
+    def newest(self) -> int | None:
+        return self.seqs[-1] if self.seqs else None
 
 
 class RoomLog:
@@ -55,7 +71,7 @@ class RoomLog:
         self.positions: dict[tuple[str, int], int] = {}
         self._start_offsets: dict[int, int] = {}
         self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
-        self._ids: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._ids: OrderedDict[str, int] = OrderedDict()  # message id -> seq (ids are per room)
         self._event_ids: OrderedDict[str, None] = OrderedDict()
         # Rooms whose tail was forgotten, with the newest seq it held: their messages before the
         # next one are not all held.
@@ -64,15 +80,15 @@ class RoomLog:
     def note_start(self, partition: int, offset: int) -> None:
         self._start_offsets.setdefault(partition, offset)
 
-    def seen(self, message_id: str) -> tuple[int, int] | None:
-        """(room, seq) of a message already delivered, by id."""
+    def seen(self, message_id: str) -> int | None:
+        """The seq of a message already delivered, by id."""
         return self._ids.get(message_id)
 
     def record(self, partition: int, message: Message, frame: bytes) -> bool:
         """Remember a delivered message; False when its id was delivered before (a retried send)."""
         if message.id in self._ids:
             return False
-        self._ids[message.id] = (message.room_id, message.seq)
+        self._ids[message.id] = message.seq
         if len(self._ids) > IDS_REMEMBERED:
             self._ids.popitem(last=False)
         tail = self._tails.get(message.room_id)
@@ -82,15 +98,12 @@ class RoomLog:
             tail = self._tails[message.room_id] = _RoomTail(complete_from, dropped)
             if len(self._tails) > ROOMS_REMEMBERED:
                 forgotten, old = self._tails.popitem(last=False)
-                newest = old.entries[-1][0] if old.entries else old.dropped
+                newest = old.newest if old.newest is not None else old.dropped
                 if newest is not None:
                     self._forgotten[forgotten] = newest
         else:
             self._tails.move_to_end(message.room_id)
-        tail.entries.append((message.seq, frame))
-        if len(tail.entries) > RECENT_PER_ROOM:
-            tail.dropped, _ = tail.entries.popleft()
-            tail.complete_from = tail.dropped + 1
+        tail.append(message.seq, frame)
         return True
 
     def first_time_event(self, event_id: str) -> bool:
@@ -116,7 +129,7 @@ class RoomLog:
         tail = self._tails.get(room_id)
         if tail is None:
             return []
-        return [(seq, frame) for seq, frame in tail.entries if seq > since]
+        return [(seq, frame) for seq, frame in zip(tail.seqs, tail.frames) if seq > since]
 
     def passed(self, room_id: int) -> int | None:
         """The last offset of the room's partition the fan-out has read: any message of the room
@@ -129,7 +142,7 @@ class RoomLog:
 
     def last_seq(self, room_id: int) -> int | None:
         tail = self._tails.get(room_id)
-        return tail.entries[-1][0] if tail is not None and tail.entries else None
+        return tail.newest if tail is not None else None
 
 
 class Fanout:
