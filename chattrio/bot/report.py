@@ -45,6 +45,13 @@ def _chat_window_rate(series: list[int], first: int, last: int) -> float:
     return sum(window) / len(window) if window else 0.0
 
 
+def _when(second: int | None, timeline: dict) -> str:
+    """Where in the run the worst lag was, against the chat window."""
+    if second is None:
+        return ""
+    return f" (second {second}; the chat is seconds {timeline['chatStartSecond']}-{timeline['chatEndSecond']})"
+
+
 def summarize(outcome: RunOutcome) -> dict:
     cfg = outcome.config
     ledger = outcome.ledger
@@ -62,6 +69,8 @@ def summarize(outcome: RunOutcome) -> dict:
             latency_over_time[f"p{q:g}"].append(round(h.percentile(q) / 1000, 3) if h.count else None)
     chat_first = int(sched.chat_start - sched.t0)
     chat_last = int(sched.chat_end - sched.t0)
+    lag_max_ms = [round(us / 1000, 1) for us in timeline.loop_lag_max]
+    worst_lag_second = max(range(len(lag_max_ms)), key=lag_max_ms.__getitem__) if lag_max_ms else None
     acked = ledger.ack.count
     sent = len(ledger.sent)
     connected = c.get("usersConnected", 0)
@@ -101,9 +110,10 @@ def summarize(outcome: RunOutcome) -> dict:
         "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
         "protocolViolations": c.get("protocolViolations", 0),
         "bot": {"workers": cfg.workers, "cpuSeconds": round(c.get("cpuMs", 0) / 1000, 1),
-                "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1), "loopLagMs": ledger.loop_lag.summary_ms()},
+                "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1), "loopLagMs": ledger.loop_lag.summary_ms(),
+                "loopLagMaxSecond": worst_lag_second},
         "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
-                     "latencyMs": latency_over_time},
+                     "latencyMs": latency_over_time, "loopLagMaxMs": lag_max_ms},
         "server": {
             "nodes": nodes,
             "metrics": {"start": start, "peak": peak, "end": end},
@@ -159,7 +169,8 @@ def text_summary(s: dict) -> str:
     b = s["bot"]
     lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s"
                  f" ({b['chatCpuSeconds']} during the {s['config']['chatDurationSeconds']:g} s chat);"
-                 f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms")
+                 f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms"
+                 + _when(b["loopLagMaxSecond"], s["timeline"]))
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
         lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection"
                      f" (nodes' connections at peak: {s['server']['connectionsAtPeak']})")
@@ -279,6 +290,8 @@ def html_report(s: dict) -> str:
         svg_line_chart("Sends and ACKs per second", {"sent/s": t.get("sent", []), "acked/s": t.get("acked", [])},
                        "per second"),
         svg_line_chart("End-to-end latency over time (by second of receipt)", t["latencyMs"], "ms"),
+        svg_line_chart("The bot's event-loop lag, worst per second (a stall of the bot, not of the servers)",
+                       {"lag max": t.get("loopLagMaxMs", [])}, "ms"),
         svg_bar_chart("Latency percentiles",
                       {"end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
                        "ack": {p: s["latencyMs"]["ack"][p] for p in pct}}),

@@ -204,7 +204,9 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], N
             while True:
                 before = trio.current_time()
                 await trio.sleep(LAG_PROBE_SECONDS)
-                ctx.ledger.loop_lag.record(int((trio.current_time() - before - LAG_PROBE_SECONDS) * 1e6))
+                lag_us = int((trio.current_time() - before - LAG_PROBE_SECONDS) * 1e6)
+                ctx.ledger.loop_lag.record(lag_us)
+                ctx.ledger.timeline.note_loop_lag(time.time(), lag_us)
 
         async def measure_chat_cpu() -> None:
             # The CPU the bot takes from the nodes while the figures are measured, without the

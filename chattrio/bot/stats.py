@@ -125,14 +125,16 @@ class Histogram:
 
 
 class Timeline:
-    """Counts and latency per whole second since the run's start (wall clock)."""
+    """Counts, latency and the worst event-loop lag per whole second since the run's start (wall
+    clock). The lag says when the bot itself stalled, which the lag histogram alone does not."""
 
-    __slots__ = ("t0", "counts", "latency")
+    __slots__ = ("t0", "counts", "latency", "loop_lag_max")
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.counts: dict[str, list[int]] = {"sent": [], "acked": [], "delivered": []}
         self.latency: list[Histogram] = []
+        self.loop_lag_max: list[int] = []  # microseconds, the worst of any worker
 
     def _second(self, now: float) -> int:
         return max(0, int(now - self.t0))
@@ -143,6 +145,13 @@ class Timeline:
         if s >= len(series):
             series.extend([0] * (s + 1 - len(series)))
         series[s] += n
+
+    def note_loop_lag(self, now: float, lag_us: int) -> None:
+        s = self._second(now)
+        series = self.loop_lag_max
+        if s >= len(series):
+            series.extend([0] * (s + 1 - len(series)))
+        series[s] = max(series[s], lag_us)
 
     def record_deliveries(self, now: float, latencies: list[int]) -> None:
         self.add("delivered", now, len(latencies))
@@ -171,15 +180,19 @@ class Timeline:
             self.latency.extend(Histogram() for _ in range(len(other.latency) - len(self.latency)))
         for mine, theirs in zip(self.latency, other.latency):
             mine.merge(theirs)
+        for s, lag_us in enumerate(other.loop_lag_max):
+            self.note_loop_lag(self.t0 + s, lag_us)
 
     def to_wire(self) -> dict:
-        return {"t0": self.t0, "counts": self.counts, "latency": [h.to_wire() for h in self.latency]}
+        return {"t0": self.t0, "counts": self.counts, "latency": [h.to_wire() for h in self.latency],
+                "loopLagMax": self.loop_lag_max}
 
     @classmethod
     def from_wire(cls, data: dict) -> Timeline:
         t = cls(data["t0"])
         t.counts = {k: list(v) for k, v in data["counts"].items()}
         t.latency = [Histogram.from_wire(h) for h in data["latency"]]
+        t.loop_lag_max = list(data["loopLagMax"])
         return t
 
 

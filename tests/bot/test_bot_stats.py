@@ -58,6 +58,16 @@ def test_timeline_merge():
     assert [h.count for h in a.latency] == [0, 1]
 
 
+def test_timeline_keeps_the_worst_loop_lag_of_each_second():
+    a, b = Timeline(100.0), Timeline(100.0)
+    a.note_loop_lag(100.2, 5_000)
+    a.note_loop_lag(100.7, 2_000)
+    b.note_loop_lag(100.1, 3_000)
+    b.note_loop_lag(102.5, 900_000)
+    a.merge(Timeline.from_wire(b.to_wire()))
+    assert a.loop_lag_max == [5_000, 0, 900_000]
+
+
 def _ledger(members, sent, seen):
     return Ledger(members=members, sent=sent, seen=seen)
 
