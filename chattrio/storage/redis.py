@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0
 RECENT_PER_ROOM = 300
+# A heartbeat covers a node's memberships in calls of at most this many. One call for every
+# session held Redis for the whole node's list, and built it as one burst of objects (two keys
+# and two arguments a membership, and the client's encoding of each), enough at 1,700 sessions
+# to trigger a young collection on every node at once (docs/architecture.md, "Garbage collection").
+HEARTBEAT_MEMBERSHIPS_PER_CALL = 500
 
 _CACHE_MESSAGES = """
 local keep = tonumber(ARGV[1])
@@ -239,13 +244,13 @@ class RedisStore:
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
         """Extend (room, user, session) memberships by `ttl` seconds."""
-        if not memberships:
-            return
-        keys, args = [], [_now_ms() + int(ttl * 1000)]
-        for room_id, user_id, session_id in memberships:
-            keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
-            args += [user_id, session_id]
-        await self._script("heartbeat", keys, args)
+        expires_at = _now_ms() + int(ttl * 1000)
+        for start in range(0, len(memberships), HEARTBEAT_MEMBERSHIPS_PER_CALL):
+            keys, args = [], [expires_at]
+            for room_id, user_id, session_id in memberships[start:start + HEARTBEAT_MEMBERSHIPS_PER_CALL]:
+                keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+                args += [user_id, session_id]
+            await self._script("heartbeat", keys, args)
 
     async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
         keys = [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
