@@ -21,10 +21,9 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0
 RECENT_PER_ROOM = 300
-# A heartbeat covers a node's memberships in calls of at most this many. One call for every
-# session held Redis for the whole node's list, and built it as one burst of objects (two keys
-# and two arguments a membership, and the client's encoding of each), enough at 1,700 sessions
-# to trigger a young collection on every node at once (docs/architecture.md, "Garbage collection").
+# A heartbeat covers a node's memberships in calls of at most this many, as a sweep covers rooms
+# in bounded calls: one script for every session of a node (20,000 in the idle benchmark) holds
+# Redis, and every other node's presence and cache calls, for the whole list.
 HEARTBEAT_MEMBERSHIPS_PER_CALL = 500
 
 _CACHE_MESSAGES = """
