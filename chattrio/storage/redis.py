@@ -93,20 +93,25 @@ if redis.call('ZCARD', KEYS[2]) == 0 and redis.call('ZREM', KEYS[1], ARGV[2]) ==
 return 0
 """
 
-# KEYS: room users, one key per room. ARGV: now ms, then each room's user-sessions key prefix.
+# KEYS: the set of rooms with presence, then each room's users. ARGV: now ms, then per room its
+# user-sessions key prefix and its id.
 # The periodic sweep of many rooms in one round trip: removes users whose heartbeats all expired
 # and returns them as (room index, user) pairs, flattened; a user is returned by one caller only.
+# A room left with nobody leaves the set, so the sweep covers the rooms people are in, not every
+# room anyone ever entered (an enter adds it back in the same script that adds the user).
 _SWEEP_GONE = """
 local gone = {}
-for i, key in ipairs(KEYS) do
+for i = 2, #KEYS do
+  local key, prefix, room = KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1]
   for _, user in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1])) do
-    local sessions = ARGV[i + 1] .. user
+    local sessions = prefix .. user
     redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
     if redis.call('ZCARD', sessions) == 0 and redis.call('ZREM', key, user) == 1 then
-      table.insert(gone, i)
+      table.insert(gone, i - 1)
       table.insert(gone, user)
     end
   end
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', KEYS[1], room) end
 end
 return gone
 """
@@ -262,11 +267,14 @@ class RedisStore:
         return bool(await self._script("remove_if_gone", keys, [_now_ms(), user_id]))
 
     async def sweep_gone(self, room_ids: Sequence[int]) -> list[tuple[int, str]]:
-        """Remove every user whose sessions all expired, in these rooms; returns (room, user)."""
+        """Remove every user whose sessions all expired, in these rooms; returns (room, user).
+        A room with nobody left in it leaves `presence_rooms`."""
         if not room_ids:
             return []
-        keys = [self._room_users_key(room_id) for room_id in room_ids]
-        args = [_now_ms(), *(self._user_sessions_prefix(room_id) for room_id in room_ids)]
+        keys = [self._presence_rooms_key, *(self._room_users_key(room_id) for room_id in room_ids)]
+        args = [_now_ms()]
+        for room_id in room_ids:
+            args += [self._user_sessions_prefix(room_id), room_id]
         reply = await self._script("sweep_gone", keys, args)
         return [(room_ids[int(index) - 1], user.decode()) for index, user in zip(reply[::2], reply[1::2])]
 
