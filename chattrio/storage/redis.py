@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0
 RECENT_PER_ROOM = 300
-# A heartbeat covers a node's memberships in calls of at most this many, as a sweep covers rooms
-# in bounded calls: one script for every session of a node (20,000 in the idle benchmark) holds
-# Redis, and every other node's presence and cache calls, for the whole list.
-HEARTBEAT_MEMBERSHIPS_PER_CALL = 500
 
 _CACHE_MESSAGES = """
 local keep = tonumber(ARGV[1])
@@ -248,13 +244,13 @@ class RedisStore:
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
         """Extend (room, user, session) memberships by `ttl` seconds."""
-        expires_at = _now_ms() + int(ttl * 1000)
-        for start in range(0, len(memberships), HEARTBEAT_MEMBERSHIPS_PER_CALL):
-            keys, args = [], [expires_at]
-            for room_id, user_id, session_id in memberships[start:start + HEARTBEAT_MEMBERSHIPS_PER_CALL]:
-                keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
-                args += [user_id, session_id]
-            await self._script("heartbeat", keys, args)
+        if not memberships:
+            return
+        keys, args = [], [_now_ms() + int(ttl * 1000)]
+        for room_id, user_id, session_id in memberships:
+            keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+            args += [user_id, session_id]
+        await self._script("heartbeat", keys, args)
 
     async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
         keys = [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
