@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.metrics import metric_deltas
 from chattrio.bot.runner import RunOutcome
 from chattrio.bot.stats import Histogram, settle
@@ -38,6 +39,12 @@ def git_commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def _chat_cpu(host_cpu: HostCpu, first: int, last: int) -> dict[str, float | None]:
+    """The machine's mean busy and stolen cores during the chat: all processes, not only the bot."""
+    mean = host_cpu.mean(first, last)
+    return {"chatBusyCores": mean[0] if mean else None, "chatStealCores": mean[1] if mean else None}
 
 
 def _chat_window_rate(series: list[int], first: int, last: int) -> float:
@@ -84,7 +91,7 @@ def summarize(outcome: RunOutcome) -> dict:
         "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.timezone.utc).isoformat(timespec="seconds"),
         "durationSeconds": round(outcome.finished_at - outcome.started_at, 1),
         "commit": git_commit(),
-        "machine": machine_info(outcome.load_before),
+        "machine": {**machine_info(outcome.load_before), **_chat_cpu(outcome.host_cpu, chat_first, chat_last)},
         "command": cfg.command_line,
         "config": msgspec.to_builtins(cfg),
         "rooms": outcome.rooms,
@@ -113,7 +120,8 @@ def summarize(outcome: RunOutcome) -> dict:
                 "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1), "loopLagMs": ledger.loop_lag.summary_ms(),
                 "loopLagMaxSecond": worst_lag_second},
         "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
-                     "latencyMs": latency_over_time, "loopLagMaxMs": lag_max_ms},
+                     "latencyMs": latency_over_time, "loopLagMaxMs": lag_max_ms,
+                     "hostBusyCores": outcome.host_cpu.busy_cores, "hostStealCores": outcome.host_cpu.steal_cores},
         "server": {
             "nodes": nodes,
             "metrics": {"start": start, "peak": peak, "end": end},
@@ -166,6 +174,10 @@ def text_summary(s: dict) -> str:
         f"reconnects {r['reconnects']} (disconnects {r['disconnects']})"
         + (f"  time {_lat(r['timeMs'])}" if r["reconnects"] else ""),
     ]
+    mc = s["machine"]
+    if mc["chatBusyCores"] is not None:
+        lines.append(f"machine    {mc['chatBusyCores']} of {mc['cores']} cores busy during the chat (all processes),"
+                     f" {mc['chatStealCores']} stolen by the hypervisor")
     b = s["bot"]
     lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s"
                  f" ({b['chatCpuSeconds']} during the {s['config']['chatDurationSeconds']:g} s chat);"
@@ -292,6 +304,8 @@ def html_report(s: dict) -> str:
         svg_line_chart("End-to-end latency over time (by second of receipt)", t["latencyMs"], "ms"),
         svg_line_chart("The bot's event-loop lag, worst per second (a stall of the bot, not of the servers)",
                        {"lag max": t.get("loopLagMaxMs", [])}, "ms"),
+        svg_line_chart("The machine's CPUs: cores busy (all processes) and stolen by the hypervisor",
+                       {"busy": t.get("hostBusyCores", []), "stolen": t.get("hostStealCores", [])}, "cores"),
         svg_bar_chart("Latency percentiles",
                       {"end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
                        "ack": {p: s["latencyMs"]["ack"][p] for p in pct}}),
@@ -336,9 +350,13 @@ def bench_row(s: dict) -> str:
         params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
     if s["exec"]:
         params += f"; `{s['exec']['command']}` {s['exec']['secondsIntoChat']} s into the chat"
-    # The load average tells whether the machine was shared with other work during the run.
-    machine = f"{s['machine']['cores']} cores {s['machine']['cpu']}, load {s['machine']['loadAverageBefore']}"
+    # The load average and the cores busy and stolen tell whether the machine was shared with
+    # other work, or saturated, during the run.
     chatted = bool(s["messages"]["sent"])  # idle runs have no rates or latencies to show
+    mc = s["machine"]
+    machine = f"{mc['cores']} cores {mc['cpu']}, load {mc['loadAverageBefore']}"
+    if chatted and mc.get("chatBusyCores") is not None:
+        machine += f"; chat: {mc['chatBusyCores']} busy, {mc['chatStealCores']} stolen"
     cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
              f"{d['perSecondChat']}" if chatted else "-",
              "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")) if chatted else "-",

@@ -21,6 +21,7 @@ import msgspec
 import trio
 
 from chattrio.bot.config import BotConfig, Node
+from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.receiver import Receiver
@@ -250,6 +251,7 @@ class RunOutcome:
     started_at: float
     finished_at: float
     load_before: float  # 1-minute load average at the start: was the machine busy with other work?
+    host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
 
 
 async def _setup_request(pool: HttpPool, method: str, path: str, body: object | None = None,
@@ -341,6 +343,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     # Leave the workers time to start (imports take ~0.3 s per process) before the first user.
     t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
     schedule = Schedule.of(cfg, t0)
+    host_cpu = HostCpu(t0)
     plans = [WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers)))
              for w in range(cfg.workers)]
     progress: list[dict[str, int]] = [{} for _ in plans]
@@ -378,6 +381,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)
         nursery.start_soon(sample_peak)
+        nursery.start_soon(host_cpu.run)
         if cfg.exec_command:
             nursery.start_soon(run_exec)
         async with trio.open_nursery() as workers:
@@ -393,4 +397,4 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
         assert ledger is not None
         merged.merge(ledger)
     return RunOutcome(run_id, cfg, schedule, merged, notes, room_ids, metrics, rss, exec_result,
-                      started_at, time.time(), load_before)
+                      started_at, time.time(), load_before, host_cpu)

@@ -31,10 +31,13 @@ async def test_clean_run_delivers_everything(nursery, tmp_path):
     json_path, html_path = write_reports(summary, str(tmp_path))
     assert json.loads(json_path.read_text())["deliveries"]["delivered"] == d["delivered"]
     page = html_path.read_text()
-    assert page.count("<svg") == 5 and "http" not in page.split("<body>")[0].replace("xmlns", "")
+    assert page.count("<svg") == 6 and "http" not in page.split("<body>")[0].replace("xmlns", "")
     lag = summary["timeline"]["loopLagMaxMs"]
     assert lag and summary["bot"]["loopLagMaxSecond"] == lag.index(max(lag))
     assert f"(second {lag.index(max(lag))}; the chat is seconds" in text_summary(summary)
+    # The machine's CPUs during the chat: the bot itself was busy, so more than nothing.
+    assert summary["machine"]["chatBusyCores"] > 0 and summary["machine"]["chatStealCores"] >= 0
+    assert "cores busy during the chat" in text_summary(summary)
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Benchmarks\n\nintro\n")
     append_bench_row(summary, str(bench))
