@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import struct
 
+import msgspec
 import pytest
 import trio
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Producer
 
 from chattrio.config import settings_from_env
@@ -15,7 +18,7 @@ from chattrio.models import ChatRecord
 from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, partition_of
-from chattrio.storage.partition_reader import open_partition_reader
+from chattrio.storage.partition_reader import PartitionReader, _Cursor, open_partition_reader
 
 _topics = itertools.count()
 
@@ -151,3 +154,76 @@ async def test_an_unreachable_broker_is_an_error_at_assignment(stack_env, run_pr
     async with open_partition_reader(settings) as reader:
         with pytest.raises(KafkaUnavailable):
             await reader.assign_all({})
+
+
+# Parsing fetch responses: pure logic on responses built here, for the paths one local broker
+# does not produce (a moved leader, aborted transactions, an unexpected error).
+
+
+def _record_batch(base_offset: int, texts: list[str]) -> bytes:
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for delta, text in enumerate(texts):
+        builder.append(delta, 1_700_000_000_000, b"9", msgspec.json.encode(_record(9, text)), [])
+    batch = builder.build()
+    struct.pack_into(">q", batch, 0, base_offset)  # the broker's offset; the CRC does not cover it
+    return bytes(batch)
+
+
+def _fetch_response(topic: str, partitions: list[tuple[int, int, int, bytes]]) -> bytes:
+    """(partition, error, aborted transactions, records) in Fetch v4's layout, after the correlation id."""
+    parts = [struct.pack(">ii", 0, 1), struct.pack(">h", len(topic)), topic.encode(), struct.pack(">i", len(partitions))]
+    for partition, error, aborted, records in partitions:
+        parts.append(struct.pack(">ihqqi", partition, error, 100, 100, aborted))
+        parts += [struct.pack(">qq", 7, 0)] * aborted
+        parts.append(struct.pack(">i", len(records)) + records)
+    return b"".join(parts)
+
+
+@pytest.fixture
+async def offline_reader():
+    settings = settings_from_env({}, topic_prefix="offline")
+    async with trio.open_nursery() as nursery:
+        reader = PartitionReader(settings, nursery)
+        reader._positions = {(settings.messages_topic, p): 5 for p in range(3)}
+        yield reader, settings.messages_topic
+
+
+def _parse(reader: PartitionReader, response: bytes) -> ReadBatch:
+    batch = ReadBatch([], [], {})
+    reader._parse_fetch(_Cursor(response, 0), batch)
+    return batch
+
+
+async def test_records_after_aborted_transactions_and_below_the_position(offline_reader):
+    reader, topic = offline_reader
+    response = _fetch_response(topic, [
+        (0, 0, 2, _record_batch(3, ["three", "four", "five", "six"])),  # fetched from 5: 3 and 4 are old
+        (1, 0, 0, b""),
+    ])
+    batch = _parse(reader, response)
+    assert [(p, m.text, m.seq) for p, m in batch.messages] == [(0, "five", 5), (0, "six", 6)]
+    assert batch.positions == {(topic, 0): 7}
+    assert reader._positions[(topic, 0)] == 7 and reader._positions[(topic, 1)] == 5
+
+
+async def test_a_moved_leader_asks_for_metadata_and_keeps_the_other_partitions(offline_reader):
+    reader, topic = offline_reader
+    response = _fetch_response(topic, [(0, 6, 0, b""), (1, 0, 0, _record_batch(5, ["hello"]))])
+    batch = _parse(reader, response)
+    assert [m.text for _, m in batch.messages] == ["hello"]
+    assert reader._metadata_stale
+    assert reader._positions[(topic, 0)] == 5
+
+
+async def test_an_unexpected_partition_error_is_kafka_unavailable(offline_reader):
+    reader, topic = offline_reader
+    with pytest.raises(KafkaUnavailable, match="error 87"):
+        _parse(reader, _fetch_response(topic, [(2, 87, 0, b"")]))
+
+
+async def test_a_corrupt_batch_is_kafka_unavailable(offline_reader):
+    reader, topic = offline_reader
+    batch = bytearray(_record_batch(5, ["hello"]))
+    batch[-3] ^= 0xFF  # inside the record, covered by the CRC
+    with pytest.raises(KafkaUnavailable, match="corrupt"):
+        _parse(reader, _fetch_response(topic, [(0, 0, 0, bytes(batch))]))
