@@ -158,12 +158,19 @@ class ChatService:
         between the two; returns the last seq sent. Storage is a prefix of each room's messages
         (the persistence group stores a partition in order), so once it holds the newest message
         the log dropped, everything before the log is stored. The check and the caller's reading
-        of the log happen with no await in between."""
+        of the log happen with no await in between.
+
+        A node that started after messages it never read (its fan-out starts at the end) has
+        dropped nothing of them: for those, storage must have stored the room's partition up to
+        where the fan-out started, checked before the replay that relies on it."""
         give_up_at = None
         while True:
-            since = await self._replay_stored(session, room_id, since)
+            start = self._log.partition_start(room_id)
+            never_read = start is not None and since + 1 < start[1]  # some of the room predates the fan-out
+            stored_to_start = not never_read or await self._stored_to(start)
+            since = await self._replay_stored(session, room_id, since, from_database=never_read)
             needed = self._log.dropped(room_id)
-            if needed is None or since >= needed or session.closing:
+            if session.closing or (stored_to_start and (needed is None or since >= needed)):
                 return since
             if give_up_at is None:
                 give_up_at = trio.current_time() + RESUME_CATCH_UP_TIMEOUT
@@ -171,11 +178,20 @@ class ChatService:
                 raise HistoryNotStored(room_id)
             await trio.sleep(RESUME_CATCH_UP_POLL)
 
-    async def _replay_stored(self, session: Session, room_id: int, since: int) -> int:
-        """Send stored messages after `since` page by page; returns the last seq sent."""
+    async def _stored_to(self, partition_offset: tuple[int, int]) -> bool:
+        """True when storage has stored the partition up to the offset. A partition with no
+        stored offset yet (nothing stored since the table exists) is trusted, as before."""
+        partition, offset = partition_offset
+        stored = await self._db.stored_offset(self._settings.messages_topic, partition)
+        return stored is None or stored >= offset
+
+    async def _replay_stored(self, session: Session, room_id: int, since: int, from_database: bool = False) -> int:
+        """Send stored messages after `since` page by page; returns the last seq sent. The
+        Redis cache is written after PostgreSQL, so a replay that must see everything stored by
+        now reads PostgreSQL (`from_database`)."""
         cursor = since
         while True:
-            page = await self._stored_after(room_id, cursor)
+            page = await self._stored_after(room_id, cursor, from_database)
             for message in page:
                 session.push(text_frame(encode_frame(RoomMessageFrame(message))))
                 cursor = message.seq
@@ -183,7 +199,9 @@ class ChatService:
                 return cursor
             await session.drained()
 
-    async def _stored_after(self, room_id: int, since: int) -> list[Message]:
+    async def _stored_after(self, room_id: int, since: int, from_database: bool) -> list[Message]:
+        if from_database:
+            return await self._db.messages_after(room_id, since, RESUME_PAGE)
         try:
             oldest, cached = await self._cache.recent_messages(room_id, since)
             if oldest is not None and oldest <= since:

@@ -140,6 +140,17 @@ class RoomLog:
         position = self.positions.get((self._topic, partition_of(room_id, partition_count)))
         return None if position is None else position - 1
 
+    def partition_start(self, room_id: int) -> tuple[int, int] | None:
+        """(partition, offset) where this node's fan-out started reading the room's partition:
+        the room's messages before that offset reach this node only through storage. None
+        before the partitions are assigned."""
+        partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
+        if not partition_count:
+            return None
+        partition = partition_of(room_id, partition_count)
+        start = self._start_offsets.get(partition)
+        return None if start is None else (partition, start)
+
     def last_seq(self, room_id: int) -> int | None:
         tail = self._tails.get(room_id)
         return tail.newest if tail is not None else None

@@ -67,19 +67,21 @@ class Persistence:
 
     async def _store(self, batch: ReadBatch) -> None:
         messages = [message for _, message in batch.messages]
-        new = await self._store_with_retry(messages)
+        topic = self._settings.messages_topic
+        next_offsets = {partition: offset for (name, partition), offset in batch.positions.items() if name == topic}
+        new = await self._store_with_retry(messages, next_offsets)
         self._stored.inc(len(new))
         self._redelivered.inc(len(messages) - len(new))
         await self._cache_messages(new)
         await self._cache_events(batch)
 
-    async def _store_with_retry(self, messages: list[Message]) -> list[Message]:
+    async def _store_with_retry(self, messages: list[Message], next_offsets: dict[int, int]) -> list[Message]:
         """PostgreSQL may be restarting: keep the batch and retry for a while before giving up."""
         delay = 0.2
         with trio.fail_after(STORE_RETRY_FOR):
             while True:
                 try:
-                    return await self._db.store_messages(messages)
+                    return await self._db.store_messages(messages, self._settings.messages_topic, next_offsets)
                 except DatabaseUnavailable as exc:
                     log.warning("storing %d messages failed, retrying in %.1fs: %s", len(messages), delay, exc)
                     await trio.sleep(delay * random.uniform(0.5, 1.5))

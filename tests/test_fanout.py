@@ -160,6 +160,18 @@ def test_passed_is_the_last_offset_read_in_the_rooms_partition():
     assert {partition_of(room, 4) for room in range(1, 200)} == {0, 1, 2, 3}
 
 
+def test_partition_start_is_where_the_fan_out_began_reading_the_rooms_partition():
+    from chattrio.storage.kafka import partition_of
+
+    log = RoomLog("t.messages")
+    assert log.partition_start(5) is None  # nothing assigned yet
+    log.positions.update({("t.messages", p): 100 + p for p in range(4)})
+    for p in range(4):
+        log.note_start(p, 50 + p)
+    log.note_start(partition_of(5, 4), 999)  # later assignments keep the first start
+    assert log.partition_start(5) == (partition_of(5, 4), 50 + partition_of(5, 4))
+
+
 def test_dropped_is_the_newest_message_read_and_no_longer_held(monkeypatch):
     monkeypatch.setattr(fanout, "RECENT_PER_ROOM", 3)
     log = RoomLog()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from contextlib import asynccontextmanager
 
 import httpx
@@ -138,4 +139,66 @@ async def test_a_resume_from_before_the_room_log_never_skips_what_is_not_stored_
                 assert [m["text"] for m in bob.messages(room)] == [f"gap {n}" for n in range(total)]
         finally:
             stack.start("postgres")
+    assert all(node.alive for node in cluster.nodes)
+
+
+@asynccontextmanager
+async def inserts_blocked(stack, table: str):
+    """Hold an EXCLUSIVE lock on `table` from another session: reads go on, inserts wait."""
+    dsn = stack.env["CHATTRIO_PG_DSN"]
+    holder = await trio.lowlevel.open_process(
+        ["psql", dsn, "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    granted = (f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass"
+               " AND mode = 'ExclusiveLock' AND granted")
+    try:
+        await holder.stdin.send_all(f"BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE;\n".encode())
+        with trio.fail_after(10):
+            while (await trio.run_process(["psql", dsn, "-Atc", granted], capture_stdout=True)).stdout.strip() != b"1":
+                await trio.sleep(0.1)
+        yield
+    finally:
+        with trio.move_on_after(10) as cleanup:
+            cleanup.shield = True
+            await holder.stdin.send_all(b"ROLLBACK;\n")
+            await holder.stdin.aclose()
+            await holder.wait()
+        holder.kill()
+
+
+async def test_a_resume_on_a_node_started_after_unstored_messages_waits_for_storage(make_cluster, stack):
+    """A node's fan-out starts at the end of the log, so a node started after messages it never
+    read holds none of them, and has dropped none either. A resume from before them must not end
+    at the last stored message: the node answers UNAVAILABLE until storage has the room's
+    partition up to where its fan-out started, then replays them."""
+    cluster = make_cluster(2)
+    a, b = cluster.urls[:2]
+    cluster.nodes[1].kill()
+    tokens = {name: await login(a, f"late-{name}") for name in ("alice", "bob")}
+    room = (await create_room(a, tokens["alice"], "late"))["id"]
+    async with connect(a, "late-alice", tokens["alice"]) as alice:
+        await alice.subscribe(room)
+        assert (await alice.send_chat(room, "stored", client_msg_id="late-stored"))["type"] == "ACK"
+        with trio.fail_after(30):
+            while not (stored := [m for m in await stored_messages(a, room) if m["text"] == "stored"]):
+                await trio.sleep(0.2)
+        since = stored[0]["seq"]
+        async with inserts_blocked(stack, "messages"):
+            for n in range(5):
+                assert (await alice.send_chat(room, f"late {n}", client_msg_id=f"late-{n}"))["type"] == "ACK"
+            cluster.nodes[1].start()
+            await trio.to_thread.run_sync(cluster.nodes[1].wait_ready)
+            async with connect(b, "late-bob", tokens["bob"]) as bob:
+                refused = await bob.subscribe(room, since=since, ref="early")
+                assert refused["type"] == "ERROR" and refused["code"] == "UNAVAILABLE", refused
+                assert bob.messages(room) == []
+        async with connect(b, "late-bob", tokens["bob"]) as bob:
+            with trio.fail_after(60):
+                attempt = 0
+                while (reply := await bob.subscribe(room, since=resume_point(bob, room, since), ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
+                    assert reply["code"] == "UNAVAILABLE", reply
+                    attempt += 1
+                    await trio.sleep(0.5)
+            await bob.wait_until(lambda: len(bob.messages(room)) >= 5)
+            assert [m["text"] for m in bob.messages(room)] == [f"late {n}" for n in range(5)]
     assert all(node.alive for node in cluster.nodes)

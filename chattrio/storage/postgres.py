@@ -184,23 +184,46 @@ class Database:
 
     # Messages ----------------------------------------------------------------------------------
 
-    async def store_messages(self, messages: Sequence[Message]) -> list[Message]:
-        """Insert a batch; returns the messages that were new (redeliveries and retries are not)."""
-        if not messages:
+    async def store_messages(self, messages: Sequence[Message], topic: str, next_offsets: dict[int, int]) -> list[Message]:
+        """Insert a batch, and in the same transaction how far each partition is now stored
+        (`next_offsets`: partition -> the offset after the batch's last record). Returns the
+        messages that were new (redeliveries and retries are not)."""
+        if not messages and not next_offsets:
             return []
         columns = list(zip(*(_message_tuple(m) for m in messages)))
 
         async def store() -> list[str]:
-            rows = await self._pool.fetch(
-                "INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)"
-                " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],"
-                " $6::text[], $7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id::text",
-                *columns,
-            )
+            rows = []
+            async with self._pool.acquire() as conn, conn.transaction():
+                if messages:
+                    rows = await conn.fetch(
+                        "INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)"
+                        " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],"
+                        " $6::text[], $7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id::text",
+                        *columns,
+                    )
+                # A redelivered batch (after a rebalance) never moves a partition back.
+                await conn.execute(
+                    "INSERT INTO stored_offsets (topic, partition, next_offset)"
+                    " SELECT $1, * FROM unnest($2::int[], $3::bigint[])"
+                    " ON CONFLICT (topic, partition)"
+                    " DO UPDATE SET next_offset = GREATEST(stored_offsets.next_offset, EXCLUDED.next_offset)",
+                    topic, list(next_offsets), list(next_offsets.values()),
+                )
             return [r[0] for r in rows]
 
         inserted = set(await self._run(store))
         return [m for m in messages if m.id in inserted]
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        """The offset before which the partition is stored; None when nothing of it was stored
+        since stored_offsets exists."""
+        return await self._run(
+            self._pool.fetchval,
+            "SELECT next_offset FROM stored_offsets WHERE topic = $1 AND partition = $2",
+            topic,
+            partition,
+        )
 
     async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]:
         rows = await self._run(
