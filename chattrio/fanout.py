@@ -19,7 +19,8 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import ReadBatch, open_topic_reader, partition_of
+from chattrio.storage.kafka import ReadBatch, partition_of
+from chattrio.storage.partition_reader import PartitionReader, open_partition_reader
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class Fanout:
         metrics.gauge("chattrio_fanout_lag", "Messages the fan-out consumer has not fetched yet", lambda: self.lag)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with open_topic_reader(self._settings, group_id=None) as reader:
+        async with open_partition_reader(self._settings) as reader:
             await self._assign(reader)
             task_status.started()
             next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
@@ -194,7 +195,7 @@ class Fanout:
                     self.lag = await reader.lag(self.lag)
                     next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
 
-    async def _assign(self, reader) -> None:
+    async def _assign(self, reader: PartitionReader) -> None:
         await reader.assign_all(self._log.positions)
         for (topic, partition), offset in self._log.positions.items():
             if topic == self._settings.messages_topic:

@@ -1,9 +1,10 @@
-"""Kafka: the chat producer through librdkafka (confluent-kafka); topic set-up and readers through aiokafka.
+"""Kafka: the chat producer through librdkafka (confluent-kafka); topic set-up and the
+persistence group's reader through aiokafka. The fan-out's reader is partition_reader.py.
 
 The producer left aiokafka, whose protocol work ran in Python on the asyncio thread: librdkafka
 does it in C threads of its own, and acknowledges sooner (docs/architecture.md, "The Kafka
-producer"). The readers stay on aiokafka, whose fetches the callers pace; librdkafka's consumer
-delivered records here up to its long-poll wait late (p50 ~270 ms at 20 records/s).
+producer"). The group reader stays on aiokafka, whose fetches the caller paces; librdkafka's
+consumer delivered records here up to its long-poll wait late (p50 ~270 ms at 20 records/s).
 """
 
 from __future__ import annotations
@@ -273,26 +274,25 @@ async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
             nursery.cancel_scope.cancel()
 
 
-def _decode(records_by_partition: dict, positions: dict, messages: list, events: list, topics: tuple[str, str]):
+def decode_records(topic: str, partition: int, records, batch: ReadBatch, topics: tuple[str, str]) -> None:
+    """Decode one partition's records (anything with offset, timestamp and value) into `batch`."""
     messages_topic, events_topic = topics
-    for tp, records in records_by_partition.items():
-        for record in records:
-            positions[(tp.topic, tp.partition)] = record.offset + 1
-            try:
-                if tp.topic == messages_topic:
-                    chat = chat_record_decoder.decode(record.value)
-                    messages.append((tp.partition, chat.to_message(record.offset, record.timestamp)))
-                elif tp.topic == events_topic:
-                    events.append(event_decoder.decode(record.value))
-            except msgspec.DecodeError:
-                log.warning(
-                    "skipped undecodable record",
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": record.offset},
-                )
+    for record in records:
+        batch.positions[(topic, partition)] = record.offset + 1
+        try:
+            if topic == messages_topic:
+                chat = chat_record_decoder.decode(record.value)
+                batch.messages.append((partition, chat.to_message(record.offset, record.timestamp)))
+            elif topic == events_topic:
+                batch.events.append(event_decoder.decode(record.value))
+        except msgspec.DecodeError:
+            log.warning(
+                "skipped undecodable record", extra={"topic": topic, "partition": partition, "offset": record.offset}
+            )
 
 
 class TopicReader:
-    """A consumer of both topics; `fetch` crosses the bridge once per batch."""
+    """A group member reading both topics; `fetch` crosses the bridge once per batch."""
 
     def __init__(self, consumer: AIOKafkaConsumer, settings: Settings) -> None:
         self._consumer = consumer
@@ -304,7 +304,8 @@ class TopicReader:
 
         records = await _bounded(getmany, timeout=timeout + CONNECT_TIMEOUT)
         batch = ReadBatch([], [], {})
-        _decode(records, batch.positions, batch.messages, batch.events, self._topics)
+        for tp, partition_records in records.items():
+            decode_records(tp.topic, tp.partition, partition_records, batch, self._topics)
         return batch
 
     async def commit(self, positions: dict[tuple[str, int], int]) -> bool:
@@ -322,38 +323,6 @@ class TopicReader:
             log.info("offset commit skipped by a rebalance: %r", exc.__cause__)
             return False
         return True
-
-    async def assign_all(self, positions: dict[tuple[str, int], int]) -> int:
-        """Assign every partition of both topics (no consumer group), keeping known positions.
-
-        New partitions are read from their beginning, known ones from `positions`, and the rest
-        (first start) from the end. Returns the number of partitions assigned.
-        """
-
-        async def assign() -> int:
-            await self._consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self._topics
-                for p in sorted(self._consumer.partitions_for_topic(topic) or ())
-            ]
-            if set(partitions) == self._consumer.assignment():
-                return len(partitions)
-            first_time = not positions
-            self._consumer.assign(partitions)
-            for tp in partitions:
-                known = positions.get((tp.topic, tp.partition))
-                if known is not None:
-                    self._consumer.seek(tp, known)
-                elif first_time:
-                    await self._consumer.seek_to_end(tp)
-                else:
-                    await self._consumer.seek_to_beginning(tp)
-            for tp in partitions:
-                positions[(tp.topic, tp.partition)] = await self._consumer.position(tp)
-            return len(partitions)
-
-        return await _bounded(assign)
 
     async def lag(self, last_known: int) -> int:
         """Messages the reader has not fetched yet, over its assigned partitions; `last_known`
@@ -377,15 +346,15 @@ class TopicReader:
 
 
 @asynccontextmanager
-async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIterator[TopicReader]:
-    """group_id None: an unmanaged reader of every partition (fan-out); else a group member."""
+async def open_topic_reader(settings: Settings, group_id: str) -> AsyncIterator[TopicReader]:
+    """A member of consumer group `group_id`, subscribed to both topics (persistence)."""
 
     def new_consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest" if group_id else "latest",
+            auto_offset_reset="earliest",
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
             session_timeout_ms=10_000,
@@ -399,8 +368,7 @@ async def open_topic_reader(settings: Settings, group_id: str | None) -> AsyncIt
         consumer = new_consumer()
         await consumer.start()
         consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF
-        if group_id:
-            consumer.subscribe([settings.messages_topic, settings.events_topic])
+        consumer.subscribe([settings.messages_topic, settings.events_topic])
         return consumer
 
     consumer = await _bounded(start)

@@ -1,4 +1,4 @@
-"""The Kafka readers against the test stack's broker."""
+"""The persistence group's reader (aiokafka) against the test stack's broker."""
 
 from __future__ import annotations
 
@@ -25,8 +25,12 @@ async def test_a_caller_that_comes_late_gets_the_next_record_without_waiting_out
     settings = settings_from_env(stack_env, topic_prefix=f"{run_prefix}-prefetch", topic_partitions=4)
     async with open_asyncio_bridge():
         await kafka.ensure_topics(settings)
-        async with kafka.open_chat_producer(settings) as chat, kafka.open_topic_reader(settings, None) as reader:
-            await reader.assign_all({})
+        group = f"{run_prefix}-prefetch"
+        async with kafka.open_chat_producer(settings) as chat, kafka.open_topic_reader(settings, group) as reader:
+            await chat.produce(_record("zero"))
+            with trio.fail_after(20):  # joining the group takes a few seconds
+                while not (await reader.fetch(1.0)).messages:
+                    pass
             await chat.produce(_record("first"))
             await trio.sleep(0.15)
             first = await reader.fetch(1.0)

@@ -1,0 +1,229 @@
+"""The fan-out's reader (Kafka's wire protocol on Trio sockets) against the test stack's broker."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import struct
+
+import msgspec
+import pytest
+import trio
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from confluent_kafka import Producer
+
+from chattrio.config import settings_from_env
+from chattrio.models import ChatRecord
+from chattrio.storage import kafka
+from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
+from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, partition_of
+from chattrio.storage.partition_reader import PartitionReader, _Cursor, open_partition_reader
+
+_topics = itertools.count()
+
+
+@pytest.fixture
+async def kafka_settings(stack_env, run_prefix):
+    """Fresh topics of 2 partitions each, and the asyncio bridge the producer needs."""
+    settings = settings_from_env(stack_env, topic_prefix=f"{run_prefix}-reader{next(_topics)}", topic_partitions=2)
+    async with open_asyncio_bridge():
+        await kafka.ensure_topics(settings)
+        yield settings
+
+
+def _record(room: int, text: str) -> ChatRecord:
+    return ChatRecord(f"id-{room}-{text}", room, "alice", "chat", text, None)
+
+
+async def _produce(settings, *records: ChatRecord) -> None:
+    async with kafka.open_chat_producer(settings) as producer:
+        for record in records:
+            await producer.produce(record)
+
+
+async def _fetch_texts(reader, count: int, timeout: float = 10.0) -> tuple[list[str], ReadBatch]:
+    """Fetch until `count` messages arrived; their texts in order, and the last batch."""
+    texts: list[str] = []
+    with trio.fail_after(timeout):
+        while len(texts) < count:
+            batch = await reader.fetch(0.5)
+            texts += [message.text for _, message in batch.messages]
+    return texts, batch
+
+
+async def test_the_first_assignment_starts_at_the_end_and_new_records_arrive_in_order(kafka_settings):
+    await _produce(kafka_settings, _record(1, "before"))
+    positions: dict[tuple[str, int], int] = {}
+    async with open_partition_reader(kafka_settings) as reader:
+        assert await reader.assign_all(positions) == 4  # 2 partitions of each topic
+        await _produce(kafka_settings, *(_record(1, f"m{i}") for i in range(5)))
+        texts, batch = await _fetch_texts(reader, 5)
+    assert texts == [f"m{i}" for i in range(5)]
+    partition = partition_of(1, 2)
+    assert batch.positions[(kafka_settings.messages_topic, partition)] == 6  # "before" was offset 0
+    assert positions[(kafka_settings.messages_topic, partition)] == 1  # where reading started
+
+
+async def test_a_record_ends_the_long_poll_at_once(kafka_settings):
+    received = []
+    async with open_partition_reader(kafka_settings) as reader, kafka.open_chat_producer(kafka_settings) as producer:
+        await reader.assign_all({})
+        await producer.produce(_record(2, "warm-up"))  # the producer's first send sets it up
+        await _fetch_texts(reader, 1)
+
+        async def fetch() -> None:
+            received.append(await reader.fetch(1.0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            await trio.sleep(0.1)  # the fetch now waits at the broker
+            started = trio.current_time()
+            await producer.produce(_record(2, "hello"))
+        waited = trio.current_time() - started
+    assert [m.text for _, m in received[0].messages] == ["hello"]
+    assert waited < 0.3, f"the fetch returned {waited:.3f} s after the send began"
+
+
+async def test_known_positions_are_kept_and_new_partitions_are_read_from_their_beginning(kafka_settings):
+    positions: dict[tuple[str, int], int] = {}
+    async with open_partition_reader(kafka_settings) as reader:
+        await reader.assign_all(positions)
+    room_in_new_partition = next(room for room in range(1, 100) if partition_of(room, 3) == 2)
+    room_in_old_partition = next(room for room in range(1, 100) if partition_of(room, 3) == partition_of(room, 2))
+    await _produce(kafka_settings, _record(room_in_old_partition, "while away"))
+
+    async def add_partition() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({kafka_settings.messages_topic: NewPartitions(3)})
+        finally:
+            await admin.close()
+
+    await run_asyncio(add_partition)
+    await _produce(kafka_settings, _record(room_in_new_partition, "in the new partition"))
+    async with open_partition_reader(kafka_settings) as reader:
+        with trio.fail_after(10):
+            while await reader.assign_all(positions) < 5:  # the new partition may take a moment
+                await trio.sleep(0.2)
+        texts, _ = await _fetch_texts(reader, 2)
+    assert sorted(texts) == ["in the new partition", "while away"]
+    assert positions[(kafka_settings.messages_topic, 2)] == 0
+
+
+async def test_lag_counts_the_records_not_fetched_yet(kafka_settings):
+    async with open_partition_reader(kafka_settings) as reader:
+        await reader.assign_all({})
+        assert await reader.lag(-1) == 0
+        await _produce(kafka_settings, *(_record(room, "x") for room in range(1, 8)))
+        assert await reader.lag(-1) == 7
+        await _fetch_texts(reader, 7)
+        assert await reader.lag(-1) == 0
+
+
+async def test_a_position_outside_the_log_reads_on_from_the_oldest_record(kafka_settings, caplog):
+    await _produce(kafka_settings, _record(3, "kept"))
+    partition = partition_of(3, 2)
+    beyond = {(kafka_settings.messages_topic, p): 1_000 for p in range(2)}
+    async with open_partition_reader(kafka_settings) as reader:
+        await reader.assign_all(beyond)
+        with caplog.at_level(logging.WARNING, logger="chattrio.storage.partition_reader"):
+            texts, batch = await _fetch_texts(reader, 1)
+    assert texts == ["kept"]
+    assert batch.positions[(kafka_settings.messages_topic, partition)] == 1
+    assert "out of range" in caplog.text
+
+
+async def test_an_undecodable_record_is_skipped_and_the_next_one_is_delivered(kafka_settings, caplog):
+    async with open_partition_reader(kafka_settings) as reader:
+        await reader.assign_all({})
+        raw = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap, "partitioner": "murmur2_random"})
+        raw.produce(kafka_settings.messages_topic, b"not json", key=b"4")
+        await trio.to_thread.run_sync(raw.flush, 10)
+        await _produce(kafka_settings, _record(4, "fine"))
+        with caplog.at_level(logging.WARNING, logger="chattrio.storage.kafka"):
+            texts, batch = await _fetch_texts(reader, 1)
+    assert texts == ["fine"]
+    assert batch.positions[(kafka_settings.messages_topic, partition_of(4, 2))] == 2
+    assert "skipped undecodable record" in caplog.text
+
+
+async def test_an_unreachable_broker_is_an_error_at_assignment(stack_env, run_prefix):
+    settings = settings_from_env(stack_env, topic_prefix=f"{run_prefix}-nobroker", kafka_bootstrap="127.0.0.1:1")
+    async with open_partition_reader(settings) as reader:
+        with pytest.raises(KafkaUnavailable):
+            await reader.assign_all({})
+
+
+# Parsing fetch responses: pure logic on responses built here, for the paths one local broker
+# does not produce (a moved leader, aborted transactions, an unexpected error).
+
+
+def _record_batch(base_offset: int, texts: list[str]) -> bytes:
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for delta, text in enumerate(texts):
+        builder.append(delta, 1_700_000_000_000, b"9", msgspec.json.encode(_record(9, text)), [])
+    batch = builder.build()
+    struct.pack_into(">q", batch, 0, base_offset)  # the broker's offset; the CRC does not cover it
+    return bytes(batch)
+
+
+def _fetch_response(topic: str, partitions: list[tuple[int, int, int, bytes]]) -> bytes:
+    """(partition, error, aborted transactions, records) in Fetch v4's layout, after the correlation id."""
+    parts = [struct.pack(">ii", 0, 1), struct.pack(">h", len(topic)), topic.encode(), struct.pack(">i", len(partitions))]
+    for partition, error, aborted, records in partitions:
+        parts.append(struct.pack(">ihqqi", partition, error, 100, 100, aborted))
+        parts += [struct.pack(">qq", 7, 0)] * aborted
+        parts.append(struct.pack(">i", len(records)) + records)
+    return b"".join(parts)
+
+
+@pytest.fixture
+async def offline_reader():
+    settings = settings_from_env({}, topic_prefix="offline")
+    async with trio.open_nursery() as nursery:
+        reader = PartitionReader(settings, nursery)
+        reader._positions = {(settings.messages_topic, p): 5 for p in range(3)}
+        yield reader, settings.messages_topic
+
+
+def _parse(reader: PartitionReader, response: bytes) -> ReadBatch:
+    batch = ReadBatch([], [], {})
+    reader._parse_fetch(_Cursor(response, 0), batch)
+    return batch
+
+
+async def test_records_after_aborted_transactions_and_below_the_position(offline_reader):
+    reader, topic = offline_reader
+    response = _fetch_response(topic, [
+        (0, 0, 2, _record_batch(3, ["three", "four", "five", "six"])),  # fetched from 5: 3 and 4 are old
+        (1, 0, 0, b""),
+    ])
+    batch = _parse(reader, response)
+    assert [(p, m.text, m.seq) for p, m in batch.messages] == [(0, "five", 5), (0, "six", 6)]
+    assert batch.positions == {(topic, 0): 7}
+    assert reader._positions[(topic, 0)] == 7 and reader._positions[(topic, 1)] == 5
+
+
+async def test_a_moved_leader_asks_for_metadata_and_keeps_the_other_partitions(offline_reader):
+    reader, topic = offline_reader
+    response = _fetch_response(topic, [(0, 6, 0, b""), (1, 0, 0, _record_batch(5, ["hello"]))])
+    batch = _parse(reader, response)
+    assert [m.text for _, m in batch.messages] == ["hello"]
+    assert reader._metadata_stale
+    assert reader._positions[(topic, 0)] == 5
+
+
+async def test_an_unexpected_partition_error_is_kafka_unavailable(offline_reader):
+    reader, topic = offline_reader
+    with pytest.raises(KafkaUnavailable, match="error 87"):
+        _parse(reader, _fetch_response(topic, [(2, 87, 0, b"")]))
+
+
+async def test_a_corrupt_batch_is_kafka_unavailable(offline_reader):
+    reader, topic = offline_reader
+    batch = bytearray(_record_batch(5, ["hello"]))
+    batch[-3] ^= 0xFF  # inside the record, covered by the CRC
+    with pytest.raises(KafkaUnavailable, match="corrupt"):
+        _parse(reader, _fetch_response(topic, [(0, 0, 0, bytes(batch))]))
