@@ -100,6 +100,16 @@ def resume_point(client, room: int, since: int) -> int:
     return max([since] + [m["seq"] for m in client.messages(room)])
 
 
+async def resume_until_subscribed(client, room: int, since: int, timeout: float) -> None:
+    """SUBSCRIBE again, from what the refused replays sent, while the node answers UNAVAILABLE."""
+    with trio.fail_after(timeout):
+        attempt = 0
+        while (reply := await client.subscribe(room, since=resume_point(client, room, since), ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
+            assert reply["code"] == "UNAVAILABLE", reply
+            attempt += 1
+            await trio.sleep(0.5)
+
+
 async def test_a_resume_from_before_the_room_log_never_skips_what_is_not_stored_yet(make_cluster, stack):
     """More messages than a node's room log holds arrive while PostgreSQL is down. A resume from
     before them must not jump from the last stored message to the log: the node answers
@@ -129,12 +139,7 @@ async def test_a_resume_from_before_the_room_log_never_skips_what_is_not_stored_
                 assert refused["type"] == "ERROR" and refused["code"] == "UNAVAILABLE", refused
                 assert bob.messages(room) == []  # nothing of the burst before the gap is filled
                 stack.start("postgres")
-                with trio.fail_after(90):
-                    attempt = 0
-                    while (reply := await bob.subscribe(room, since=resume_point(bob, room, since), ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
-                        assert reply["code"] == "UNAVAILABLE", reply
-                        attempt += 1
-                        await trio.sleep(0.5)
+                await resume_until_subscribed(bob, room, since, timeout=90)
                 await bob.wait_until(lambda: len(bob.messages(room)) >= total)
                 assert [m["text"] for m in bob.messages(room)] == [f"gap {n}" for n in range(total)]
         finally:
@@ -193,12 +198,7 @@ async def test_a_resume_on_a_node_started_after_unstored_messages_waits_for_stor
                 assert refused["type"] == "ERROR" and refused["code"] == "UNAVAILABLE", refused
                 assert bob.messages(room) == []
         async with connect(b, "late-bob", tokens["bob"]) as bob:
-            with trio.fail_after(60):
-                attempt = 0
-                while (reply := await bob.subscribe(room, since=resume_point(bob, room, since), ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
-                    assert reply["code"] == "UNAVAILABLE", reply
-                    attempt += 1
-                    await trio.sleep(0.5)
+            await resume_until_subscribed(bob, room, since, timeout=60)
             await bob.wait_until(lambda: len(bob.messages(room)) >= 5)
             assert [m["text"] for m in bob.messages(room)] == [f"late {n}" for n in range(5)]
     assert all(node.alive for node in cluster.nodes)
