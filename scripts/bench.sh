@@ -2,8 +2,11 @@
 # `make bench`: start a dedicated local stack and 3 nodes, run the load-bot scenarios, append one
 # row per run to docs/benchmarks.md, then stop what it started. See docs/bot.md.
 #
-# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle]   (default: all, in that order)
+# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates]
+#   (default: the first five, in that order)
 #   receive: the bot's own receive path in one process (frames/s), no server involved
+#   rooms-rates: the rooms scenario at several message rates, for the largest one that keeps
+#                zero loss and p99 <= 50 ms on this machine (how far the rooms target is)
 # Environment (all optional):
 #   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55562, Redis 56509,
 #                               Kafka 59522/59523) so it never touches the dev or test stacks
@@ -14,6 +17,7 @@
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
+#   ROOMS_RATES="0.01 0.05 0.1 0.2"            rooms-rates: messages per second per user
 #   IDLE_PER_NODE=20000 IDLE_RAMP=1000         idle: connections per node, ramp-up seconds (60,000
 #                                              users at 60/s: each new user costs the servers
 #                                              ~14 ms of CPU here, and 250/s timed most out)
@@ -154,6 +158,20 @@ for scenario in "${SCENARIOS[@]}"; do
       bot --scenario rooms --users "$users" --rooms "$((users / 10))" --rate 0.2 --duration 60 \
         --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$WORKERS" || failed=1
       ;;
+    rooms-rates)
+      users="${ROOMS_USERS:-5000}" best=none
+      for rate in ${ROOMS_RATES:-0.01 0.05 0.1 0.2}; do
+        log "rooms-rates: $rate messages/s per user"
+        if bot --scenario rooms-rate --users "$users" --rooms "$((users / 10))" --rate "$rate" --duration 60 \
+            --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$WORKERS" --max-p99-ms 50; then
+          best=$rate
+        fi
+      done
+      log "rooms-rates: largest rate with zero loss and p99 <= 50 ms: $best"
+      append_note_row "rooms-rates (result)" \
+        "largest rate per user with zero loss and p99 <= 50 ms: **$best** (the rooms scenario is 0.2)" \
+        "$([[ -n "${ROOMS_RATES:-}" ]] && printf 'ROOMS_RATES="%s" ' "$ROOMS_RATES")scripts/bench.sh rooms-rates"
+      ;;
     idle)
       per_node="${IDLE_PER_NODE:-20000}"
       # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal). Rooms of
@@ -168,7 +186,7 @@ for scenario in "${SCENARIOS[@]}"; do
       scripts/cluster.sh start 2
       ;;
     *)
-      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle)"; exit 2 ;;
+      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle, rooms-rates)"; exit 2 ;;
   esac
 done
 exit "$failed"
