@@ -13,7 +13,10 @@
 #   BENCH_BASE_PORT=18500       nodes on BASE+1..BASE+3, nginx on BENCH_LB_PORT (18500)
 #   BENCH_OUT=bench-results     JSON and HTML reports
 #   BENCH_LOG=docs/benchmarks.md
-#   BENCH_WORKERS=2             bot worker processes
+#   BENCH_WORKERS=2             bot worker processes (seed, failover; idle uses twice as many)
+#   ROOMS_WORKERS=1             bot worker processes in rooms and rooms-rates: one process reads
+#                               more frames per wake-up and left the nodes 0.1 core more
+#                               (docs/benchmarks.md, "The eighth session")
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
@@ -44,6 +47,7 @@ LB_PORT="${BENCH_LB_PORT:-18500}"
 OUT="${BENCH_OUT:-bench-results}"
 BENCH_LOG="${BENCH_LOG:-docs/benchmarks.md}"
 WORKERS="${BENCH_WORKERS:-2}"
+ROOMS_WORKERS="${ROOMS_WORKERS:-1}"
 PY="$REPO/.venv/bin/python"
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(receive seed rooms failover idle)
@@ -156,14 +160,14 @@ for scenario in "${SCENARIOS[@]}"; do
     rooms)
       users="${ROOMS_USERS:-5000}"
       bot --scenario rooms --users "$users" --rooms "$((users / 10))" --rate 0.2 --duration 60 \
-        --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$WORKERS" || failed=1
+        --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$ROOMS_WORKERS" || failed=1
       ;;
     rooms-rates)
       users="${ROOMS_USERS:-5000}" best=none
       for rate in ${ROOMS_RATES:-0.01 0.05 0.1 0.2}; do
         log "rooms-rates: $rate messages/s per user"
         if bot --scenario rooms-rate --users "$users" --rooms "$((users / 10))" --rate "$rate" --duration 60 \
-            --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$WORKERS" --max-p99-ms 50; then
+            --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$ROOMS_WORKERS" --max-p99-ms 50; then
           best=$rate
         fi
       done
