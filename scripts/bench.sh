@@ -15,8 +15,8 @@
 #   BENCH_LOG=docs/benchmarks.md
 #   BENCH_WORKERS=2             bot worker processes (seed, failover; idle uses twice as many)
 #   ROOMS_WORKERS=1             bot worker processes in rooms and rooms-rates: one process reads
-#                               more frames per wake-up and left the nodes 0.1 core more
-#                               (docs/benchmarks.md, "The eighth session")
+#                               more frames per wake-up, needs 0.1 core less and gave the lower
+#                               p99 (docs/benchmarks.md, "The eighth session")
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
