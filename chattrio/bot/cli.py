@@ -1,6 +1,6 @@
 """`python -m chattrio bot ...`: run a load test and report. Exit status: 0 passed, 1 the
-thresholds (loss, duplicates, reordering, p99) were exceeded, 2 bad configuration or the run
-could not start."""
+thresholds (loss, duplicates, reordering, users not resumed, p99) were exceeded, 2 bad
+configuration or the run could not start."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ import trio
 
 from chattrio.bot.config import load_config
 from chattrio.bot.report import append_bench_row, summarize, text_summary, write_reports
-from chattrio.bot.runner import run
+from chattrio.bot.runner import Progress, run
+from chattrio.bot.stats import Histogram
 
 
-def _progress_printer(t: float, p: dict[str, int]) -> None:
-    sys.stderr.write(
-        f"\r[{t:6.1f}s] users {p.get('connected', 0)} ok {p.get('failed', 0)} failed {p.get('live', 0)} live"
-        f" | sent {p.get('sent', 0)} acked {p.get('acked', 0)} | delivered {p.get('delivered', 0)}"
-        f" | reconnects {p.get('reconnects', 0)}   "
+def progress_text(t: float, p: Progress, last_second: Histogram) -> str:
+    p99 = f"{last_second.percentile(99) / 1000:.1f} ms" if last_second.count else "-"
+    return (
+        f"[{t:6.1f}s] users {p.connected} ok {p.failed} failed {p.live} live"
+        f" | sent {p.sent} acked {p.acked} | delivered {p.delivered} (p99 {p99} in the last second)"
+        f" | reconnects {p.reconnects}"
     )
+
+
+def _progress_printer(t: float, p: Progress, last_second: Histogram) -> None:
+    sys.stderr.write(f"\r{progress_text(t, p, last_second)}   ")
     sys.stderr.flush()
 
 

@@ -27,7 +27,7 @@ from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
 from chattrio.bot.frames import ChatMessage
-from chattrio.bot.stats import Ledger, RoomMessageSeen, SeenMessage, Timeline
+from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
 from chattrio.bot.user import SimUser
 
 PROGRESS_INTERVAL = 1.0
@@ -67,6 +67,36 @@ class Schedule(msgspec.Struct, frozen=True):
 
     def user_start(self, index: int, user_count: int) -> float:
         return self.t0 + self.ramp * index / user_count
+
+
+class Progress(msgspec.Struct, kw_only=True):
+    """A worker's running totals for the live progress line, and the end-to-end latencies of
+    the last whole second (a histogram's wire form, so that workers' seconds merge exactly)."""
+    connected: int = 0
+    failed: int = 0
+    live: int = 0
+    sent: int = 0
+    acked: int = 0
+    delivered: int = 0
+    reconnects: int = 0
+    last_second_latency: dict | None = None
+
+    @classmethod
+    def combine(cls, snapshots: list[Progress]) -> tuple[Progress, Histogram]:
+        """The totals of all workers, and their last second's latencies merged."""
+        total = cls()
+        latency = Histogram()
+        for p in snapshots:
+            total.connected += p.connected
+            total.failed += p.failed
+            total.live += p.live
+            total.sent += p.sent
+            total.acked += p.acked
+            total.delivered += p.delivered
+            total.reconnects += p.reconnects
+            if p.last_second_latency is not None:
+                latency.merge(Histogram.from_wire(p.last_second_latency))
+        return total, latency
 
 
 def message_text(length: int) -> str:
@@ -146,12 +176,13 @@ class WorkerContext:
         if len(self.notes) < MAX_NOTES:
             self.notes.append(f"protocol: {text}")
 
-    def progress(self) -> dict[str, int]:
+    def progress(self) -> Progress:
         ledger = self.ledger
         c = ledger.counters
-        return {"connected": c.get("usersConnected", 0), "failed": c.get("usersFailed", 0),
-                "live": self.live, "sent": len(ledger.sent), "acked": ledger.ack.count,
-                "delivered": c.get("delivered", 0), "reconnects": c.get("reconnects", 0)}
+        return Progress(connected=c.get("usersConnected", 0), failed=c.get("usersFailed", 0),
+                        live=self.live, sent=len(ledger.sent), acked=ledger.ack.count,
+                        delivered=c.get("delivered", 0), reconnects=c.get("reconnects", 0),
+                        last_second_latency=ledger.timeline.last_complete_second(time.time()).to_wire())
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -190,7 +221,7 @@ async def freeze_while_ramping(ramp_end: float) -> None:
         gc.unfreeze()
 
 
-async def run_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], None]) -> tuple[Ledger, list[str]]:
+async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) -> tuple[Ledger, list[str]]:
     raise_fd_limit()
     ctx = WorkerContext(plan)
     cfg = plan.config
@@ -296,7 +327,7 @@ async def _run_exec(command: str, at: float, chat_start: float) -> dict:
     return {"command": command, "secondsIntoChat": into_chat, "returncode": None, "output": "timed out"}
 
 
-async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, int]], None]) -> tuple[Ledger, list[str]]:
+async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) -> tuple[Ledger, list[str]]:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -313,7 +344,7 @@ async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, 
             for line in lines:
                 message = json.loads(line)
                 if "progress" in message:
-                    on_progress(message["progress"])
+                    on_progress(msgspec.convert(message["progress"], Progress))
                 else:
                     result = message["result"]
         await proc.wait()
@@ -327,7 +358,7 @@ async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[dict[str, 
     return Ledger.from_wire(result["ledger"]), result["notes"]
 
 
-async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], None] | None) -> RunOutcome:
+async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogram], None] | None) -> RunOutcome:
     raise_fd_limit()
     run_id = secrets.token_hex(3)
     nodes = cfg.node_endpoints()
@@ -346,13 +377,13 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     host_cpu = HostCpu(t0)
     plans = [WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers)))
              for w in range(cfg.workers)]
-    progress: list[dict[str, int]] = [{} for _ in plans]
+    progress = [Progress() for _ in plans]
     ledgers: list[Ledger | None] = [None] * len(plans)
     notes: list[str] = []
     exec_result: dict | None = None
 
     async def one_worker(w: int) -> None:
-        def on_progress(snapshot: dict[str, int]) -> None:
+        def on_progress(snapshot: Progress) -> None:
             progress[w] = snapshot
         runner = run_worker if cfg.workers == 1 else _subprocess_worker
         ledgers[w], worker_notes = await runner(plans[w], on_progress)
@@ -372,11 +403,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, dict[str, int]], N
     async def show_progress() -> None:
         while progress_line is not None:
             await trio.sleep(PROGRESS_INTERVAL)
-            total: dict[str, int] = {}
-            for snapshot in progress:
-                for k, v in snapshot.items():
-                    total[k] = total.get(k, 0) + v
-            progress_line(time.time() - t0, total)
+            progress_line(time.time() - t0, *Progress.combine(progress))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)

@@ -169,6 +169,11 @@ class Timeline:
             self.latency.extend(Histogram() for _ in range(s + 1 - len(self.latency)))
         return self.latency[s]
 
+    def last_complete_second(self, now: float) -> Histogram:
+        """The latencies recorded in the whole second before `now` (empty when there were none)."""
+        s = self._second(now) - 1
+        return self.latency[s] if 0 <= s < len(self.latency) else Histogram()
+
     def merge(self, other: Timeline) -> None:
         for what, series in other.counts.items():
             mine = self.counts.setdefault(what, [])

@@ -109,3 +109,13 @@ def test_the_inlined_bucket_maths_of_record_many_matches_bucket_of():
         h = Histogram()
         h.record_many([v])
         assert list(h.counts) == [bucket_of(max(v, 0))]
+
+
+def test_the_last_complete_second_is_the_one_before_now():
+    t = Timeline(t0=1000.0)
+    t.record_deliveries(1000.5, [10])
+    t.record_deliveries(1001.2, [20, 30])
+    assert t.last_complete_second(1001.9).count == 1  # second 1 is still running
+    assert t.last_complete_second(1002.0).count == 2
+    assert t.last_complete_second(1000.3).count == 0  # no second has ended yet
+    assert t.last_complete_second(1010.0).count == 0  # quiet seconds since
