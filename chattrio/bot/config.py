@@ -28,6 +28,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     max_loss: int = 0
     max_duplicates: int = 0
     max_out_of_order: int = 0
+    # Users that lost their connection and never got a session back before leaving.
+    max_not_resumed: int = 0
     max_p99_ms: float | None = None
     # Idle capacity runs: stop opening connections after the first refusal.
     stop_on_refusal: bool = False
@@ -90,7 +92,7 @@ class Node:
 # flag -> config key; every flag defaults to None so that only flags actually given override.
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--scenario", "scenario", str, "name of the scenario, for the report"),
-    ("--user-id-prefix", "userIdPrefix", str, "user ids are PREFIX-<run>-<n>"),
+    ("--user-id-prefix", "userIdPrefix", str, "user ids are PREFIX<n>, n = 0..users-1"),
     ("--users", "userCount", int, "number of simulated users"),
     ("--ramp-up", "rampUpTimeSeconds", float, "seconds over which users connect"),
     ("--duration", "chatDurationSeconds", float, "seconds of chat after the ramp-up"),
@@ -104,6 +106,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--max-loss", "maxLoss", int, "lost deliveries tolerated"),
     ("--max-duplicates", "maxDuplicates", int, "duplicate deliveries tolerated"),
     ("--max-out-of-order", "maxOutOfOrder", int, "out-of-order deliveries tolerated"),
+    ("--max-not-resumed", "maxNotResumed", int, "users tolerated that lost their connection and never resumed"),
     ("--max-p99-ms", "maxP99Ms", float, "fail when end-to-end p99 exceeds this"),
     ("--exec", "execCommand", str, "shell command to run during the chat"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),

@@ -8,6 +8,7 @@ import html
 import json
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -147,6 +148,9 @@ def verdict(summary: dict, cfg) -> dict:
         failures.append(f"duplicates {d['duplicates']} > {cfg.max_duplicates}")
     if d["outOfOrder"] > cfg.max_out_of_order:
         failures.append(f"out of order {d['outOfOrder']} > {cfg.max_out_of_order}")
+    not_resumed = summary["users"]["notResumed"]
+    if not_resumed > cfg.max_not_resumed:
+        failures.append(f"users not resumed {not_resumed} > {cfg.max_not_resumed}")
     p99 = summary["latencyMs"]["endToEnd"]["p99"]
     if cfg.max_p99_ms is not None and p99 > cfg.max_p99_ms:
         failures.append(f"end-to-end p99 {p99} ms > {cfg.max_p99_ms} ms")
@@ -192,8 +196,9 @@ def text_summary(s: dict) -> str:
     for url, deltas in zip(s["server"]["nodes"], s["server"]["metricDeltas"]):
         counters = {k.removeprefix("chattrio_").removesuffix("_total"): round(v) for k, v in deltas.items()
                     if k.startswith("chattrio_") and "_total" in k and v}
-        lines.append(f"server     {url}: " + (", ".join(f"{k} +{v}" for k, v in counters.items())
-                                                or "no /metrics at the end"))
+        # A counter that went down means the node restarted during the run.
+        moved = ", ".join(f"{k} {v:+d}" for k, v in counters.items())
+        lines.append(f"server     {url}: " + (moved or ("no counter moved" if deltas else "no /metrics at the end")))
     if s["protocolViolations"]:
         lines.append(f"PROTOCOL   {s['protocolViolations']} violations (see notes in the JSON report)")
     v = s["verdict"]
@@ -327,7 +332,9 @@ def html_report(s: dict) -> str:
 def write_reports(s: dict, output_dir: str) -> tuple[Path, Path]:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{s['scenario']}-{s['startedAt'][:19].replace(':', '')}-{s['runId']}"
+    # The scenario is free text; in a file name only what every file system takes.
+    scenario = re.sub(r"[^A-Za-z0-9._-]", "_", s["scenario"])
+    stem = f"{scenario}-{s['startedAt'][:19].replace(':', '')}-{s['runId']}"
     json_path, html_path = out / f"{stem}.json", out / f"{stem}.html"
     json_path.write_text(json.dumps(s, indent=1))
     html_path.write_text(html_report(s))
