@@ -160,7 +160,7 @@ for scenario in "${SCENARIOS[@]}"; do
     rooms)
       users="${ROOMS_USERS:-5000}"
       bot --scenario rooms --users "$users" --rooms "$((users / 10))" --rate 0.2 --duration 60 \
-        --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$ROOMS_WORKERS" || failed=1
+        --ramp-up "${ROOMS_RAMP:-60}" --loss-grace 30 --workers "$ROOMS_WORKERS" --max-p99-ms 50 || failed=1
       ;;
     rooms-rates)
       users="${ROOMS_USERS:-5000}" best=none
