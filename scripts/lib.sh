@@ -100,6 +100,21 @@ wait_port() {  # wait_port PORT TIMEOUT_SECONDS [PID]
   return 1
 }
 
+# The stack's ports lie in Linux's ephemeral range (32768-60999): while a service is down, a
+# client's outgoing connection (or a reconnecting client connected to itself) can be given its
+# port as a source port, and the service then fails to start with "Address already in use"
+# (seen once in CI when a test restarted Kafka). Reserving the ports keeps the kernel from
+# handing them out; it needs root and is skipped without.
+RESERVED_PORTS_FILE="${CHATTRIO_RESERVED_PORTS_FILE:-/proc/sys/net/ipv4/ip_local_reserved_ports}"
+reserve_service_ports() {  # reserve_service_ports PORT...
+  [[ -w "$RESERVED_PORTS_FILE" ]] || return 0
+  local current wanted p
+  current="$(cat "$RESERVED_PORTS_FILE")"
+  wanted="$current"
+  for p in "$@"; do wanted="${wanted:+$wanted,}$p"; done
+  echo "$wanted" > "$RESERVED_PORTS_FILE" 2>/dev/null || warn "could not reserve ports $* in $RESERVED_PORTS_FILE"
+}
+
 wait_port_free() {  # wait_port_free PORT TIMEOUT_SECONDS
   local i
   for ((i = 0; i < $2 * 5; i++)); do port_open "$1" || return 0; sleep 0.2; done

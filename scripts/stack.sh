@@ -314,6 +314,10 @@ case "$cmd" in
 esac
 
 case "$cmd" in
+  up|start|restart) reserve_service_ports "$PG_PORT" "$REDIS_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
+esac
+
+case "$cmd" in
   up)
     mkdir -p "$STACK_DIR"
     for s in "${services[@]}"; do "${s}_start"; done
