@@ -38,6 +38,13 @@ class _Change:
     session_id: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Announcement:
+    room_id: int
+    user_id: str
+    kind: str  # "join" or "leave"
+
+
 class Presence:
     def __init__(
         self,
@@ -53,8 +60,15 @@ class Presence:
         self._producer = producer
         self._changes_in, self._changes_out = trio.open_memory_channel[_Change](PENDING_CHANGES)
         self._checks_in, self._checks_out = trio.open_memory_channel[tuple[float, int, str]](PENDING_CHANGES)
+        # Joins and leaves go to Kafka from a task of their own, in the order they were decided:
+        # a produce waits for the broker (up to 5 s while it is away), and presence in Redis must
+        # not wait with it.
+        self._announcements_in, self._announcements_out = trio.open_memory_channel[_Announcement](PENDING_CHANGES)
         self._dropped = metrics.counter(
             "chattrio_presence_dropped_total", "Presence changes not recorded (queue full or Redis down)"
+        )
+        self._announcements_dropped = metrics.counter(
+            "chattrio_announcements_dropped_total", "Join and leave messages not produced (queue full or Kafka down)"
         )
 
     def entered(self, session: Session, room_id: int) -> None:
@@ -73,6 +87,7 @@ class Presence:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._apply_changes)
             nursery.start_soon(self._check_after_grace)
+            nursery.start_soon(self._publish_announcements)
             interval = self._settings.presence_ttl_seconds / BEATS_PER_TTL
             nursery.start_soon(self._every, interval, self._heartbeat)
             nursery.start_soon(self._every, interval, self._sweep)
@@ -92,7 +107,7 @@ class Presence:
     async def _enter(self, change: _Change) -> None:
         ttl = self._settings.presence_ttl_seconds
         if await self._cache.enter(change.room_id, change.user_id, change.session_id, ttl):
-            await self._announce(change.room_id, change.user_id, "join")
+            self._announce(change.room_id, change.user_id, "join")
 
     async def _leave(self, change: _Change) -> None:
         grace = self._settings.leave_grace_seconds
@@ -125,7 +140,7 @@ class Presence:
         rooms = await self._cache.presence_rooms()
         for start in range(0, len(rooms), SWEEP_ROOMS_PER_CALL):
             for room_id, user_id in await self._cache.sweep_gone(rooms[start:start + SWEEP_ROOMS_PER_CALL]):
-                await self._announce(room_id, user_id, "leave")
+                self._announce(room_id, user_id, "leave")
 
     async def _announce_gone(self, room_id: int, user_id: str) -> None:
         try:
@@ -134,11 +149,20 @@ class Presence:
             log.warning("presence check skipped: %s", exc)
             return
         if gone:
-            await self._announce(room_id, user_id, "leave")
+            self._announce(room_id, user_id, "leave")
 
-    async def _announce(self, room_id: int, user_id: str, kind: str) -> None:
-        """A join or leave goes the way chat messages go: Kafka first."""
+    def _announce(self, room_id: int, user_id: str, kind: str) -> None:
         try:
-            await self._producer.produce(ChatRecord(str(uuid.uuid4()), room_id, user_id, kind, "", None))
-        except KafkaUnavailable as exc:
-            log.warning("could not announce %s of %s in room %s: %s", kind, user_id, room_id, exc)
+            self._announcements_in.send_nowait(_Announcement(room_id, user_id, kind))
+        except trio.WouldBlock:
+            self._announcements_dropped.inc()
+
+    async def _publish_announcements(self) -> None:
+        """A join or leave goes the way chat messages go: Kafka first."""
+        async for item in self._announcements_out:
+            record = ChatRecord(str(uuid.uuid4()), item.room_id, item.user_id, item.kind, "", None)
+            try:
+                await self._producer.produce(record)
+            except KafkaUnavailable as exc:
+                self._announcements_dropped.inc()
+                log.warning("could not announce %s of %s in room %s: %s", item.kind, item.user_id, item.room_id, exc)

@@ -1,8 +1,9 @@
-"""Presence across nodes: members, "left" after the grace period, a dead node's users expire."""
+"""Presence across nodes: members, "left" after the grace period, a dead node's users expire,
+and presence going on while Kafka (which carries the join and leave messages) is away."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 import trio
@@ -71,3 +72,24 @@ async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
             await survivor.wait_until(
                 lambda: system_messages(survivor, room["id"], "doomed") == ["join", "leave"], timeout=10
             )
+
+
+async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
+    # A long TTL puts heartbeats 30 s apart, so within the test only entering can show the users.
+    cluster = make_cluster(1, presence_ttl_seconds=90)
+    url = cluster.urls[0]
+    room = await create_room(url, await login(url, "kafkaless-host"), "kafkaless")
+    visitors = [f"kafkaless-{n}" for n in range(6)]
+    stack.stop("kafka")
+    try:
+        async with AsyncExitStack() as clients:
+            for name in visitors:
+                client = await clients.enter_async_context(connect(url, name))
+                assert (await client.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+            # Each join waits for the broker (up to 5 s while it is away); entering must not.
+            with trio.fail_after(4):
+                while await members(url, room["id"]) != sorted(visitors):
+                    await trio.sleep(0.2)
+    finally:
+        stack.start("kafka")
+    assert all(node.alive for node in cluster.nodes)
