@@ -25,6 +25,8 @@
 #                                              users at 60/s: each new user costs the servers
 #                                              ~14 ms of CPU here, and 250/s timed most out)
 #   FAILOVER_USERS=100
+#   BENCH_WARMUP=1              when this script starts Kafka itself, one unrecorded rooms-shaped
+#                               run first (its JVM is slow until it has compiled)
 #   SETTLE_MAX=120              before each run: the leave grace, then up to this long for the
 #                               nodes to go quiet (under 0.05 core each for 3 s)
 #   BOT_NICE=-10                the bot runs in its own session whose scheduler autogroup gets this
@@ -108,11 +110,13 @@ print(f"[bench.sh] nodes {state} after {time.monotonic() - started:.0f} s", file
 PY
 }
 
-bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG; returns the bot's status
-  local rc=0
+bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG (none with ROW=0); returns
+         # the bot's status
+  local rc=0 row=(--bench-log "$BENCH_LOG")
+  [[ "${ROW:-1}" == 1 ]] || row=()
   settle
   setsid -w bash -c 'echo "$0" > /proc/self/autogroup 2>/dev/null || true; exec nice -n "$0" "$@"' \
-    "${BOT_NICE:--10}" "$PY" -m chattrio bot "${NODE_ARGS[@]}" --out "$OUT" --bench-log "$BENCH_LOG" "$@" || rc=$?
+    "${BOT_NICE:--10}" "$PY" -m chattrio bot "${NODE_ARGS[@]}" --out "$OUT" "${row[@]}" "$@" || rc=$?
   return "$rc"
 }
 
@@ -132,7 +136,17 @@ append_note_row() {  # a summary row in the same table (12 columns)
     "$(date -u '+%Y-%m-%d %H:%M')" "$(git rev-parse --short HEAD)" "$cores" "$cpu" "$1" "$2" "$3" >> "$BENCH_LOG"
 }
 
+warm_up_kafka() {  # a Kafka this script just started is slow until its JVM has compiled the hot
+                  # paths (rooms p99 51-766 ms in the first run after a start, 21-36 ms after):
+                  # load it once, with the rooms shape, before anything is recorded
+  [[ " ${started[*]} " == *" kafka "* && "${BENCH_WARMUP:-1}" == 1 ]] || return 0
+  log "warming up the Kafka just started (BENCH_WARMUP=0 skips this; nothing is recorded)"
+  ROW=0 bot --scenario warm-up --users 5000 --rooms 500 --rate 0.2 --duration 30 --ramp-up 30 --loss-grace 5 \
+    --workers "$ROOMS_WORKERS" >/dev/null || true
+}
+
 failed=0
+[[ " ${SCENARIOS[*]} " == " receive " ]] || warm_up_kafka
 for scenario in "${SCENARIOS[@]}"; do
   case "$scenario" in
     receive)
