@@ -84,16 +84,10 @@ class Progress(msgspec.Struct, kw_only=True):
     @classmethod
     def combine(cls, snapshots: list[Progress]) -> tuple[Progress, Histogram]:
         """The totals of all workers, and their last second's latencies merged."""
-        total = cls()
+        counts = [name for name in cls.__struct_fields__ if name != "last_second_latency"]
+        total = cls(**{name: sum(getattr(p, name) for p in snapshots) for name in counts})
         latency = Histogram()
         for p in snapshots:
-            total.connected += p.connected
-            total.failed += p.failed
-            total.live += p.live
-            total.sent += p.sent
-            total.acked += p.acked
-            total.delivered += p.delivered
-            total.reconnects += p.reconnects
             if p.last_second_latency is not None:
                 latency.merge(Histogram.from_wire(p.last_second_latency))
         return total, latency
