@@ -183,6 +183,7 @@ class Fanout:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with open_partition_reader(self._settings) as reader:
+            await reader.check_versions()
             await self._assign(reader)
             task_status.started()
             next_check = trio.current_time() + PARTITION_CHECK_INTERVAL

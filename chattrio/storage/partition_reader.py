@@ -4,7 +4,7 @@ aiokafka's consumer spent about 2 ms of CPU per fetch cycle in Python, however f
 (building the request, decoding the response, its fetcher's bookkeeping per partition), plus a
 hop over the asyncio bridge and back; each node's fan-out runs about 40 cycles a second under
 load. This reader speaks the three requests it needs itself (Metadata v1, ListOffsets v1,
-Fetch v4) and leaves record batches to aiokafka's C parser: about 0.35 ms per cycle
+Fetch v10) and leaves record batches to aiokafka's C parser: about 0.35 ms per cycle
 (docs/architecture.md, "The fan-out's reader").
 
 No consumer group: the caller keeps the positions. At most one fetch is in flight per broker,
@@ -38,7 +38,10 @@ METADATA_RETRY_BACKOFF = 0.2
 # Fetch responses waiting for the caller; brokers beyond this many wait for room.
 RESPONSES_BUFFERED = 16
 
-_FETCH, _LIST_OFFSETS, _METADATA = 1, 2, 3
+_FETCH, _LIST_OFFSETS, _METADATA, _API_VERSIONS = 1, 2, 3, 18
+# Fetch v10 is the oldest version a broker answers with zstd batches (older ones get error 76).
+FETCH_VERSION, LIST_OFFSETS_VERSION, METADATA_VERSION = 10, 1, 1
+REQUIRED_VERSIONS = {_FETCH: FETCH_VERSION, _LIST_OFFSETS: LIST_OFFSETS_VERSION, _METADATA: METADATA_VERSION}
 _LATEST, _EARLIEST = -1, -2
 _OFFSET_OUT_OF_RANGE = 1
 # Errors after which the partition's leader may have moved: new metadata, then fetch again.
@@ -48,11 +51,18 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
-_FETCH_HEAD = struct.Struct(">iiiib")  # replica, max wait, min bytes, max bytes, isolation level
-_FETCH_PARTITION = struct.Struct(">iqi")  # partition, fetch offset, partition max bytes
-_PARTITION_HEAD = struct.Struct(">ihqqi")  # partition, error, high watermark, last stable, aborted count
+# replica, max wait, min bytes, max bytes, isolation level, fetch session id and epoch (none: 0, -1)
+_FETCH_HEAD = struct.Struct(">iiiibii")
+# partition, current leader epoch (-1: unchecked), fetch offset, log start offset, partition max bytes
+_FETCH_PARTITION = struct.Struct(">iiqqi")
+# partition, error, high watermark, last stable offset, log start offset, aborted transactions count
+_PARTITION_HEAD = struct.Struct(">ihqqqi")
 
 Partition = tuple[str, int]
+
+
+class KafkaIncompatible(Exception):
+    """A broker does not serve a request version this reader speaks: a deployment error, not an outage."""
 
 
 class _LeaderMoved(KafkaUnavailable):
@@ -261,16 +271,17 @@ class PartitionReader:
         by_topic: dict[str, list[int]] = {}
         for topic, partition in partitions:
             by_topic.setdefault(topic, []).append(partition)
-        parts = [_FETCH_HEAD.pack(-1, wait_ms, 1, FETCH_MAX_BYTES, 0), _I32.pack(len(by_topic))]
+        parts = [_FETCH_HEAD.pack(-1, wait_ms, 1, FETCH_MAX_BYTES, 0, 0, -1), _I32.pack(len(by_topic))]
         for topic, numbers in by_topic.items():
             parts += (_string(topic), _I32.pack(len(numbers)))
-            parts += (_FETCH_PARTITION.pack(p, self._positions[(topic, p)], PARTITION_MAX_BYTES) for p in numbers)
+            parts += (_FETCH_PARTITION.pack(p, -1, self._positions[(topic, p)], -1, PARTITION_MAX_BYTES) for p in numbers)
+        parts.append(_I32.pack(0))  # no forgotten topics (no fetch session)
         return b"".join(parts)
 
     async def _fetch_from(self, broker: int, request: bytes, wait_ms: int, generation: int) -> None:
         link = await self._link(broker)
         try:
-            response = await link.request(_FETCH, 4, request, wait_ms / 1000 + RESPONSE_TIMEOUT)
+            response = await link.request(_FETCH, FETCH_VERSION, request, wait_ms / 1000 + RESPONSE_TIMEOUT)
         except KafkaUnavailable:
             self._links.pop(broker, None)
             await link.aclose()
@@ -280,7 +291,13 @@ class PartitionReader:
     async def _link(self, broker: int) -> _BrokerLink:
         link = self._links.get(broker)
         if link is None:
-            link = self._links[broker] = await _BrokerLink.connect(self._brokers[broker], self._client_id)
+            link = await _BrokerLink.connect(self._brokers[broker], self._client_id)
+            try:
+                await _check_versions(link, self._brokers[broker])
+            except BaseException:
+                await link.aclose()
+                raise
+            self._links[broker] = link
         return link
 
     def _take(self, response: tuple[int, int, _Cursor], batch: ReadBatch) -> None:
@@ -291,10 +308,14 @@ class PartitionReader:
 
     def _parse_fetch(self, cursor: _Cursor, batch: ReadBatch) -> None:
         cursor.skip(4)  # throttle time
+        error = cursor.int16()
+        if error:
+            raise KafkaUnavailable(f"Kafka fetch error {error}")
+        cursor.skip(4)  # fetch session id
         for _ in range(cursor.int32()):
             topic = cursor.string()
             for _ in range(cursor.int32()):
-                partition, error, _high, _stable, aborted = _PARTITION_HEAD.unpack_from(cursor.data, cursor.pos)
+                partition, error, _high, _stable, _start, aborted = _PARTITION_HEAD.unpack_from(cursor.data, cursor.pos)
                 cursor.skip(_PARTITION_HEAD.size + 16 * max(aborted, 0))
                 size = cursor.int32()
                 records = cursor.data[cursor.pos : cursor.pos + size] if size > 0 else b""
@@ -354,7 +375,7 @@ class PartitionReader:
     async def _refresh_metadata(self) -> list[Partition]:
         """Learn brokers and leaders; returns the topics' partitions, with a leader or not."""
         body = _I32.pack(len(self._topics)) + b"".join(_string(topic) for topic in self._topics)
-        cursor = await self._control_request(None, _METADATA, 1, body)
+        cursor = await self._control_request(None, _METADATA, METADATA_VERSION, body)
         brokers = {}
         for _ in range(cursor.int32()):
             node = cursor.int32()
@@ -399,7 +420,7 @@ class PartitionReader:
             for topic, numbers in by_topic.items():
                 parts += (_string(topic), _I32.pack(len(numbers)))
                 parts += (_I32.pack(p) + _I64.pack(which) for p in numbers)
-            cursor = await self._control_request(leader, _LIST_OFFSETS, 1, b"".join(parts))
+            cursor = await self._control_request(leader, _LIST_OFFSETS, LIST_OFFSETS_VERSION, b"".join(parts))
             for _ in range(cursor.int32()):
                 topic = cursor.string()
                 for _ in range(cursor.int32()):
@@ -428,10 +449,44 @@ class PartitionReader:
                 failure = exc
         raise failure or KafkaUnavailable("no Kafka broker known")
 
+    async def check_versions(self) -> None:
+        """Raise KafkaIncompatible, with what is missing, when the first broker that answers does
+        not serve the versions this reader speaks; KafkaUnavailable when none answers."""
+        failure: KafkaUnavailable | None = None
+        for address in self._bootstrap:
+            try:
+                link = await _BrokerLink.connect(address, self._client_id)
+            except KafkaUnavailable as exc:
+                failure = exc
+                continue
+            try:
+                return await _check_versions(link, address)
+            finally:
+                await link.aclose()
+        raise failure or KafkaUnavailable("no Kafka bootstrap address")
+
     async def aclose(self) -> None:
         links, self._links = list(self._links.values()), {}
         for link in links:
             await link.aclose()
+
+
+async def _check_versions(link: _BrokerLink, address: tuple[str, int]) -> None:
+    cursor = await link.request(_API_VERSIONS, 0, b"", CONNECT_TIMEOUT)
+    error = cursor.int16()
+    if error:
+        raise KafkaIncompatible(f"Kafka broker {address[0]}:{address[1]} refused ApiVersions (error {error})")
+    served = {}
+    for _ in range(cursor.int32()):
+        api_key, low, high = cursor.int16(), cursor.int16(), cursor.int16()
+        served[api_key] = (low, high)
+    for api_key, version in REQUIRED_VERSIONS.items():
+        low, high = served.get(api_key, (None, None))
+        if low is None or not low <= version <= high:
+            raise KafkaIncompatible(
+                f"Kafka broker {address[0]}:{address[1]} does not serve request {api_key} version {version}"
+                f" (it serves {'none' if low is None else f'{low}-{high}'}); the fan-out reader needs it"
+            )
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
+from functools import partial
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from chattrio.models import ChatRecord
 from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, partition_of
-from chattrio.storage.partition_reader import PartitionReader, _Cursor, open_partition_reader
+from chattrio.storage.partition_reader import KafkaIncompatible, PartitionReader, _Cursor, open_partition_reader
 
 _topics = itertools.count()
 
@@ -170,10 +171,11 @@ def _record_batch(base_offset: int, texts: list[str]) -> bytes:
 
 
 def _fetch_response(topic: str, partitions: list[tuple[int, int, int, bytes]]) -> bytes:
-    """(partition, error, aborted transactions, records) in Fetch v4's layout, after the correlation id."""
-    parts = [struct.pack(">ii", 0, 1), struct.pack(">h", len(topic)), topic.encode(), struct.pack(">i", len(partitions))]
+    """(partition, error, aborted transactions, records) in Fetch v10's layout, after the correlation id."""
+    parts = [struct.pack(">ihii", 0, 0, 0, 1), struct.pack(">h", len(topic)), topic.encode(),
+             struct.pack(">i", len(partitions))]
     for partition, error, aborted, records in partitions:
-        parts.append(struct.pack(">ihqqi", partition, error, 100, 100, aborted))
+        parts.append(struct.pack(">ihqqqi", partition, error, 100, 100, 0, aborted))
         parts += [struct.pack(">qq", 7, 0)] * aborted
         parts.append(struct.pack(">i", len(records)) + records)
     return b"".join(parts)
@@ -227,3 +229,28 @@ async def test_a_corrupt_batch_is_kafka_unavailable(offline_reader):
     batch[-3] ^= 0xFF  # inside the record, covered by the CRC
     with pytest.raises(KafkaUnavailable, match="corrupt"):
         _parse(reader, _fetch_response(topic, [(0, 0, 0, bytes(batch))]))
+
+
+async def test_the_real_broker_serves_the_versions_the_reader_speaks(kafka_settings):
+    async with open_partition_reader(kafka_settings) as reader:
+        await reader.check_versions()
+
+
+async def _old_broker(stream: trio.SocketStream) -> None:
+    """Answers one ApiVersions request as a broker that serves Fetch only up to v4."""
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack_from(">i", data)[0]:
+        data += await stream.receive_some(1024)
+    correlation = struct.unpack_from(">i", data, 8)[0]
+    served = [(1, 4, 4), (2, 1, 7), (3, 1, 12), (18, 0, 3)]  # Fetch, ListOffsets, Metadata, ApiVersions
+    body = struct.pack(">ihi", correlation, 0, len(served)) + b"".join(struct.pack(">hhh", *v) for v in served)
+    await stream.send_all(struct.pack(">i", len(body)) + body)
+
+
+async def test_a_broker_without_the_fetch_version_is_refused_with_a_clear_error(nursery):
+    listeners = await nursery.start(partial(trio.serve_tcp, _old_broker, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    settings = settings_from_env({}, kafka_bootstrap=f"127.0.0.1:{port}")
+    async with open_partition_reader(settings) as reader:
+        with pytest.raises(KafkaIncompatible, match=r"request 1 version 10 \(it serves 4-4\)"):
+            await reader.check_versions()
