@@ -1,0 +1,115 @@
+"""The contracts the core uses of its storage, as Protocols.
+
+The adapters in this package (postgres.Database, redis.RedisStore, kafka.ChatProducer) fulfil
+them against the real services; tests/unit/memory.py fulfils them in memory, so the core logic
+(resume, dedupe, presence, the outbox relay, persistence) is tested without any service. Each
+method raises its adapter's "unavailable" exception (DatabaseUnavailable, CacheUnavailable,
+KafkaUnavailable) when the service does not answer; the core treats that as an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from chattrio.models import ChatRecord, Message, Room
+from chattrio.storage.kafka import Produced
+from chattrio.storage.postgres import OutboxRow
+
+
+class MessageLog(Protocol):
+    """Kafka as the core writes it: chat records keyed by room, and outbox events."""
+
+    async def produce(self, record: ChatRecord) -> Produced:
+        """Append to the room's partition; returns once the broker acknowledged (acks=all)."""
+
+    async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish outbox rows to the events topic; returns once all are acknowledged."""
+
+
+class MessageStore(Protocol):
+    """Stored chat messages (PostgreSQL): each message once, and how far each partition is stored."""
+
+    async def store_messages(
+        self, messages: Sequence[Message], topic: str, next_offsets: dict[int, int]
+    ) -> list[Message]:
+        """Store a batch and the partitions' progress in one transaction; returns the new ones."""
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None: ...
+
+    async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]: ...
+
+    async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]: ...
+
+    async def last_seq(self, room_id: int) -> int | None: ...
+
+
+class Directory(Protocol):
+    """Users and rooms (PostgreSQL); each change commits with its outbox row."""
+
+    async def enter_user(self, user_id: str) -> bool: ...
+
+    async def create_room(self, name: str, created_by: str) -> Room: ...
+
+    async def list_rooms(self) -> list[Room]: ...
+
+    async def get_room(self, room_id: int) -> Room | None: ...
+
+
+class OutboxStore(Protocol):
+    async def relay_outbox(self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]) -> int:
+        """Claim up to `limit` unpublished rows in order, publish them, mark them: atomically."""
+
+    async def outbox_backlog(self) -> tuple[int, float]: ...
+
+
+class MessageCache(Protocol):
+    """The recent messages of each room (Redis): a read path only, never holes."""
+
+    async def cache_messages(self, messages: Sequence[Message]) -> None: ...
+
+    async def forget_recent(self, room_ids: Sequence[int]) -> None: ...
+
+    async def recent_messages(self, room_id: int, since: int) -> tuple[int | None, list[Message]]: ...
+
+    async def last_seq(self, room_id: int) -> int | None: ...
+
+
+class DirectoryCache(Protocol):
+    async def cache_room(self, room: Room) -> None: ...
+
+    async def cached_rooms(self) -> list[Room]: ...
+
+    async def cached_room(self, room_id: int) -> Room | None: ...
+
+    async def cache_user(self, user_id: str) -> None: ...
+
+
+class PresenceStore(Protocol):
+    """Who is in which room across nodes, with expiring heartbeats; each decision made once."""
+
+    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
+        """True when the user was in the room on no node (a "joined" message is due)."""
+
+    async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None: ...
+
+    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
+        """The user's live sessions left in the room."""
+
+    async def remove_if_gone(self, room_id: int, user_id: str) -> bool:
+        """True for the one caller that removed a user with no live session left."""
+
+    async def sweep_gone(self, room_ids: Sequence[int]) -> list[tuple[int, str]]: ...
+
+    async def presence_rooms(self) -> list[int]: ...
+
+    async def members(self, room_id: int) -> list[str]: ...
+
+    async def member_counts(self, room_ids: Sequence[int]) -> dict[int, int]: ...
+
+
+class LockStore(Protocol):
+    async def hold_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or extend the lock; False when another owner holds it."""
+
+    async def release_lock(self, name: str, owner: str) -> None: ...

@@ -1,0 +1,332 @@
+"""In-memory storage for unit tests: the contracts of chattrio/storage/contracts.py, no services.
+
+Each store has an `unavailable` switch that makes every call raise the adapter's outage
+exception, as the real adapters do when their service does not answer. Time is Trio's clock,
+so tests can run under `autojump_clock`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from chattrio.config import Settings
+from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
+from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
+from chattrio.storage.postgres import DatabaseUnavailable, OutboxRow
+from chattrio.storage.redis import CacheUnavailable
+
+
+class MemoryLog:
+    """The messages and events topics: partitions of records, offsets from 0."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.partitions: list[list[tuple[ChatRecord, int]]] = [[] for _ in range(settings.topic_partitions)]
+        self.events: list[OutboxRow] = []
+        self.unavailable = False
+
+    async def produce(self, record: ChatRecord) -> Produced:
+        await trio.lowlevel.checkpoint()
+        if self.unavailable:
+            raise KafkaUnavailable("memory log switched off")
+        partition = partition_of(record.room_id, len(self.partitions))
+        timestamp = int(trio.current_time() * 1000)
+        self.partitions[partition].append((record, timestamp))
+        return Produced(partition, len(self.partitions[partition]) - 1, timestamp)
+
+    async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.unavailable:
+            raise KafkaUnavailable("memory log switched off")
+        self.events.extend(rows)
+
+    def read(self, positions: dict[tuple[str, int], int]) -> ReadBatch:
+        """Everything after `positions` (the next offsets), as a reader would fetch it; the
+        positions move on. Events are read from the start of the events topic."""
+        batch = ReadBatch([], [], {})
+        topic = self._settings.messages_topic
+        for partition, records in enumerate(self.partitions):
+            start = positions.get((topic, partition), 0)
+            for offset in range(start, len(records)):
+                record, timestamp = records[offset]
+                batch.messages.append((partition, record.to_message(offset, timestamp)))
+            batch.positions[(topic, partition)] = positions[(topic, partition)] = len(records)
+        events_key = (self._settings.events_topic, 0)
+        for row in self.events[positions.get(events_key, 0):]:
+            batch.events.append(event_decoder.decode(row.payload))
+        batch.positions[events_key] = positions[events_key] = len(self.events)
+        return batch
+
+
+@dataclasses.dataclass
+class _OutboxEntry:
+    row: OutboxRow
+    published: bool = False
+    claimed: bool = False
+
+
+class MemoryDatabase:
+    """Users, rooms, the outbox and stored messages, with PostgreSQL's uniqueness rules."""
+
+    def __init__(self) -> None:
+        self.users: set[str] = set()
+        self.rooms: dict[int, Room] = {}
+        self.outbox: list[_OutboxEntry] = []
+        self.messages: dict[str, Message] = {}
+        self.stored_offsets: dict[tuple[str, int], int] = {}
+        self.unavailable = False
+        # Fails the next relay after `publish` returned, before the rows are marked published
+        # (a crash between the two): the rows are published again later.
+        self.fail_next_mark = False
+        self._ids = itertools.count(1)
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise DatabaseUnavailable("memory database switched off")
+
+    async def enter_user(self, user_id: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if user_id in self.users:
+            return False
+        self.users.add(user_id)
+        event = UserCreated(f"user-{user_id}", user_id, "2026-01-01T00:00:00+00:00")
+        self._add_outbox(event.event_id, user_id, json_encoder.encode(event))
+        return True
+
+    async def create_room(self, name: str, created_by: str) -> Room:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        room = Room(next(self._ids), name, created_by, "2026-01-01T00:00:00+00:00")
+        self.rooms[room.id] = room
+        event = RoomCreated(f"room-{room.id}", room)
+        self._add_outbox(event.event_id, str(room.id), json_encoder.encode(event))
+        return room
+
+    def _add_outbox(self, event_id: str, key: str, payload: bytes) -> None:
+        self.outbox.append(_OutboxEntry(OutboxRow(len(self.outbox) + 1, event_id, key, payload)))
+
+    async def list_rooms(self) -> list[Room]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return sorted(self.rooms.values(), key=lambda room: room.id)
+
+    async def get_room(self, room_id: int) -> Room | None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return self.rooms.get(room_id)
+
+    async def relay_outbox(self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]) -> int:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        # FOR UPDATE SKIP LOCKED: rows another relay holds are skipped, not waited for.
+        entries = [e for e in self.outbox if not e.published and not e.claimed][:limit]
+        if not entries:
+            return 0
+        for entry in entries:
+            entry.claimed = True
+        try:
+            await publish([entry.row for entry in entries])
+            if self.fail_next_mark:
+                self.fail_next_mark = False
+                raise DatabaseUnavailable("connection lost before the commit")
+            for entry in entries:
+                entry.published = True
+        finally:
+            for entry in entries:
+                entry.claimed = False
+        return len(entries)
+
+    async def outbox_backlog(self) -> tuple[int, float]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return sum(1 for e in self.outbox if not e.published), 0.0
+
+    async def store_messages(
+        self, messages: Sequence[Message], topic: str, next_offsets: dict[int, int]
+    ) -> list[Message]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        taken = {(m.room_id, m.seq) for m in self.messages.values()}
+        new = []
+        for message in messages:
+            if message.id not in self.messages and (message.room_id, message.seq) not in taken:
+                self.messages[message.id] = message
+                taken.add((message.room_id, message.seq))
+                new.append(message)
+        for partition, offset in next_offsets.items():
+            key = (topic, partition)
+            self.stored_offsets[key] = max(self.stored_offsets.get(key, 0), offset)
+        return new
+
+    async def stored_offset(self, topic: str, partition: int) -> int | None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return self.stored_offsets.get((topic, partition))
+
+    def _room_messages(self, room_id: int) -> list[Message]:
+        return sorted((m for m in self.messages.values() if m.room_id == room_id), key=lambda m: m.seq)
+
+    async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return [m for m in self._room_messages(room_id) if m.seq > since][:limit]
+
+    async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        older = [m for m in self._room_messages(room_id) if before is None or m.seq < before]
+        return older[::-1][:limit]
+
+    async def last_seq(self, room_id: int) -> int | None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        messages = self._room_messages(room_id)
+        return messages[-1].seq if messages else None
+
+
+class MemoryCache:
+    """Redis's part: recent messages, the room cache, presence with expiries, and locks."""
+
+    def __init__(self) -> None:
+        self.recent: dict[int, dict[int, Message]] = {}
+        self.rooms: dict[int, Room] = {}
+        self.users: set[str] = set()
+        self.room_users: dict[int, dict[str, float]] = {}  # room -> user -> expiry
+        self.user_sessions: dict[tuple[int, str], dict[str, float]] = {}  # (room, user) -> session -> expiry
+        self.presence_room_ids: set[int] = set()
+        self.locks: dict[str, tuple[str, float]] = {}  # name -> (owner, expiry)
+        self.unavailable = False
+
+    async def _call(self) -> float:
+        await trio.lowlevel.checkpoint()
+        if self.unavailable:
+            raise CacheUnavailable("memory cache switched off")
+        return trio.current_time()
+
+    # Recent messages and the directory cache ----------------------------------------------------
+
+    async def cache_messages(self, messages: Sequence[Message]) -> None:
+        await self._call()
+        for message in messages:
+            self.recent.setdefault(message.room_id, {})[message.seq] = message
+
+    async def forget_recent(self, room_ids: Sequence[int]) -> None:
+        await self._call()
+        for room_id in room_ids:
+            self.recent.pop(room_id, None)
+
+    async def recent_messages(self, room_id: int, since: int) -> tuple[int | None, list[Message]]:
+        await self._call()
+        cached = self.recent.get(room_id)
+        if not cached:
+            return None, []
+        return min(cached), [cached[seq] for seq in sorted(cached) if seq > since]
+
+    async def last_seq(self, room_id: int) -> int | None:
+        await self._call()
+        cached = self.recent.get(room_id)
+        return max(cached) if cached else None
+
+    async def cache_room(self, room: Room) -> None:
+        await self._call()
+        self.rooms[room.id] = room
+
+    async def cached_rooms(self) -> list[Room]:
+        await self._call()
+        return [self.rooms[room_id] for room_id in sorted(self.rooms)]
+
+    async def cached_room(self, room_id: int) -> Room | None:
+        await self._call()
+        return self.rooms.get(room_id)
+
+    async def cache_user(self, user_id: str) -> None:
+        await self._call()
+        self.users.add(user_id)
+
+    # Presence: the Lua scripts of storage/redis.py, step by step ---------------------------------
+
+    def _extend(self, room_id: int, user_id: str, session_id: str, expiry: float) -> None:
+        self.user_sessions.setdefault((room_id, user_id), {})[session_id] = expiry
+        users = self.room_users.setdefault(room_id, {})
+        users[user_id] = max(users.get(user_id, expiry), expiry)
+
+    def _live_sessions(self, room_id: int, user_id: str, now: float) -> int:
+        sessions = self.user_sessions.get((room_id, user_id), {})
+        for session_id in [s for s, expiry in sessions.items() if expiry <= now]:
+            del sessions[session_id]
+        return len(sessions)
+
+    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
+        now = await self._call()
+        present = user_id in self.room_users.get(room_id, {})
+        self._extend(room_id, user_id, session_id, now + ttl)
+        self.presence_room_ids.add(room_id)
+        return not present
+
+    async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
+        now = await self._call()
+        for room_id, user_id, session_id in memberships:
+            self._extend(room_id, user_id, session_id, now + ttl)
+
+    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
+        now = await self._call()
+        self.user_sessions.get((room_id, user_id), {}).pop(session_id, None)
+        left = self._live_sessions(room_id, user_id, now)
+        if left == 0:
+            users = self.room_users.setdefault(room_id, {})
+            users[user_id] = max(users.get(user_id, now + grace), now + grace)
+        return left
+
+    def _remove_if_gone(self, room_id: int, user_id: str, now: float) -> bool:
+        users = self.room_users.get(room_id, {})
+        if self._live_sessions(room_id, user_id, now) or user_id not in users:
+            return False
+        del users[user_id]
+        if not users:
+            self.room_users.pop(room_id, None)
+        return True
+
+    async def remove_if_gone(self, room_id: int, user_id: str) -> bool:
+        return self._remove_if_gone(room_id, user_id, await self._call())
+
+    async def sweep_gone(self, room_ids: Sequence[int]) -> list[tuple[int, str]]:
+        now = await self._call()
+        gone = []
+        for room_id in room_ids:
+            expired = [u for u, expiry in self.room_users.get(room_id, {}).items() if expiry <= now]
+            gone += [(room_id, user) for user in expired if self._remove_if_gone(room_id, user, now)]
+            if room_id not in self.room_users:
+                self.presence_room_ids.discard(room_id)
+        return gone
+
+    async def presence_rooms(self) -> list[int]:
+        await self._call()
+        return sorted(self.presence_room_ids)
+
+    async def members(self, room_id: int) -> list[str]:
+        now = await self._call()
+        return sorted(u for u, expiry in self.room_users.get(room_id, {}).items() if expiry >= now)
+
+    async def member_counts(self, room_ids: Sequence[int]) -> dict[int, int]:
+        now = await self._call()
+        return {r: sum(1 for e in self.room_users.get(r, {}).values() if e >= now) for r in room_ids}
+
+    # The lock ----------------------------------------------------------------------------------
+
+    async def hold_lock(self, name: str, owner: str, ttl: float) -> bool:
+        now = await self._call()
+        holder = self.locks.get(name)
+        if holder is None or holder[1] <= now or holder[0] == owner:
+            self.locks[name] = (owner, now + ttl)
+            return True
+        return False
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._call()
+        if self.locks.get(name, ("", 0.0))[0] == owner:
+            del self.locks[name]

@@ -1,0 +1,137 @@
+"""ChatService on in-memory storage: resume without gaps, dedupe, and the error paths."""
+
+from __future__ import annotations
+
+import trio
+
+from chattrio import chat
+from chattrio.fanout import RECENT_PER_ROOM
+from unit.harness import CoreNode, RecordingSession, Shared
+
+
+async def _room_with_messages(node: CoreNode, count: int) -> tuple[int, RecordingSession, list[dict]]:
+    room = await node.shared.db.create_room("unit", "alice")
+    alice = RecordingSession("alice")
+    await node.subscribe(alice, room.id)
+    acks = [await node.send(alice, room.id, f"m{i}") for i in range(count)]
+    node.deliver()
+    return room.id, alice, acks
+
+
+async def _store_everything(shared: Shared) -> None:
+    batch = shared.log.read({})
+    offsets = {p: len(records) for p, records in enumerate(shared.log.partitions)}
+    await shared.db.store_messages([m for _, m in batch.messages], shared.settings.messages_topic, offsets)
+
+
+async def test_a_resume_within_the_room_log_sends_what_followed_and_then_goes_live():
+    node = CoreNode(Shared())
+    room, alice, acks = await _room_with_messages(node, 5)
+    bob = RecordingSession("bob")
+    subscribed = await node.subscribe(bob, room, since=acks[1]["seq"])
+    assert bob.texts(room) == ["m2", "m3", "m4"]
+    assert subscribed["type"] == "SUBSCRIBED" and subscribed["lastSeq"] == acks[-1]["seq"]
+    await node.send(alice, room, "live")
+    node.deliver()
+    assert bob.texts(room) == ["m2", "m3", "m4", "live"]
+
+
+async def test_a_resume_older_than_the_room_log_reads_stored_pages_first():
+    shared = Shared()
+    node = CoreNode(shared)
+    count = RECENT_PER_ROOM + 40
+    room, _, acks = await _room_with_messages(node, count)
+    await _store_everything(shared)
+    bob = RecordingSession("bob")
+    subscribed = await node.subscribe(bob, room, since=acks[0]["seq"])
+    assert bob.texts(room) == [f"m{i}" for i in range(1, count)]
+    assert subscribed["lastSeq"] == acks[-1]["seq"]
+
+
+async def test_a_resume_that_storage_cannot_serve_yet_waits_then_answers_unavailable(autojump_clock):
+    node = CoreNode(Shared())
+    room, _, acks = await _room_with_messages(node, RECENT_PER_ROOM + 10)  # nothing stored
+    bob = RecordingSession("bob")
+    answer = await node.subscribe(bob, room, since=acks[0]["seq"])
+    assert answer["type"] == "ERROR" and answer["code"] == "UNAVAILABLE"
+    assert "not stored yet" in answer["message"]
+    assert room not in bob.rooms
+
+
+async def test_a_resume_that_waits_for_storage_completes_once_it_is_stored(autojump_clock):
+    shared = Shared()
+    node = CoreNode(shared)
+    count = RECENT_PER_ROOM + 10
+    room, _, acks = await _room_with_messages(node, count)
+    bob = RecordingSession("bob")
+    async with trio.open_nursery() as nursery:
+        async def store_later() -> None:
+            await trio.sleep(chat.RESUME_CATCH_UP_TIMEOUT / 2)
+            await _store_everything(shared)
+
+        nursery.start_soon(store_later)
+        answer = await node.subscribe(bob, room, since=acks[0]["seq"])
+    assert answer["type"] == "SUBSCRIBED"
+    assert bob.texts(room) == [f"m{i}" for i in range(1, count)]
+
+
+async def test_a_resume_with_the_database_down_answers_unavailable():
+    shared = Shared()
+    node = CoreNode(shared)
+    room, _, acks = await _room_with_messages(node, RECENT_PER_ROOM + 10)
+    shared.db.unavailable = True
+    bob = RecordingSession("bob")
+    answer = await node.subscribe(bob, room, since=acks[0]["seq"])
+    assert answer["code"] == "UNAVAILABLE" and "history unavailable" in answer["message"]
+
+
+async def test_a_retried_send_is_acknowledged_again_and_produced_once_on_any_node():
+    shared = Shared()
+    first, second = CoreNode(shared, "node-1"), CoreNode(shared, "node-2")
+    room = (await shared.db.create_room("unit", "alice")).id
+    alice = RecordingSession("alice")
+    await first.subscribe(alice, room)
+    ack = await first.send(alice, room, "once", client_msg_id="c1")
+    again = await first.send(alice, room, "once", client_msg_id="c1")
+    # the retry reaches another node after its fan-out read the original
+    second.deliver()
+    elsewhere = RecordingSession("alice")
+    await second.subscribe(elsewhere, room)
+    third = await second.send(elsewhere, room, "once", client_msg_id="c1")
+    assert {(a["id"], a["seq"]) for a in (ack, again, third)} == {(ack["id"], ack["seq"])}
+    assert sum(len(p) for p in shared.log.partitions) == 1
+
+
+async def test_a_send_to_a_room_not_entered_is_refused_and_not_produced():
+    shared = Shared()
+    node = CoreNode(shared)
+    room = (await shared.db.create_room("unit", "alice")).id
+    alice = RecordingSession("alice")
+    answer = await node.send(alice, room, "hello")
+    assert answer["type"] == "ERROR" and answer["code"] == "NOT_SUBSCRIBED"
+    assert not any(shared.log.partitions)
+
+
+async def test_blank_text_is_refused_with_bad_text_and_not_produced():
+    shared = Shared()
+    node = CoreNode(shared)
+    room = (await shared.db.create_room("unit", "alice")).id
+    alice = RecordingSession("alice")
+    await node.subscribe(alice, room)
+    answer = await node.send(alice, room, " \n\t")
+    assert answer["type"] == "ERROR" and answer["code"] == "BAD_TEXT"
+    assert not any(shared.log.partitions)
+
+
+async def test_a_send_while_kafka_is_down_answers_unavailable_and_a_retry_succeeds():
+    shared = Shared()
+    node = CoreNode(shared)
+    room = (await shared.db.create_room("unit", "alice")).id
+    alice = RecordingSession("alice")
+    await node.subscribe(alice, room)
+    shared.log.unavailable = True
+    refused = await node.send(alice, room, "hello", client_msg_id="c1")
+    shared.log.unavailable = False
+    accepted = await node.send(alice, room, "hello", client_msg_id="c1")
+    assert refused["code"] == "UNAVAILABLE" and accepted["type"] == "ACK"
+    assert sum(len(p) for p in shared.log.partitions) == 1
