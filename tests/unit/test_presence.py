@@ -1,0 +1,106 @@
+"""Presence on in-memory storage: joins and leaves decided once across nodes, under Trio's mock clock."""
+
+from __future__ import annotations
+
+import trio
+
+from unit.harness import CoreNode, RecordingSession, Shared
+
+POLL = 0.05
+WAIT_LIMIT = 600  # seconds of Trio's mock clock: a wrong outcome fails instead of waiting forever
+
+
+def _announcements(shared: Shared, user_id: str) -> list[str]:
+    records = [record for partition in shared.log.partitions for record, _ in partition]
+    return [r.kind for r in records if r.sender_id == user_id and r.kind in ("join", "leave")]
+
+
+async def _wait_for(shared: Shared, user_id: str, kinds: list[str]) -> None:
+    with trio.fail_after(WAIT_LIMIT):
+        while _announcements(shared, user_id) != kinds:
+            await trio.sleep(POLL)
+
+
+async def _marker(node: CoreNode, room: int, user_id: str) -> None:
+    """A join decided after everything queued before it: once it is announced, so is the rest."""
+    await node.subscribe(RecordingSession(user_id), room)
+    await _wait_for(node.shared, user_id, ["join"])
+
+
+async def _room(shared: Shared) -> int:
+    return (await shared.db.create_room("presence", "alice")).id
+
+
+async def test_a_user_on_two_nodes_joins_once(autojump_clock):
+    shared = Shared()
+    a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
+    room = await _room(shared)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.presence.run)
+        await nursery.start(b.presence.run)
+        await a.subscribe(RecordingSession("alice"), room)
+        await _wait_for(shared, "alice", ["join"])
+        await b.subscribe(RecordingSession("alice"), room)
+        await _marker(b, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join"]
+
+
+async def test_a_reconnect_within_the_grace_announces_nothing(autojump_clock):
+    shared = Shared()
+    a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
+    room = await _room(shared)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.presence.run)
+        await nursery.start(b.presence.run)
+        first = RecordingSession("alice")
+        await a.subscribe(first, room)
+        await _wait_for(shared, "alice", ["join"])
+        a.chat.disconnected(first)
+        await trio.sleep(shared.settings.leave_grace_seconds / 2)
+        await b.subscribe(RecordingSession("alice"), room)  # back, on another node
+        await trio.sleep(shared.settings.leave_grace_seconds * 2)
+        await _marker(a, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join"]
+
+
+async def test_a_user_gone_for_the_grace_leaves_once(autojump_clock):
+    shared = Shared()
+    a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
+    room = await _room(shared)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.presence.run)
+        await nursery.start(b.presence.run)
+        on_a, on_b = RecordingSession("alice"), RecordingSession("alice")
+        await a.subscribe(on_a, room)
+        await b.subscribe(on_b, room)
+        await _wait_for(shared, "alice", ["join"])
+        a.chat.disconnected(on_a)
+        b.chat.disconnected(on_b)
+        await _wait_for(shared, "alice", ["join", "leave"])
+        await trio.sleep(shared.settings.presence_ttl_seconds * 2)  # sweeps run meanwhile
+        await _marker(a, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join", "leave"]
+    assert await shared.cache.members(room) == ["marker"]
+
+
+async def test_the_users_of_a_dead_node_leave_once_their_heartbeats_expire(autojump_clock):
+    shared = Shared()
+    alive, dead = CoreNode(shared, "alive"), CoreNode(shared, "dead")
+    room = await _room(shared)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(alive.presence.run)
+        await alive.subscribe(RecordingSession("bob"), room)
+        async with trio.open_nursery() as doomed:
+            await doomed.start(dead.presence.run)
+            await dead.subscribe(RecordingSession("alice"), room)
+            await _wait_for(shared, "alice", ["join"])
+            doomed.cancel_scope.cancel()  # the node dies: no heartbeat, no leave of its own
+        await _wait_for(shared, "alice", ["join", "leave"])
+        await trio.sleep(shared.settings.presence_ttl_seconds * 2)
+        await _marker(alive, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join", "leave"]
+    assert _announcements(shared, "bob") == ["join"]  # the live node's heartbeats keep bob
