@@ -2,6 +2,7 @@
 #   make run              one node on :8080 (installs deps, starts the dev stack)
 #   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
+#   make test-unit        the tests that need no service (no stack started), in under a minute
 #   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
 SHELL := /bin/bash
 NODES ?= 1
@@ -10,16 +11,19 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 export NODES PORT PYTEST_ARGS
 
-.PHONY: run test test-py bench install up down status env wipe cluster-status chaos help
+.PHONY: run test test-unit test-py bench install up down status env wipe cluster-status chaos help
 
 help:
-	@sed -n '2,5p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
 
 run:
 	@scripts/run.sh $(NODES)
 
 test:
 	@scripts/test.sh
+
+test-unit:
+	@scripts/install.sh --no-web-deps && .venv/bin/pytest -m "not services" $(PYTEST_ARGS)
 
 test-py:
 	@WEB_TESTS=0 scripts/test.sh

@@ -179,3 +179,10 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(stack_env) -> Stack:
     return Stack(stack_env)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the test stack, so `make test-unit` can leave them out."""
+    for item in items:
+        if "stack_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.services)
