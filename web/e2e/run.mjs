@@ -301,8 +301,8 @@ async function main() {
     // a burst straight over a second WebSocket of the same user
     const acked = await A.page.evaluate(
       async ({ roomId, n }) => {
-        const { token } = JSON.parse(sessionStorage.getItem('chattrio.session'));
-        const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+        // authenticated by the page's HttpOnly cookie, as the web client is: no token in the URL
+        const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
         const frames = [];
         let wake = () => {};
         ws.onmessage = (e) => {
