@@ -236,3 +236,15 @@ def test_jwks_that_is_not_json_is_refused(tmp_path):
 def test_jwks_with_a_private_key_is_refused(tmp_path, ec_key):
     with pytest.raises(TokenConfigError, match="private key"):
         load_jwks(_jwks_file(tmp_path, _jwk(ec_key, public=False)), "ES256")
+
+
+def test_token_for_an_audience_is_refused_where_none_is_configured():
+    token = jwt.encode(_claims(aud="another-service"), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="audience"):
+        OPEN.verify(token)
+
+
+def test_token_not_valid_yet_is_refused():
+    token = jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="not yet valid"):
+        OPEN.verify(token)
