@@ -284,3 +284,17 @@ async def test_jwt_mode_refuses_tokens_it_must_not_trust(jwt_cluster, identity_s
         response = await http.post("/api/room", json={"name": "untrusted"}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 
+
+
+async def test_connections_waiting_for_auth_count_against_the_connection_cap(make_cluster):
+    node = make_cluster(1, max_connections=1).urls[0]
+    user = _user()
+    token = await login(node, user)
+    async with raw_client(node, user) as waiting:
+        async with httpx.AsyncClient(base_url=node, timeout=10) as http:
+            refused = await http.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                                     "Sec-WebSocket-Version": "13", "Authorization": f"Bearer {token}"})
+        assert refused.status_code == 503 and "full" in refused.json()["message"]
+        await waiting.send(type="AUTH", token=token)
+        assert (await _session_info(waiting))["userId"] == user
