@@ -165,6 +165,9 @@ async function main() {
       throw new Error(`expected node-1 / node-2, got ${sa.nodeId} / ${sb.nodeId}`);
     A.nodeId = sa.nodeId;
     B.nodeId = sb.nodeId;
+    const urls = [...A.wsUrls, ...B.wsUrls];
+    if (urls.length === 0 || urls.some((u) => new URL(u).search !== ''))
+      throw new Error(`WebSocket URLs must carry no token (the cookie does): ${JSON.stringify(urls)}`);
   });
   if (!loggedIn) return;
 

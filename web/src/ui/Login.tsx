@@ -14,7 +14,8 @@ export function takeFragmentToken(loc: { hash: string }, replace: (url: string) 
   return token;
 }
 
-/** Open mode asks for an id; jwt mode for a token from the operator's identity service. */
+/** Open mode asks for an id; jwt mode for a token from the operator's identity service. The id form
+ * (the default mode's) shows until the server has said which, so it is focused on first paint. */
 export function Login({ onLogin, notice }: { onLogin: (s: Session) => void; notice: string | null }) {
   const [mode, setMode] = useState<AuthMode | null>(null);
   const [fragmentToken] = useState(() =>
@@ -30,7 +31,6 @@ export function Login({ onLogin, notice }: { onLogin: (s: Session) => void; noti
       live = false;
     };
   }, []);
-  if (mode === null) return null; // a moment: which form to show is the server's call
   if (mode === 'jwt') return <TokenLogin onLogin={onLogin} notice={notice} initialToken={fragmentToken} />;
   return <IdLogin onLogin={onLogin} notice={notice} />;
 }
