@@ -18,6 +18,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 from trio_websocket import open_websocket_url
 
+from chattrio.frames import Auth, FrameError, parse_client_frame
 from client import ChatClient, bearer, create_room, login
 from conftest import REPO, SESSION_CLUSTER_BASE_PORT, TEST_SECRET, Cluster
 
@@ -54,6 +55,21 @@ async def _closed(client: ChatClient, timeout: float = 30) -> tuple[int, str]:
 
 async def _session_info(client: ChatClient) -> dict:
     return await client.wait_for(lambda f: f["type"] == "session-info")
+
+
+# The AUTH frame ---------------------------------------------------------------------------------
+
+def test_auth_frame_parses():
+    assert parse_client_frame('{"type": "AUTH", "token": "eyJ.a.b", "ref": "a"}') == Auth("eyJ.a.b", "a")
+    assert parse_client_frame('{"type": "AUTH", "token": "' + "t" * 8192 + '"}') == Auth("t" * 8192)
+
+
+@pytest.mark.parametrize("frame", [{"type": "AUTH"}, {"type": "AUTH", "token": ""}, {"type": "AUTH", "token": 7},
+                                   {"type": "AUTH", "token": "t" * 8193}])
+def test_bad_auth_frame_is_bad_frame(frame):
+    with pytest.raises(FrameError) as exc:
+        parse_client_frame(json.dumps(frame))
+    assert exc.value.code == "BAD_FRAME"
 
 
 # A node refuses unsafe token settings ------------------------------------------------------------
