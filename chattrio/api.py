@@ -69,6 +69,10 @@ class Api:
         self._web_root = _web_root(settings)
         self._verifier = verifier_from_settings(settings)
         self._known_users: OrderedDict[str, None] = OrderedDict()
+        # A rise is someone guessing or replaying tokens, or a clock or key out of step.
+        self._refused_tokens = metrics.counter(
+            "chattrio_tokens_refused_total", "Tokens refused (REST, WebSocket handshake, AUTH frame)"
+        )
         self._requests = metrics.counter("chattrio_http_requests_total", "HTTP requests by status", ["status"])
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
@@ -133,6 +137,7 @@ class Api:
         try:
             identity = self._verifier.verify(token)
         except InvalidToken as exc:
+            self._refused_tokens.inc()
             raise BadRequest(401, str(exc)) from None
         if self._settings.auth_mode == "jwt":
             await self._ensure_user(_subject_user_id(identity.user_id))

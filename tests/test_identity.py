@@ -314,3 +314,23 @@ async def test_connections_waiting_for_auth_count_against_the_connection_cap(mak
         assert refused.status_code == 503 and "full" in refused.json()["message"]
         await waiting.send(type="AUTH", token=token)
         assert (await _session_info(waiting))["userId"] == user
+
+
+async def test_refused_tokens_are_counted_in_metrics(cluster):
+    url = cluster.urls[2]
+
+    async def refused() -> float:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            text = (await http.get("/metrics")).text
+        values = [float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("chattrio_tokens_refused_total")]
+        return values[0] if values else 0.0  # no line before the first refusal
+
+    before = await refused()
+    async with raw_client(url) as client:
+        await client.send(type="AUTH", token="forged")
+        await _closed(client)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        response = await http.post("/api/room", json={"name": "x"}, headers={"Authorization": "Bearer forged"})
+    assert response.status_code == 401
+    assert await refused() - before >= 2
