@@ -248,3 +248,11 @@ def test_token_not_valid_yet_is_refused():
     token = jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match="not yet valid"):
         OPEN.verify(token)
+
+
+def test_public_key_modes_do_not_use_the_secret(tmp_path, ec_key):
+    settings = Settings(auth_mode="jwt", jwt_algorithm="ES256", jwks_file=_jwks_file(tmp_path, _jwk(ec_key)))
+    assert settings.secret == DEFAULT_SECRET and not settings.dev_mode
+    verifier = verifier_from_settings(settings)
+    with pytest.raises(InvalidToken, match="algorithm"):
+        verifier.verify(jwt.encode(_claims(), DEFAULT_SECRET, algorithm="HS256"))
