@@ -37,11 +37,15 @@ def _serve(argv: list[str]) -> int:
 
     from chattrio.log import configure_logging
     from chattrio.nursery.node import run_node
+    from chattrio.tokens import TokenConfigError
 
     configure_logging(settings.node_id, json_lines=settings.log_json, level=settings.log_level)
     gc.set_threshold(*NODE_GC_THRESHOLDS)
     try:
         trio.run(run_node, settings)
+    except TokenConfigError as exc:
+        logging.getLogger("chattrio").critical("node refused to start: %s", exc)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the node failed at boot or crashed: say why, exit 1
         logging.getLogger("chattrio").critical("node failed: %s", _describe(exc), exc_info=exc)
         return 1

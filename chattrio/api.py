@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
+import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from chattrio.metrics import Registry
 from chattrio.rooms import RoomDirectory
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
-from chattrio.tokens import InvalidToken, issue_token, verify_token
+from chattrio.tokens import Identity, InvalidToken, issue_token, verifier_from_settings
 from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ TOKEN_COOKIE = "chattrio_token"
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
 READY_TIMEOUT = 2.0
+# jwt mode: users this node knows to exist, so only a user's first token costs a PostgreSQL write.
+KNOWN_USERS_MAX = 100_000
+TOKEN_IN_URL = ("a token in the URL is refused (URLs end up in logs): send it in an Authorization: Bearer "
+                "header, the chattrio_token cookie, or an AUTH frame")
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -36,7 +42,12 @@ class CreateRoom(msgspec.Struct, frozen=True):
 
 
 def token_of(request: Request) -> str | None:
-    return request.query.get("token") or request.bearer_token() or request.cookie(TOKEN_COOKIE)
+    """The request's token: an explicit Authorization header wins over the ambient cookie."""
+    return request.bearer_token() or request.cookie(TOKEN_COOKIE)
+
+
+def token_cookie(token: str, max_age: int) -> tuple[str, str]:
+    return "Set-Cookie", f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max(max_age, 0)}"
 
 
 class Api:
@@ -56,12 +67,21 @@ class Api:
         self._metrics = metrics
         self._not_ready = readiness
         self._web_root = _web_root(settings)
+        self._verifier = verifier_from_settings(settings)
+        self._known_users: OrderedDict[str, None] = OrderedDict()
+        # A rise is someone guessing or replaying tokens, or a clock or key out of step.
+        self._refused_tokens = metrics.counter(
+            "chattrio_tokens_refused_total", "Tokens refused (REST, WebSocket handshake, AUTH frame)"
+        )
         self._requests = metrics.counter("chattrio_http_requests_total", "HTTP requests by status", ["status"])
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
             ("GET", re.compile(r"/readyz"), self._readyz),
             ("GET", re.compile(r"/metrics"), self._metrics_text),
             ("POST", re.compile(r"/api/user/enter/(?P<user_id>[^/]*)"), self._enter),
+            ("GET", re.compile(r"/api/auth"), self._auth_mode),
+            ("POST", re.compile(r"/api/auth/session"), self._start_web_session),
+            ("DELETE", re.compile(r"/api/auth/session"), self._end_web_session),
             ("GET", re.compile(r"/api/room"), self._list_rooms),
             ("POST", re.compile(r"/api/room"), self._create_room),
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)"), self._get_room),
@@ -100,14 +120,42 @@ class Api:
             return self._static(request.path)
         return error_response(404, f"no such path {request.path[:100]}")
 
-    def _user_of(self, request: Request) -> str:
+    async def _user_of(self, request: Request) -> str:
+        if "token" in request.query:
+            raise BadRequest(400, TOKEN_IN_URL)
         token = token_of(request)
         if token is None:
             raise BadRequest(401, "log in first: no token")
+        return await self.authenticate(token)
+
+    async def authenticate(self, token: str) -> str:
+        """The token's user id, or BadRequest: 401 for a bad token, 503 when its first use in jwt
+        mode cannot create the user."""
+        return (await self._identity_of(token)).user_id
+
+    async def _identity_of(self, token: str) -> Identity:
         try:
-            return verify_token(token, self._settings.secret)
+            identity = self._verifier.verify(token)
         except InvalidToken as exc:
+            self._refused_tokens.inc()
             raise BadRequest(401, str(exc)) from None
+        if self._settings.auth_mode == "jwt":
+            await self._ensure_user(_subject_user_id(identity.user_id))
+        return identity
+
+    async def _ensure_user(self, user_id: str) -> None:
+        """The first valid token of a user creates it: PostgreSQL first, with its outbox row."""
+        if user_id in self._known_users:
+            self._known_users.move_to_end(user_id)
+            return
+        try:
+            await self._db.enter_user(user_id)
+        except DatabaseUnavailable as exc:
+            log.warning("cannot create user %s: %s", user_id, exc)
+            raise BadRequest(503, "service temporarily unavailable, retry") from None
+        self._known_users[user_id] = None
+        if len(self._known_users) > KNOWN_USERS_MAX:
+            self._known_users.popitem(last=False)
 
     # Operations -------------------------------------------------------------------------------
 
@@ -132,24 +180,42 @@ class Api:
     # Users and rooms --------------------------------------------------------------------------
 
     async def _enter(self, request: Request, user_id: str) -> Response:
+        if self._settings.auth_mode != "open":
+            raise BadRequest(403, "sign-up by id is off: this deployment takes tokens from its identity service "
+                                  f"(auth mode {self._settings.auth_mode}, see GET /api/auth)")
         try:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:
             raise InvalidInput("user id is not valid UTF-8") from None
         created = await self._db.enter_user(user_id)
         token, expires_at = issue_token(user_id, self._settings.secret, self._settings.token_ttl_seconds)
-        cookie = (
-            f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={self._settings.token_ttl_seconds}"
-        )
+        cookie = token_cookie(token, self._settings.token_ttl_seconds)
         data = {"userId": user_id, "token": token, "expiresAt": expires_at, "created": created}
         message = "user created" if created else "welcome back"
-        return json_response(201 if created else 200, message, data, [("Set-Cookie", cookie)])
+        return json_response(201 if created else 200, message, data, [cookie])
+
+    async def _auth_mode(self, request: Request) -> Response:
+        return json_response(200, "auth mode", {"mode": self._settings.auth_mode})
+
+    async def _start_web_session(self, request: Request) -> Response:
+        """Trade the Authorization header's token for the HttpOnly cookie the web client's
+        WebSocket then carries (jwt mode's counterpart of the open mode's sign-up)."""
+        token = request.bearer_token()
+        if token is None:
+            raise BadRequest(401, "send the token in an Authorization: Bearer header")
+        identity = await self._identity_of(token)
+        cookie = token_cookie(token, identity.expires_at - int(time.time()))
+        data = {"userId": identity.user_id, "expiresAt": identity.expires_at}
+        return json_response(200, "cookie set", data, [cookie])
+
+    async def _end_web_session(self, request: Request) -> Response:
+        return json_response(200, "cookie cleared", None, [token_cookie("", 0)])
 
     async def _list_rooms(self, request: Request) -> Response:
         return json_response(200, "rooms", await self._rooms.list())
 
     async def _create_room(self, request: Request) -> Response:
-        user_id = self._user_of(request)
+        user_id = await self._user_of(request)
         body = request.decode(CreateRoom, 'body must be a JSON object like {"name": "..."}')
         room = await self._db.create_room(normalize_room_name(body.name), user_id)
         self._rooms.learn(room)
@@ -188,6 +254,18 @@ class Api:
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         cache = "no-cache" if target.name == "index.html" else "public, max-age=31536000, immutable"
         return Response(200, target.read_bytes(), content_type, [("Cache-Control", cache)])
+
+
+def _subject_user_id(subject: str) -> str:
+    """A jwt-mode token's `sub`, which must already be a normalised user id: normalising it here
+    could make two of the identity service's users one."""
+    try:
+        user_id = normalize_user_id(subject)
+    except InvalidInput as exc:
+        raise BadRequest(401, f"token subject is not a valid user id: {exc}") from None
+    if user_id != subject:
+        raise BadRequest(401, "token subject is not a normalised user id")
+    return user_id
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -25,6 +25,17 @@ class Settings:
     kafka_linger_ms: int = 1
     secret: str = "dev-secret-change-me"
     token_ttl_seconds: int = 24 * 3600
+    # "open": log in by id alone, the node issues the token; "jwt": tokens come from the operator's
+    # identity service and sign-up by id is off. docs/security-identity.md.
+    auth_mode: str = "open"
+    # Accepts the public default secret (or a short one): for a local run only.
+    dev_mode: bool = False
+    # jwt mode: HS256 (the shared `secret`), RS256 or ES256 (the public keys of `jwks_file`).
+    jwt_algorithm: str = "HS256"
+    jwks_file: str = ""
+    # jwt mode: when set, a token must carry this `iss` / `aud`.
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
     # Empty means: accept any Origin whose host equals the request's Host header.
     allowed_origins: tuple[str, ...] = ()
     web_root: str = ""

@@ -10,6 +10,8 @@ from chattrio.models import Message, Room
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Far above a real JWT (a few hundred bytes, some KiB with many claims), far below a frame.
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 ROOMS_DESTINATION = "/topic/rooms"
 ROOM_DESTINATION_PREFIX = "/topic/message/"
@@ -37,8 +39,15 @@ class Ping(msgspec.Struct, tag="PING", frozen=True):
     ref: Ref | None = None
 
 
-ClientFrame = Subscribe | Unsubscribe | Send | Ping
-KNOWN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SEND", "PING"})
+class Auth(msgspec.Struct, tag="AUTH", frozen=True):
+    """The first frame of a WebSocket opened without a header or cookie token."""
+
+    token: Token
+    ref: Ref | None = None
+
+
+ClientFrame = Subscribe | Unsubscribe | Send | Ping | Auth
+KNOWN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SEND", "PING", "AUTH"})
 
 
 class FrameError(Exception):

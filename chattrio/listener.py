@@ -13,21 +13,25 @@ from functools import partial
 import h11
 import trio
 
-from chattrio.api import Api, token_of
+from chattrio.api import TOKEN_IN_URL, Api, token_of
 from chattrio.chat import ChatService
 from chattrio.config import Settings
-from chattrio.frames import FrameError, SessionInfo, parse_client_frame
+from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
 from chattrio.http import MAX_HEADER_BYTES, BadRequest, Request, error_response, receive_request, send_response
 from chattrio.metrics import Registry
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.tokens import InvalidToken, verify_token
-from chattrio.websocket import CLOSE_SERVICE_RESTART, FrameReader, IncomingText, handshake_response
+from chattrio.websocket import (
+    CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, FrameReader, IncomingText,
+    handshake_response,
+)
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is closed after this
 HANDSHAKE_TIMEOUT = 10.0
+# A WebSocket opened without a token must send its AUTH frame first, within this.
+AUTH_TIMEOUT = 10.0
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
 
 
@@ -39,6 +43,7 @@ class HttpServer:
         self._api = api
         self._chat = chat
         self._sessions = sessions
+        self._awaiting_auth: set[Session] = set()
         self._open_connections = 0
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
@@ -120,8 +125,8 @@ class HttpServer:
 
     # WebSocket ---------------------------------------------------------------------------------
 
-    def _refusal(self, request: Request) -> tuple[int, str] | str:
-        """(status, reason) to refuse the handshake, or the authenticated user id."""
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """(status, reason) to refuse the handshake, or None."""
         key = request.headers.get("sec-websocket-key")
         if request.method != "GET" or not key or request.headers.get("sec-websocket-version") != "13":
             return 400, "bad WebSocket handshake"
@@ -129,16 +134,22 @@ class HttpServer:
             return 404, "WebSocket endpoint is /ws"
         if not self._origin_allowed(request):
             return 403, "origin not allowed"
+        if "token" in request.query:
+            return 400, TOKEN_IN_URL
+        if len(self._sessions.sessions) + len(self._awaiting_auth) >= self._settings.max_connections:
+            return 503, "node full, try another"
+        return None
+
+    async def _handshake_user(self, request: Request) -> str | tuple[int, str]:
+        """The user of the handshake's Authorization header or cookie, (status, reason) for a bad
+        token, or "" without either: then the first frame must be AUTH."""
         token = token_of(request)
         if token is None:
-            return 401, "log in first: no token"
+            return ""
         try:
-            user_id = verify_token(token, self._settings.secret)
-        except InvalidToken as exc:
-            return 401, str(exc)
-        if len(self._sessions.sessions) >= self._settings.max_connections:
-            return 503, "node full, try another"
-        return user_id
+            return await self._api.authenticate(token)
+        except BadRequest as exc:
+            return exc.status, exc.reason
 
     def _origin_allowed(self, request: Request) -> bool:
         origin = request.headers.get("origin")
@@ -150,7 +161,7 @@ class HttpServer:
         return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
 
     async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
-        verdict = self._refusal(request)
+        verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await send_response(conn, stream, error_response(*verdict))
             return None
@@ -160,15 +171,51 @@ class HttpServer:
 
     async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
         session = Session(user_id, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
-        self._sessions.add(session)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_until_closed, session, stream, nursery.cancel_scope)
-                session.send(SessionInfo(session.id, session.user_id, self._settings.node_id))
+                if user_id:
+                    self._open_session(session)
+                else:
+                    self._awaiting_auth.add(session)
+                    nursery.start_soon(self._close_unless_authenticated, session)
                 await self._read_frames(session, stream, leftover)
         finally:
+            self._awaiting_auth.discard(session)
             self._chat.disconnected(session)
             log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
+
+    def _open_session(self, session: Session) -> None:
+        self._sessions.add(session)
+        session.send(SessionInfo(session.id, session.user_id, self._settings.node_id))
+
+    async def _close_unless_authenticated(self, session: Session) -> None:
+        await trio.sleep(AUTH_TIMEOUT)
+        if session in self._awaiting_auth:
+            session.close(CLOSE_POLICY_VIOLATION, f"no AUTH frame within {AUTH_TIMEOUT:g} s")
+
+    async def _authenticate(self, session: Session, message: IncomingText) -> None:
+        """A session opened without a token: its first frame must be AUTH with a valid one."""
+        if session.closing:
+            return  # frames that came with a refused first one
+        frame = None
+        if message.text is not None:
+            try:
+                frame = parse_client_frame(message.text)
+            except FrameError:
+                pass
+        if not isinstance(frame, Auth):
+            return session.close(CLOSE_POLICY_VIOLATION, 'authenticate first: {"type": "AUTH", "token": ...}')
+        try:
+            user_id = await self._api.authenticate(frame.token)
+        except BadRequest as exc:
+            code = CLOSE_POLICY_VIOLATION if exc.status < 500 else CLOSE_TRY_AGAIN_LATER
+            return session.close(code, exc.reason)
+        if session.closing:
+            return  # the deadline passed while the token was checked
+        self._awaiting_auth.discard(session)
+        session.user_id = user_id
+        self._open_session(session)
 
     async def _write_until_closed(self, session: Session, stream, scope: trio.CancelScope) -> None:
         await session.run_writer(stream)
@@ -193,6 +240,8 @@ class HttpServer:
                 await trio.sleep_forever()
 
     async def _on_message(self, session: Session, message: IncomingText) -> None:
+        if session in self._awaiting_auth:
+            return await self._authenticate(session, message)
         if message.binary:
             return self._chat.error(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
         if message.too_large:
@@ -202,6 +251,8 @@ class HttpServer:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
             return self._chat.error(session, exc.code, exc.message, exc.ref)
+        if isinstance(frame, Auth):
+            return self._chat.error(session, "BAD_FRAME", "already authenticated", frame.ref)
         try:
             await self._chat.handle(session, frame)
         except Exception:

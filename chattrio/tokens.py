@@ -1,48 +1,150 @@
-"""Signed session tokens: any node verifies any node's token with the shared secret."""
+"""Session tokens: JSON Web Tokens (PyJWT), issued and verified here and nowhere else.
+
+Open mode: the nodes issue HS256 tokens signed with the shared secret, so any node verifies any
+node's token. jwt mode: the operator's identity service issues them, HS256 with the shared secret
+or RS256/ES256 with private keys whose public halves the nodes read from a JWKS file; the nodes
+only verify. Each node accepts exactly one algorithm, so a token cannot choose how it is checked
+(`none`, or HS256 "signed" with a public key, is refused).
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
+import dataclasses
 import time
+from pathlib import Path
+
+import jwt
+
+from chattrio.config import Settings
+
+AUTH_MODES = ("open", "jwt")
+ISSUED_ALGORITHM = "HS256"
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+DEFAULT_SECRET = "dev-secret-change-me"
+# RFC 7518 3.2: an HS256 key at least as long as the hash, or it can be guessed offline from any token.
+MIN_SECRET_BYTES = 32
+REQUIRED_CLAIMS = ["exp", "sub"]
 
 
 class InvalidToken(Exception):
     """The token is malformed, forged or expired; the message says which."""
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+class TokenConfigError(Exception):
+    """The node's token settings are unsafe or unusable; it refuses to start."""
 
 
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    user_id: str
+    expires_at: int
 
 
 def issue_token(user_id: str, secret: str, ttl_seconds: int, now: float | None = None) -> tuple[str, int]:
-    expires_at = int((time.time() if now is None else now) + ttl_seconds)
-    payload = _b64encode(json.dumps({"sub": user_id, "exp": expires_at}, ensure_ascii=False).encode())
-    signature = _b64encode(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}", expires_at
+    """An HS256 token for `user_id` (open mode): (token, expiry in Unix seconds)."""
+    now = time.time() if now is None else now
+    expires_at = int(now + ttl_seconds)
+    claims = {"sub": user_id, "iat": int(now), "exp": expires_at}
+    return jwt.encode(claims, secret, algorithm=ISSUED_ALGORITHM), expires_at
 
 
-def verify_token(token: str, secret: str, now: float | None = None) -> str:
-    """Return the token's user id, or raise InvalidToken."""
-    payload, dot, signature = token.partition(".")
-    if not dot or not payload or not signature:
-        raise InvalidToken("malformed token")
-    expected = _b64encode(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
-    if not signature.isascii() or not hmac.compare_digest(expected, signature):
-        raise InvalidToken("bad token signature")
+class TokenVerifier:
+    """Checks tokens with one algorithm and its keys (by `kid`; None when there is one key)."""
+
+    def __init__(self, algorithm: str, keys: dict[str | None, object], issuer: str = "", audience: str = "") -> None:
+        self._algorithm = algorithm
+        self._keys = keys
+        self._issuer = issuer or None
+        self._audience = audience or None
+        required = REQUIRED_CLAIMS + ["iss"] * bool(issuer) + ["aud"] * bool(audience)
+        self._options = {"require": required, "verify_iat": False}
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    def verify(self, token: str) -> Identity:
+        try:
+            key = self._key_for(jwt.get_unverified_header(token))
+            claims = jwt.decode(
+                token, key, algorithms=[self._algorithm], issuer=self._issuer, audience=self._audience,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("bad token signature") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken(f"token algorithm not accepted (this deployment uses {self._algorithm})") from None
+        except jwt.DecodeError:
+            raise InvalidToken("malformed token") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from None
+        return Identity(claims["sub"], int(claims["exp"]))
+
+    def _key_for(self, header: dict) -> object:
+        if len(self._keys) == 1:
+            return next(iter(self._keys.values()))  # one key: the signature decides, whatever the kid
+        kid = header.get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("token signed with an unknown key (kid)")
+        return key
+
+
+def verifier_from_settings(settings: Settings) -> TokenVerifier:
+    """The node's verifier, or TokenConfigError saying which setting to fix."""
+    if settings.auth_mode not in AUTH_MODES:
+        raise TokenConfigError(f"CHATTRIO_AUTH_MODE={settings.auth_mode!r}: use one of {', '.join(AUTH_MODES)}")
+    if settings.auth_mode == "open":
+        check_secret(settings.secret, settings.dev_mode)
+        return TokenVerifier(ISSUED_ALGORITHM, {None: settings.secret})
+    algorithm = settings.jwt_algorithm
+    if algorithm == ISSUED_ALGORITHM:
+        check_secret(settings.secret, settings.dev_mode)
+        keys: dict[str | None, object] = {None: settings.secret}
+    elif algorithm in ASYMMETRIC_ALGORITHMS:
+        keys = load_jwks(settings.jwks_file, algorithm)
+    else:
+        choices = ", ".join((ISSUED_ALGORITHM, *ASYMMETRIC_ALGORITHMS))
+        raise TokenConfigError(f"CHATTRIO_JWT_ALGORITHM={algorithm!r}: use one of {choices}")
+    return TokenVerifier(algorithm, keys, settings.jwt_issuer, settings.jwt_audience)
+
+
+def check_secret(secret: str, dev_mode: bool) -> None:
+    if dev_mode:
+        return
+    if not secret or secret == DEFAULT_SECRET:
+        raise TokenConfigError(
+            "CHATTRIO_SECRET is empty or the public default, so anyone could sign a token for any user: "
+            "set a random secret (e.g. `openssl rand -hex 32`), or CHATTRIO_DEV_MODE=1 for a local run"
+        )
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise TokenConfigError(
+            f"CHATTRIO_SECRET is shorter than {MIN_SECRET_BYTES} bytes, so it can be guessed from any token: "
+            "set a random one (e.g. `openssl rand -hex 32`)"
+        )
+
+
+def load_jwks(path: str, algorithm: str) -> dict[str | None, object]:
+    """The public keys for `algorithm` in the JWKS file, by `kid`."""
+    if not path:
+        raise TokenConfigError(f"CHATTRIO_JWT_ALGORITHM={algorithm} needs CHATTRIO_JWKS_FILE (the public keys)")
     try:
-        claims = json.loads(_b64decode(payload))
-        user_id, expires_at = claims["sub"], int(claims["exp"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidToken("malformed token") from None
-    if expires_at <= (time.time() if now is None else now):
-        raise InvalidToken("token expired")
-    if not isinstance(user_id, str):
-        raise InvalidToken("malformed token")
-    return user_id
+        key_set = jwt.PyJWKSet.from_json(Path(path).read_text())
+    except OSError as exc:
+        raise TokenConfigError(f"CHATTRIO_JWKS_FILE={path!r}: {exc.strerror or exc}") from None
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise TokenConfigError(f"CHATTRIO_JWKS_FILE={path!r} is not a usable JWKS: {exc}") from None
+    keys: dict[str | None, object] = {}
+    for jwk in key_set.keys:
+        if jwk.algorithm_name != algorithm or jwk.public_key_use not in (None, "sig"):
+            continue
+        if hasattr(jwk.key, "private_bytes"):
+            raise TokenConfigError(
+                f"CHATTRIO_JWKS_FILE={path!r} holds a private key: give the nodes only the public keys"
+            )
+        keys[jwk.key_id] = jwk.key
+    if not keys:
+        raise TokenConfigError(f"CHATTRIO_JWKS_FILE={path!r} has no {algorithm} signing key")
+    return keys

@@ -25,6 +25,8 @@ NGINX_CONF="$NGINX_DIR/nginx.conf"
 NGINX_PIDFILE="$NGINX_DIR/nginx.master.pid"
 READY_TIMEOUT="${CHATTRIO_NODE_READY_TIMEOUT:-60}"
 SERVER_CMD_STR="${CHATTRIO_SERVER_CMD:-}"
+# A local run accepts the public default secret (dev mode) unless a secret is given.
+[[ -n "${CHATTRIO_SECRET:-}" ]] || export CHATTRIO_DEV_MODE="${CHATTRIO_DEV_MODE:-1}"
 
 load_state() {
   [[ -f "$STATE" ]] || die "no cluster for stack '$STACK' (run: scripts/cluster.sh up N)"

@@ -12,6 +12,8 @@ NODES="${1:-${NODES:-1}}"
 PORT="${PORT:-8080}"
 HOST="${HOST:-127.0.0.1}"
 [[ "$NODES" =~ ^[0-9]+$ && "$NODES" -ge 1 ]] || die "NODES must be a positive integer, got '$NODES'"
+# A local run accepts the public default secret (dev mode) unless a secret is given.
+[[ -n "${CHATTRIO_SECRET:-}" ]] || export CHATTRIO_DEV_MODE="${CHATTRIO_DEV_MODE:-1}"
 
 "$SCRIPTS/install.sh"
 

@@ -90,11 +90,16 @@ class ChatClient:
         return [f for f in self.frames if f["type"] == "ERROR"]
 
 
+def bearer(token: str) -> list[tuple[bytes, bytes]]:
+    """The WebSocket handshake's token header (a token never goes in the URL)."""
+    return [(b"Authorization", f"Bearer {token}".encode())]
+
+
 @asynccontextmanager
 async def connect(base_url: str, user_id: str, token: str | None = None) -> AsyncIterator[ChatClient]:
     token = token or await login(base_url, user_id)
-    ws_url = base_url.replace("http://", "ws://") + f"/ws?token={token}"
-    async with open_websocket_url(ws_url) as ws, trio.open_nursery() as nursery:
+    ws_url = base_url.replace("http://", "ws://") + "/ws"
+    async with open_websocket_url(ws_url, extra_headers=bearer(token)) as ws, trio.open_nursery() as nursery:
         client = ChatClient(ws, user_id)
         nursery.start_soon(client._read)
         await client.wait_for(lambda f: f["type"] == "session-info")
@@ -127,7 +132,7 @@ class ResumingClient:
             url = self.urls[self.node % len(self.urls)].replace("http://", "ws://")
             try:
                 with trio.fail_after(5):
-                    self._ws = await connect_websocket_url(self._nursery, f"{url}/ws?token={self.token}")
+                    self._ws = await connect_websocket_url(self._nursery, f"{url}/ws", extra_headers=bearer(self.token))
                 frame = {"type": "SUBSCRIBE", "destination": f"/topic/message/{self.room_id}", "ref": "resume"}
                 if self.last_seq is not None:
                     frame["since"] = self.last_seq

@@ -23,6 +23,8 @@ NODE_READY_TIMEOUT = 60.0
 # Lets two pytest runs on one machine (with different stacks) use different node ports.
 SESSION_CLUSTER_BASE_PORT = int(os.environ.get("CHATTRIO_TEST_PORT_BASE", "18090"))
 ISOLATED_BASE_PORT = SESSION_CLUSTER_BASE_PORT + 110
+# The nodes refuse the public default secret and any shorter than 32 bytes (chattrio/tokens.py).
+TEST_SECRET = "test-secret-of-the-pytest-nodes-0123456789"
 
 
 def _stack_env() -> dict[str, str]:
@@ -93,7 +95,7 @@ class Cluster:
     def __init__(self, stack_env: dict[str, str], count: int, base_port: int, prefix: str, **settings) -> None:
         log_dir = REPO / ".stack" / stack_env.get("CHATTRIO_STACK", "test") / "pytest-nodes"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=prefix, CHATTRIO_SECRET="test-secret")
+        env = dict(os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=prefix, CHATTRIO_SECRET=TEST_SECRET)
         env.update({f"CHATTRIO_{k.upper()}": str(v) for k, v in settings.items()})
         self.prefix = prefix
         self.nodes = [Node(i, base_port + i, env, log_dir) for i in range(1, count + 1)]

@@ -165,8 +165,10 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
-def build_upgrade_request(host: str, port: int, target: str) -> tuple[bytes, str]:
+def build_upgrade_request(host: str, port: int, target: str, token: str | None = None) -> tuple[bytes, str]:
+    """The upgrade request; the token goes in a header, never in the URL (URLs are logged)."""
     key = base64.b64encode(os.urandom(16)).decode("ascii")
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
     request = (
         f"GET {target} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
@@ -174,6 +176,7 @@ def build_upgrade_request(host: str, port: int, target: str) -> tuple[bytes, str
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n"
+        f"{authorization}"
         "\r\n"
     )
     return request.encode("latin-1"), key
@@ -257,11 +260,11 @@ class WsConnection:
         self.close_info: CloseInfo | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, target: str, timeout: float) -> WsConnection:
+    async def connect(cls, host: str, port: int, target: str, timeout: float, token: str | None = None) -> WsConnection:
         with trio.fail_after(timeout):
             sock, stream = await _open_tcp(host, port)
             try:
-                request, key = build_upgrade_request(host, port, target)
+                request, key = build_upgrade_request(host, port, target, token)
                 await stream.send_all(request)
                 buf = b""
                 while (idx := buf.find(b"\r\n\r\n")) < 0:

@@ -24,6 +24,7 @@ from chattrio.storage.bridge import open_asyncio_bridge
 from chattrio.storage.kafka import ensure_topics, open_chat_producer
 from chattrio.storage.postgres import open_database
 from chattrio.storage.redis import open_redis
+from chattrio.tokens import verifier_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run until SIGTERM/SIGINT (or cancellation); then drain and return."""
+    _check_auth(settings)
     metrics = Registry()
     async with AsyncExitStack() as resources:
         await resources.enter_async_context(open_asyncio_bridge())
@@ -71,6 +73,18 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
             await _drain(http, settings)
             nursery.cancel_scope.cancel()
     log.info("node stopped")
+
+
+def _check_auth(settings: Settings) -> None:
+    """Refuse to start with unsafe token settings (TokenConfigError), and say which mode runs."""
+    verifier = verifier_from_settings(settings)
+    if settings.dev_mode:
+        log.warning("dev mode: the public default secret is accepted; never expose this node")
+    if settings.auth_mode == "open":
+        log.warning("auth mode open: anyone can log in as any user id, and unknown ids sign up "
+                    "(CHATTRIO_AUTH_MODE=jwt takes identities from your identity service)")
+    else:
+        log.info("auth mode jwt: %s tokens from the identity service; sign-up by id is off", verifier.algorithm)
 
 
 async def _drain(http: HttpServer, settings: Settings) -> None:

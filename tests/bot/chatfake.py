@@ -113,7 +113,7 @@ class FakeChat:
             while True:
                 for event in ws.events():
                     if isinstance(event, Request):
-                        token = event.target.partition("token=")[2]
+                        token = dict(event.extra_headers).get(b"authorization", b"").decode().removeprefix("Bearer ")
                         await stream.send_all(ws.send(AcceptConnection()))
                         client = _Client(token.removeprefix("tok-"), stream, ws)
                         self.clients[node].add(client)

@@ -8,8 +8,8 @@ import trio
 import trio.testing
 
 from chattrio.bot.ws import (
-    OP_PONG, OP_TEXT, FrameParser, HandshakeRefused, WsConnection, WsError, accept_key, encode_client_frame,
-    mask_payload, parse_upgrade_response,
+    OP_PONG, OP_TEXT, FrameParser, HandshakeRefused, WsConnection, WsError, accept_key, build_upgrade_request,
+    encode_client_frame, mask_payload, parse_upgrade_response,
 )
 
 
@@ -69,6 +69,14 @@ def test_client_frames_are_masked_and_unmask_back():
     assert n == len(payload) and frame[4:8] == mask
     assert mask_payload(frame[8:], mask) == payload
     assert mask_payload(b"", mask) == b""
+
+
+def test_upgrade_request_carries_the_token_in_a_header_not_the_url():
+    request, _ = build_upgrade_request("127.0.0.1", 8080, "/ws", "tok.en")
+    head = request.decode("latin-1").split("\r\n")
+    assert head[0] == "GET /ws HTTP/1.1"
+    assert "Authorization: Bearer tok.en" in head
+    assert "Authorization" not in build_upgrade_request("127.0.0.1", 8080, "/ws")[0].decode("latin-1")
 
 
 def test_upgrade_response():

@@ -106,12 +106,14 @@ export async function newUserPage(browser, { baseUrl, viewport = { width: 1280, 
   const context = await browser.newContext({ viewport, locale, timezoneId: 'Asia/Seoul' });
   context.setDefaultTimeout(STEP_MS);
   const page = await context.newPage();
+  const wsUrls = []; // every WebSocket the page opens: none may carry a token
+  page.on('websocket', (ws) => wsUrls.push(ws.url()));
   page.on('pageerror', (e) => log(`[${name}] page error:`, e.message));
   page.on('console', (m) => {
     if (m.type() === 'error') log(`[${name}] console.error:`, m.text());
   });
   await page.goto(baseUrl, { timeout: STEP_MS });
-  return { context, page, name, baseUrl };
+  return { context, page, name, baseUrl, wsUrls };
 }
 
 export async function login(page, userId) {

@@ -28,6 +28,7 @@ function json(res, status, body) {
 }
 const validUser = (id) => /^[\p{L}\p{N}_.-]{1,32}$/u.test(id.normalize('NFC'));
 const tokenUser = (t) => (t && t.startsWith('tok.') ? decodeURIComponent(t.slice(4)) : null);
+const cookieToken = (req) => /(?:^|;\s*)chattrio_token=([^;]*)/.exec(req.headers.cookie ?? '')?.[1] ?? null;
 const roomView = (r) => ({ ...r, memberCount: presence.get(r.id)?.size ?? 0 });
 
 function publish(roomId, senderId, kind, text, clientMsgId) {
@@ -63,7 +64,14 @@ const server = createServer(async (req, res) => {
     if (!validUser(id)) return fail(res, 400, `invalid user id: only letters, digits, _ - . and at most 32 characters`);
     const created = !users.has(id);
     users.add(id);
-    return ok(res, created ? 201 : 200, { userId: id, token: `tok.${encodeURIComponent(id)}`, expiresAt: Math.floor(Date.now() / 1000) + 86400, created });
+    const token = `tok.${encodeURIComponent(id)}`;
+    res.setHeader('set-cookie', `chattrio_token=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400`);
+    return ok(res, created ? 201 : 200, { userId: id, token, expiresAt: Math.floor(Date.now() / 1000) + 86400, created });
+  }
+  if (p === '/api/auth' && req.method === 'GET') return ok(res, 200, { mode: 'open' });
+  if (p === '/api/auth/session' && req.method === 'DELETE') {
+    res.setHeader('set-cookie', 'chattrio_token=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0');
+    return ok(res, 200, null);
   }
   if (p === '/api/room' && req.method === 'GET') return ok(res, 200, rooms.map(roomView));
   if (p === '/api/room' && req.method === 'POST') {
@@ -106,7 +114,7 @@ const server = createServer(async (req, res) => {
 const wss = new WebSocketServer({ noServer: true });
 server.on('upgrade', (req, socket, head) => {
   const url = new URL(req.url, 'http://x');
-  const user = tokenUser(url.searchParams.get('token'));
+  const user = tokenUser(cookieToken(req));
   if (url.pathname !== '/ws' || !user) {
     socket.end('HTTP/1.1 401 Unauthorized\r\n\r\n');
     return;

@@ -165,6 +165,9 @@ async function main() {
       throw new Error(`expected node-1 / node-2, got ${sa.nodeId} / ${sb.nodeId}`);
     A.nodeId = sa.nodeId;
     B.nodeId = sb.nodeId;
+    const urls = [...A.wsUrls, ...B.wsUrls];
+    if (urls.length === 0 || urls.some((u) => new URL(u).search !== ''))
+      throw new Error(`WebSocket URLs must carry no token (the cookie does): ${JSON.stringify(urls)}`);
   });
   if (!loggedIn) return;
 
@@ -301,8 +304,8 @@ async function main() {
     // a burst straight over a second WebSocket of the same user
     const acked = await A.page.evaluate(
       async ({ roomId, n }) => {
-        const { token } = JSON.parse(sessionStorage.getItem('chattrio.session'));
-        const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+        // authenticated by the page's HttpOnly cookie, as the web client is: no token in the URL
+        const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
         const frames = [];
         let wake = () => {};
         ws.onmessage = (e) => {

@@ -10,15 +10,17 @@ import { RoomList } from './ui/RoomList';
 import { LanguageSwitch } from './ui/LanguageSwitch';
 import { StatusBadge } from './ui/StatusBadge';
 
-function wsUrl(token: string): string {
+/** The token never goes in the URL: the same-origin WebSocket carries the HttpOnly cookie that
+ * sign-in set (docs/protocol.md, "Tokens"). */
+function wsUrl(): string {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/ws?token=${encodeURIComponent(token)}`;
+  return `${proto}//${location.host}/ws`;
 }
 
 function makeClient(session: Session): ChatClient {
   return new ChatClient({
     userId: session.userId,
-    url: () => wsUrl(session.token),
+    url: wsUrl,
     wsFactory: (url) => new WebSocket(url) as unknown as WebSocketLike,
     history: { fetchMessages: (roomId, before, limit) => api.messages(roomId, before, limit) },
   });
@@ -36,6 +38,7 @@ export function App() {
   }, []);
 
   const logout = useCallback((message: string | null = null) => {
+    api.endSession().catch(() => undefined); // the cookie must not sign the next user of this browser in
     clearSession();
     setSession(null);
     setNotice(message);
@@ -43,10 +46,28 @@ export function App() {
   }, []);
 
   if (!session) return <Login onLogin={onLogin} notice={notice} />;
-  return <Shell key={session.token} session={session} onLogout={() => logout(null)} onExpired={() => logout(t('sessionExpired'))} />;
+  return (
+    <Shell
+      key={session.token}
+      session={session}
+      onLogout={() => logout(null)}
+      onExpired={() => logout(t('sessionExpired'))}
+      onOtherUser={() => logout(t('otherUserSignedIn'))}
+    />
+  );
 }
 
-function Shell({ session, onLogout, onExpired }: { session: Session; onLogout: () => void; onExpired: () => void }) {
+function Shell({
+  session,
+  onLogout,
+  onExpired,
+  onOtherUser,
+}: {
+  session: Session;
+  onLogout: () => void;
+  onExpired: () => void;
+  onOtherUser: () => void;
+}) {
   const { t } = useI18n();
   const route = useRoute();
   const [client] = useState(() => makeClient(session));
@@ -54,6 +75,7 @@ function Shell({ session, onLogout, onExpired }: { session: Session; onLogout: (
   useEffect(() => {
     client.start();
     const offExpired = client.on('authExpired', onExpired);
+    const offOtherUser = client.on('userMismatch', onOtherUser);
     const online = () => client.setNetworkOnline(true);
     const offline = () => client.setNetworkOnline(false);
     window.addEventListener('online', online);
@@ -66,12 +88,13 @@ function Shell({ session, onLogout, onExpired }: { session: Session; onLogout: (
     }
     return () => {
       offExpired();
+      offOtherUser();
       window.removeEventListener('online', online);
       window.removeEventListener('offline', offline);
       if (expiry) clearTimeout(expiry);
       client.stop();
     };
-  }, [client, session.expiresAt, onExpired]);
+  }, [client, session.expiresAt, onExpired, onOtherUser]);
 
   const inRoom = route.name === 'room';
   return (

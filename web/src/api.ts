@@ -54,8 +54,19 @@ export interface EnterResult {
   created: boolean;
 }
 
+export type AuthMode = 'open' | 'jwt';
+
+export interface WebSessionResult {
+  userId: string;
+  expiresAt: number;
+}
+
 export const api = {
+  authMode: () => call<{ mode: AuthMode }>('GET', '/api/auth'),
   enter: (userId: string) => call<EnterResult>('POST', `/api/user/enter/${encodeURIComponent(userId)}`),
+  /** jwt mode: trade the identity service's token for the HttpOnly cookie the WebSocket carries */
+  startSession: (token: string) => call<WebSessionResult>('POST', '/api/auth/session', { token }),
+  endSession: () => call<null>('DELETE', '/api/auth/session'),
   rooms: (signal?: AbortSignal) => call<Room[]>('GET', '/api/room', { signal }),
   room: (roomId: number, signal?: AbortSignal) => call<Room>('GET', `/api/room/${roomId}`, { signal }),
   createRoom: (name: string, token: string) => call<Room>('POST', '/api/room', { body: { name }, token }),

@@ -13,7 +13,7 @@ let ids: number;
 function makeClient(extra: Partial<ConstructorParameters<typeof ChatClient>[0]> = {}): ChatClient {
   return new ChatClient({
     userId: 'me',
-    url: () => `ws://test/ws?token=t${sockets.length}`,
+    url: () => 'ws://test/ws',
     wsFactory: (url) => {
       const s = new FakeSocket(url);
       sockets.push(s);
@@ -131,6 +131,21 @@ describe('ChatClient connection', () => {
     expect(client.getSnapshot()).toMatchObject({ status: 'connected', nodeId: 'node-3' });
     last().drop();
     expect(timers.delays()).toEqual([375]);
+  });
+
+  it('stops, without reconnecting, when the session is another user\'s (a shared cookie)', () => {
+    const others: string[] = [];
+    client.on('userMismatch', (info) => others.push(info.userId));
+    client.start();
+    const socket = last();
+    socket.readyState = 1;
+    socket.onopen?.({});
+    socket.push({ type: 'session-info', sessionId: 's-1', userId: 'someone-else', nodeId: 'node-1' });
+    expect(others).toEqual(['someone-else']);
+    expect(client.getSnapshot().status).toBe('closed');
+    expect(socket.closedByClient).not.toBeNull();
+    timers.advance(60000);
+    expect(sockets.length).toBe(1);
   });
 
   it('does not reconnect after stop() and stops on 1008 (auth)', () => {

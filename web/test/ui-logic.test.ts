@@ -4,6 +4,7 @@ import { parseRoute } from '../src/router';
 import { makeSession } from '../src/session';
 import { validateRoomName } from '../src/ui/CreateRoomDialog';
 import { textLength } from '../src/protocol/client';
+import { takeFragmentToken } from '../src/ui/Login';
 
 describe('room name validation', () => {
   it('trims and counts code points, 1..100', () => {
@@ -46,5 +47,21 @@ describe('textLength', () => {
     expect(textLength('abc')).toBe(3);
     expect(textLength('😀😀')).toBe(2);
     expect(textLength('한국어')).toBe(3);
+  });
+});
+
+describe('token handed over in the URL fragment', () => {
+  it('is taken and removed from the address bar', () => {
+    const replaced: string[] = [];
+    const token = takeFragmentToken({ hash: '#token=eyJ.abc.def' }, (url) => replaced.push(url), '/room/4');
+    expect(token).toBe('eyJ.abc.def');
+    expect(replaced).toEqual(['/room/4']);
+  });
+
+  it('leaves an address without one alone', () => {
+    const replaced: string[] = [];
+    expect(takeFragmentToken({ hash: '' }, (url) => replaced.push(url), '/')).toBeNull();
+    expect(takeFragmentToken({ hash: '#other=1' }, (url) => replaced.push(url), '/')).toBeNull();
+    expect(replaced).toEqual([]);
   });
 });

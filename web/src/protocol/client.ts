@@ -96,6 +96,9 @@ export interface ClientEvents {
   connected: (info: { reconnect: boolean }) => void;
   /** the server closed with 1008 (token expired or rejected): log in again */
   authExpired: () => void;
+  /** the server says this connection is another user's (the shared cookie of another tab's
+   * sign-in): the client has stopped; log in again */
+  userMismatch: (info: { userId: string }) => void;
   /** ERROR frames that belong to no send or subscription of ours */
   error: (err: { code: string; message: string; ref?: string }) => void;
 }
@@ -201,6 +204,7 @@ export class ChatClient {
     session: new Set(),
     connected: new Set(),
     authExpired: new Set(),
+    userMismatch: new Set(),
     error: new Set(),
   };
 
@@ -718,6 +722,11 @@ export class ChatClient {
     if (!frame || typeof frame !== 'object') return;
     switch (frame.type) {
       case 'session-info':
+        if (frame.userId !== this.userId) {
+          this.stop();
+          this.emit('userMismatch', { userId: frame.userId });
+          return;
+        }
         this.backoff.reset();
         this.setSnapshot({ nodeId: frame.nodeId, sessionId: frame.sessionId, attempts: 0 });
         this.emit('session', { sessionId: frame.sessionId, userId: frame.userId, nodeId: frame.nodeId });
