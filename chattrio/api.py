@@ -16,7 +16,7 @@ from chattrio.config import Settings
 from chattrio.http import BadRequest, Request, Response, error_response, json_response
 from chattrio.metrics import Registry
 from chattrio.rooms import RoomDirectory
-from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import InvalidToken, issue_token, verify_token
 from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id
@@ -76,6 +76,9 @@ class Api:
             response = error_response(exc.status, exc.reason)
         except InvalidInput as exc:
             response = error_response(400, str(exc))
+        except DataRefused as exc:  # the edge's rules should have caught it: still the client's input
+            log.warning("PostgreSQL refused a request's values: %s", exc)
+            response = error_response(400, "a value cannot be stored (it contains a character PostgreSQL refuses)")
         except (DatabaseUnavailable, CacheUnavailable) as exc:
             log.warning("dependency unavailable: %s", exc)
             response = error_response(503, "service temporarily unavailable, retry")

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import trio
 
-from chattrio.models import Message, Room, RoomCreated, UserCreated, json_encoder
+from chattrio.models import DeadLetter, Message, Room, RoomCreated, UserCreated, json_encoder
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,11 @@ POOL_SIZE = 8
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL did not answer; the caller should answer 503 or retry."""
+
+
+class DataRefused(Exception):
+    """PostgreSQL (or its driver) refused the values themselves, e.g. text with U+0000: unlike an
+    outage, the same values fail again however often they are retried."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Database:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         except asyncpg.CannotConnectNowError as exc:
             raise DatabaseUnavailable(f"PostgreSQL starting up: {exc!r}") from exc
+        except asyncpg.DataError as exc:  # also the driver's own, e.g. a lone surrogate in a str
+            raise DataRefused(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> None:
         await self._run(self._pool.fetchval, "SELECT 1")
@@ -215,6 +222,19 @@ class Database:
         inserted = set(await self._run(store))
         return [m for m in messages if m.id in inserted]
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:
+        """Keep records that cannot be stored, with the reason; returns how many were new."""
+        if not letters:
+            return 0
+        result = await self._run(
+            self._pool.execute,
+            "INSERT INTO dead_letters (topic, partition, record_offset, record_time, value, reason)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bytea[], $6::text[])"
+            " ON CONFLICT DO NOTHING",
+            *zip(*((d.topic, d.partition, d.offset, d.timestamp, d.value, _storable(d.reason)) for d in letters)),
+        )
+        return int(result.rsplit(" ", 1)[1])
+
     async def stored_offset(self, topic: str, partition: int) -> int | None:
         """The offset before which the partition is stored; None when nothing of it was stored
         since stored_offsets exists."""
@@ -249,6 +269,11 @@ class Database:
 
     async def last_seq(self, room_id: int) -> int | None:
         return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
+
+
+def _storable(reason: str) -> str:
+    """An error message may quote the very character PostgreSQL refused."""
+    return reason.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def _message_tuple(m: Message) -> tuple:
