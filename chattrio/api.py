@@ -16,10 +16,10 @@ from chattrio.config import Settings
 from chattrio.http import BadRequest, Request, Response, error_response, json_response
 from chattrio.metrics import Registry
 from chattrio.rooms import RoomDirectory
-from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused
+from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import InvalidToken, issue_token, verify_token
-from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id
+from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,10 @@ class Api:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:
             raise InvalidInput("user id is not valid UTF-8") from None
-        created = await self._db.enter_user(user_id)
+        try:
+            created = await self._db.enter_user(user_id, skeleton(user_id))
+        except LookalikeTaken as exc:
+            raise BadRequest(409, f"user id {user_id!r} {exc}: choose another") from None
         token, expires_at = issue_token(user_id, self._settings.secret, self._settings.token_ttl_seconds)
         cookie = (
             f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={self._settings.token_ttl_seconds}"

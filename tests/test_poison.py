@@ -7,12 +7,14 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 import trio
 from confluent_kafka import Producer
 
 from chattrio.models import ChatRecord, chat_record_encoder
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import partition_of
+from chattrio.validation import skeleton
 from client import connect, create_room, login
 
 STORED_TIMEOUT = 60.0
@@ -148,3 +150,50 @@ FROM dead_letters d,
 WHERE d.id = $1
 ON CONFLICT DO NOTHING
 """
+
+
+# Look-alike user ids against the database -------------------------------------------------------
+
+
+async def _enter(url: str, user_id: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        return await http.post(f"/api/user/enter/{user_id}")
+
+
+async def test_an_id_that_looks_like_an_existing_one_is_409(cluster):
+    base = uuid.uuid4().hex[:8].replace("1", "2").replace("0", "3")  # no 1 or 0: its look-alike has one
+    first = await _enter(cluster.urls[0], f"lily{base}")
+    assert first.status_code == 201, first.text
+    for lookalike in (f"1ily{base}", f"li1y{base}", f"1i1y{base}"):
+        response = await _enter(cluster.urls[1], lookalike)
+        assert response.status_code == 409, (lookalike, response.text)
+        assert f"lily{base}" in response.json()["message"]
+    again = await _enter(cluster.urls[2], f"LILY{base}")  # the same user, case folded
+    assert again.status_code == 200 and again.json()["data"]["userId"] == f"lily{base}"
+
+
+async def test_a_whole_script_look_alike_is_409(cluster):
+    digits = "".join(c for c in uuid.uuid4().hex if c.isdigit() and c not in "01")[:6] or "2345"
+    latin = await _enter(cluster.urls[0], f"pope{digits}")
+    assert latin.status_code == 201, latin.text
+    cyrillic = await _enter(cluster.urls[1], f"\u0440\u043e\u0440\u0435{digits}")  # Cyrillic "роре"
+    assert cyrillic.status_code == 409, cyrillic.text
+
+
+async def test_a_user_from_before_skeletons_gets_one_when_entering(cluster, stack_env):
+    user_id = f"legacy{uuid.uuid4().hex[:8]}".replace("1", "2").replace("0", "3")
+    await _sql(stack_env, "INSERT INTO users (id) VALUES ($1)", user_id)  # as written before skeletons
+    lookalike = user_id.replace("l", "1", 1)
+    response = await _enter(cluster.urls[0], user_id)
+    assert response.status_code == 200 and response.json()["data"]["created"] is False
+    [row] = await _sql(stack_env, "SELECT skeleton FROM users WHERE id = $1", user_id)
+    assert row["skeleton"] == skeleton(user_id)
+    assert (await _enter(cluster.urls[1], lookalike)).status_code == 409
+
+
+@pytest.mark.parametrize("user_id", ["अनिल", "सुमित्रा", "วิชัย", "สมชาย"])
+async def test_hindi_and_thai_ids_can_enter(cluster, user_id):
+    digits = str(uuid.uuid4().int)[:8]
+    response = await _enter(cluster.urls[0], user_id + digits)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["userId"] == user_id + digits

@@ -31,6 +31,14 @@ class DataRefused(Exception):
     outage, the same values fail again however often they are retried."""
 
 
+class LookalikeTaken(Exception):
+    """Another user id has the same skeleton (looks the same)."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__(f"looks like the existing user {existing!r}")
+        self.existing = existing
+
+
 @dataclasses.dataclass(frozen=True)
 class OutboxRow:
     id: int
@@ -100,16 +108,26 @@ class Database:
 
     # Users and rooms: the row and its outbox event commit together ---------------------------
 
-    async def enter_user(self, user_id: str) -> bool:
-        """Create the user if unknown; True when it was created now."""
+    async def enter_user(self, user_id: str, skeleton: str) -> bool:
+        """Create the user if unknown; True when it was created now. Raises LookalikeTaken when
+        another id has the same skeleton. A user from before skeletons gets theirs now, unless a
+        newer look-alike holds it."""
 
         async def enter() -> bool:
             async with self._pool.acquire() as conn, conn.transaction():
+                known = await conn.fetchrow("SELECT skeleton FROM users WHERE id = $1", user_id)
+                if known is not None:
+                    if known["skeleton"] is None:
+                        await _adopt_skeleton(conn, user_id, skeleton)
+                    return False
                 created_at = await conn.fetchval(
-                    "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING created_at",
-                    user_id,
+                    "INSERT INTO users (id, skeleton) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING created_at",
+                    user_id, skeleton,
                 )
-                if created_at is None:
+                if created_at is None:  # the id or a look-alike exists (maybe committed just now)
+                    holder = await conn.fetchval("SELECT id FROM users WHERE skeleton = $1", skeleton)
+                    if holder is not None and holder != user_id:
+                        raise LookalikeTaken(holder)
                     return False
                 event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
                 await self._insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
@@ -269,6 +287,18 @@ class Database:
 
     async def last_seq(self, room_id: int) -> int | None:
         return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
+
+
+async def _adopt_skeleton(conn, user_id: str, skeleton: str) -> None:
+    try:
+        async with conn.transaction():  # a savepoint: a look-alike committing meanwhile only skips this
+            await conn.execute(
+                "UPDATE users SET skeleton = $2 WHERE id = $1 AND skeleton IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM users WHERE skeleton = $2)",
+                user_id, skeleton,
+            )
+    except asyncpg.UniqueViolationError:
+        log.info("user %r keeps no skeleton: a look-alike took it", user_id)
 
 
 def _storable(reason: str) -> str:
