@@ -141,6 +141,24 @@ async def test_a_dead_lettered_message_can_be_replayed_with_sql(cluster, stack_e
     assert [(m["id"], m["seq"], m["text"]) for m in history] == [(message_id, offset, "replay")]
 
 
+async def test_an_undecodable_event_is_dead_lettered_and_rooms_are_still_announced(cluster, stack_env):
+    topic = f"{cluster.prefix}.events"
+    partition, [offset] = await trio.to_thread.run_sync(
+        _produce_raw, stack_env["CHATTRIO_KAFKA_BOOTSTRAP"], topic, 1, [b'{"type": "no_such_event"}']
+    )
+    token = await login(cluster.urls[0], _user("owner"))
+    async with connect(cluster.urls[1], _user()) as watcher:
+        await watcher.send(type="SUBSCRIBE", destination="/topic/rooms", ref="rooms")
+        await watcher.wait_for(lambda f: f.get("ref") == "rooms")
+        room = await create_room(cluster.urls[0], token, f"after-bad-event-{uuid.uuid4().hex[:6]}")
+        await watcher.wait_for(lambda f: f["type"] == "ROOM_CREATED" and f["room"]["id"] == room["id"])
+    find = "SELECT reason FROM dead_letters WHERE topic = $1 AND partition = $2 AND record_offset = $3"
+    with trio.fail_after(STORED_TIMEOUT):
+        while not (found := await _sql(stack_env, find, topic, partition, offset)):
+            await trio.sleep(0.3)
+    assert "no_such_event" in found[0]["reason"]
+
+
 # Kept word for word in docs/security-poison.md.
 REPLAY_SQL = """
 INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)
