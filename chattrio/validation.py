@@ -59,8 +59,10 @@ def check_storable(value: str, what: str) -> str:
 
 def normalize_user_id(raw: str) -> str:
     """The canonical form of a user id (RFC 8265 UsernameCaseMapped, then this project's rules)."""
+    if not raw:
+        raise InvalidInput(f"user id must be 1-{MAX_USER_ID} characters, got 0")
     check_storable(raw, "user id")
-    _check_characters(raw)
+    _check_visible(raw)
     try:
         user_id = _USERNAME.enforce(raw)
     except UnicodeEncodeError as exc:
@@ -72,12 +74,15 @@ def normalize_user_id(raw: str) -> str:
     return user_id
 
 
-def _check_characters(user_id: str) -> None:
-    if not user_id:
-        raise InvalidInput(f"user id must be 1-{MAX_USER_ID} characters, got 0")
-    for position, char in enumerate(user_id):
+def _check_visible(user_id: str) -> None:
+    """Before PRECIS, whose own refusal of these reads "DISALLOWED/precis_ignorable_properties"."""
+    for char in user_id:
         if char in _INVISIBLE:
             raise InvalidInput(f"user id may not contain the invisible character {char!r}")
+
+
+def _check_characters(user_id: str) -> None:
+    for position, char in enumerate(user_id):
         kind = unicodedata.category(char)
         if kind[0] == "M" and position > 0 and kind != "Me":
             continue  # a vowel sign or accent inside a word (Hindi, Thai)
