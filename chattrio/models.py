@@ -70,6 +70,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     value: bytes | None  # as read from Kafka, or a refused message's record re-encoded
     reason: str
 
+
 chat_record_encoder = msgspec.json.Encoder()
 chat_record_decoder = msgspec.json.Decoder(ChatRecord)
 event_decoder = msgspec.json.Decoder(DomainEvent)

@@ -34,7 +34,9 @@ from aiokafka.errors import (
 from confluent_kafka import KafkaException, Producer
 
 from chattrio.config import Settings
-from chattrio.models import ChatRecord, DeadLetter, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
+from chattrio.models import (
+    ChatRecord, DeadLetter, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
+)
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
 
