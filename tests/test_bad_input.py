@@ -90,6 +90,8 @@ BAD_FRAMES = [
     ('{"type": "PING", "ref": 5}', "BAD_FRAME", None),
     (json.dumps({"type": "SEND", "roomId": 1, "text": "x", "clientMsgId": "c" * 65, "ref": "w13"}), "BAD_FRAME", "w13"),
     (json.dumps({"type": "PING", "ref": "r" * 65}), "BAD_FRAME", "r" * 65),
+    ('{"type": "SEND", "roomId": 1, "text": "a\\ud800b", "ref": "s1"}', "BAD_FRAME", None),  # lone surrogate
+    ('{"type": "PING", "ref": "\\udc00"}', "BAD_FRAME", None),
 ]
 
 
