@@ -40,7 +40,7 @@ def _produce_raw(bootstrap: str, topic: str, room_id: int, values: list[bytes | 
     """Produce to the room's partition as the nodes would, but without any of their checks;
     returns the partition and the offsets."""
     producer = Producer({"bootstrap.servers": bootstrap})
-    partitions = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
+    partitions = _partition_count(bootstrap, topic)
     offsets: list[int] = []
 
     def delivered(error, message) -> None:
@@ -52,6 +52,21 @@ def _produce_raw(bootstrap: str, topic: str, room_id: int, values: list[bytes | 
         producer.produce(topic, value=value, key=str(room_id).encode(), partition=partition, on_delivery=delivered)
     assert producer.flush(15) == 0
     return partition, offsets
+
+
+def _partition_count(bootstrap: str, topic: str) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    return len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
+
+
+async def _room_in_partition(url: str, token: str, topic: str, partition: int, stack_env: dict[str, str]) -> dict:
+    """A new room whose messages share `partition`."""
+    count = await trio.to_thread.run_sync(_partition_count, stack_env["CHATTRIO_KAFKA_BOOTSTRAP"], topic)
+    for _ in range(20 * count):
+        room = await create_room(url, token, f"neighbour-{uuid.uuid4().hex[:6]}")
+        if partition_of(room["id"], count) == partition:
+            return room
+    raise AssertionError(f"no room landed in partition {partition}")
 
 
 async def _history_ids(url: str, room_id: int) -> set[str]:
@@ -88,19 +103,23 @@ async def test_poison_records_are_dead_lettered_and_storing_goes_on(cluster, sta
         _produce_raw, stack_env["CHATTRIO_KAFKA_BOOTSTRAP"], topic, room["id"], poison
     )
 
-    # Messages behind the poison in the same partition, sent the normal way.
-    acked = []
+    # Messages behind the poison in the same partition, sent the normal way: in its room and in
+    # another room of that partition.
+    neighbour = await _room_in_partition(cluster.urls[0], token, topic, partition, stack_env)
+    acked = {room["id"]: [], neighbour["id"]: []}
     async with connect(cluster.urls[1], _user()) as client:
-        assert (await client.subscribe(room["id"]))["type"] == "SUBSCRIBED"
-        for n in range(5):
-            reply = await client.send_chat(room["id"], f"after poison {n}", client_msg_id=str(uuid.uuid4()))
-            assert reply["type"] == "ACK", reply
-            acked.append(reply)
-    assert min(a["seq"] for a in acked) > max(poison_offsets)
+        for room_id, replies in acked.items():
+            assert (await client.subscribe(room_id))["type"] == "SUBSCRIBED"
+            for n in range(3):
+                reply = await client.send_chat(room_id, f"after poison {n}", client_msg_id=str(uuid.uuid4()))
+                assert reply["type"] == "ACK", reply
+                replies.append(reply)
+    assert min(a["seq"] for replies in acked.values() for a in replies) > max(poison_offsets)
 
     with trio.fail_after(STORED_TIMEOUT):
-        while not {a["id"] for a in acked} <= await _history_ids(cluster.urls[2], room["id"]):
-            await trio.sleep(0.3)
+        for room_id, replies in acked.items():
+            while not {a["id"] for a in replies} <= await _history_ids(cluster.urls[2], room_id):
+                await trio.sleep(0.3)
 
     rows = await _sql(
         stack_env, "SELECT record_offset, reason, value FROM dead_letters WHERE topic = $1 AND partition = $2",
