@@ -29,8 +29,8 @@ _ALLOWED_SCRIPT_MIXES = (
     frozenset({"HAN", "HANGUL"}),
 )
 
-# Letters and marks that show nothing (Default_Ignorable_Code_Point or blank by design): the
-# Hangul fillers are letters (Lo), so a category check alone lets them through.
+# Characters that show nothing (Default_Ignorable_Code_Point, or blank by design): the Hangul
+# fillers among them are letters (Lo), so a category check alone lets them through.
 _INVISIBLE = frozenset(
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\ufeff\uffa0"
 ) | frozenset(chr(c) for c in (*range(0x180B, 0x1810), *range(0x200B, 0x2010), *range(0x202A, 0x202F),
@@ -49,9 +49,14 @@ class InvalidInput(ValueError):
 
 def check_storable(value: str, what: str) -> str:
     """Refuse U+0000 (PostgreSQL `text` cannot hold it) and lone surrogates (not UTF-8)."""
-    for position, char in enumerate(value):
-        if char == "\x00" or "\ud800" <= char <= "\udfff":
-            raise InvalidInput(f"{what} must not contain {char!r} (at {position})")
+    # Runs on every SEND: str methods in C (a regex character class is several times slower).
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain '\\x00' (at {value.index(chr(0))})")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{what} must not contain {exc.object[exc.start]!r} (at {exc.start})") from None
     return value
 
 
