@@ -18,10 +18,10 @@ from chattrio.config import Settings
 from chattrio.http import BadRequest, Request, Response, error_response, json_response
 from chattrio.metrics import Registry
 from chattrio.rooms import RoomDirectory
-from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import Identity, InvalidToken, issue_token, verifier_from_settings
-from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id
+from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ class Api:
             response = error_response(exc.status, exc.reason)
         except InvalidInput as exc:
             response = error_response(400, str(exc))
+        except DataRefused as exc:  # the edge's rules should have caught it: still the client's input
+            log.warning("PostgreSQL refused a request's values: %s", exc)
+            response = error_response(400, "a value cannot be stored (it contains a character PostgreSQL refuses)")
         except (DatabaseUnavailable, CacheUnavailable) as exc:
             log.warning("dependency unavailable: %s", exc)
             response = error_response(503, "service temporarily unavailable, retry")
@@ -149,10 +152,12 @@ class Api:
             self._known_users.move_to_end(user_id)
             return
         try:
-            await self._db.enter_user(user_id)
+            await self._db.enter_user(user_id, skeleton(user_id))
         except DatabaseUnavailable as exc:
             log.warning("cannot create user %s: %s", user_id, exc)
             raise BadRequest(503, "service temporarily unavailable, retry") from None
+        except LookalikeTaken as exc:
+            raise BadRequest(409, f"token subject {user_id!r} {exc}") from None
         self._known_users[user_id] = None
         if len(self._known_users) > KNOWN_USERS_MAX:
             self._known_users.popitem(last=False)
@@ -187,7 +192,10 @@ class Api:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:
             raise InvalidInput("user id is not valid UTF-8") from None
-        created = await self._db.enter_user(user_id)
+        try:
+            created = await self._db.enter_user(user_id, skeleton(user_id))
+        except LookalikeTaken as exc:
+            raise BadRequest(409, f"user id {user_id!r} {exc}: choose another") from None
         token, expires_at = issue_token(user_id, self._settings.secret, self._settings.token_ttl_seconds)
         cookie = token_cookie(token, self._settings.token_ttl_seconds)
         data = {"userId": user_id, "token": token, "expiresAt": expires_at, "created": created}

@@ -33,7 +33,7 @@ from chattrio.sessions import Session, SessionRegistry
 from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
-from chattrio.validation import InvalidInput, check_message_text
+from chattrio.validation import InvalidInput, check_client_msg_id, check_message_text
 from chattrio.websocket import text_frame
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ class ChatService:
             )
         try:
             text = check_message_text(frame.text)
+            check_client_msg_id(frame.client_msg_id)
         except InvalidInput as exc:
             return self.error(session, "BAD_TEXT", str(exc), frame.ref)
         msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)

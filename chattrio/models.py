@@ -59,6 +59,18 @@ class RoomCreated(msgspec.Struct, tag="room_created", rename="camel", frozen=Tru
 
 DomainEvent = UserCreated | RoomCreated
 
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record the persistence group cannot store (undecodable, or refused by PostgreSQL), and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes | None  # as read from Kafka, or a refused message's record re-encoded
+    reason: str
+
+
 chat_record_encoder = msgspec.json.Encoder()
 chat_record_decoder = msgspec.json.Decoder(ChatRecord)
 event_decoder = msgspec.json.Decoder(DomainEvent)

@@ -3,20 +3,25 @@
 Offsets are committed only after PostgreSQL committed the batch; a redelivered batch inserts
 nothing twice (unique ids and (room, seq)). Redis is written after PostgreSQL and only as a
 cache: a room whose cache write failed is dropped from the cache, so it never has holes.
+
+No record can stop storing: one that does not decode, or that PostgreSQL refuses (its values,
+not an outage), goes to the dead_letters table with the reason, and the rest is stored.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
 from chattrio.config import Settings
 from chattrio.metrics import Registry
-from chattrio.models import Message, RoomCreated, UserCreated
+from chattrio.models import ChatRecord, DeadLetter, Message, RoomCreated, UserCreated, chat_record_encoder
 from chattrio.storage.kafka import ReadBatch, open_topic_reader
-from chattrio.storage.postgres import Database, DatabaseUnavailable
+from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,8 @@ LAG_EVERY = 15.0
 STORE_RETRY_FOR = 120.0
 STORE_BACKOFF_MAX = 5.0
 
+T = TypeVar("T")
+
 
 class Persistence:
     def __init__(self, settings: Settings, db: Database, cache: RedisStore, metrics: Registry) -> None:
@@ -39,6 +46,9 @@ class Persistence:
         self._stored = metrics.counter("chattrio_messages_stored_total", "Messages newly stored in PostgreSQL")
         self._redelivered = metrics.counter(
             "chattrio_messages_redelivered_total", "Messages read again and not stored twice"
+        )
+        self._dead_lettered = metrics.counter(
+            "chattrio_records_dead_lettered_total", "Records put in the dead_letters table instead of being stored"
         )
         self.lag = 0
         metrics.gauge(
@@ -69,21 +79,53 @@ class Persistence:
         messages = [message for _, message in batch.messages]
         topic = self._settings.messages_topic
         next_offsets = {partition: offset for (name, partition), offset in batch.positions.items() if name == topic}
-        new = await self._store_with_retry(messages, next_offsets)
+        await self._dead_letter(batch.undecodable)
+        refused: list[DeadLetter] = []
+        try:
+            new = await self._with_retry(lambda: self._db.store_messages(messages, topic, next_offsets))
+        except DataRefused as exc:
+            log.warning("PostgreSQL refused a batch of %d messages, storing them one by one: %s", len(messages), exc)
+            new = await self._store_one_by_one(batch.messages, next_offsets, refused)
         self._stored.inc(len(new))
-        self._redelivered.inc(len(messages) - len(new))
+        self._redelivered.inc(len(messages) - len(new) - len(refused))
         await self._cache_messages(new)
         await self._cache_events(batch)
 
-    async def _store_with_retry(self, messages: list[Message], next_offsets: dict[int, int]) -> list[Message]:
+    async def _store_one_by_one(
+        self, messages: list[tuple[int, Message]], next_offsets: dict[int, int], refused: list[DeadLetter]
+    ) -> list[Message]:
+        """Store what PostgreSQL accepts, dead-letter the rest (also appended to `refused`), then
+        record the offsets."""
+        topic = self._settings.messages_topic
+        new = []
+        for partition, message in messages:
+            try:
+                new += await self._with_retry(lambda: self._db.store_messages([message], topic, {}))
+            except DataRefused as exc:
+                refused.append(_refused(topic, partition, message, str(exc)))
+                await self._dead_letter(refused[-1:])
+        await self._with_retry(lambda: self._db.store_messages([], topic, next_offsets))
+        return new
+
+    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            log.error(
+                "dead-lettered a record",
+                extra={"topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
+                       "reason": letter.reason},
+            )
+        if letters:
+            self._dead_lettered.inc(await self._with_retry(lambda: self._db.dead_letter(letters)))
+
+    async def _with_retry(self, store: Callable[[], Awaitable[T]]) -> T:
         """PostgreSQL may be restarting: keep the batch and retry for a while before giving up."""
         delay = 0.2
         with trio.fail_after(STORE_RETRY_FOR):
             while True:
                 try:
-                    return await self._db.store_messages(messages, self._settings.messages_topic, next_offsets)
+                    return await store()
                 except DatabaseUnavailable as exc:
-                    log.warning("storing %d messages failed, retrying in %.1fs: %s", len(messages), delay, exc)
+                    log.warning("storing failed, retrying in %.1fs: %s", delay, exc)
                     await trio.sleep(delay * random.uniform(0.5, 1.5))
                     delay = min(delay * 2, STORE_BACKOFF_MAX)
 
@@ -106,3 +148,10 @@ class Persistence:
                     await self._cache.cache_user(event.user_id)
         except CacheUnavailable as exc:
             log.warning("user/room cache not updated: %s", exc)
+
+
+def _refused(topic: str, partition: int, message: Message, reason: str) -> DeadLetter:
+    record = ChatRecord(
+        message.id, message.room_id, message.sender_id, message.kind, message.text, message.client_msg_id
+    )
+    return DeadLetter(topic, partition, message.seq, message.sent_at, chat_record_encoder.encode(record), reason)

@@ -6,6 +6,7 @@ import itertools
 import struct
 import json
 import unicodedata
+import urllib.parse
 import uuid
 
 import httpx
@@ -89,6 +90,8 @@ BAD_FRAMES = [
     ('{"type": "PING", "ref": 5}', "BAD_FRAME", None),
     (json.dumps({"type": "SEND", "roomId": 1, "text": "x", "clientMsgId": "c" * 65, "ref": "w13"}), "BAD_FRAME", "w13"),
     (json.dumps({"type": "PING", "ref": "r" * 65}), "BAD_FRAME", "r" * 65),
+    ('{"type": "SEND", "roomId": 1, "text": "a\\ud800b", "ref": "s1"}', "BAD_FRAME", None),  # lone surrogate
+    ('{"type": "PING", "ref": "\\udc00"}', "BAD_FRAME", None),
 ]
 
 
@@ -199,7 +202,7 @@ async def test_unsubscribe_from_a_room_not_entered(cluster, room):
         await _assert_alive(client)
 
 
-@pytest.mark.parametrize("text", ["", " ", "  \n\t ", "\u00a0\u3000", "x" * 4001, "가" * 4001])
+@pytest.mark.parametrize("text", ["", " ", "  \n\t ", "\u00a0\u3000", "x" * 4001, "가" * 4001, "a\u0000b", "\u0000"])
 async def test_bad_text(cluster, room, text):
     async with connect(cluster.urls[2], _user()) as client:
         assert (await client.subscribe(room["id"]))["type"] == "SUBSCRIBED"
@@ -207,6 +210,19 @@ async def test_bad_text(cluster, room, text):
         assert reply["type"] == "ERROR" and reply["code"] == "BAD_TEXT" and reply["ref"] == "bt", reply
         await _assert_alive(client)
     # nothing was stored
+    async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
+        history = (await http.get(f"/api/room/{room['id']}/messages")).json()["data"]
+    assert [m for m in history if m["kind"] == "chat"] == []
+
+
+@pytest.mark.parametrize("client_msg_id", ["c\u0000", "\u0000", "c\n1", "\u001b[2J", "c\u202e1"])
+async def test_bad_client_msg_id_is_bad_text(cluster, room, client_msg_id):
+    async with connect(cluster.urls[1], _user()) as client:
+        assert (await client.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+        reply = await client.send_chat(room["id"], "hello", client_msg_id=client_msg_id, ref="bc")
+        assert reply["type"] == "ERROR" and reply["code"] == "BAD_TEXT" and reply["ref"] == "bc", reply
+        assert "clientMsgId" in reply["message"]
+        await _assert_alive(client)
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         history = (await http.get(f"/api/room/{room['id']}/messages")).json()["data"]
     assert [m for m in history if m["kind"] == "chat"] == []
@@ -293,7 +309,10 @@ async def _enter(url: str, raw_path_segment: str) -> httpx.Response:
 @pytest.mark.parametrize(
     "segment, fragment",
     [("", "got 0"), ("x" * 33, "got 33"), ("a%20b", "' '"), ("a%2Fb", "'/'"), ("%F0%9F%98%80", "'😀'"),
-     ("a%40b", "'@'"), ("%FF", "UTF-8"), ("e%CC%81" * 33, "got 33")],
+     ("a%40b", "'@'"), ("%FF", "UTF-8"), ("e%CC%81" * 33, "got 33"), ("a%00b", "'\\x00'"), ("%00", "'\\x00'"),
+     ("%D0%B0lice", "mixes scripts"),  # Cyrillic а + "lice"
+     ("%E3%85%A4", "invisible"), ("alice%E3%85%A4", "invisible"),  # Hangul filler U+3164
+     ("%E2%80%AEalice", "invisible"), ("%CC%81x", "'\u0301'")],
 )
 async def test_invalid_user_ids_are_400(cluster, segment, fragment):
     response = await _enter(cluster.urls[0], segment)
@@ -303,10 +322,10 @@ async def test_invalid_user_ids_are_400(cluster, segment, fragment):
     assert fragment in body["message"]
 
 
-@pytest.mark.parametrize("base", ["김철수", "ünïcode", "Ωμέγα", "32 characters"])
+@pytest.mark.parametrize("base", ["김철수", "ünïcode", "ωμέγα", "अनिल", "วิชัย", "32 characters"])
 async def test_valid_non_latin_user_ids(cluster, base):
-    # unique per run: the stack's database outlives test runs
-    user_id = uuid.uuid4().hex if base == "32 characters" else base + uuid.uuid4().hex[:6]
+    # unique per run: the stack's database outlives test runs; digits belong to no script
+    user_id = uuid.uuid4().hex if base == "32 characters" else base + str(uuid.uuid4().int)[:8]
     assert len(user_id) <= 32
     response = await _enter(cluster.urls[0], user_id)
     assert response.status_code == 201, response.text
@@ -329,6 +348,17 @@ async def test_user_id_is_nfc_normalised(cluster):
     async with connect(cluster.urls[1], composed, first.json()["data"]["token"]) as client:
         info = next(f for f in client.frames if f["type"] == "session-info")
         assert info["userId"] == composed
+
+
+async def test_fullwidth_and_upper_case_ids_are_the_same_user(cluster):
+    user_id = f"wide{uuid.uuid4().hex[:8]}"
+    first = await _enter(cluster.urls[0], user_id)
+    assert first.status_code == 201
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in user_id.upper())  # ＷＩＤＥ...
+    for spelling in (user_id.upper(), fullwidth):
+        again = await _enter(cluster.urls[1], urllib.parse.quote(spelling))
+        assert again.status_code == 200, again.text
+        assert again.json()["data"]["userId"] == user_id and again.json()["data"]["created"] is False
 
 
 async def _create(url: str, *, body=None, content=None, token: str | None = None, params=None) -> httpx.Response:
@@ -369,6 +399,10 @@ async def test_create_room_with_non_ascii_token_is_401(cluster):
         ({"name": ""}, None, "1-100"),
         ({"name": "   \t "}, None, "1-100"),
         ({"name": "x" * 101}, None, "1-100"),
+        ({"name": "a\u0000b"}, None, "must not contain"),
+        ({"name": "\u0000"}, None, "must not contain"),
+        ({"name": "\u200b\u3164"}, None, "visible character"),
+        ({"name": "\u202e\u2066"}, None, "1-100"),
     ],
 )
 async def test_bad_room_bodies_are_400(cluster, body, content, fragment):
@@ -383,6 +417,17 @@ async def test_room_name_is_trimmed_and_100_characters_is_fine(cluster):
     response = await _create(cluster.urls[0], body={"name": "  " + "r" * 100 + "  "}, token=token)
     assert response.status_code == 201
     assert response.json()["data"]["name"] == "r" * 100
+
+
+@pytest.mark.parametrize(
+    "raw, name",
+    [("\u202eevil", "evil"), ("\u001b[31mred\u001b[0m", "red"), ("bell\u0007", "bell"), ("tab\there", "tab here")],
+)
+async def test_room_names_lose_control_and_bidi_characters(cluster, raw, name):
+    token = await login(cluster.urls[0], _user())
+    response = await _create(cluster.urls[0], body={"name": raw}, token=token)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["name"] == name
 
 
 async def test_body_over_64_kib_is_413(cluster):

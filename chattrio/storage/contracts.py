@@ -47,7 +47,8 @@ class MessageStore(Protocol):
 class Directory(Protocol):
     """Users and rooms (PostgreSQL); each change commits with its outbox row."""
 
-    async def enter_user(self, user_id: str) -> bool: ...
+    async def enter_user(self, user_id: str, skeleton: str) -> bool:
+        """Create the user if unknown (True); LookalikeTaken when another id has the skeleton."""
 
     async def create_room(self, name: str, created_by: str) -> Room: ...
 

@@ -34,7 +34,9 @@ from aiokafka.errors import (
 from confluent_kafka import KafkaException, Producer
 
 from chattrio.config import Settings
-from chattrio.models import ChatRecord, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
+from chattrio.models import (
+    ChatRecord, DeadLetter, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
+)
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
 
@@ -78,6 +80,7 @@ class ReadBatch:
     messages: list[tuple[int, Message]]  # (partition, message)
     events: list[DomainEvent]
     positions: dict[tuple[str, int], int]
+    undecodable: list[DeadLetter] = dataclasses.field(default_factory=list)
 
 
 def _room_key(room_id: int) -> bytes:
@@ -280,15 +283,19 @@ def decode_records(topic: str, partition: int, records, batch: ReadBatch, topics
     for record in records:
         batch.positions[(topic, partition)] = record.offset + 1
         try:
+            if record.value is None:  # a tombstone: nothing we produce, so someone else's mistake
+                raise msgspec.DecodeError("record has no value")
             if topic == messages_topic:
                 chat = chat_record_decoder.decode(record.value)
                 batch.messages.append((partition, chat.to_message(record.offset, record.timestamp)))
             elif topic == events_topic:
                 batch.events.append(event_decoder.decode(record.value))
-        except msgspec.DecodeError:
+        except msgspec.DecodeError as exc:
             log.warning(
                 "skipped undecodable record", extra={"topic": topic, "partition": partition, "offset": record.offset}
             )
+            value = None if record.value is None else bytes(record.value)
+            batch.undecodable.append(DeadLetter(topic, partition, record.offset, record.timestamp, value, str(exc)))
 
 
 class TopicReader:

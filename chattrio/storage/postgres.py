@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import trio
 
-from chattrio.models import Message, Room, RoomCreated, UserCreated, json_encoder
+from chattrio.models import DeadLetter, Message, Room, RoomCreated, UserCreated, json_encoder
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,19 @@ POOL_SIZE = 8
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL did not answer; the caller should answer 503 or retry."""
+
+
+class DataRefused(Exception):
+    """PostgreSQL (or its driver) refused the values themselves, e.g. text with U+0000: unlike an
+    outage, the same values fail again however often they are retried."""
+
+
+class LookalikeTaken(Exception):
+    """Another user id has the same skeleton (looks the same)."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__(f"looks like the existing user {existing!r}")
+        self.existing = existing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +74,8 @@ class Database:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         except asyncpg.CannotConnectNowError as exc:
             raise DatabaseUnavailable(f"PostgreSQL starting up: {exc!r}") from exc
+        except asyncpg.DataError as exc:  # also the driver's own, e.g. a lone surrogate in a str
+            raise DataRefused(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> None:
         await self._run(self._pool.fetchval, "SELECT 1")
@@ -93,16 +108,26 @@ class Database:
 
     # Users and rooms: the row and its outbox event commit together ---------------------------
 
-    async def enter_user(self, user_id: str) -> bool:
-        """Create the user if unknown; True when it was created now."""
+    async def enter_user(self, user_id: str, skeleton: str) -> bool:
+        """Create the user if unknown; True when it was created now. Raises LookalikeTaken when
+        another id has the same skeleton. A user from before skeletons gets theirs now, unless a
+        newer look-alike holds it."""
 
         async def enter() -> bool:
             async with self._pool.acquire() as conn, conn.transaction():
+                known = await conn.fetchrow("SELECT skeleton FROM users WHERE id = $1", user_id)
+                if known is not None:
+                    if known["skeleton"] is None:
+                        await _adopt_skeleton(conn, user_id, skeleton)
+                    return False
                 created_at = await conn.fetchval(
-                    "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING created_at",
-                    user_id,
+                    "INSERT INTO users (id, skeleton) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING created_at",
+                    user_id, skeleton,
                 )
-                if created_at is None:
+                if created_at is None:  # the id or a look-alike exists (maybe committed just now)
+                    holder = await conn.fetchval("SELECT id FROM users WHERE skeleton = $1", skeleton)
+                    if holder is not None and holder != user_id:
+                        raise LookalikeTaken(holder)
                     return False
                 event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
                 await self._insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
@@ -215,6 +240,19 @@ class Database:
         inserted = set(await self._run(store))
         return [m for m in messages if m.id in inserted]
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:
+        """Keep records that cannot be stored, with the reason; returns how many were new."""
+        if not letters:
+            return 0
+        result = await self._run(
+            self._pool.execute,
+            "INSERT INTO dead_letters (topic, partition, record_offset, record_time, value, reason)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bytea[], $6::text[])"
+            " ON CONFLICT DO NOTHING",
+            *zip(*((d.topic, d.partition, d.offset, d.timestamp, d.value, _storable(d.reason)) for d in letters)),
+        )
+        return int(result.rsplit(" ", 1)[1])
+
     async def stored_offset(self, topic: str, partition: int) -> int | None:
         """The offset before which the partition is stored; None when nothing of it was stored
         since stored_offsets exists."""
@@ -249,6 +287,23 @@ class Database:
 
     async def last_seq(self, room_id: int) -> int | None:
         return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
+
+
+async def _adopt_skeleton(conn, user_id: str, skeleton: str) -> None:
+    try:
+        async with conn.transaction():  # a savepoint: a look-alike committing meanwhile only skips this
+            await conn.execute(
+                "UPDATE users SET skeleton = $2 WHERE id = $1 AND skeleton IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM users WHERE skeleton = $2)",
+                user_id, skeleton,
+            )
+    except asyncpg.UniqueViolationError:
+        log.info("user %r keeps no skeleton: a look-alike took it", user_id)
+
+
+def _storable(reason: str) -> str:
+    """An error message may quote the very character PostgreSQL refused."""
+    return reason.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def _message_tuple(m: Message) -> tuple:

@@ -16,7 +16,7 @@ import trio
 from chattrio.config import Settings
 from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
-from chattrio.storage.postgres import DatabaseUnavailable, OutboxRow
+from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow
 from chattrio.storage.redis import CacheUnavailable
 
 
@@ -73,7 +73,8 @@ class MemoryDatabase:
     """Users, rooms, the outbox and stored messages, with PostgreSQL's uniqueness rules."""
 
     def __init__(self) -> None:
-        self.users: set[str] = set()
+        self.users: dict[str, None] = {}
+        self.skeletons: dict[str, str] = {}  # skeleton -> the user id holding it
         self.rooms: dict[int, Room] = {}
         self.outbox: list[_OutboxEntry] = []
         self.messages: dict[str, Message] = {}
@@ -88,12 +89,16 @@ class MemoryDatabase:
         if self.unavailable:
             raise DatabaseUnavailable("memory database switched off")
 
-    async def enter_user(self, user_id: str) -> bool:
+    async def enter_user(self, user_id: str, skeleton: str) -> bool:
         await trio.lowlevel.checkpoint()
         self._check()
         if user_id in self.users:
             return False
-        self.users.add(user_id)
+        holder = self.skeletons.get(skeleton)
+        if holder is not None:
+            raise LookalikeTaken(holder)
+        self.users[user_id] = None
+        self.skeletons[skeleton] = user_id
         event = UserCreated(f"user-{user_id}", user_id, "2026-01-01T00:00:00+00:00")
         self._add_outbox(event.event_id, user_id, json_encoder.encode(event))
         return True

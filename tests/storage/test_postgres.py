@@ -1,0 +1,76 @@
+"""The PostgreSQL adapter against the test stack's database: values PostgreSQL refuses are
+DataRefused (not an outage, not a crash), dead letters are kept once, look-alike ids collide."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import trio
+
+from chattrio.models import DeadLetter, Message
+from chattrio.storage.bridge import open_asyncio_bridge
+from chattrio.storage.postgres import DataRefused, LookalikeTaken, open_database
+from chattrio.validation import skeleton
+
+
+@pytest.fixture
+async def db(stack_env, run_prefix):
+    async with open_asyncio_bridge(), open_database(stack_env["CHATTRIO_PG_DSN"], f"{run_prefix}-pg.events") as db:
+        await db.migrate()
+        yield db
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}".replace("1", "2").replace("0", "3")
+
+
+def _message(message_id: str, text: str, seq: int) -> Message:
+    return Message(message_id, 1, seq, "mallory", "chat", text, None, 0)
+
+
+async def test_values_postgresql_refuses_are_data_refused(db, run_prefix):
+    user = _name("owner")
+    await db.enter_user(user, skeleton(user))
+    with pytest.raises(DataRefused, match="0x00"):
+        await db.create_room("a\x00b", user)
+    topic = f"{run_prefix}-pg.messages"
+    for message in (_message(str(uuid.uuid4()), "a\x00b", 1), _message("not-a-uuid", "ok", 2),
+                    _message(str(uuid.uuid4()), "a\ud800b", 3)):
+        with pytest.raises(DataRefused):
+            await db.store_messages([message], topic, {0: 4})
+    assert await db.stored_offset(topic, 0) is None, "a refused batch stores nothing, offsets included"
+
+
+async def test_a_dead_letter_is_kept_once(db, run_prefix):
+    letter = DeadLetter(f"{run_prefix}-pg.messages", 3, 17, 1_700_000_000_000, b"\xff", "reason with \x00 in it")
+    assert await db.dead_letter([letter]) == 1
+    assert await db.dead_letter([letter]) == 0
+
+
+async def test_look_alike_ids_collide_and_the_first_wins(db):
+    first = _name("lily")
+    assert await db.enter_user(first, skeleton(first)) is True
+    assert await db.enter_user(first, skeleton(first)) is False
+    lookalike = first.replace("l", "1", 1)
+    with pytest.raises(LookalikeTaken) as exc:
+        await db.enter_user(lookalike, skeleton(lookalike))
+    assert exc.value.existing == first
+
+
+async def test_of_two_look_alikes_entering_at_once_one_is_created(db):
+    one = _name("lola")
+    other = one.replace("l", "1", 1)
+    outcomes: list[str] = []
+
+    async def enter(user_id: str) -> None:
+        try:
+            await db.enter_user(user_id, skeleton(user_id))
+            outcomes.append("created")
+        except LookalikeTaken:
+            outcomes.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(enter, one)
+        nursery.start_soon(enter, other)
+    assert sorted(outcomes) == ["created", "refused"]
