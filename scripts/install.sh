@@ -30,6 +30,7 @@ command -v mvn >/dev/null 2>&1   || missing+=(maven)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ss >/dev/null 2>&1    || missing+=(iproute2)
 command -v curl >/dev/null 2>&1  || missing+=(curl)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks compose/'s monitoring config
 if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
