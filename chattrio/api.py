@@ -27,6 +27,9 @@ TOKEN_COOKIE = "chattrio_token"
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
 READY_TIMEOUT = 2.0
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+# Sec-Fetch-Site values of a request a page of this origin made, or the user made directly.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -59,8 +62,8 @@ class Api:
         self._requests = metrics.counter("chattrio_http_requests_total", "HTTP requests by status", ["status"])
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
-            ("GET", re.compile(r"/readyz"), self._readyz),
-            ("GET", re.compile(r"/metrics"), self._metrics_text),
+            ("GET", re.compile(r"/readyz|/metrics"), self._internal_only),
+            ("GET", re.compile(r"/api/openapi\.yaml"), self._openapi),
             ("POST", re.compile(r"/api/user/enter/(?P<user_id>[^/]*)"), self._enter),
             ("GET", re.compile(r"/api/room"), self._list_rooms),
             ("POST", re.compile(r"/api/room"), self._create_room),
@@ -68,10 +71,23 @@ class Api:
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/messages"), self._history),
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/members"), self._members),
         ]
+        self._internal_routes: list[tuple[str, re.Pattern, Handler]] = [
+            ("GET", re.compile(r"/healthz"), self._healthz),
+            ("GET", re.compile(r"/readyz"), self._readyz),
+            ("GET", re.compile(r"/metrics"), self._metrics_text),
+        ]
 
     async def handle(self, request: Request) -> Response:
+        """A request on the public port."""
+        return await self._answer(request, self._routes, serve_static=True)
+
+    async def handle_internal(self, request: Request) -> Response:
+        """A request on the internal port: the operational endpoints only."""
+        return await self._answer(request, self._internal_routes, serve_static=False)
+
+    async def _answer(self, request: Request, routes, serve_static: bool) -> Response:
         try:
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, routes, serve_static)
         except BadRequest as exc:
             response = error_response(exc.status, exc.reason)
         except InvalidInput as exc:
@@ -85,18 +101,20 @@ class Api:
         self._requests.inc(1, str(response.status))
         return response
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request, routes, serve_static: bool) -> Response:
         allowed = []
-        for method, pattern, handler in self._routes:
+        # HEAD is a GET whose body is not sent (the listener leaves it out).
+        method_wanted = "GET" if request.method == "HEAD" else request.method
+        for method, pattern, handler in routes:
             match = pattern.fullmatch(request.path)
             if match:
-                if method == request.method:
+                if method == method_wanted:
                     return await handler(request, **match.groupdict())
                 allowed.append(method)
         if allowed:
             return Response(405, b'{"success":false,"message":"method not allowed","data":null}',
                             headers=[("Allow", ", ".join(allowed))])
-        if request.method in ("GET", "HEAD") and not request.path.startswith("/api/"):
+        if serve_static and method_wanted == "GET" and not request.path.startswith("/api/"):
             return self._static(request.path)
         return error_response(404, f"no such path {request.path[:100]}")
 
@@ -104,10 +122,21 @@ class Api:
         token = token_of(request)
         if token is None:
             raise BadRequest(401, "log in first: no token")
+        from_cookie = not request.query.get("token") and request.bearer_token() is None
+        if from_cookie and not self._from_own_page(request):
+            # A browser sends the cookie with requests other sites' pages make (same-site ones too).
+            raise BadRequest(403, "cookie-authenticated writes must come from this origin")
         try:
             return verify_token(token, self._settings.secret)
         except InvalidToken as exc:
             raise BadRequest(401, str(exc)) from None
+
+    def _from_own_page(self, request: Request) -> bool:
+        """False when the browser says another site or origin made the request."""
+        fetch_site = request.headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site not in _OWN_FETCH_SITES:
+            return False
+        return origin_allowed(request, self._settings.allowed_origins)
 
     # Operations -------------------------------------------------------------------------------
 
@@ -128,6 +157,12 @@ class Api:
 
     async def _metrics_text(self, request: Request) -> Response:
         return Response(200, self._metrics.render().encode(), "text/plain; version=0.0.4")
+
+    async def _internal_only(self, request: Request) -> Response:
+        return error_response(404, f"{request.path} is served on the internal port only")
+
+    async def _openapi(self, request: Request) -> Response:
+        return Response(200, OPENAPI_PATH.read_bytes(), "application/yaml", [("Cache-Control", "no-cache")])
 
     # Users and rooms --------------------------------------------------------------------------
 
@@ -150,6 +185,7 @@ class Api:
 
     async def _create_room(self, request: Request) -> Response:
         user_id = self._user_of(request)
+        request.require_json()
         body = request.decode(CreateRoom, 'body must be a JSON object like {"name": "..."}')
         room = await self._db.create_room(normalize_room_name(body.name), user_id)
         self._rooms.learn(room)
@@ -182,12 +218,29 @@ class Api:
     def _static(self, path: str) -> Response:
         if self._web_root is None:
             return error_response(404, "the web client is not built (run `make run`)")
-        target = (self._web_root / urllib.parse.unquote(path).lstrip("/")).resolve()
-        if not target.is_relative_to(self._web_root) or not target.is_file():
+        relative = urllib.parse.unquote(path).lstrip("/")
+        if "\0" in relative:
+            raise BadRequest(400, "NUL in the path")
+        target = (self._web_root / relative).resolve()
+        if not target.is_relative_to(self._web_root) or not _is_file(target):
             target = self._web_root / "index.html"  # client-side routes
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         cache = "no-cache" if target.name == "index.html" else "public, max-age=31536000, immutable"
         return Response(200, target.read_bytes(), content_type, [("Cache-Control", cache)])
+
+
+def origin_allowed(request: Request, allowed_origins: tuple[str, ...]) -> bool:
+    """An absent Origin is a client that is not a browser; otherwise it must be allowed, by
+    default: its host equals the request's Host."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if allowed_origins:
+        return "*" in allowed_origins or origin in allowed_origins
+    try:
+        return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+    except ValueError:  # e.g. "http://[" : not an origin at all
+        return False
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -201,6 +254,13 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
     if not low <= value <= high:
         raise BadRequest(400, f"{name} must be between {low} and {high}")
     return value
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
 
 
 def _web_root(settings: Settings) -> Path | None:
