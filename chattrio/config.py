@@ -42,7 +42,8 @@ class Settings:
     internal_host: str = "127.0.0.1"
     internal_port: int = 0
     # Connections still speaking plain HTTP (not WebSocket sessions); more are answered 503.
-    max_http_connections: int = 1024
+    # Each holds at most one response while writing it (the web client script: ~0.5 MB).
+    max_http_connections: int = 512
 
     @property
     def internal_port_number(self) -> int:
