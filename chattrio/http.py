@@ -150,6 +150,7 @@ async def receive_request(conn: h11.Connection, stream: trio.abc.Stream) -> Requ
     """The next request on the connection, or None when the client closed it."""
     request_event = None
     head = _HeadLimits()
+    head.feed(conn.trailing_data[0])  # a pipelined request read along with the previous one
     body = bytearray()
     while True:
         event = conn.next_event()

@@ -97,6 +97,14 @@ async def test_header_field_count_is_limited(cluster, fields, status):
     assert _status(raw) == status
 
 
+async def test_header_limits_apply_to_a_pipelined_request_too(cluster):
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 1000 + b"\r\n"
+    raw = await _exchange(cluster.urls[1], first + second)  # one write: the node reads both at once
+    assert _status(raw) == 200
+    assert _status(raw[raw.index(b"HTTP/1.1 ", 1):]) == 431
+
+
 async def test_header_block_over_the_size_limit_is_431(cluster):
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * MAX_HEADER_BYTES + b"\r\n\r\n"
     raw = await _exchange(cluster.urls[1], head)
