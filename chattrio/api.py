@@ -162,6 +162,8 @@ class Api:
         return error_response(404, f"{request.path} is served on the internal port only")
 
     async def _openapi(self, request: Request) -> Response:
+        if not OPENAPI_PATH.is_file():  # an installation without the repository's docs/
+            return error_response(404, "the OpenAPI document is not installed with this node")
         return Response(200, OPENAPI_PATH.read_bytes(), "application/yaml", [("Cache-Control", "no-cache")])
 
     # Users and rooms --------------------------------------------------------------------------

@@ -137,7 +137,7 @@ class _HeadLimits:
 
 def _check_framing(event: h11.Request) -> None:
     """Refuse, before reading any body, what cannot be read safely or would be refused anyway."""
-    names = {name.lower() for name, _ in event.headers}
+    names = {name for name, _ in event.headers}  # h11 gives them in lower case
     if b"transfer-encoding" in names and b"content-length" in names:
         # RFC 9112 6.1: a request smuggling pattern; the connection must not be reused.
         raise BadRequest(400, "Content-Length together with Transfer-Encoding")

@@ -281,3 +281,15 @@ async def test_public_liveness_stays_and_the_internal_port_serves_no_api(cluster
         ws = await http.get(node.internal_url + "/ws", headers={"Upgrade": "websocket"})
     assert healthz.status_code == 200 and healthz.json()["data"] == {"nodeId": "node-1"}
     assert api.status_code == 404 and ws.status_code == 404
+
+
+async def test_openapi_document_missing_from_an_installation_is_404(monkeypatch, tmp_path):
+    from chattrio import api
+    from chattrio.config import Settings
+    from chattrio.http import Request
+    from chattrio.metrics import Registry
+
+    monkeypatch.setattr(api, "OPENAPI_PATH", tmp_path / "openapi.yaml")
+    node_api = api.Api(Settings(), None, None, None, Registry(), lambda: [])
+    response = await node_api.handle(Request("GET", "/api/openapi.yaml", {}, {}, b""))
+    assert response.status == 404 and b"not installed" in response.body
