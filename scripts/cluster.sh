@@ -72,7 +72,8 @@ start_node() {
     cd "$REPO"
     # a node is meant to hold 20,000 connections: lift the descriptor limit as far as allowed
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --node-id "node-$i" "${extra[@]}" \
+    exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --internal-port "$(node_internal_port "$i")" \
+      --node-id "node-$i" "${extra[@]}" \
       </dev/null >"$log" 2>&1 8>&- 9>&-
   ) &
   pid=$!
