@@ -169,6 +169,9 @@ class Api:
     # Users and rooms --------------------------------------------------------------------------
 
     async def _enter(self, request: Request, user_id: str) -> Response:
+        if not self._from_own_page(request):
+            # Another site's form would otherwise sign the browser in as a user of its choosing.
+            raise BadRequest(403, "sign-in must come from this origin")
         try:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:

@@ -252,6 +252,23 @@ async def test_cookie_authenticated_write_from_its_own_page_is_accepted(cluster)
     assert not_a_browser.status_code == 201, not_a_browser.text
 
 
+@pytest.mark.parametrize("headers, status", [
+    ({"Origin": "http://evil.example"}, 403),
+    ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Sec-Fetch-Site": "same-site", "Origin": "http://chat.evil.example"}, 403),
+    ({"Sec-Fetch-Site": "same-origin"}, 201),
+    ({}, 201),
+])
+async def test_sign_in_from_another_origin_is_403(cluster, headers, status):
+    url = cluster.urls[2]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        if "Sec-Fetch-Site" in headers and status == 201:
+            headers = {**headers, "Origin": url}
+        response = await http.post(f"/api/user/enter/{_user('si')}", headers=headers)
+    assert response.status_code == status, response.text
+    assert ("set-cookie" in response.headers) is (status == 201)
+
+
 async def test_bearer_token_writes_do_not_depend_on_the_origin(cluster):
     url = cluster.urls[1]
     token = await login(url, _user())
