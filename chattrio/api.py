@@ -32,6 +32,7 @@ OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 _OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
 Handler = Callable[..., Awaitable[Response]]
+Routes = list[tuple[str, re.Pattern, Handler]]
 
 
 class CreateRoom(msgspec.Struct, frozen=True):
@@ -71,7 +72,7 @@ class Api:
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/messages"), self._history),
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/members"), self._members),
         ]
-        self._internal_routes: list[tuple[str, re.Pattern, Handler]] = [
+        self._internal_routes: Routes = [
             ("GET", re.compile(r"/healthz"), self._healthz),
             ("GET", re.compile(r"/readyz"), self._readyz),
             ("GET", re.compile(r"/metrics"), self._metrics_text),
@@ -85,7 +86,7 @@ class Api:
         """A request on the internal port: the operational endpoints only."""
         return await self._answer(request, self._internal_routes, serve_static=False)
 
-    async def _answer(self, request: Request, routes, serve_static: bool) -> Response:
+    async def _answer(self, request: Request, routes: Routes, serve_static: bool) -> Response:
         try:
             response = await self._dispatch(request, routes, serve_static)
         except BadRequest as exc:
@@ -101,7 +102,7 @@ class Api:
         self._requests.inc(1, str(response.status))
         return response
 
-    async def _dispatch(self, request: Request, routes, serve_static: bool) -> Response:
+    async def _dispatch(self, request: Request, routes: Routes, serve_static: bool) -> Response:
         allowed = []
         # HEAD is a GET whose body is not sent (the listener leaves it out).
         method_wanted = "GET" if request.method == "HEAD" else request.method
