@@ -121,6 +121,10 @@ nginx_bin() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo
 nginx_pid() { read_pid "$NGINX_PIDFILE"; }
 nginx_running() { pid_matches "$(nginx_pid)" "$NGINX_CONF"; }
 
+# every node full of WebSockets, two connections each, plus room for plain requests
+nginx_worker_connections() { echo $((2 * NODE_MAX_CONNECTIONS * NODES + 1024)); }
+nginx_worker_nofile() { echo $(($(nginx_worker_connections) + 1024)); }
+
 # Write $NGINX_CONF for NODES nodes, and create its log files readable by their owner only
 # (nginx keeps the mode of a log file that exists).
 render_nginx_conf() {
@@ -130,12 +134,10 @@ render_nginx_conf() {
     ups+="        server 127.0.0.1:$(node_port "$i") max_fails=3 fail_timeout=5s;"$'\n'
   done
   is_root && user_line="user root;"
-  # every node full of WebSockets, two connections each, plus room for plain requests
-  local connections=$((2 * NODE_MAX_CONNECTIONS * NODES + 1024))
   local tmpl="$SCRIPTS/nginx.conf.tmpl"
   [[ -f "$tmpl" ]] || die "missing $tmpl"
   awk -v ups="$ups" -v prefix="$NGINX_DIR" -v port="$LB_PORT" -v host="$LB_HOST" -v userline="$user_line" \
-      -v conns="$connections" -v nofile="$((connections + 1024))" '
+      -v conns="$(nginx_worker_connections)" -v nofile="$(nginx_worker_nofile)" '
     /^@UPSTREAMS@$/ { printf "%s", ups; next }
     { gsub(/@PREFIX@/, prefix); gsub(/@LB_PORT@/, port); gsub(/@LB_HOST@/, host); gsub(/@USER_LINE@/, userline)
       gsub(/@WORKER_CONNECTIONS@/, conns); gsub(/@WORKER_RLIMIT_NOFILE@/, nofile); print }
@@ -149,6 +151,11 @@ start_nginx() {
   if nginx_running; then return 0; fi
   port_open "$LB_PORT" && port_taken_error nginx "$LB_PORT" "--lb-port"
   render_nginx_conf
+  local hard; hard="$(ulimit -Hn)"
+  # above the hard limit, nginx's setrlimit fails (an alert in its error log) and each worker
+  # keeps this limit: fewer WebSockets than the nodes behind it can hold
+  [[ "$hard" == unlimited || "$hard" -ge "$(nginx_worker_nofile)" ]] \
+    || warn "descriptor hard limit $hard is below nginx's worker_rlimit_nofile $(nginx_worker_nofile): each nginx worker holds at most $hard connections"
   "$bin" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" \
     || die "generated nginx config is invalid: $NGINX_CONF"
   setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 8>&- 9>&- &
