@@ -33,8 +33,12 @@ READY_TIMEOUT = 2.0
 KNOWN_USERS_MAX = 100_000
 TOKEN_IN_URL = ("a token in the URL is refused (URLs end up in logs): send it in an Authorization: Bearer "
                 "header, the chattrio_token cookie, or an AUTH frame")
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+# Sec-Fetch-Site values of a request a page of this origin made, or the user made directly.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
 Handler = Callable[..., Awaitable[Response]]
+Routes = list[tuple[str, re.Pattern, Handler]]
 
 
 class CreateRoom(msgspec.Struct, frozen=True):
@@ -76,8 +80,8 @@ class Api:
         self._requests = metrics.counter("chattrio_http_requests_total", "HTTP requests by status", ["status"])
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
-            ("GET", re.compile(r"/readyz"), self._readyz),
-            ("GET", re.compile(r"/metrics"), self._metrics_text),
+            ("GET", re.compile(r"/readyz|/metrics"), self._internal_only),
+            ("GET", re.compile(r"/api/openapi\.yaml"), self._openapi),
             ("POST", re.compile(r"/api/user/enter/(?P<user_id>[^/]*)"), self._enter),
             ("GET", re.compile(r"/api/auth"), self._auth_mode),
             ("POST", re.compile(r"/api/auth/session"), self._start_web_session),
@@ -88,10 +92,23 @@ class Api:
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/messages"), self._history),
             ("GET", re.compile(r"/api/room/(?P<room_id>[^/]+)/members"), self._members),
         ]
+        self._internal_routes: Routes = [
+            ("GET", re.compile(r"/healthz"), self._healthz),
+            ("GET", re.compile(r"/readyz"), self._readyz),
+            ("GET", re.compile(r"/metrics"), self._metrics_text),
+        ]
 
     async def handle(self, request: Request) -> Response:
+        """A request on the public port."""
+        return await self._answer(request, self._routes, serve_static=True)
+
+    async def handle_internal(self, request: Request) -> Response:
+        """A request on the internal port: the operational endpoints only."""
+        return await self._answer(request, self._internal_routes, serve_static=False)
+
+    async def _answer(self, request: Request, routes: Routes, serve_static: bool) -> Response:
         try:
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, routes, serve_static)
         except BadRequest as exc:
             response = error_response(exc.status, exc.reason)
         except InvalidInput as exc:
@@ -108,18 +125,20 @@ class Api:
         self._requests.inc(1, str(response.status))
         return response
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request, routes: Routes, serve_static: bool) -> Response:
         allowed = []
-        for method, pattern, handler in self._routes:
+        # HEAD is a GET whose body is not sent (the listener leaves it out).
+        method_wanted = "GET" if request.method == "HEAD" else request.method
+        for method, pattern, handler in routes:
             match = pattern.fullmatch(request.path)
             if match:
-                if method == request.method:
+                if method == method_wanted:
                     return await handler(request, **match.groupdict())
                 allowed.append(method)
         if allowed:
             return Response(405, b'{"success":false,"message":"method not allowed","data":null}',
                             headers=[("Allow", ", ".join(allowed))])
-        if request.method in ("GET", "HEAD") and not request.path.startswith("/api/"):
+        if serve_static and method_wanted == "GET" and not request.path.startswith("/api/"):
             return self._static(request.path)
         return error_response(404, f"no such path {request.path[:100]}")
 
@@ -129,6 +148,9 @@ class Api:
         token = token_of(request)
         if token is None:
             raise BadRequest(401, "log in first: no token")
+        if request.bearer_token() is None and not self._from_own_page(request):
+            # A browser sends the cookie with requests other sites' pages make (same-site ones too).
+            raise BadRequest(403, "cookie-authenticated writes must come from this origin")
         return await self.authenticate(token)
 
     async def authenticate(self, token: str) -> str:
@@ -162,6 +184,13 @@ class Api:
         if len(self._known_users) > KNOWN_USERS_MAX:
             self._known_users.popitem(last=False)
 
+    def _from_own_page(self, request: Request) -> bool:
+        """False when the browser says another site or origin made the request."""
+        fetch_site = request.headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site not in _OWN_FETCH_SITES:
+            return False
+        return origin_allowed(request, self._settings.allowed_origins)
+
     # Operations -------------------------------------------------------------------------------
 
     async def _healthz(self, request: Request) -> Response:
@@ -182,12 +211,23 @@ class Api:
     async def _metrics_text(self, request: Request) -> Response:
         return Response(200, self._metrics.render().encode(), "text/plain; version=0.0.4")
 
+    async def _internal_only(self, request: Request) -> Response:
+        return error_response(404, f"{request.path} is served on the internal port only")
+
+    async def _openapi(self, request: Request) -> Response:
+        if not OPENAPI_PATH.is_file():  # an installation without the repository's docs/
+            return error_response(404, "the OpenAPI document is not installed with this node")
+        return Response(200, OPENAPI_PATH.read_bytes(), "application/yaml", [("Cache-Control", "no-cache")])
+
     # Users and rooms --------------------------------------------------------------------------
 
     async def _enter(self, request: Request, user_id: str) -> Response:
         if self._settings.auth_mode != "open":
             raise BadRequest(403, "sign-up by id is off: this deployment takes tokens from its identity service "
                                   f"(auth mode {self._settings.auth_mode}, see GET /api/auth)")
+        if not self._from_own_page(request):
+            # Another site's form would otherwise sign the browser in as a user of its choosing.
+            raise BadRequest(403, "sign-in must come from this origin")
         try:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:
@@ -224,6 +264,7 @@ class Api:
 
     async def _create_room(self, request: Request) -> Response:
         user_id = await self._user_of(request)
+        request.require_json()
         body = request.decode(CreateRoom, 'body must be a JSON object like {"name": "..."}')
         room = await self._db.create_room(normalize_room_name(body.name), user_id)
         self._rooms.learn(room)
@@ -256,8 +297,11 @@ class Api:
     def _static(self, path: str) -> Response:
         if self._web_root is None:
             return error_response(404, "the web client is not built (run `make run`)")
-        target = (self._web_root / urllib.parse.unquote(path).lstrip("/")).resolve()
-        if not target.is_relative_to(self._web_root) or not target.is_file():
+        relative = urllib.parse.unquote(path).lstrip("/")
+        if "\0" in relative:
+            raise BadRequest(400, "NUL in the path")
+        target = (self._web_root / relative).resolve()
+        if not target.is_relative_to(self._web_root) or not _is_file(target):
             target = self._web_root / "index.html"  # client-side routes
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         cache = "no-cache" if target.name == "index.html" else "public, max-age=31536000, immutable"
@@ -276,6 +320,20 @@ def _subject_user_id(subject: str) -> str:
     return user_id
 
 
+def origin_allowed(request: Request, allowed_origins: tuple[str, ...]) -> bool:
+    """An absent Origin is a client that is not a browser; otherwise it must be allowed, by
+    default: its host equals the request's Host."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if allowed_origins:
+        return "*" in allowed_origins or origin in allowed_origins
+    try:
+        return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+    except ValueError:  # e.g. "http://[" : not an origin at all
+        return False
+
+
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -287,6 +345,13 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
     if not low <= value <= high:
         raise BadRequest(400, f"{name} must be between {low} and {high}")
     return value
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
 
 
 def _web_root(settings: Settings) -> Path | None:

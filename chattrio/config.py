@@ -7,6 +7,7 @@ import os
 import socket
 
 PREFIX = "CHATTRIO_"
+INTERNAL_PORT_OFFSET = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,17 @@ class Settings:
     shutdown_grace_seconds: float = 5.0
     log_json: bool = False
     log_level: str = "INFO"
+    # /metrics and the detailed /readyz listen here, not on the public port; 0 means
+    # port + INTERNAL_PORT_OFFSET, so several nodes on one host never collide.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 0
+    # Connections still speaking plain HTTP (not WebSocket sessions); more are answered 503.
+    # Each holds at most one response while writing it (the web client script: ~0.5 MB).
+    max_http_connections: int = 512
+
+    @property
+    def internal_port_number(self) -> int:
+        return self.internal_port or self.port + INTERNAL_PORT_OFFSET
 
     @property
     def messages_topic(self) -> str:

@@ -6,18 +6,29 @@ only (trio.serve_listeners would otherwise take the listener down with it).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
-import urllib.parse
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import h11
 import trio
 
-from chattrio.api import TOKEN_IN_URL, Api, token_of
+from chattrio.api import TOKEN_IN_URL, Api, origin_allowed, token_of
 from chattrio.chat import ChatService
 from chattrio.config import Settings
 from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
-from chattrio.http import MAX_HEADER_BYTES, BadRequest, Request, error_response, receive_request, send_response
+from chattrio.http import (
+    MAX_HEADER_BYTES,
+    BadRequest,
+    Request,
+    Response,
+    closing_error_response,
+    error_response,
+    receive_request,
+    send_response,
+)
 from chattrio.metrics import Registry
 from chattrio.sessions import Session, SessionRegistry
 from chattrio.websocket import (
@@ -32,6 +43,8 @@ REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is c
 HANDSHAKE_TIMEOUT = 10.0
 # A WebSocket opened without a token must send its AUTH frame first, within this.
 AUTH_TIMEOUT = 10.0
+# A connection refused for the plain-HTTP cap gets this long to take its 503.
+REFUSAL_TIMEOUT = 1.0
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
 
 
@@ -45,6 +58,7 @@ class HttpServer:
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
         self._open_connections = 0
+        self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
         metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
@@ -54,6 +68,12 @@ class HttpServer:
         )
         self._slow_closes = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow")
         self._frames_in = metrics.counter("chattrio_frames_received_total", "WebSocket frames from clients")
+        self._write_timeouts = metrics.counter(
+            "chattrio_http_write_timeouts_total", "HTTP responses the client did not read within the write deadline"
+        )
+        self._http_refusals = metrics.counter(
+            "chattrio_http_connections_refused_total", "Connections refused at the plain-HTTP connection cap"
+        )
 
     def request_drain(self) -> None:
         self._drain_requested.set()
@@ -80,10 +100,33 @@ class HttpServer:
         self.drained.set()
         await trio.sleep_forever()  # a drained server stays stopped; the node cancels it
 
+    async def serve_internal(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The operational endpoints on the internal port, which the load balancer does not expose."""
+        settings = self._settings
+        listeners = await trio.open_tcp_listeners(settings.internal_port_number, host=settings.internal_host)
+        task_status.started()
+        await trio.serve_listeners(self._handle_internal_connection, listeners)
+
+    async def _handle_internal_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._serve_http(stream, self._api.handle_internal, upgrades=False)
+        except* _EXPECTED_ERRORS as ended:
+            log.debug("internal connection ended: %r", ended.exceptions[0])
+        except* Exception:
+            log.exception("internal connection failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         self._open_connections += 1
         try:
-            upgraded = await self._serve_http(stream)
+            if self._http_connections >= self._settings.max_http_connections:
+                return await self._refuse_busy(stream)
+            self._http_connections += 1
+            try:
+                upgraded = await self._serve_http(stream, self._api.handle)
+            finally:
+                self._http_connections -= 1
             if upgraded is not None:
                 await self._serve_session(stream, *upgraded)
         except* _EXPECTED_ERRORS as ended:
@@ -95,7 +138,20 @@ class HttpServer:
             self._open_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_http(self, stream: trio.SocketStream) -> tuple[str, bytes] | None:
+    async def _refuse_busy(self, stream: trio.SocketStream) -> None:
+        """503 without reading the request; then a moment to drain what the client sent, so the
+        close is not a reset that could destroy the answer before it is read."""
+        self._http_refusals.inc()
+        conn = h11.Connection(h11.SERVER)
+        with trio.move_on_after(REFUSAL_TIMEOUT):
+            await send_response(conn, stream, closing_error_response(503, "node busy, retry"))
+            await stream.send_eof()
+            while await stream.receive_some(READ_SIZE):
+                pass
+
+    async def _serve_http(
+        self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
+    ) -> tuple[str, bytes] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
         succeeds: then (user id, bytes already read past the handshake). Returning, rather than
         running the session from here, lets the HTTP parser and the request go while the
@@ -106,33 +162,41 @@ class HttpServer:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     request = await receive_request(conn, stream)
             except BadRequest as exc:
-                await send_response(conn, stream, error_response(exc.status, exc.reason))
+                await send_response(conn, stream, closing_error_response(exc.status, exc.reason))
                 return None
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await send_response(conn, stream, error_response(exc.error_status_hint, str(exc)))
+                    await send_response(conn, stream, closing_error_response(exc.error_status_hint, str(exc)))
                 return None
             except trio.TooSlowError:
                 return None
             if request is None:
                 return None
-            if request.headers.get("upgrade", "").lower() == "websocket":
+            if upgrades and request.headers.get("upgrade", "").lower() == "websocket":
                 return await self._handshake(conn, stream, request)
-            await send_response(conn, stream, await self._api.handle(request))
+            await self._answer(conn, stream, request, await handle(request))
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return None
             conn.start_next_cycle()
+
+    async def _answer(self, conn: h11.Connection, stream: trio.SocketStream, request: Request, response: Response) -> None:
+        response.head_only = request.method == "HEAD"
+        try:
+            await send_response(conn, stream, response)
+        except trio.TooSlowError:
+            self._write_timeouts.inc()
+            raise
 
     # WebSocket ---------------------------------------------------------------------------------
 
     def _refusal(self, request: Request) -> tuple[int, str] | None:
         """(status, reason) to refuse the handshake, or None."""
         key = request.headers.get("sec-websocket-key")
-        if request.method != "GET" or not key or request.headers.get("sec-websocket-version") != "13":
+        if request.method != "GET" or not _is_websocket_key(key) or request.headers.get("sec-websocket-version") != "13":
             return 400, "bad WebSocket handshake"
         if request.path != "/ws":
             return 404, "WebSocket endpoint is /ws"
-        if not self._origin_allowed(request):
+        if not origin_allowed(request, self._settings.allowed_origins):
             return 403, "origin not allowed"
         if "token" in request.query:
             return 400, TOKEN_IN_URL
@@ -151,19 +215,10 @@ class HttpServer:
         except BadRequest as exc:
             return exc.status, exc.reason
 
-    def _origin_allowed(self, request: Request) -> bool:
-        origin = request.headers.get("origin")
-        if origin is None:
-            return True  # not a browser
-        allowed = self._settings.allowed_origins
-        if allowed:
-            return "*" in allowed or origin in allowed
-        return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
-
     async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
         verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
-            await send_response(conn, stream, error_response(*verdict))
+            await self._answer(conn, stream, request, closing_error_response(*verdict))
             return None
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
@@ -259,3 +314,12 @@ class HttpServer:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
 
+
+def _is_websocket_key(key: str | None) -> bool:
+    """RFC 6455 4.1: the key is 16 random bytes in base64."""
+    if key is None or not key.isascii():
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False

@@ -11,8 +11,10 @@
 #        scripts/cluster.sh restart I         stop (if running) + start node I
 #        scripts/cluster.sh status            nodes, pids, /readyz
 #        scripts/cluster.sh logs              print the log file paths
+#        scripts/cluster.sh nginx-conf N P L  write nginx.conf for N nodes on P+1.. behind L, print its path
 # The backing stack must be up (scripts/stack.sh up). Node logs and pid files
-# live in .stack/<stack>/nodes/, nginx in .stack/<stack>/nginx/.
+# live in .stack/<stack>/nodes/, nginx in .stack/<stack>/nginx/ (CHATTRIO_NGINX_DIR).
+# Node i's internal port (/metrics, /readyz) is its port + 10000, the node's default.
 # CHATTRIO_SERVER_CMD overrides the server command
 # (default: "<repo>/.venv/bin/python -m chattrio serve").
 set -euo pipefail
@@ -20,13 +22,15 @@ source "$(dirname "$0")/lib.sh"
 
 NODES_DIR="$STACK_DIR/nodes"
 STATE="$NODES_DIR/cluster.env"
-NGINX_DIR="$STACK_DIR/nginx"
+NGINX_DIR="${CHATTRIO_NGINX_DIR:-$STACK_DIR/nginx}"
 NGINX_CONF="$NGINX_DIR/nginx.conf"
 NGINX_PIDFILE="$NGINX_DIR/nginx.master.pid"
 READY_TIMEOUT="${CHATTRIO_NODE_READY_TIMEOUT:-60}"
 SERVER_CMD_STR="${CHATTRIO_SERVER_CMD:-}"
 # A local run accepts the public default secret (dev mode) unless a secret is given.
 [[ -n "${CHATTRIO_SECRET:-}" ]] || export CHATTRIO_DEV_MODE="${CHATTRIO_DEV_MODE:-1}"
+INTERNAL_PORT_OFFSET=10000  # the node's default (chattrio/config.py)
+NODE_MAX_CONNECTIONS="${CHATTRIO_MAX_CONNECTIONS:-20000}"
 
 load_state() {
   [[ -f "$STATE" ]] || die "no cluster for stack '$STACK' (run: scripts/cluster.sh up N)"
@@ -38,12 +42,13 @@ load_state() {
 }
 
 node_port() { echo $((BASE_PORT + $1)); }
+node_internal_port() { echo $((BASE_PORT + $1 + INTERNAL_PORT_OFFSET)); }
 node_pidfile() { echo "$NODES_DIR/node-$1.pid"; }
 node_log() { echo "$NODES_DIR/node-$1.log"; }
 node_pid() { read_pid "$(node_pidfile "$1")"; }
 node_running() { pid_matches "$(node_pid "$1")" "--node-id node-$1 "; }
 node_ready() {
-  [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$(node_port "$1")/readyz" 2>/dev/null)" == 200 ]]
+  [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$(node_internal_port "$1")/readyz" 2>/dev/null)" == 200 ]]
 }
 
 check_index() {
@@ -55,6 +60,7 @@ start_node() {
   port="$(node_port "$i")"; log="$(node_log "$i")"
   if node_running "$i"; then return 0; fi
   port_open "$port" && port_taken_error "node-$i" "$port" "--base-port"
+  port_open "$(node_internal_port "$i")" && port_taken_error "node-$i (internal)" "$(node_internal_port "$i")" "--base-port"
   local SERVER_CMD
   read -r -a SERVER_CMD <<< "${SERVER_CMD_STR:-$REPO/.venv/bin/python -m chattrio serve}"
   [[ -x "${SERVER_CMD[0]}" ]] || command -v "${SERVER_CMD[0]}" >/dev/null 2>&1 \
@@ -68,7 +74,8 @@ start_node() {
     cd "$REPO"
     # a node is meant to hold 20,000 connections: lift the descriptor limit as far as allowed
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --node-id "node-$i" "${extra[@]}" \
+    exec setsid nohup "${SERVER_CMD[@]}" --host "$HOST" --port "$port" --internal-port "$(node_internal_port "$i")" \
+      --node-id "node-$i" "${extra[@]}" \
       </dev/null >"$log" 2>&1 8>&- 9>&-
   ) &
   pid=$!
@@ -116,22 +123,41 @@ nginx_bin() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo
 nginx_pid() { read_pid "$NGINX_PIDFILE"; }
 nginx_running() { pid_matches "$(nginx_pid)" "$NGINX_CONF"; }
 
-start_nginx() {
-  local bin; bin="$(nginx_bin)" || die "nginx not found; run scripts/install.sh (apt-get install nginx-light)"
-  if nginx_running; then return 0; fi
-  port_open "$LB_PORT" && port_taken_error nginx "$LB_PORT" "--lb-port"
+# every node full of WebSockets, two connections each, plus room for plain requests
+nginx_worker_connections() { echo $((2 * NODE_MAX_CONNECTIONS * NODES + 1024)); }
+nginx_worker_nofile() { echo $(($(nginx_worker_connections) + 1024)); }
+
+# Write $NGINX_CONF for NODES nodes, and create its log files readable by their owner only
+# (nginx keeps the mode of a log file that exists).
+render_nginx_conf() {
   mkdir -p "$NGINX_DIR/tmp"
   local ups="" i user_line=""
   for ((i = 1; i <= NODES; i++)); do
-    ups+="        server 127.0.0.1:$(node_port "$i") max_fails=1 fail_timeout=5s;"$'\n'
+    ups+="        server 127.0.0.1:$(node_port "$i") max_fails=3 fail_timeout=5s;"$'\n'
   done
   is_root && user_line="user root;"
   local tmpl="$SCRIPTS/nginx.conf.tmpl"
   [[ -f "$tmpl" ]] || die "missing $tmpl"
-  awk -v ups="$ups" -v prefix="$NGINX_DIR" -v port="$LB_PORT" -v host="$LB_HOST" -v userline="$user_line" '
+  awk -v ups="$ups" -v prefix="$NGINX_DIR" -v port="$LB_PORT" -v host="$LB_HOST" -v userline="$user_line" \
+      -v conns="$(nginx_worker_connections)" -v nofile="$(nginx_worker_nofile)" '
     /^@UPSTREAMS@$/ { printf "%s", ups; next }
-    { gsub(/@PREFIX@/, prefix); gsub(/@LB_PORT@/, port); gsub(/@LB_HOST@/, host); gsub(/@USER_LINE@/, userline); print }
+    { gsub(/@PREFIX@/, prefix); gsub(/@LB_PORT@/, port); gsub(/@LB_HOST@/, host); gsub(/@USER_LINE@/, userline)
+      gsub(/@WORKER_CONNECTIONS@/, conns); gsub(/@WORKER_RLIMIT_NOFILE@/, nofile); print }
   ' "$tmpl" > "$NGINX_CONF"
+  (umask 077 && touch "$NGINX_DIR/access.log" "$NGINX_DIR/error.log")
+  chmod 600 "$NGINX_DIR/access.log" "$NGINX_DIR/error.log"
+}
+
+start_nginx() {
+  local bin; bin="$(nginx_bin)" || die "nginx not found; run scripts/install.sh (apt-get install nginx-light)"
+  if nginx_running; then return 0; fi
+  port_open "$LB_PORT" && port_taken_error nginx "$LB_PORT" "--lb-port"
+  render_nginx_conf
+  local hard; hard="$(ulimit -Hn)"
+  # above the hard limit, nginx's setrlimit fails (an alert in its error log) and each worker
+  # keeps this limit: fewer WebSockets than the nodes behind it can hold
+  [[ "$hard" == unlimited || "$hard" -ge "$(nginx_worker_nofile)" ]] \
+    || warn "descriptor hard limit $hard is below nginx's worker_rlimit_nofile $(nginx_worker_nofile): each nginx worker holds at most $hard connections"
   "$bin" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" \
     || die "generated nginx config is invalid: $NGINX_CONF"
   setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 8>&- 9>&- &
@@ -233,6 +259,12 @@ case "$cmd" in
   nodes)  # machine-readable: "I PORT PID" per running node
     load_state
     for ((i = 1; i <= NODES; i++)); do node_running "$i" && echo "$i $(node_port "$i") $(node_pid "$i")"; done
+    exit 0 ;;
+  nginx-conf)
+    [[ $# -eq 3 && "$1$2$3" =~ ^[0-9]+$ ]] || die "usage: cluster.sh nginx-conf NODES BASE_PORT LB_PORT"
+    NODES="$1" BASE_PORT="$2" LB_PORT="$3" LB_HOST=127.0.0.1
+    render_nginx_conf
+    echo "$NGINX_CONF"
     exit 0 ;;
   logs)
     load_state

@@ -25,6 +25,8 @@ SESSION_CLUSTER_BASE_PORT = int(os.environ.get("CHATTRIO_TEST_PORT_BASE", "18090
 ISOLATED_BASE_PORT = SESSION_CLUSTER_BASE_PORT + 110
 # The nodes refuse the public default secret and any shorter than 32 bytes (chattrio/tokens.py).
 TEST_SECRET = "test-secret-of-the-pytest-nodes-0123456789"
+# A test node's internal port (/metrics, /readyz) is its port + this, inside the run's port range.
+INTERNAL_PORT_OFFSET = 500
 
 
 def _stack_env() -> dict[str, str]:
@@ -45,13 +47,15 @@ class Node:
         self.index, self.port, self.env = index, port, env
         self.node_id = f"node-{index}"
         self.url = f"http://127.0.0.1:{port}"
+        self.internal_url = f"http://127.0.0.1:{port + INTERNAL_PORT_OFFSET}"
         self.log_path = log_dir / f"{env['CHATTRIO_TOPIC_PREFIX']}-{self.node_id}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chattrio", "serve", "--port", str(self.port), "--node-id", self.node_id],
+            [sys.executable, "-m", "chattrio", "serve", "--port", str(self.port), "--node-id", self.node_id,
+             "--internal-port", str(self.port + INTERNAL_PORT_OFFSET)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )
         log.close()
@@ -62,7 +66,7 @@ class Node:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.internal_url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

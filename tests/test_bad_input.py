@@ -365,6 +365,7 @@ async def _create(url: str, *, body=None, content=None, token: str | None = None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         if content is not None:
+            headers["Content-Type"] = "application/json"
             return await http.post("/api/room", content=content, headers=headers, params=params)
         return await http.post("/api/room", json=body, headers=headers, params=params)
 
@@ -499,7 +500,7 @@ async def test_errors_are_counted_in_metrics(cluster):
     url = cluster.urls[2]
 
     async def count() -> float:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=cluster.nodes[2].internal_url, timeout=10) as http:
             text = (await http.get("/metrics")).text
         for line in text.splitlines():
             if line.startswith('chattrio_frame_errors_total{code="UNKNOWN_TYPE"}'):

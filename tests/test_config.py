@@ -83,3 +83,9 @@ def test_topic_names_follow_the_prefix():
 def test_settings_are_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_internal_port_defaults_to_the_public_port_plus_the_offset():
+    assert settings_from_env({"CHATTRIO_PORT": "8081"}).internal_port_number == 18081
+    assert settings_from_env({"CHATTRIO_PORT": "8081", "CHATTRIO_INTERNAL_PORT": "9100"}).internal_port_number == 9100
+    assert Settings().internal_host == "127.0.0.1"

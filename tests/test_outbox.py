@@ -14,7 +14,7 @@ def lock_holder(cluster) -> int | None:
     for index, node in enumerate(cluster.nodes):
         if not node.alive:
             continue
-        metrics = httpx.get(f"{node.url}/metrics", timeout=5).text
+        metrics = httpx.get(f"{node.internal_url}/metrics", timeout=5).text
         if "chattrio_outbox_lock_held 1" in metrics:
             return index
     return None

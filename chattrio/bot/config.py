@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from chattrio.config import INTERNAL_PORT_OFFSET
+
 
 class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     scenario: str = "adhoc"
@@ -23,6 +25,9 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     rest_api_base_url: str | None = None
     web_socket_endpoint: str | None = None
     nodes: list[str] = []  # base URLs; users are spread round-robin across them
+    # The nodes' internal base URLs (/metrics), in the order of `nodes`; empty: each node's
+    # port + the node's default internal port offset.
+    metrics_urls: list[str] = []
     loss_grace_seconds: float = 5.0
     workers: int = 1
     max_loss: int = 0
@@ -58,8 +63,16 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("durations must be >= 0")
         if not self.nodes and not self.rest_api_base_url:
             problems.append("give nodes (or restApiBaseUrl)")
+        if self.metrics_urls and len(self.metrics_urls) != len(self.nodes or [self.rest_api_base_url]):
+            problems.append("give one metricsUrl per node")
         if problems:
             raise msgspec.ValidationError("; ".join(problems))
+
+    def metrics_endpoints(self) -> list[Node]:
+        if self.metrics_urls:
+            return [Node.from_base_url(u) for u in self.metrics_urls]
+        return [Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
+                for node in self.node_endpoints()]
 
     def node_endpoints(self) -> list[Node]:
         if self.nodes:
@@ -124,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only measure the CPU per frame read and sent over local sockets and exit; no server needed")
     p.add_argument("--node", action="append", dest="nodes", metavar="URL",
                    help="node base URL (repeat, or comma-separate)")
+    p.add_argument("--metrics-url", action="append", dest="metricsUrls", metavar="URL",
+                   help="a node's internal base URL for /metrics, in the order of --node "
+                        "(default: each node's port + 10000)")
     p.add_argument("--pid-file", action="append", dest="nodePidFiles", metavar="PATH",
                    help="pid file of a node process on this machine (repeatable)")
     p.add_argument("--stop-on-refusal", action="store_const", const=True, dest="stopOnRefusal",
@@ -146,12 +162,14 @@ def load_config(argv: list[str]) -> BotConfig:
             raise ValueError(f"{args.config} must hold a JSON object")
         merged.update(loaded)
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "receive_bench", "socket_bench") and v is not None}
-    if "nodes" in flags:
-        flags["nodes"] = [u for item in flags["nodes"] for u in item.split(",") if u]
+    for key in ("nodes", "metricsUrls"):
+        if key in flags:
+            flags[key] = [u for item in flags[key] for u in item.split(",") if u]
     merged.update(flags)
     try:
         cfg = msgspec.convert(merged, BotConfig)
         cfg.node_endpoints()
+        cfg.metrics_endpoints()
     except msgspec.ValidationError as exc:
         raise ValueError(str(exc)) from None
     return cfg

@@ -357,9 +357,10 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     run_id = secrets.token_hex(3)
     nodes = cfg.node_endpoints()
     pools = [HttpPool(node, size=4) for node in nodes]
+    metrics_pools = [HttpPool(node, size=1) for node in cfg.metrics_endpoints()]
     started_at = time.time()
     load_before = os.getloadavg()[0]
-    metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(pools)}
+    metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(metrics_pools)}
     rss = {"start": read_rss(cfg.node_pid_files)}
     try:
         room_ids = await create_rooms(cfg, pools[0], run_id)
@@ -386,7 +387,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     async def sample_peak() -> None:
         # Just before users leave: the moment the most connections are open.
         await trio.sleep_until(schedule.chat_end - time.time() + trio.current_time())
-        metrics["peak"] = await scrape(pools)
+        metrics["peak"] = await scrape(metrics_pools)
         rss["peak"] = read_rss(cfg.node_pid_files)
 
     async def run_exec() -> None:
@@ -409,9 +410,9 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
             for w in range(len(plans)):
                 workers.start_soon(one_worker, w)
         nursery.cancel_scope.cancel()
-    metrics["end"] = await scrape(pools)
+    metrics["end"] = await scrape(metrics_pools)
     rss["end"] = read_rss(cfg.node_pid_files)
-    for pool in pools:
+    for pool in pools + metrics_pools:
         await pool.aclose()
     merged = Ledger(timeline=Timeline(t0))
     for ledger in ledgers:

@@ -58,6 +58,7 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
             "persistence": Persistence(settings, db, cache, metrics).run,
             "outbox": OutboxRelay(settings, db, cache, producer, metrics).run,
             "presence": presence.run,
+            "internal-http": http.serve_internal,
             # Last, so no client connects before the fan-out can deliver to it.
             "http": http.serve,
         }
@@ -65,7 +66,8 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
             with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 for name, child in children.items():
                     await nursery.start(supervisor.supervise, name, child)
-                log.info("node ready", extra={"port": settings.port, "node_id": settings.node_id})
+                log.info("node ready", extra={"port": settings.port, "internal_port": settings.internal_port_number,
+                                              "node_id": settings.node_id})
                 task_status.started()
                 async for signum in signals:
                     log.info("stopping", extra={"signal": signal.Signals(signum).name})

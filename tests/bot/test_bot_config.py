@@ -41,3 +41,12 @@ def test_unknown_file_keys_are_rejected(tmp_path):
     path.write_text(json.dumps({"nodes": ["http://h:1"], "userCuont": 3}))
     with pytest.raises(ValueError, match="userCuont"):
         load_config(["--config", str(path)])
+
+
+def test_metrics_are_read_from_the_internal_port():
+    derived = load_config(["--node", "http://127.0.0.1:8081,http://127.0.0.1:8082"]).metrics_endpoints()
+    assert [(n.host, n.port) for n in derived] == [("127.0.0.1", 18081), ("127.0.0.1", 18082)]
+    given = load_config(["--node", "http://h:1", "--metrics-url", "http://h:9100"]).metrics_endpoints()
+    assert [(n.host, n.port) for n in given] == [("h", 9100)]
+    with pytest.raises(ValueError, match="one metricsUrl per node"):
+        load_config(["--node", "http://h:1,http://h:2", "--metrics-url", "http://h:9100"])

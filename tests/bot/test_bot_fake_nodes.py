@@ -12,7 +12,7 @@ from chattrio.bot.runner import run
 
 def _config(urls, *extra):
     return load_config(["--users", "6", "--rooms", "2", "--ramp-up", "0.3", "--duration", "1.5", "--rate", "4",
-                        "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u)], *extra])
+                        "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u, "--metrics-url", u)], *extra])
 
 
 async def test_clean_run_delivers_everything(nursery, tmp_path):

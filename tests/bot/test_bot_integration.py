@@ -9,7 +9,7 @@ async def test_bot_against_real_nodes(cluster, tmp_path):
     cfg = load_config([
         "--scenario", "pytest", "--users", "20", "--rooms", "2", "--ramp-up", "1", "--duration", "5",
         "--rate", "1", "--loss-grace", "5", "--user-id-prefix", f"{cluster.prefix}b", "--out", str(tmp_path),
-        *[arg for url in cluster.urls for arg in ("--node", url)],
+        *[arg for node in cluster.nodes for arg in ("--node", node.url, "--metrics-url", node.internal_url)],
     ])
     summary = summarize(await run(cfg, None))
     print(text_summary(summary))
@@ -22,3 +22,4 @@ async def test_bot_against_real_nodes(cluster, tmp_path):
     assert d["delivered"] == d["expected"]
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
     assert summary["verdict"]["passed"]
+    assert all(sample is not None for sample in summary["server"]["metrics"]["end"])

@@ -1,0 +1,95 @@
+"""The load balancer's configuration as scripts/cluster.sh writes it: sized for the nodes behind
+it, no version in answers, no query strings (tokens) in its logs, logs readable by their owner
+only, and the nodes' operational endpoints not reachable through it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, SESSION_CLUSTER_BASE_PORT
+
+NODE_MAX_CONNECTIONS = 20_000  # Settings.max_connections
+LB_PORT = SESSION_CLUSTER_BASE_PORT + 800
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+def _render(nginx_dir: Path, nodes: int, base_port: int) -> Path:
+    out = subprocess.run(
+        [str(REPO / "scripts" / "cluster.sh"), "nginx-conf", str(nodes), str(base_port), str(LB_PORT)],
+        env=dict(os.environ, CHATTRIO_NGINX_DIR=str(nginx_dir)), capture_output=True, text=True, check=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def _directive(conf: str, name: str) -> str:
+    return re.search(rf"^\s*{name}\s+([^;]+);", conf, re.MULTILINE).group(1)
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_nginx_is_sized_for_every_node_full_of_websockets(tmp_path, nodes):
+    conf = _render(tmp_path, nodes, 18000).read_text()
+    connections = int(_directive(conf, "worker_connections"))
+    assert connections >= 2 * NODE_MAX_CONNECTIONS * nodes  # client side + node side per WebSocket
+    assert int(_directive(conf, "worker_rlimit_nofile")) > connections
+    assert _directive(conf, "worker_processes") == "auto"
+
+
+def test_nginx_hides_its_version_and_logs_no_query_strings(tmp_path):
+    conf = _render(tmp_path, 3, 18000).read_text()
+    assert _directive(conf, "server_tokens") == "off"
+    log_format = conf[conf.index("log_format"):conf.index("access_log")]
+    assert "$uri" in log_format
+    assert not re.search(r"\$(request|request_uri|args|query_string)\b(?!_)", log_format)
+    assert _directive(conf, "access_log").endswith(" chattrio")
+
+
+def test_one_failure_does_not_take_a_node_out(tmp_path):
+    conf = _render(tmp_path, 3, 18000).read_text()
+    fails = [int(n) for n in re.findall(r"max_fails=(\d+)", conf)]
+    assert len(fails) == 3 and min(fails) >= 2
+
+
+def test_nginx_logs_are_readable_by_their_owner_only(tmp_path):
+    _render(tmp_path, 1, 18000)
+    for name in ("access.log", "error.log"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
+def test_through_nginx(cluster, tmp_path):
+    conf = _render(tmp_path, len(cluster.nodes), SESSION_CLUSTER_BASE_PORT)
+    subprocess.run([NGINX, "-t", "-q", "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+                   check=True, capture_output=True)
+    lb = subprocess.Popen([NGINX, "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{LB_PORT}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                healthz = httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and lb.poll() is None, (tmp_path / "error.log").read_text()
+                time.sleep(0.1)
+        assert healthz.status_code == 200 and healthz.headers["server"] == "nginx"
+        for path in ("/metrics", "/readyz"):
+            assert httpx.get(f"{url}{path}", timeout=5).status_code == 404, path
+        httpx.get(f"{url}/ws", params={"token": "secret-in-the-url"}, timeout=5)
+        marker = f"/end-{time.monotonic_ns()}"
+        httpx.get(f"{url}{marker}", timeout=5)
+    finally:
+        lb.terminate()
+        lb.wait(10)
+    log = (tmp_path / "access.log").read_text()
+    assert marker in log  # every request above was logged before nginx stopped
+    assert "/ws" in log and "secret-in-the-url" not in log and "token=" not in log
