@@ -367,7 +367,7 @@ async def open_topic_reader(settings: Settings, group_id: str) -> AsyncIterator[
     async def start() -> AIOKafkaConsumer:
         consumer = new_consumer()
         await consumer.start()
-        consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF
+        _fetch_only_once_taken(consumer)
         consumer.subscribe([settings.messages_topic, settings.events_topic])
         return consumer
 
@@ -376,6 +376,16 @@ async def open_topic_reader(settings: Settings, group_id: str) -> AsyncIterator[
         yield TopicReader(consumer, settings)
     finally:
         await _close_quietly(consumer.stop)
+
+
+def _fetch_only_once_taken(consumer: AIOKafkaConsumer) -> None:
+    """Set PREFETCH_BACKOFF on aiokafka's fetcher: a private attribute, so pyproject.toml pins
+    aiokafka's minor version and tests/storage/test_kafka.py fails when an aiokafka stops
+    reading it. Refuse to start rather than silently set an attribute nothing reads."""
+    fetcher = consumer._fetcher
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        raise RuntimeError("aiokafka's Fetcher has no _prefetch_backoff any more: see kafka.PREFETCH_BACKOFF")
+    fetcher._prefetch_backoff = PREFETCH_BACKOFF
 
 
 async def _close_quietly(close) -> None:
