@@ -80,7 +80,7 @@ async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
     url = cluster.urls[0]
     room = await create_room(url, await login(url, "kafkaless-host"), "kafkaless")
     visitors = [f"kafkaless-{n}" for n in range(6)]
-    stack.stop("kafka")
+    await stack.stop("kafka")
     try:
         async with AsyncExitStack() as clients:
             for name in visitors:
@@ -91,5 +91,5 @@ async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
                 while await members(url, room["id"]) != sorted(visitors):
                     await trio.sleep(0.2)
     finally:
-        stack.start("kafka")
+        await stack.start("kafka")
     assert all(node.alive for node in cluster.nodes)
