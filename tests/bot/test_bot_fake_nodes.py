@@ -6,7 +6,7 @@ import trio
 
 from chatfake import FakeChat
 from chattrio.bot.config import load_config
-from chattrio.bot.report import append_bench_row, summarize, text_summary, write_reports
+from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports
 from chattrio.bot.runner import run
 
 
@@ -38,13 +38,11 @@ async def test_clean_run_delivers_everything(nursery, tmp_path):
     # The machine's CPUs during the chat: the bot itself was busy, so more than nothing.
     assert summary["machine"]["chatBusyCores"] > 0 and summary["machine"]["chatStealCores"] >= 0
     assert "cores busy during the chat" in text_summary(summary)
-    bench = tmp_path / "benchmarks.md"
-    bench.write_text("# Benchmarks\n\nintro\n")
-    append_bench_row(summary, str(bench))
-    append_bench_row(summary, str(bench))
-    lines = bench.read_text().splitlines()
-    assert lines[:3] == ["# Benchmarks", "", "intro"]
-    assert sum(1 for line in lines if line.startswith("| 20")) == 2
+    bench = tmp_path / "runs.jsonl"
+    bench.write_text('{"scenario": "earlier"}\n')
+    append_bench_record(summary, str(bench))
+    records = [json.loads(line) for line in bench.read_text().splitlines()]
+    assert [r["scenario"] for r in records] == ["earlier", summary["scenario"]]
 
 
 async def test_loss_and_duplicates_are_counted(nursery):
