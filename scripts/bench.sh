@@ -17,7 +17,7 @@
 #   BENCH_WORKERS=2             bot worker processes (seed, failover; idle uses twice as many)
 #   ROOMS_WORKERS=1             bot worker processes in rooms and rooms-rates: one process reads
 #                               more frames per wake-up, needs 0.1 core less and gave the lower
-#                               p99 (docs/decisions/bot-workers.md)
+#                               p99 (docs/decisions/bench-method.md)
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
