@@ -10,19 +10,20 @@ from client import connect, create_room, login
 ROOMS = 40
 
 
-def lock_holder(cluster) -> int | None:
-    for index, node in enumerate(cluster.nodes):
-        if not node.alive:
-            continue
-        metrics = httpx.get(f"{node.url}/metrics", timeout=5).text
-        if "chattrio_outbox_lock_held 1" in metrics:
-            return index
+async def lock_holder(cluster) -> int | None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        for index, node in enumerate(cluster.nodes):
+            if not node.alive:
+                continue
+            metrics = (await http.get(f"{node.url}/metrics")).text
+            if "chattrio_outbox_lock_held 1" in metrics:
+                return index
     return None
 
 
 async def wait_for_holder(cluster, timeout: float = 20.0) -> int:
     with trio.fail_after(timeout):
-        while (holder := lock_holder(cluster)) is None:
+        while (holder := await lock_holder(cluster)) is None:
             await trio.sleep(0.2)
     return holder
 
