@@ -139,15 +139,18 @@ def cluster(stack_env, run_prefix):
 
 @pytest.fixture
 def make_cluster(stack_env, run_prefix):
-    """Isolated clusters (own prefix and ports) for tests that kill nodes or stop services."""
+    """Isolated clusters (own prefix and ports) for tests that kill nodes or stop services:
+    `cluster = await make_cluster(count, **settings)`."""
     started: list[Cluster] = []
     counter = iter(range(1000))
 
-    def make(count: int, **settings) -> Cluster:
+    async def make(count: int, **settings) -> Cluster:
         n = next(counter)
         prefix = f"{run_prefix}x{uuid.uuid4().hex[:6]}"
         base_port = ISOLATED_BASE_PORT + (len(started) + n) * 10
-        started.append(Cluster(stack_env, count, base_port, prefix, **settings).start())
+        cluster = Cluster(stack_env, count, base_port, prefix, **settings)
+        # Starting waits for /readyz with blocking calls: on a thread, so the Trio loop runs on.
+        started.append(await trio.to_thread.run_sync(cluster.start))
         return started[-1]
 
     yield make

@@ -26,7 +26,7 @@ async def two_people_in_a_room(cluster, name: str):
 
 
 async def test_without_redis_chat_goes_on(make_cluster, stack):
-    cluster = make_cluster(2)
+    cluster = await make_cluster(2)
     b = cluster.urls[1]
     async with two_people_in_a_room(cluster, "no-redis") as (alice, bob, room):
         await stack.stop("redis")
@@ -47,7 +47,7 @@ async def test_without_redis_chat_goes_on(make_cluster, stack):
 
 
 async def test_without_postgres_signup_is_503_and_chat_goes_on(make_cluster, stack):
-    cluster = make_cluster(2)
+    cluster = await make_cluster(2)
     a, b = cluster.urls[:2]
     async with two_people_in_a_room(cluster, "no-pg") as (alice, bob, room):
         await stack.stop("postgres")
@@ -74,7 +74,7 @@ async def test_without_postgres_signup_is_503_and_chat_goes_on(make_cluster, sta
 
 
 async def test_without_kafka_send_fails_fast_and_recovers(make_cluster, stack):
-    cluster = make_cluster(2)
+    cluster = await make_cluster(2)
     async with two_people_in_a_room(cluster, "no-kafka") as (alice, bob, room):
         await stack.stop("kafka")
         try:
@@ -114,7 +114,7 @@ async def test_a_resume_from_before_the_room_log_never_skips_what_is_not_stored_
     before them must not jump from the last stored message to the log: the node answers
     UNAVAILABLE while storage lacks the messages in between, and replays them all once it has
     caught up, on the same connection."""
-    cluster = make_cluster(2)
+    cluster = await make_cluster(2)
     a, b = cluster.urls[:2]
     tokens = {name: await login(a if name == "alice" else b, f"gap-{name}") for name in ("alice", "bob", "carol")}
     room = (await create_room(a, tokens["alice"], "gap"))["id"]
@@ -175,7 +175,7 @@ async def test_a_resume_on_a_node_started_after_unstored_messages_waits_for_stor
     read holds none of them, and has dropped none either. A resume from before them must not end
     at the last stored message: the node answers UNAVAILABLE until storage has the room's
     partition up to where its fan-out started, then replays them."""
-    cluster = make_cluster(2)
+    cluster = await make_cluster(2)
     a, b = cluster.urls[:2]
     cluster.nodes[1].kill()
     tokens = {name: await login(a, f"late-{name}") for name in ("alice", "bob")}

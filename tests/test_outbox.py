@@ -29,7 +29,7 @@ async def wait_for_holder(cluster, timeout: float = 20.0) -> int:
 
 
 async def test_killing_the_lock_holder_loses_and_duplicates_nothing(make_cluster, stack):
-    cluster = make_cluster(3)
+    cluster = await make_cluster(3)
     holder = await wait_for_holder(cluster)
     others = [i for i in range(3) if i != holder]
     watcher_node, writer_node = cluster.nodes[others[0]], cluster.nodes[others[1]]

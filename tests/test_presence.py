@@ -50,7 +50,7 @@ async def came_and_went(url: str, visitor: str, room, watcher) -> None:
 
 
 async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
-    cluster = make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
+    cluster = await make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
     a, b = cluster.urls
     async with watching_a_new_room(cluster, "stayer", "grace") as (stayer, room):
         async with visiting(b, "hopper", room, stayer):
@@ -71,7 +71,7 @@ async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
 
 
 async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
-    cluster = make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
+    cluster = await make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
     a, b = cluster.urls
     async with watching_a_new_room(cluster, "survivor", "expiry") as (survivor, room):
         async with visiting(b, "doomed", room, survivor):
@@ -87,7 +87,7 @@ async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
 
 async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
     # A long TTL puts heartbeats 30 s apart, so within the test only entering can show the users.
-    cluster = make_cluster(1, presence_ttl_seconds=90)
+    cluster = await make_cluster(1, presence_ttl_seconds=90)
     url = cluster.urls[0]
     room = await create_room(url, await login(url, "kafkaless-host"), "kafkaless")
     visitors = [f"kafkaless-{n}" for n in range(6)]
