@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import types
 
+import pytest
 import trio
 from aiokafka.consumer.fetcher import Fetcher
 
@@ -28,6 +30,13 @@ def test_aiokafka_still_reads_the_prefetch_backoff_the_reader_sets():
     fails as soon as an aiokafka that no longer reads it is installed."""
     assert "prefetch_backoff" in inspect.signature(Fetcher).parameters
     assert "_prefetch_backoff" in Fetcher._proc_fetch_request.__code__.co_names
+
+
+def test_a_reader_whose_aiokafka_lacks_the_backoff_refuses_to_start():
+    consumer = types.SimpleNamespace(_fetcher=types.SimpleNamespace())
+    with pytest.raises(RuntimeError, match="_prefetch_backoff"):
+        kafka._fetch_only_once_taken(consumer)
+    assert not hasattr(consumer._fetcher, "_prefetch_backoff")
 
 
 async def test_the_reader_sets_the_prefetch_backoff(stack_env, run_prefix):
