@@ -15,6 +15,12 @@ def _config(urls, *extra):
                         "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u)], *extra])
 
 
+async def _mid_chat(fake: FakeChat, messages: int = 10) -> None:
+    """Return once the chat is under way (that many messages stored), however slow the machine."""
+    while len(fake.stored) < messages:
+        await trio.sleep(0.01)
+
+
 async def test_clean_run_delivers_everything(nursery, tmp_path):
     fake = FakeChat()
     await fake.serve(nursery, 2)
@@ -51,7 +57,7 @@ async def test_loss_and_duplicates_are_counted(nursery):
     cfg = _config(fake.urls)
 
     async def sabotage():
-        await trio.sleep(cfg.ramp_up_time_seconds + 0.8)
+        await _mid_chat(fake)
         fake.drop_next.add("bot0")
         fake.duplicate_next.add("bot1")
 
@@ -69,9 +75,7 @@ async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     cfg = _config(fake.urls, "--workers", "2", "--duration", "3")  # room for a slow, shared machine
 
     async def kill():
-        while len(fake.clients[0]) < 3:  # the ramp-up is over when node 0 holds its 3 users
-            await trio.sleep(0.05)
-        await trio.sleep(0.6)  # mid-chat
+        await _mid_chat(fake)
         await fake.kill(0)
 
     nursery.start_soon(kill)
@@ -89,9 +93,7 @@ async def test_a_resume_answered_unavailable_is_asked_again_on_the_same_connecti
     cfg = _config(fake.urls, "--duration", "3")
 
     async def kill_and_refuse_the_first_resume():
-        while len(fake.clients[0]) < 3:
-            await trio.sleep(0.05)
-        await trio.sleep(0.6)  # mid-chat
+        await _mid_chat(fake)
         fake.unavailable_next.update(("bot0", "bot2", "bot4"))  # the users of node 0
         await fake.kill(0)
 
