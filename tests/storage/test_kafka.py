@@ -68,7 +68,7 @@ async def test_a_caller_that_comes_late_gets_the_next_record_without_waiting_out
                     pass
             await chat.produce(_record("first"))
             await trio.sleep(5 * AIOKAFKA_PREFETCH_BACKOFF)  # the caller comes late
-            first = await reader.fetch(1.0)
+            first = await reader.fetch(LONG_POLL_MS / 1000 / 2)  # returns at once: "first" waits for it
             assert [m.text for _, m in first.messages] == ["first"]
             await chat.produce(_record("second"))
             second = await reader.fetch(LONG_POLL_MS / 1000 / 2)
