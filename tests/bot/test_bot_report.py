@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from chattrio.bot import cli, report
+from chattrio.bot import cli, report, results
 from chattrio.bot.config import load_config
 from chattrio.bot.hostcpu import CpuTimes, HostCpu
 from chattrio.bot.metrics import metric_deltas, parse_prometheus
@@ -200,6 +200,37 @@ def test_appending_creates_the_file_and_its_directory_then_adds_one_line_per_run
     append_bench_record(s, str(path))
     append_bench_record(s, str(path))
     assert [json.loads(line) for line in path.read_text().splitlines()] == [bench_record(s)] * 2
+
+
+def test_the_results_tool_tables_the_latest_runs_of_each_scenario(fixed_host, tmp_path, capsys):
+    run = bench_record(summarize(_outcome(_config())))
+    failover = bench_record(summarize(_outcome(_config("--scenario", "failover"), lost=1,
+                                               counters={"reconnects": 2}, reconnect_us=(150_000, 400_000))))
+    note = {"date": "2023-11-14 22:20", "commit": "abc1234", "machine": {"cores": 2, "cpu": "Test CPU"},
+            "scenario": "seed (result)", "result": "largest N: 500", "command": "scripts/bench.sh seed"}
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [run] * 8 + [failover, note]))
+    assert results.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    sections = out.split("### ")[1:]
+    assert [section.splitlines()[0] for section in sections] == ["unit", "failover", "seed (result)"]
+    unit_rows = [line for line in sections[0].splitlines() if line.startswith("| 2023")]
+    assert len(unit_rows) == results.LATEST
+    assert unit_rows[0] == ("| 2023-11-14 22:13 | abc1234 | 1.4 | 4 | 2.0 / 9.0 / 9.0 | 1.0 | 0 / 0 / 0 | 2 / 0 | 0 "
+                            "| pass |")
+    assert "| 1 / 0 / 0 |" in sections[1] and "2 (p50 150.5 / max 400.0 ms) | fail |" in sections[1]
+    assert "| 2023-11-14 22:20 | abc1234 | largest N: 500 |" in sections[2]
+    assert results.main([str(path), "failover"]) == 0
+    assert capsys.readouterr().out.startswith("### failover\n")
+
+
+def test_the_results_tool_reports_an_unreadable_file_or_another_format(tmp_path, capsys):
+    assert results.main([str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    old_format = tmp_path / "history.jsonl"
+    old_format.write_text(json.dumps({"date": "2023-11-14 22:13", "scenario": "seed", "command": "x"}) + "\n")
+    assert results.main([str(old_format)]) == 2
+    assert "not in the bot's record format" in capsys.readouterr().err
 
 
 # -- /metrics -------------------------------------------------------------------------------------
