@@ -14,7 +14,7 @@ from chattrio.config import settings_from_env
 # The garbage collector's generation thresholds for a node (CPython's default is 700, 10, 10).
 # Under load, objects waiting on Kafka or a client live a few milliseconds; at 700 allocations per
 # young collection they were caught alive, promoted, and the full collections that followed took
-# 0.3-0.9 s of wall time every ~10 s at 1,700 sessions. docs/architecture.md, "Garbage collection".
+# 0.3-0.9 s of wall time every ~10 s at 1,700 sessions. docs/decisions/gc-thresholds.md.
 NODE_GC_THRESHOLDS = (50_000, 20, 10)
 
 

@@ -41,7 +41,7 @@ class _RoomTail:
     message this node read but no longer holds (None: none was dropped).
 
     Seqs and frames sit in two deques rather than one of pairs: a pair is a new object for the
-    garbage collector to visit per message and node (docs/architecture.md, "Garbage collection")."""
+    garbage collector to visit per message and node (docs/decisions/gc-thresholds.md)."""
 
     __slots__ = ("seqs", "frames", "complete_from", "dropped")
 

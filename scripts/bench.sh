@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: start a dedicated local stack and 3 nodes, run the load-bot scenarios, append one
-# row per run to docs/benchmarks.md, then stop what it started. See docs/bot.md.
+# JSON record per run to bench-results/runs.jsonl, then stop what it started. See docs/bot.md;
+# docs/benchmarks.md describes the scenarios and the current results.
 #
 # Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates]
 #   (default: the first five, in that order)
@@ -12,11 +13,11 @@
 #                               Kafka 59522/59523) so it never touches the dev or test stacks
 #   BENCH_BASE_PORT=18500       nodes on BASE+1..BASE+3, nginx on BENCH_LB_PORT (18500)
 #   BENCH_OUT=bench-results     JSON and HTML reports
-#   BENCH_LOG=docs/benchmarks.md
+#   BENCH_LOG=bench-results/runs.jsonl   one JSON record per run (JSON Lines)
 #   BENCH_WORKERS=2             bot worker processes (seed, failover; idle uses twice as many)
 #   ROOMS_WORKERS=1             bot worker processes in rooms and rooms-rates: one process reads
 #                               more frames per wake-up, needs 0.1 core less and gave the lower
-#                               p99 (docs/benchmarks.md, "The eighth session")
+#                               p99 (docs/decisions/bench-method.md)
 #   SEED_START=50 SEED_STEP=50 SEED_MAX=500    seed: N from START by STEP up to MAX,
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
@@ -47,7 +48,7 @@ fi
 BASE_PORT="${BENCH_BASE_PORT:-18500}"
 LB_PORT="${BENCH_LB_PORT:-18500}"
 OUT="${BENCH_OUT:-bench-results}"
-BENCH_LOG="${BENCH_LOG:-docs/benchmarks.md}"
+BENCH_LOG="${BENCH_LOG:-$OUT/runs.jsonl}"
 WORKERS="${BENCH_WORKERS:-2}"
 ROOMS_WORKERS="${ROOMS_WORKERS:-1}"
 PY="$REPO/.venv/bin/python"
@@ -110,7 +111,7 @@ print(f"[bench.sh] nodes {state} after {time.monotonic() - started:.0f} s", file
 PY
 }
 
-bot() {  # bot ARGS...: one run, reports in $OUT, a row in $BENCH_LOG (none with ROW=0); returns
+bot() {  # bot ARGS...: one run, reports in $OUT, a record in $BENCH_LOG (none with ROW=0); returns
          # the bot's status
   local rc=0 row=(--bench-log "$BENCH_LOG")
   [[ "${ROW:-1}" == 1 ]] || row=()
@@ -128,12 +129,16 @@ seed_overrides() {  # the SEED_* settings of this run that differ from the defau
   return 0
 }
 
-append_note_row() {  # a summary row in the same table (12 columns)
-  local cpu cores
-  cores="$(nproc)"
-  cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-  printf '| %s | %s | %s cores %s | %s | %s | | | | | | | `%s` |\n' \
-    "$(date -u '+%Y-%m-%d %H:%M')" "$(git rev-parse --short HEAD)" "$cores" "$cpu" "$1" "$2" "$3" >> "$BENCH_LOG"
+append_note_row() {  # append_note_row SCENARIO RESULT COMMAND: a result that is not one bot run
+  mkdir -p "$(dirname "$BENCH_LOG")"
+  "$PY" - "$1" "$2" "$3" "$(git rev-parse --short HEAD)" >> "$BENCH_LOG" <<'PY'
+import datetime, json, os, sys
+scenario, result, command, commit = sys.argv[1:]
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+print(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"), "commit": commit,
+                  "machine": {"cores": os.cpu_count(), "cpu": cpu}, "scenario": scenario, "result": result,
+                  "command": command}))
+PY
 }
 
 warm_up_kafka() {  # a Kafka this script just started is slow until its JVM has compiled the hot
@@ -168,7 +173,7 @@ for scenario in "${SCENARIOS[@]}"; do
         fi
       done
       log "seed: largest N with zero loss and p99 <= 500 ms: $best"
-      append_note_row "seed (result)" "largest N with zero loss and p99 <= 500 ms: **$best** (target 300, goal 500)" \
+      append_note_row "seed (result)" "largest N with zero loss and p99 <= 500 ms: $best (target 300, goal 500)" \
         "$(seed_overrides)scripts/bench.sh seed"
       ;;
     rooms)
@@ -187,7 +192,7 @@ for scenario in "${SCENARIOS[@]}"; do
       done
       log "rooms-rates: largest rate with zero loss and p99 <= 50 ms: $best"
       append_note_row "rooms-rates (result)" \
-        "largest rate per user with zero loss and p99 <= 50 ms: **$best** (the rooms scenario is 0.2)" \
+        "largest rate per user with zero loss and p99 <= 50 ms: $best (the rooms scenario is 0.2)" \
         "$([[ -n "${ROOMS_RATES:-}" ]] && printf 'ROOMS_RATES="%s" ' "$ROOMS_RATES")scripts/bench.sh rooms-rates"
       ;;
     idle)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_READY_TIMEOUT = 60.0
@@ -144,15 +145,18 @@ def cluster(stack_env, run_prefix):
 
 @pytest.fixture
 def make_cluster(stack_env, run_prefix):
-    """Isolated clusters (own prefix and ports) for tests that kill nodes or stop services."""
+    """Isolated clusters (own prefix and ports) for tests that kill nodes or stop services:
+    `cluster = await make_cluster(count, **settings)`."""
     started: list[Cluster] = []
     counter = iter(range(1000))
 
-    def make(count: int, **settings) -> Cluster:
+    async def make(count: int, **settings) -> Cluster:
         n = next(counter)
         prefix = f"{run_prefix}x{uuid.uuid4().hex[:6]}"
         base_port = ISOLATED_BASE_PORT + (len(started) + n) * 10
-        started.append(Cluster(stack_env, count, base_port, prefix, **settings).start())
+        cluster = Cluster(stack_env, count, base_port, prefix, **settings)
+        # Starting waits for /readyz with blocking calls: on a thread, so the Trio loop runs on.
+        started.append(await trio.to_thread.run_sync(cluster.start))
         return started[-1]
 
     yield make
@@ -161,25 +165,28 @@ def make_cluster(stack_env, run_prefix):
 
 
 class Stack:
-    """Stops and starts the test stack's services, for outage tests."""
+    """Stops and starts the test stack's services, for outage tests (async: the Trio loop runs on)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = dict(os.environ, **env)
 
-    def _run(self, *args: str) -> None:
-        subprocess.run([str(REPO / "scripts" / "stack.sh"), *args], env=self.env, check=True, timeout=180,
-                       stdout=subprocess.DEVNULL)
+    async def _run(self, *args: str) -> None:
+        # Shielded: a test that fails or times out meanwhile must still get its service back.
+        with trio.CancelScope(shield=True), trio.fail_after(180):
+            await trio.run_process([str(REPO / "scripts" / "stack.sh"), *args], env=self.env,
+                                   stdout=subprocess.DEVNULL)
 
-    def stop(self, service: str) -> None:
-        self._run("stop", service)
+    async def stop(self, service: str) -> None:
+        await self._run("stop", service)
 
-    def start(self, service: str) -> None:
-        self._run("start", service)
+    async def start(self, service: str) -> None:
+        await self._run("start", service)
 
-    def redis_cli(self, *args: str) -> str:
+    async def redis_cli(self, *args: str) -> str:
         port = self.env["CHATTRIO_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
-        return subprocess.run(["redis-cli", "-p", port, *args], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
+        with trio.fail_after(10):
+            done = await trio.run_process(["redis-cli", "-p", port, *args], capture_stdout=True)
+        return done.stdout.decode().strip()
 
 
 @pytest.fixture(scope="session")

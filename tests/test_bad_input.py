@@ -517,6 +517,13 @@ async def test_errors_are_counted_in_metrics(cluster):
 
 # A client that vanishes -------------------------------------------------------------------------
 
+async def _open_connections(url: str) -> float:
+    """The node's open TCP connections, the one asking included."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        text = (await http.get("/metrics")).text
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chattrio_connections "))
+
+
 async def _raw_session_in_room(url: str, room_id: int) -> trio.socket.SocketType:
     """A WebSocket session entered in the room, on a bare socket the test can reset."""
     host, port = url.removeprefix("http://").split(":")
@@ -541,6 +548,7 @@ async def test_a_client_that_vanishes_mid_chat_is_not_a_node_error(cluster, room
     """A connection reset by the client ends that session quietly: no error log, no crash."""
     url, node = cluster.urls[0], cluster.nodes[0]
     failures_before = node.log_path.read_text(errors="replace").count("connection failed")
+    connections_before = await _open_connections(url)
     sock = await _raw_session_in_room(url, room["id"])
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST: the node's next read or write on it fails
@@ -549,6 +557,9 @@ async def test_a_client_that_vanishes_mid_chat_is_not_a_node_error(cluster, room
         for n in range(5):
             assert (await talker.send_chat(room["id"], f"to the gone {n}"))["type"] == "ACK"
         await _assert_alive(talker)
-    await trio.sleep(0.5)  # the node's log is written by another process
+    # The node counts a connection as closed only after it has logged how it ended.
+    with trio.fail_after(10):
+        while await _open_connections(url) > connections_before:
+            await trio.sleep(0.1)
     assert node.log_path.read_text(errors="replace").count("connection failed") == failures_before
     assert node.alive

@@ -25,7 +25,7 @@ async def stored_messages(base_url: str, room_id: int) -> list[dict]:
 
 
 async def test_sigkill_mid_stream_loses_no_acknowledged_message(make_cluster):
-    cluster = make_cluster(3)
+    cluster = await make_cluster(3)
     urls = cluster.urls
     token = await login(urls[0], "owner")
     room = await create_room(urls[0], token, "failover")

@@ -154,7 +154,7 @@ async def test_a_client_that_does_not_read_is_dropped_at_the_write_deadline(clus
 
 
 async def test_plain_http_connections_are_capped_websockets_are_not(make_cluster):
-    node = make_cluster(1, max_http_connections=2).nodes[0]
+    node = (await make_cluster(1, max_http_connections=2)).nodes[0]
     held = []
     try:
         for _ in range(2):  # two kept-alive connections, each seen by the node (it answered)
@@ -185,7 +185,7 @@ async def test_plain_http_connections_are_capped_websockets_are_not(make_cluster
 
 async def test_odd_static_paths_are_4xx_or_the_client_not_500(make_cluster, tmp_path):
     (tmp_path / "index.html").write_text("<p>chattrio</p>")
-    node = make_cluster(1, web_root=str(tmp_path)).nodes[0]
+    node = (await make_cluster(1, web_root=str(tmp_path))).nodes[0]
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
         nul = await http.get("/a%00b")
         long_name = await http.get("/" + "a" * 300)

@@ -303,7 +303,7 @@ async def test_jwt_mode_refuses_tokens_it_must_not_trust(jwt_cluster, identity_s
 
 
 async def test_connections_waiting_for_auth_count_against_the_connection_cap(make_cluster):
-    node = make_cluster(1, max_connections=1).urls[0]
+    node = (await make_cluster(1, max_connections=1)).urls[0]
     user = _user()
     token = await login(node, user)
     async with raw_client(node, user) as waiting:
@@ -320,7 +320,7 @@ async def test_refused_tokens_are_counted_in_metrics(cluster):
     url = cluster.urls[2]
 
     async def refused() -> float:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=cluster.nodes[2].internal_url, timeout=10) as http:
             text = (await http.get("/metrics")).text
         values = [float(line.split()[-1]) for line in text.splitlines()
                   if line.startswith("chattrio_tokens_refused_total")]

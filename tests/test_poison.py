@@ -79,8 +79,8 @@ async def _history_ids(url: str, room_id: int) -> set[str]:
 async def _dead_lettered_total(cluster) -> float:
     total = 0.0
     async with httpx.AsyncClient(timeout=10) as http:
-        for url in cluster.urls:
-            for line in (await http.get(f"{url}/metrics")).text.splitlines():
+        for node in cluster.nodes:
+            for line in (await http.get(f"{node.internal_url}/metrics")).text.splitlines():
                 if line.startswith("chattrio_records_dead_lettered_total"):
                     total += float(line.rsplit(" ", 1)[1])
     return total
@@ -134,8 +134,8 @@ async def test_poison_records_are_dead_lettered_and_storing_goes_on(cluster, sta
     assert letters[poison_offsets[5]]["value"] is None
     assert await _dead_lettered_total(cluster) - before >= len(poison)
     async with httpx.AsyncClient(timeout=10) as http:
-        for url in cluster.urls:
-            ready = await http.get(f"{url}/readyz")
+        for node in cluster.nodes:
+            ready = await http.get(f"{node.internal_url}/readyz")
             assert ready.status_code == 200, ready.text
 
 

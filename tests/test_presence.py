@@ -40,8 +40,17 @@ async def visiting(url: str, visitor: str, room, watcher):
         yield
 
 
+async def came_and_went(url: str, visitor: str, room, watcher) -> None:
+    """`visitor` enters through `url` and leaves; returns once `watcher` has seen the leave. A
+    node decides leaves in the order their grace periods end, so by then any leave that node
+    owed for someone who left earlier has been announced too."""
+    async with visiting(url, visitor, room, watcher):
+        pass
+    await watcher.wait_until(lambda: system_messages(watcher, room["id"], visitor) == ["join", "leave"], timeout=15)
+
+
 async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
-    cluster = make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
+    cluster = await make_cluster(2, leave_grace_seconds=2, presence_ttl_seconds=6)
     a, b = cluster.urls
     async with watching_a_new_room(cluster, "stayer", "grace") as (stayer, room):
         async with visiting(b, "hopper", room, stayer):
@@ -49,18 +58,20 @@ async def test_leave_after_grace_and_not_on_a_quick_reconnect(make_cluster):
         # gone, and back within the grace period on the other node: neither left nor joined again
         async with connect(a, "hopper") as hopper:
             await hopper.subscribe(room["id"])
-            await trio.sleep(3)
+            await came_and_went(b, "marker-b", room, stayer)  # node b, which hopper left, has decided
             assert system_messages(stayer, room["id"], "hopper") == ["join"]
             assert "hopper" in await members(b, room["id"])
         # gone for longer than the grace period: one "left"
         await stayer.wait_until(lambda: system_messages(stayer, room["id"], "hopper") == ["join", "leave"], timeout=15)
         assert await members(a, room["id"]) == ["stayer"]
-        await trio.sleep(2)
+        async with trio.open_nursery() as nursery:  # a second leave would come from either node
+            nursery.start_soon(came_and_went, a, "marker-a2", room, stayer)
+            nursery.start_soon(came_and_went, b, "marker-b2", room, stayer)
         assert system_messages(stayer, room["id"], "hopper") == ["join", "leave"]
 
 
 async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
-    cluster = make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
+    cluster = await make_cluster(2, leave_grace_seconds=1, presence_ttl_seconds=3)
     a, b = cluster.urls
     async with watching_a_new_room(cluster, "survivor", "expiry") as (survivor, room):
         async with visiting(b, "doomed", room, survivor):
@@ -76,11 +87,11 @@ async def test_users_of_a_killed_node_expire_from_presence(make_cluster):
 
 async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
     # A long TTL puts heartbeats 30 s apart, so within the test only entering can show the users.
-    cluster = make_cluster(1, presence_ttl_seconds=90)
+    cluster = await make_cluster(1, presence_ttl_seconds=90)
     url = cluster.urls[0]
     room = await create_room(url, await login(url, "kafkaless-host"), "kafkaless")
     visitors = [f"kafkaless-{n}" for n in range(6)]
-    stack.stop("kafka")
+    await stack.stop("kafka")
     try:
         async with AsyncExitStack() as clients:
             for name in visitors:
@@ -91,5 +102,5 @@ async def test_presence_goes_on_while_kafka_is_away(make_cluster, stack):
                 while await members(url, room["id"]) != sorted(visitors):
                     await trio.sleep(0.2)
     finally:
-        stack.start("kafka")
+        await stack.start("kafka")
     assert all(node.alive for node in cluster.nodes)

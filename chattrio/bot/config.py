@@ -44,7 +44,7 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     exec_command: str | None = None
     exec_at_seconds: float = 10.0
     output_dir: str = "bench-results"
-    bench_log: str | None = None  # markdown file that gets one row per run
+    bench_log: str | None = None  # JSON Lines file that gets one record per run
     command_line: str = ""  # filled in by the CLI, recorded in reports
 
     def __post_init__(self) -> None:
@@ -124,7 +124,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--exec", "execCommand", str, "shell command to run during the chat"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),
     ("--out", "outputDir", str, "directory for the JSON and HTML reports"),
-    ("--bench-log", "benchLog", str, "markdown file to append a result row to"),
+    ("--bench-log", "benchLog", str, "JSON Lines file to append a result record to"),
 ]
 
 

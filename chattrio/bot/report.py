@@ -1,5 +1,5 @@
 """Turning a run into figures: a summary dict (the JSON report), a text summary, an HTML page
-with inline SVG charts, a markdown row for docs/benchmarks.md, and the pass/fail verdict."""
+with inline SVG charts, a JSON Lines record for the results file, and the pass/fail verdict."""
 
 from __future__ import annotations
 
@@ -341,50 +341,45 @@ def write_reports(s: dict, output_dir: str) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-BENCH_HEADER = (
-    "| date | commit | machine | scenario | parameters | deliveries/s | e2e p50/p90/p99/p99.9/max ms "
-    "| ack p99 ms | loss/dup/reorder | users ok/failed | reconnects | command |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-)
-
-
-def bench_row(s: dict) -> str:
+def bench_record(s: dict) -> dict:
+    """One run as one line of a JSON Lines results file (scripts/bench.sh appends to
+    bench-results/runs.jsonl); the full figures stay in the JSON report."""
     cfg, d, e2e = s["config"], s["deliveries"], s["latencyMs"]["endToEnd"]
-    params = (f"{cfg['userCount']} users, {cfg['rooms']} rooms, {cfg['messagesPerSecond']} msg/s/user, "
-              f"{cfg['chatDurationSeconds']} s chat, {cfg['rampUpTimeSeconds']} s ramp, {len(s['server']['nodes'])} nodes, "
-              f"{cfg['workers']} workers")
-    if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
-        params += f"; {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB/conn"
-    if s["exec"]:
-        params += f"; `{s['exec']['command']}` {s['exec']['secondsIntoChat']} s into the chat"
-    # The load average and the cores busy and stolen tell whether the machine was shared with
-    # other work, or saturated, during the run.
     chatted = bool(s["messages"]["sent"])  # idle runs have no rates or latencies to show
     mc = s["machine"]
-    machine = f"{mc['cores']} cores {mc['cpu']}, load {mc['loadAverageBefore']}"
+    # The load average and the cores busy and stolen tell whether the machine was shared with
+    # other work, or saturated, during the run.
+    machine = {"cores": mc["cores"], "cpu": mc["cpu"], "loadAverageBefore": mc["loadAverageBefore"]}
     if chatted and mc.get("chatBusyCores") is not None:
-        machine += f"; chat: {mc['chatBusyCores']} busy, {mc['chatStealCores']} stolen"
-    cells = [s["startedAt"][:16].replace("T", " "), s["commit"], machine, s["scenario"], params,
-             f"{d['perSecondChat']}" if chatted else "-",
-             "/".join(str(e2e[p]) for p in ("p50", "p90", "p99", "p99.9", "max")) if chatted else "-",
-             str(s["latencyMs"]["ack"]["p99"]) if chatted else "-", f"{d['lost']}/{d['duplicates']}/{d['outOfOrder']}",
-             f"{s['users']['connected']}/{s['users']['failed']}",
-             _reconnect_cell(s["reconnects"]),
-             f"`{s['command']}`"]
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n"
+        machine.update(chatBusyCores=mc["chatBusyCores"], chatStealCores=mc["chatStealCores"])
+    parameters = {"users": cfg["userCount"], "rooms": cfg["rooms"], "messagesPerSecondPerUser": cfg["messagesPerSecond"],
+                  "chatSeconds": cfg["chatDurationSeconds"], "rampUpSeconds": cfg["rampUpTimeSeconds"],
+                  "nodes": len(s["server"]["nodes"]), "workers": cfg["workers"]}
+    if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
+        parameters["memoryPerConnectionKiB"] = round(s["server"]["memoryPerConnectionBytes"] / 1024, 1)
+    r = s["reconnects"]
+    return {
+        "date": s["startedAt"][:16].replace("T", " "),
+        "commit": s["commit"],
+        "machine": machine,
+        "scenario": s["scenario"],
+        "parameters": parameters,
+        "exec": {"command": s["exec"]["command"], "secondsIntoChat": s["exec"]["secondsIntoChat"]} if s["exec"] else None,
+        "deliveriesPerSecond": d["perSecondChat"] if chatted else None,
+        "endToEndMs": {p: e2e[p] for p in ("p50", "p90", "p99", "p99.9", "max")} if chatted else None,
+        "ackP99Ms": s["latencyMs"]["ack"]["p99"] if chatted else None,
+        "lost": d["lost"], "duplicates": d["duplicates"], "outOfOrder": d["outOfOrder"],
+        "usersConnected": s["users"]["connected"], "usersFailed": s["users"]["failed"],
+        "reconnects": r["reconnects"],
+        "reconnectMs": {"p50": r["timeMs"]["p50"], "max": r["timeMs"]["max"]} if r["reconnects"] else None,
+        "passed": s["verdict"]["passed"],
+        "command": s["command"],
+    }
 
 
-def _reconnect_cell(r: dict) -> str:
-    if not r["reconnects"]:
-        return "0"
-    t = r["timeMs"]
-    return f"{r['reconnects']} (p50 {t['p50']} / max {t['max']} ms)"
-
-
-def append_bench_row(s: dict, path: str) -> None:
-    """Rows go under the results table (created at the end of the file when missing)."""
+def append_bench_record(s: dict, path: str) -> None:
+    """One line per run, appended (the directory is created when missing)."""
     p = Path(path)
-    text = p.read_text() if p.exists() else "# Benchmarks\n"
-    if BENCH_HEADER not in text:
-        text = text.rstrip("\n") + "\n\n## Results\n\n" + BENCH_HEADER
-    p.write_text(text + bench_row(s) if text.endswith("\n") else text + "\n" + bench_row(s))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("a") as results:
+        results.write(json.dumps(bench_record(s)) + "\n")

@@ -166,7 +166,7 @@ def _users(ctx: WorkerContext) -> list[SimUser]:
     return [SimUser(ctx, i, ROOM_ID, ctx.config.node_endpoints()) for i in range(CONNECTIONS)]
 
 
-# The previous design, a task per user for each direction, is kept here as the yardstick: on a
+# A task per user for each direction (the simple design) is kept here as the yardstick: on a
 # shared machine only a comparison within one run means much.
 
 async def _read_in_own_task(user: SimUser, conn: WsConnection) -> None:

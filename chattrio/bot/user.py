@@ -231,7 +231,7 @@ class SimUser:
     def send_next(self) -> FinishWrite | None:
         """The send clock's call at this user's turn: a new message, pending until ACKed, written
         now when the connection takes it. Otherwise returns what finishes the write; the clock
-        waits for it before this user's next turn, as the per-user send loop used to."""
+        waits for it before this user's next turn, so one connection never has two writes at once."""
         unfinished = self._write(self.new_message())
         return None if unfinished is None else partial(self._finish, unfinished)
 

@@ -1,9 +1,8 @@
 """The one place where Trio meets asyncio: an asyncio event loop on a thread of its own.
 
-asyncpg and aiokafka run on that loop; Trio code awaits them through `run_asyncio`. The loop
-used to be trio-asyncio's, inside the Trio run; there every asyncio step took a pass of Trio's
-scheduler, and a lone Kafka produce cost ~2.6 ms of CPU against ~0.8 ms on a plain asyncio
-loop (docs/architecture.md, "The asyncio bridge").
+asyncpg and aiokafka run on that loop; Trio code awaits them through `run_asyncio`. A loop
+on its own thread rather than trio-asyncio's inside the Trio run, where every asyncio step takes a
+pass of Trio's scheduler (docs/decisions/asyncio-bridge-thread.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Kafka: the chat producer through librdkafka (confluent-kafka); topic set-up and the
 persistence group's reader through aiokafka. The fan-out's reader is partition_reader.py.
 
-The producer left aiokafka, whose protocol work ran in Python on the asyncio thread: librdkafka
-does it in C threads of its own, and acknowledges sooner (docs/architecture.md, "The Kafka
-producer"). The group reader stays on aiokafka, whose fetches the caller paces; librdkafka's
-consumer delivered records here up to its long-poll wait late (p50 ~270 ms at 20 records/s).
+The producer is librdkafka rather than aiokafka, whose protocol work runs in Python on the
+asyncio thread: librdkafka does it in C threads of its own, and acknowledges sooner
+(docs/decisions/confluent-kafka-producer.md). The group reader is aiokafka, whose fetches the
+caller paces; librdkafka's consumer delivered records up to its long-poll wait late (p50 ~270 ms
+at 20 records/s; docs/decisions/group-reader.md).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ FETCH_LONG_POLL_MS = 500
 # aiokafka fetches again for a reader's other partitions once fetched records have waited 0.1 s
 # (its `prefetch_backoff`, not a consumer setting). When those partitions are quiet, that fetch
 # waits out the whole long poll at the broker, and the busy partitions wait behind it (one fetch
-# in flight per broker): a caller 0.1 s late delivered up to 0.5 s late. With this backoff a
+# in flight per broker): a caller 0.1 s late would get records up to 0.5 s late. With this backoff a
 # reader fetches only once the caller has taken every record.
 PREFETCH_BACKOFF = 3600.0
 METADATA_MAX_AGE_MS = 10_000
@@ -374,7 +375,7 @@ async def open_topic_reader(settings: Settings, group_id: str) -> AsyncIterator[
     async def start() -> AIOKafkaConsumer:
         consumer = new_consumer()
         await consumer.start()
-        consumer._fetcher._prefetch_backoff = PREFETCH_BACKOFF
+        _fetch_only_once_taken(consumer)
         consumer.subscribe([settings.messages_topic, settings.events_topic])
         return consumer
 
@@ -383,6 +384,16 @@ async def open_topic_reader(settings: Settings, group_id: str) -> AsyncIterator[
         yield TopicReader(consumer, settings)
     finally:
         await _close_quietly(consumer.stop)
+
+
+def _fetch_only_once_taken(consumer: AIOKafkaConsumer) -> None:
+    """Set PREFETCH_BACKOFF on aiokafka's fetcher: a private attribute, so pyproject.toml pins
+    aiokafka's minor version and tests/storage/test_kafka.py fails when an aiokafka stops
+    reading it. Refuse to start rather than silently set an attribute nothing reads."""
+    fetcher = consumer._fetcher
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        raise RuntimeError("aiokafka's Fetcher has no _prefetch_backoff any more: see kafka.PREFETCH_BACKOFF")
+    fetcher._prefetch_backoff = PREFETCH_BACKOFF
 
 
 async def _close_quietly(close) -> None:

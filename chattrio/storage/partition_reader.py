@@ -5,7 +5,7 @@ aiokafka's consumer spent about 2 ms of CPU per fetch cycle in Python, however f
 hop over the asyncio bridge and back; each node's fan-out runs about 40 cycles a second under
 load. This reader speaks the three requests it needs itself (Metadata v1, ListOffsets v1,
 Fetch v10) and leaves record batches to aiokafka's C parser: about 0.35 ms per cycle
-(docs/architecture.md, "The fan-out's reader").
+(docs/decisions/fanout-kafka-reader.md).
 
 No consumer group: the caller keeps the positions. At most one fetch is in flight per broker,
 and a broker is fetched again only once the caller has taken what it returned, so a quiet

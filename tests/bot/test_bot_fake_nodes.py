@@ -6,13 +6,19 @@ import trio
 
 from chatfake import FakeChat
 from chattrio.bot.config import load_config
-from chattrio.bot.report import append_bench_row, summarize, text_summary, write_reports
+from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports
 from chattrio.bot.runner import run
 
 
 def _config(urls, *extra):
     return load_config(["--users", "6", "--rooms", "2", "--ramp-up", "0.3", "--duration", "1.5", "--rate", "4",
                         "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u, "--metrics-url", u)], *extra])
+
+
+async def _mid_chat(fake: FakeChat, messages: int = 10) -> None:
+    """Return once the chat is under way (that many messages stored), however slow the machine."""
+    while len(fake.stored) < messages:
+        await trio.sleep(0.01)
 
 
 async def test_clean_run_delivers_everything(nursery, tmp_path):
@@ -38,13 +44,11 @@ async def test_clean_run_delivers_everything(nursery, tmp_path):
     # The machine's CPUs during the chat: the bot itself was busy, so more than nothing.
     assert summary["machine"]["chatBusyCores"] > 0 and summary["machine"]["chatStealCores"] >= 0
     assert "cores busy during the chat" in text_summary(summary)
-    bench = tmp_path / "benchmarks.md"
-    bench.write_text("# Benchmarks\n\nintro\n")
-    append_bench_row(summary, str(bench))
-    append_bench_row(summary, str(bench))
-    lines = bench.read_text().splitlines()
-    assert lines[:3] == ["# Benchmarks", "", "intro"]
-    assert sum(1 for line in lines if line.startswith("| 20")) == 2
+    bench = tmp_path / "runs.jsonl"
+    bench.write_text('{"scenario": "earlier"}\n')
+    append_bench_record(summary, str(bench))
+    records = [json.loads(line) for line in bench.read_text().splitlines()]
+    assert [r["scenario"] for r in records] == ["earlier", summary["scenario"]]
 
 
 async def test_loss_and_duplicates_are_counted(nursery):
@@ -53,7 +57,7 @@ async def test_loss_and_duplicates_are_counted(nursery):
     cfg = _config(fake.urls)
 
     async def sabotage():
-        await trio.sleep(cfg.ramp_up_time_seconds + 0.8)
+        await _mid_chat(fake)
         fake.drop_next.add("bot0")
         fake.duplicate_next.add("bot1")
 
@@ -71,9 +75,7 @@ async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     cfg = _config(fake.urls, "--workers", "2", "--duration", "3")  # room for a slow, shared machine
 
     async def kill():
-        while len(fake.clients[0]) < 3:  # the ramp-up is over when node 0 holds its 3 users
-            await trio.sleep(0.05)
-        await trio.sleep(0.6)  # mid-chat
+        await _mid_chat(fake)
         await fake.kill(0)
 
     nursery.start_soon(kill)
@@ -91,9 +93,7 @@ async def test_a_resume_answered_unavailable_is_asked_again_on_the_same_connecti
     cfg = _config(fake.urls, "--duration", "3")
 
     async def kill_and_refuse_the_first_resume():
-        while len(fake.clients[0]) < 3:
-            await trio.sleep(0.05)
-        await trio.sleep(0.6)  # mid-chat
+        await _mid_chat(fake)
         fake.unavailable_next.update(("bot0", "bot2", "bot4"))  # the users of node 0
         await fake.kill(0)
 

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import trio
+import trio.testing
 
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.ws import OP_CLOSE, OP_PONG, WsConnection, WsError, mask_payload
@@ -168,7 +169,7 @@ async def test_pending_work_returns_at_once_without_registering(receiver):
     ours, server = socket.socketpair()
     ours.setblocking(False)
     conn = WsConnection(ours, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), server_frame(b"leftover"))
-    with trio.fail_after(1):
+    with trio.testing.assert_no_checkpoints():
         await receiver.watch(conn, FakeReader())
     assert receiver.watching == 0
     assert await conn.receive() == [b"leftover"]

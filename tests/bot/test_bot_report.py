@@ -1,17 +1,16 @@
-"""The bot's reports and CLI as pure logic: the verdict, the bench row, /metrics parsing, the
+"""The bot's reports and CLI as pure logic: the verdict, the results record, /metrics parsing, the
 report files and main()'s exit status, from runs built by hand (no network, no fake nodes)."""
 
 import json
-import re
 import shlex
 
 import pytest
 
-from chattrio.bot import cli, report
+from chattrio.bot import cli, report, results
 from chattrio.bot.config import load_config
 from chattrio.bot.hostcpu import CpuTimes, HostCpu
 from chattrio.bot.metrics import metric_deltas, parse_prometheus
-from chattrio.bot.report import BENCH_HEADER, append_bench_row, bench_row, summarize, verdict, write_reports
+from chattrio.bot.report import append_bench_record, bench_record, summarize, verdict, write_reports
 from chattrio.bot.runner import RunOutcome, Schedule
 from chattrio.bot.stats import Ledger, SeenMessage, SentMessage, Timeline
 
@@ -24,7 +23,7 @@ RUN_ARGV = ["--node", NODES[0], "--node", NODES[1], "--users", "2", "--rooms", "
 # One per delivery, in order. 2015 µs is the top of its histogram bucket, so the reported
 # midpoint is clamped to the exact minimum; 4000 µs reads as its bucket's midpoint, 4.015 ms.
 LATENCIES_US = [2015] * 6 + [4000] * 5 + [9000]
-E2E_CELL = "2.015/4.015/9.0/9.0/9.0"
+E2E_MS = {"p50": 2.015, "p90": 4.015, "p99": 9.0, "p99.9": 9.0, "max": 9.0}
 MIB = 1 << 20
 
 
@@ -72,15 +71,6 @@ def fixed_host(monkeypatch):
     monkeypatch.setattr(report, "git_commit", lambda: "abc1234")
     monkeypatch.setattr(report, "machine_info", lambda load: {
         "cores": 2, "cpu": "Test CPU", "python": "3.12.0", "system": "Linux 6.1", "loadAverageBefore": round(load, 1)})
-
-
-def _cells(row: str) -> list[str]:
-    """A markdown table row's cells, split on unescaped pipes only."""
-    assert row.startswith("| ") and row.endswith(" |\n")
-    return [c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
-
-
-HEADER_CELLS = _cells(BENCH_HEADER.splitlines(keepends=True)[0])
 
 
 # -- verdict ------------------------------------------------------------------------------------
@@ -156,69 +146,91 @@ def test_summarize_feeds_the_verdict_the_settled_loss(fixed_host):
     assert s["verdict"] == {"passed": False, "failures": ["lost 1 > 0"]}
 
 
-# -- the bench row --------------------------------------------------------------------------------
+# -- the results record ---------------------------------------------------------------------------
 
-def test_bench_row_cells(fixed_host):
-    cells = _cells(bench_row(summarize(_outcome(_config()))))
-    assert cells == [
-        "2023-11-14 22:13",
-        "abc1234",
-        "2 cores Test CPU, load 0.7; chat: 1.4 busy, 0.1 stolen",
-        "unit",
-        "2 users, 1 rooms, 1.0 msg/s/user, 3.0 s chat, 1.0 s ramp, 2 nodes, 1 workers",
-        "4.0",  # 12 deliveries over the 3 chat seconds
-        E2E_CELL,
-        "1.0",
-        "0/0/0",
-        "2/0",
-        "0",
-        "`python -m chattrio bot --scenario unit`",
-    ]
-    assert len(cells) == len(HEADER_CELLS)
+def test_bench_record_fields(fixed_host):
+    assert bench_record(summarize(_outcome(_config()))) == {
+        "date": "2023-11-14 22:13",
+        "commit": "abc1234",
+        "machine": {"cores": 2, "cpu": "Test CPU", "loadAverageBefore": 0.7, "chatBusyCores": 1.4,
+                    "chatStealCores": 0.1},
+        "scenario": "unit",
+        "parameters": {"users": 2, "rooms": 1, "messagesPerSecondPerUser": 1.0, "chatSeconds": 3.0,
+                       "rampUpSeconds": 1.0, "nodes": 2, "workers": 1},
+        "exec": None,
+        "deliveriesPerSecond": 4.0,  # 12 deliveries over the 3 chat seconds
+        "endToEndMs": E2E_MS,
+        "ackP99Ms": 1.0,
+        "lost": 0, "duplicates": 0, "outOfOrder": 0,
+        "usersConnected": 2, "usersFailed": 0,
+        "reconnects": 0, "reconnectMs": None,
+        "passed": True,
+        "command": "python -m chattrio bot --scenario unit",
+    }
 
 
-def test_bench_row_escapes_pipes_and_shows_the_exec_and_reconnects(fixed_host):
+def test_bench_record_shows_the_exec_the_reconnects_and_the_failure(fixed_host):
     cfg = _config("--scenario", "a|b")
     cfg.command_line = "python -m chattrio bot --exec 'kill 1 | true'"
     exec_result = {"command": "kill 1 | true", "secondsIntoChat": 1.5, "returncode": 0, "output": ""}
     s = summarize(_outcome(cfg, lost=1, counters={"duplicates": 2, "outOfOrder": 3, "reconnects": 2},
                            reconnect_us=(150_000, 400_000), exec_result=exec_result))
-    cells = _cells(bench_row(s))
-    assert len(cells) == len(HEADER_CELLS)
-    assert cells[3] == r"a\|b"
-    assert cells[4].endswith(r"; `kill 1 \| true` 1.5 s into the chat")
-    assert cells[5] == "3.7"  # 11 deliveries over 3 s
-    assert cells[8] == "1/2/3"
-    assert cells[10] == "2 (p50 150.527 / max 400.0 ms)"  # 150 ms reads as its bucket's midpoint
-    assert cells[11] == r"`python -m chattrio bot --exec 'kill 1 \| true'`"
+    record = bench_record(s)
+    assert record["scenario"] == "a|b"
+    assert record["exec"] == {"command": "kill 1 | true", "secondsIntoChat": 1.5}
+    assert record["deliveriesPerSecond"] == 3.7  # 11 deliveries over 3 s
+    assert (record["lost"], record["duplicates"], record["outOfOrder"]) == (1, 2, 3)
+    assert record["reconnects"] == 2
+    assert record["reconnectMs"] == {"p50": 150.527, "max": 400.0}  # 150 ms reads as its bucket's midpoint
+    assert record["passed"] is False
+    assert record["command"] == "python -m chattrio bot --exec 'kill 1 | true'"
 
 
-def test_bench_row_of_an_idle_run_has_memory_and_no_rates(fixed_host):
+def test_bench_record_of_an_idle_run_has_memory_and_no_rates(fixed_host):
     rss = {"start": [50 * MIB, 60 * MIB], "peak": [51 * MIB, 61 * MIB], "end": [50 * MIB, 60 * MIB]}
-    cells = _cells(bench_row(summarize(_outcome(_config("--rate", "0"), chat=False, rss=rss))))
-    assert cells[2] == "2 cores Test CPU, load 0.7"  # no chat, so no CPU during it
-    assert cells[4] == ("2 users, 1 rooms, 0.0 msg/s/user, 3.0 s chat, 1.0 s ramp, 2 nodes, 1 workers;"
-                        " 1024.0 KiB/conn")  # 2 MiB grown for 2 connections
-    assert cells[5:9] == ["-", "-", "-", "0/0/0"]
+    record = bench_record(summarize(_outcome(_config("--rate", "0"), chat=False, rss=rss)))
+    assert record["machine"] == {"cores": 2, "cpu": "Test CPU", "loadAverageBefore": 0.7}  # no chat, no CPU in it
+    assert record["parameters"]["memoryPerConnectionKiB"] == 1024.0  # 2 MiB grown for 2 connections
+    assert (record["deliveriesPerSecond"], record["endToEndMs"], record["ackP99Ms"]) == (None, None, None)
 
 
-def test_appending_to_a_new_file_creates_the_table_then_adds_one_line_per_run(fixed_host, tmp_path):
+def test_appending_creates_the_file_and_its_directory_then_adds_one_line_per_run(fixed_host, tmp_path):
     s = summarize(_outcome(_config()))
-    path = tmp_path / "benchmarks.md"
-    append_bench_row(s, str(path))
-    append_bench_row(s, str(path))
-    header = BENCH_HEADER.splitlines()
-    assert path.read_text().splitlines() == ["# Benchmarks", "", "## Results", "", *header,
-                                             bench_row(s).rstrip("\n"), bench_row(s).rstrip("\n")]
+    path = tmp_path / "results" / "runs.jsonl"
+    append_bench_record(s, str(path))
+    append_bench_record(s, str(path))
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [bench_record(s)] * 2
 
 
-def test_a_row_is_appended_on_its_own_line_after_a_table_without_a_final_newline(fixed_host, tmp_path):
-    s = summarize(_outcome(_config()))
-    path = tmp_path / "benchmarks.md"
-    before = "# Benchmarks\n\n## Results\n\n" + BENCH_HEADER + "| old row |"
-    path.write_text(before)
-    append_bench_row(s, str(path))
-    assert path.read_text() == before + "\n" + bench_row(s)
+def test_the_results_tool_tables_the_latest_runs_of_each_scenario(fixed_host, tmp_path, capsys):
+    run = bench_record(summarize(_outcome(_config())))
+    failover = bench_record(summarize(_outcome(_config("--scenario", "failover"), lost=1,
+                                               counters={"reconnects": 2}, reconnect_us=(150_000, 400_000))))
+    note = {"date": "2023-11-14 22:20", "commit": "abc1234", "machine": {"cores": 2, "cpu": "Test CPU"},
+            "scenario": "seed (result)", "result": "largest N: 500", "command": "scripts/bench.sh seed"}
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [run] * 8 + [failover, note]))
+    assert results.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    sections = out.split("### ")[1:]
+    assert [section.splitlines()[0] for section in sections] == ["unit", "failover", "seed (result)"]
+    unit_rows = [line for line in sections[0].splitlines() if line.startswith("| 2023")]
+    assert len(unit_rows) == results.LATEST
+    assert unit_rows[0] == ("| 2023-11-14 22:13 | abc1234 | 1.4 | 4 | 2.0 / 9.0 / 9.0 | 1.0 | 0 / 0 / 0 | 2 / 0 | 0 "
+                            "| pass |")
+    assert "| 1 / 0 / 0 |" in sections[1] and "2 (p50 150.5 / max 400.0 ms) | fail |" in sections[1]
+    assert "| 2023-11-14 22:20 | abc1234 | largest N: 500 |" in sections[2]
+    assert results.main([str(path), "failover"]) == 0
+    assert capsys.readouterr().out.startswith("### failover\n")
+
+
+def test_the_results_tool_reports_an_unreadable_file_or_another_format(tmp_path, capsys):
+    assert results.main([str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    old_format = tmp_path / "history.jsonl"
+    old_format.write_text(json.dumps({"date": "2023-11-14 22:13", "scenario": "seed", "command": "x"}) + "\n")
+    assert results.main([str(old_format)]) == 2
+    assert "not in the bot's record format" in capsys.readouterr().err
 
 
 # -- /metrics -------------------------------------------------------------------------------------
@@ -353,12 +365,13 @@ def test_the_exit_status_follows_the_verdict(extra, lost, status, verdict_line, 
         return _outcome(cfg, lost=lost)
 
     monkeypatch.setattr(cli, "run", finished_run)
-    bench = tmp_path / "bench.md"
+    bench = tmp_path / "runs.jsonl"
     argv = [*RUN_ARGV, "--out", str(tmp_path / "out"), "--bench-log", str(bench), *extra]
     assert cli.main(argv) == status
     out = capsys.readouterr().out
     assert verdict_line in out.splitlines()
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".html", ".json"]
-    rows = [line for line in bench.read_text().splitlines() if line.startswith("| 2023-")]
-    assert len(rows) == 1
-    assert _cells(rows[0] + "\n")[-1] == f"`{shlex.join(['python', '-m', 'chattrio', 'bot', *argv])}`"
+    records = [json.loads(line) for line in bench.read_text().splitlines()]
+    assert len(records) == 1
+    assert records[0]["command"] == shlex.join(["python", "-m", "chattrio", "bot", *argv])
+    assert records[0]["passed"] is (status == 0)

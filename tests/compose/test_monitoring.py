@@ -38,7 +38,7 @@ def test_the_dashboard_and_the_alerts_name_metrics():
 async def test_every_metric_the_dashboard_and_alerts_name_is_exported_by_a_node(cluster):
     node = cluster.nodes[0]
     async with httpx.AsyncClient() as http:
-        text = (await http.get(f"{node.url}/metrics")).text
+        text = (await http.get(f"{node.internal_url}/metrics")).text
     exported = set(re.findall(r"^# TYPE (chattrio_[a-z_]+) ", text, re.M))
     named = {_base_name(name, exported) for name in _named_in_dashboard() | _named_in_alerts()}
     assert named - exported == set()

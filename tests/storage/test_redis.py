@@ -8,8 +8,8 @@ from chattrio.storage.redis import open_redis
 
 
 async def test_a_sweep_drops_a_room_nobody_is_in_from_the_presence_rooms(stack_env, run_prefix):
-    """The sweep covers the rooms people are in: without this the set grew by every room anyone
-    ever entered, and every node swept all of them every few seconds."""
+    """The sweep covers the rooms people are in: otherwise the set would grow by every room anyone
+    ever entered, and every node would sweep all of them every few seconds."""
     deserted, crashed, lively = 1, 2, 3
     async with open_redis(stack_env["CHATTRIO_REDIS_URL"], f"{run_prefix}-sweep") as cache:
         await cache.enter(deserted, "leaver", "session-1", ttl=30.0)
