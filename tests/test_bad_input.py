@@ -517,9 +517,9 @@ async def test_errors_are_counted_in_metrics(cluster):
 
 # A client that vanishes -------------------------------------------------------------------------
 
-async def _open_connections(url: str) -> float:
-    """The node's open TCP connections, the one asking included."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def _open_connections(node) -> float:
+    """The node's open TCP connections on its public port (asked on the internal one)."""
+    async with httpx.AsyncClient(base_url=node.internal_url, timeout=10) as http:
         text = (await http.get("/metrics")).text
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chattrio_connections "))
 
@@ -548,7 +548,7 @@ async def test_a_client_that_vanishes_mid_chat_is_not_a_node_error(cluster, room
     """A connection reset by the client ends that session quietly: no error log, no crash."""
     url, node = cluster.urls[0], cluster.nodes[0]
     failures_before = node.log_path.read_text(errors="replace").count("connection failed")
-    connections_before = await _open_connections(url)
+    connections_before = await _open_connections(node)
     sock = await _raw_session_in_room(url, room["id"])
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST: the node's next read or write on it fails
@@ -559,7 +559,7 @@ async def test_a_client_that_vanishes_mid_chat_is_not_a_node_error(cluster, room
         await _assert_alive(talker)
     # The node counts a connection as closed only after it has logged how it ended.
     with trio.fail_after(10):
-        while await _open_connections(url) > connections_before:
+        while await _open_connections(node) > connections_before:
             await trio.sleep(0.1)
     assert node.log_path.read_text(errors="replace").count("connection failed") == failures_before
     assert node.alive

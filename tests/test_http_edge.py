@@ -307,6 +307,6 @@ async def test_openapi_document_missing_from_an_installation_is_404(monkeypatch,
     from chattrio.metrics import Registry
 
     monkeypatch.setattr(api, "OPENAPI_PATH", tmp_path / "openapi.yaml")
-    node_api = api.Api(Settings(), None, None, None, Registry(), lambda: [])
+    node_api = api.Api(Settings(dev_mode=True), None, None, None, Registry(), lambda: [])
     response = await node_api.handle(Request("GET", "/api/openapi.yaml", {}, {}, b""))
     assert response.status == 404 and b"not installed" in response.body

@@ -264,9 +264,9 @@ async def test_first_valid_token_creates_the_user(jwt_cluster, identity_service,
     assert room["createdBy"] == user
     # The user row's outbox event reaches the consumers, which cache the user: PostgreSQL first.
     with trio.fail_after(30):
-        while stack.redis_cli("SISMEMBER", users_key, user) != "1":
+        while await stack.redis_cli("SISMEMBER", users_key, user) != "1":
             await trio.sleep(0.2)
-    assert stack.redis_cli("SISMEMBER", users_key, refused_user) == "0"
+    assert await stack.redis_cli("SISMEMBER", users_key, refused_user) == "0"
 
 
 async def test_jwt_mode_authenticates_the_websocket_by_cookie_and_by_auth_frame(jwt_cluster, identity_service):

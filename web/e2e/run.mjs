@@ -7,7 +7,7 @@
 // It starts its own cluster (scripts/cluster.sh up 3 --base-port 18081 --lb-port 18080), always tears
 // it down, bounds every step with a timeout and the whole run with E2E_DEADLINE_MS (default 180 s),
 // and saves screenshots to <repo>/artifacts/screenshots/.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
@@ -54,6 +54,22 @@ async function teardown() {
       log('teardown error:', e.message);
     }
   }
+}
+
+/** The newest modification time of the files under `dir`. */
+function newestMtime(dir) {
+  return readdirSync(dir, { withFileTypes: true }).reduce((newest, entry) => {
+    const path = join(dir, entry.name);
+    return Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }, 0);
+}
+
+/** The nodes serve web/dist: a build older than the sources would test old code. */
+function distIsStale() {
+  const built = join(WEB, 'dist', 'index.html');
+  if (!existsSync(built)) return true;
+  const sources = Math.max(newestMtime(join(WEB, 'src')), statSync(join(WEB, 'index.html')).mtimeMs);
+  return statSync(built).mtimeMs < sources;
 }
 
 function summary() {
@@ -103,8 +119,8 @@ async function startTarget() {
     return { nodes: [url, url, url], lb: url, canKill: false };
   }
   if (!existsSync(join(REPO, 'scripts', 'cluster.sh'))) throw new Error('scripts/cluster.sh not found');
-  if (!existsSync(join(WEB, 'dist', 'index.html'))) {
-    log('web/dist missing: building');
+  if (distIsStale()) {
+    log('web/dist missing or older than web/src: building');
     const b = await run('npm', ['run', 'build'], { cwd: WEB, timeoutMs: 120000 });
     if (b.code !== 0) throw new Error('npm run build failed');
   }
