@@ -49,6 +49,9 @@ class HttpServer:
         )
         self._slow_closes = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow")
         self._frames_in = metrics.counter("chattrio_frames_received_total", "WebSocket frames from clients")
+        self._user_cap_refusals = metrics.counter(
+            "chattrio_user_connection_cap_refusals_total", "WebSocket handshakes refused: the user's connections are at the cap"
+        )
 
     def request_drain(self) -> None:
         self._drain_requested.set()
@@ -111,6 +114,7 @@ class HttpServer:
                 return None
             if request is None:
                 return None
+            request.peer = peer_address(stream)
             if request.headers.get("upgrade", "").lower() == "websocket":
                 return await self._handshake(conn, stream, request)
             await send_response(conn, stream, await self._api.handle(request))
@@ -138,6 +142,10 @@ class HttpServer:
             return 401, str(exc)
         if len(self._sessions.sessions) >= self._settings.max_connections:
             return 503, "node full, try another"
+        cap = self._settings.max_connections_per_user
+        if self._sessions.sessions_of_user(user_id) >= cap:
+            self._user_cap_refusals.inc()
+            return 429, f"too many connections: at most {cap} per user on a node; close one first"
         return user_id
 
     def _origin_allowed(self, request: Request) -> bool:
@@ -194,17 +202,23 @@ class HttpServer:
 
     async def _on_message(self, session: Session, message: IncomingText) -> None:
         if message.binary:
-            return self._chat.error(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
+            return self._chat.bad_frame(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
         if message.too_large:
             limit = self._settings.max_frame_bytes
-            return self._chat.error(session, "TOO_LARGE", f"frame over {limit} bytes", None)
+            return self._chat.bad_frame(session, "TOO_LARGE", f"frame over {limit} bytes", None)
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
-            return self._chat.error(session, exc.code, exc.message, exc.ref)
+            return self._chat.bad_frame(session, exc.code, exc.message, exc.ref)
         try:
             await self._chat.handle(session, frame)
         except Exception:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
 
+
+def peer_address(stream: trio.SocketStream) -> str:
+    try:
+        return stream.socket.getpeername()[0]
+    except (OSError, IndexError, TypeError):
+        return ""
