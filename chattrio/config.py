@@ -27,6 +27,9 @@ class Rate:
             raise ValueError("RATE must be > 0 and BURST >= 1")
         return parsed
 
+    def __str__(self) -> str:
+        return f"{self.per_second:g}:{self.burst:g}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
