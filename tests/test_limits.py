@@ -235,3 +235,45 @@ async def test_a_user_over_the_room_quota_gets_403(limited):
         assert refused.status_code == 403 and "quota" in refused.json()["message"]
         # an exempt client (the load bot's address) is not held to the quota
         assert (await http.post("/api/room", json={"name": "q3"})).status_code == 201
+
+
+# Unknown room ids ------------------------------------------------------------------------------
+
+class _CountingDatabase:
+    """Stands in for PostgreSQL in the directory's caching logic: counts the lookups."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, object] = {}
+        self.lookups = 0
+
+    async def get_room(self, room_id: int):
+        self.lookups += 1
+        return self.rooms.get(room_id)
+
+
+async def test_unknown_room_ids_are_remembered_briefly(autojump_clock):
+    from chattrio.metrics import Registry
+    from chattrio.models import Room
+    from chattrio.rooms import RoomDirectory
+
+    db = _CountingDatabase()
+    rooms = RoomDirectory(db, cache=None, metrics=Registry(), unknown_ttl=2.0)
+    assert [await rooms.find(7) for _ in range(5)] == [None] * 5
+    assert db.lookups == 1
+    await trio.sleep(2.5)
+    assert await rooms.find(7) is None and db.lookups == 2  # expired: asked again
+    room = Room(7, "late", "someone", "2026-01-01T00:00:00+00:00")
+    db.rooms[7] = room
+    rooms.learn(room)  # its ROOM_CREATED event: known at once, whatever the cache said
+    assert await rooms.find(7) is room
+
+
+async def test_subscribing_to_an_unknown_room_again_costs_no_query(cluster):
+    url = cluster.urls[2]
+    before = await _metric(url, "chattrio_unknown_room_cache_hits_total")
+    room_id = 900_000_000_000 + random.randrange(1 << 30)
+    async with connect(url, _user()) as client:
+        for n in range(3):
+            answer = await client.subscribe(room_id, ref=f"u{n}")
+            assert answer["code"] == "NO_SUCH_ROOM"
+    assert await _metric(url, "chattrio_unknown_room_cache_hits_total") >= before + 1
