@@ -277,3 +277,44 @@ async def test_subscribing_to_an_unknown_room_again_costs_no_query(cluster):
             answer = await client.subscribe(room_id, ref=f"u{n}")
             assert answer["code"] == "NO_SUCH_ROOM"
     assert await _metric(url, "chattrio_unknown_room_cache_hits_total") >= before + 1
+
+
+# Presence changes ------------------------------------------------------------------------------
+
+def _change(entered: bool, room_id: int, session: str):
+    from chattrio.presence import _Change
+
+    return _Change(entered, room_id, f"user-of-{session}", session)
+
+
+async def test_a_churning_session_holds_one_pending_presence_change_and_others_still_get_in():
+    from chattrio.presence import PendingChanges
+
+    pending = PendingChanges(limit=3)
+    assert pending.put(_change(True, 1, "calm"))
+    for n in range(10_001):  # SUBSCRIBE, UNSUBSCRIBE, ... : enter last
+        assert pending.put(_change(n % 2 == 0, 2, "churner"))
+    assert len(pending) == 2
+    assert pending.put(_change(True, 3, "other"))
+    assert not pending.put(_change(True, 4, "late"))  # the bound holds
+    assert pending.put(_change(False, 2, "churner"))  # undoing a waiting change always goes in
+    assert [await pending.get() for _ in range(2)] == [_change(True, 1, "calm"), _change(True, 3, "other")]
+    assert len(pending) == 0
+
+
+async def test_a_change_that_arrives_later_is_applied_after_the_waiting_ones():
+    from chattrio.presence import PendingChanges
+
+    pending = PendingChanges(limit=10)
+    got = []
+
+    async def consume() -> None:
+        for _ in range(2):
+            got.append(await pending.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.sleep(0)  # the consumer waits on an empty queue
+        pending.put(_change(True, 1, "a"))
+        pending.put(_change(True, 1, "b"))
+    assert [c.session_id for c in got] == ["a", "b"]
