@@ -105,7 +105,9 @@ class ChatService:
         wait = self._frame_limits.admit(limits, kind)
         if not wait:
             return True
-        if limits.refused(trio.current_time()):
+        if session.closing:
+            pass  # frames read after the close are not answered
+        elif limits.refused(trio.current_time()):
             self._frame_limits.closed.inc()
             session.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
         else:

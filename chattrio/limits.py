@@ -1,8 +1,9 @@
 """Rate limits: token buckets on Trio's clock, per connection, per user and per client address.
 
 A bucket is two numbers updated when it is used; nothing runs in the background. A user's
-buckets are shared by that user's sessions on this node and dropped with the last of them; the
-per-address buckets are a bounded LRU. docs/security-limits.md describes every limit.
+buckets are shared by that user's sessions on this node; when the last of them ends they move
+to a bounded LRU of idle users (so reconnecting does not refill them). The per-address buckets
+are a bounded LRU too. docs/security-limits.md describes every limit.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from chattrio.metrics import Registry
 # Client addresses whose buckets are kept; the least recently used is forgotten beyond this
 # (it starts full again: an attacker with this many addresses is not slowed by per-IP limits).
 ADDRESS_BUCKETS = 100_000
-# One refusal of a connection is forgiven per this many seconds.
+# Refusals of a connection forgiven per second.
 REFUSAL_FORGIVEN_PER_SECOND = 1.0
+# Users whose last session ended and whose buckets are kept (least recently closed forgotten
+# first): a user closing all connections and opening new ones does not start with full buckets.
+IDLE_USERS = 10_000
 
 FRAME_KINDS = ("send", "subscribe", "ping", "other")
 CLOSE_POLICY_VIOLATION = 1008
@@ -86,6 +90,7 @@ class FrameLimits:
     def __init__(self, settings: Settings, metrics: Registry) -> None:
         self._settings = settings
         self._users: dict[str, tuple[int, dict[str, TokenBucket]]] = {}  # user -> (sessions, buckets)
+        self._idle: OrderedDict[str, dict[str, TokenBucket]] = OrderedDict()  # user -> buckets
         self.limited = metrics.counter(
             "chattrio_rate_limited_total", "Frames and requests refused by a rate limit, by kind", ["kind"]
         )
@@ -95,6 +100,8 @@ class FrameLimits:
         now = trio.current_time()
         sessions, buckets = self._users.get(user_id, (0, None))
         if buckets is None:
+            buckets = self._idle.pop(user_id, None)
+        if buckets is None:
             buckets = {kind: TokenBucket(_rate(self._settings, kind, "user"), now) for kind in FRAME_KINDS}
         self._users[user_id] = (sessions + 1, buckets)
         return ConnectionLimits(user_id, self._settings, now)
@@ -103,11 +110,11 @@ class FrameLimits:
         sessions, buckets = self._users[limits.user_id]
         if sessions <= 1:
             del self._users[limits.user_id]
+            self._idle[limits.user_id] = buckets
+            if len(self._idle) > IDLE_USERS:
+                self._idle.popitem(last=False)
         else:
             self._users[limits.user_id] = (sessions - 1, buckets)
-
-    def sessions_of(self, user_id: str) -> int:
-        return self._users.get(user_id, (0, None))[0]
 
     def admit(self, limits: ConnectionLimits, kind: str) -> float:
         """0 when a frame of this kind may go on, else the seconds until it may (counted)."""
@@ -116,10 +123,6 @@ class FrameLimits:
         if wait:
             self.limited.inc(1, kind)
         return wait
-
-    @property
-    def users(self) -> int:
-        return len(self._users)
 
 
 class AddressLimits:

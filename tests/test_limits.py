@@ -132,7 +132,7 @@ async def test_bad_frames_draw_on_the_other_bucket(limited):
         assert [e["code"] for e in client.errors()] == ["UNKNOWN_TYPE", "UNKNOWN_TYPE", "RATE_LIMITED"]
 
 
-async def test_a_user_s_connections_share_the_user_buckets_until_the_last_one_ends(limited):
+async def test_a_user_s_connections_share_the_user_buckets_and_reconnecting_does_not_refill_them(limited):
     url = limited.urls[0]
     user = _user()
     token = await login(url, user)
@@ -140,12 +140,13 @@ async def test_a_user_s_connections_share_the_user_buckets_until_the_last_one_en
         assert [f["type"] for f in await _answers_to_pings(first, 3, "a")] == ["PONG"] * 3
         # the connection has tokens left, the user (4 in all) one
         assert [f["type"] for f in await _answers_to_pings(second, 2, "b")] == ["PONG", "ERROR"]
-    # both gone: the user's buckets go with them, and a new session starts full
+    # both gone: a new connection has full connection buckets, but the user's stay empty
     with trio.fail_after(15):
         while await _metric(url, "chattrio_websocket_sessions") != 0:
             await trio.sleep(0.1)
     async with connect(url, user, token) as again:
-        assert [f["type"] for f in await _answers_to_pings(again, 3, "c")] == ["PONG"] * 3
+        answers = await _answers_to_pings(again, 1, "c")
+        assert answers[0]["code"] == "RATE_LIMITED"
 
 
 async def test_a_client_that_ignores_refusals_is_closed_with_1008(limited):
