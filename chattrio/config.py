@@ -58,8 +58,8 @@ class Settings:
     shutdown_grace_seconds: float = 5.0
     # Limits (docs/security-limits.md): token buckets per connection and per user for each kind
     # of client frame; per user means the user's sessions on this node together.
-    send_limit_per_connection: Rate = Rate(10, 100)
-    send_limit_per_user: Rate = Rate(10, 100)
+    send_limit_per_connection: Rate = Rate(5, 20)
+    send_limit_per_user: Rate = Rate(5, 20)
     subscribe_limit_per_connection: Rate = Rate(10, 50)
     subscribe_limit_per_user: Rate = Rate(20, 100)
     ping_limit_per_connection: Rate = Rate(5, 20)
