@@ -319,3 +319,31 @@ async def test_a_change_that_arrives_later_is_applied_after_the_waiting_ones():
         pending.put(_change(True, 1, "a"))
         pending.put(_change(True, 1, "b"))
     assert [c.session_id for c in got] == ["a", "b"]
+
+
+# Settings and metrics --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", ["fast", "10", "0:10", "5:0", "-1:5", "a:b"])
+def test_a_bad_rate_setting_stops_the_node_with_a_reason(raw):
+    from chattrio.config import settings_from_env
+
+    with pytest.raises(SystemExit, match="CHATTRIO_SEND_LIMIT_PER_USER"):
+        settings_from_env({"CHATTRIO_SEND_LIMIT_PER_USER": raw})
+
+
+def test_a_rate_setting_is_read_as_rate_and_burst():
+    from chattrio.config import settings_from_env
+
+    assert settings_from_env({"CHATTRIO_PING_LIMIT_PER_USER": "2.5:7"}).ping_limit_per_user == Rate(2.5, 7)
+
+
+def test_components_counting_under_one_name_share_one_counter():
+    from chattrio.metrics import Registry
+
+    registry = Registry()
+    frames = registry.counter("chattrio_rate_limited_total", "refusals", ["kind"])
+    requests = registry.counter("chattrio_rate_limited_total", "refusals", ["kind"])
+    frames.inc(1, "send")
+    requests.inc(2, "signup")
+    assert registry.render().count("# TYPE chattrio_rate_limited_total counter") == 1
+    assert 'chattrio_rate_limited_total{kind="signup"} 2' in registry.render()
