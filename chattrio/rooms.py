@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 import trio
 
+from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import Room
 from chattrio.storage.postgres import Database, DatabaseUnavailable
@@ -19,7 +20,13 @@ UNKNOWN_ROOMS_REMEMBERED = 10_000
 
 
 class RoomDirectory:
-    def __init__(self, db: Database, cache: RedisStore, metrics: Registry, unknown_ttl: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache: RedisStore,
+        metrics: Registry | None = None,
+        unknown_ttl: float = Settings.unknown_room_cache_seconds,
+    ) -> None:
         self._db = db
         self._cache = cache
         self._known: dict[int, Room] = {}
@@ -27,7 +34,7 @@ class RoomDirectory:
         # its ROOM_CREATED event (or its creation here), which clears the entry at once.
         self._unknown: OrderedDict[int, float] = OrderedDict()
         self._unknown_ttl = unknown_ttl
-        self._unknown_hits = metrics.counter(
+        self._unknown_hits = (metrics or Registry()).counter(
             "chattrio_unknown_room_cache_hits_total", "Lookups of room ids answered from the negative cache"
         )
 
