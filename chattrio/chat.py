@@ -116,9 +116,12 @@ class ChatService:
             session.send(ErrorFrame("RATE_LIMITED", message, ref, retry_after_ms(wait)))
         return False
 
+    def admit(self, session: Session, frame: ClientFrame) -> bool:
+        """Whether the frame is within its rate limits; if not, it has been answered (the
+        listener asks before `handle`)."""
+        return self._admitted(session, LIMIT_KIND[type(frame)], frame.ref)
+
     async def handle(self, session: Session, frame: ClientFrame) -> None:
-        if not self._admitted(session, LIMIT_KIND[type(frame)], frame.ref):
-            return
         if isinstance(frame, Send):
             await self._send(session, frame)
         elif isinstance(frame, Subscribe):

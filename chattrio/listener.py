@@ -210,6 +210,8 @@ class HttpServer:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
             return self._chat.bad_frame(session, exc.code, exc.message, exc.ref)
+        if not self._chat.admit(session, frame):
+            return
         try:
             await self._chat.handle(session, frame)
         except Exception:
