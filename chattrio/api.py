@@ -64,8 +64,8 @@ class Api:
         )
         self._signups = AddressLimits(settings.signup_limit_per_ip, "signup", limited)
         self._room_creations = AddressLimits(settings.room_create_limit_per_ip, "room_create", limited)
-        self._trusted_proxies = parse_networks(settings.trusted_proxies)
-        self._limit_exempt = parse_networks(settings.limit_exempt)
+        self._trusted_proxies = parse_networks(settings.trusted_proxies, "trusted_proxies")
+        self._limit_exempt = parse_networks(settings.limit_exempt, "limit_exempt")
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
             ("GET", re.compile(r"/readyz"), self._readyz),

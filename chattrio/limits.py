@@ -156,9 +156,13 @@ def _rate(settings: Settings, kind: str, scope: str) -> Rate:
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses or CIDRs; raises ValueError naming a bad one."""
-    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+def parse_networks(items: Iterable[str], setting: str) -> tuple[Network, ...]:
+    """Addresses or CIDRs; raises ValueError naming the setting and the bad item (the node
+    then fails at start with that reason)."""
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError as exc:
+        raise ValueError(f"CHATTRIO_{setting.upper()}: {exc}") from None
 
 
 def in_networks(address: str, networks: tuple[Network, ...]) -> bool:

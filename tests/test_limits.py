@@ -88,7 +88,7 @@ def test_take_all_takes_from_every_bucket_or_from_none():
 
 
 def test_client_address_believes_x_forwarded_for_only_from_trusted_proxies():
-    trusted = parse_networks(["127.0.0.1", "10.0.0.0/8"])
+    trusted = parse_networks(["127.0.0.1", "10.0.0.0/8"], "trusted_proxies")
     assert client_address("203.0.113.9", "198.51.100.1", trusted) == "203.0.113.9"
     assert client_address("127.0.0.1", None, trusted) == "127.0.0.1"
     assert client_address("127.0.0.1", "198.51.100.1", trusted) == "198.51.100.1"
@@ -96,6 +96,11 @@ def test_client_address_believes_x_forwarded_for_only_from_trusted_proxies():
     assert client_address("127.0.0.1", "6.6.6.6, 198.51.100.1", trusted) == "198.51.100.1"
     assert client_address("127.0.0.1", "6.6.6.6, 198.51.100.1, 10.1.2.3", trusted) == "198.51.100.1"
     assert client_address("::ffff:127.0.0.1", "198.51.100.1", trusted) == "198.51.100.1"
+
+
+def test_a_bad_proxy_address_names_its_setting():
+    with pytest.raises(ValueError, match="CHATTRIO_TRUSTED_PROXIES: 'nginx'"):
+        parse_networks(["127.0.0.1", "nginx"], "trusted_proxies")
 
 
 # WebSocket frames ------------------------------------------------------------------------------
