@@ -97,8 +97,10 @@ class Cluster:
         # Every test comes from 127.0.0.1: exempt from the per-IP limits, and trusted as a proxy so
         # that a test can be another client address through X-Forwarded-For (test_limits.py).
         env.update(CHATTRIO_LIMIT_EXEMPT="127.0.0.1", CHATTRIO_TRUSTED_PROXIES="127.0.0.1")
-        # Tests send hundreds of messages as fast as they are acknowledged, beyond the SEND defaults.
-        env.update(CHATTRIO_SEND_LIMIT_PER_CONNECTION="1000:1000", CHATTRIO_SEND_LIMIT_PER_USER="1000:1000")
+        # Tests send hundreds of frames as fast as they are answered, beyond the default frame
+        # limits; test_limits.py sets the limits it tests.
+        env.update({f"CHATTRIO_{kind}_LIMIT_PER_{scope}": "1000:1000"
+                    for kind in ("SEND", "SUBSCRIBE", "PING", "OTHER") for scope in ("CONNECTION", "USER")})
         env.update({f"CHATTRIO_{k.upper()}": str(v) for k, v in settings.items()})
         self.prefix = prefix
         self.nodes = [Node(i, base_port + i, env, log_dir) for i in range(1, count + 1)]
