@@ -9,7 +9,6 @@ import trio
 
 from chattrio.config import Settings
 from chattrio.fanout import RoomLog
-from chattrio.limits import CLOSE_POLICY_VIOLATION, ConnectionLimits, FrameLimits, retry_after_ms
 from chattrio.frames import (
     ROOMS_DESTINATION,
     AckFrame,
@@ -26,6 +25,7 @@ from chattrio.frames import (
     encode_frame,
     room_id_of,
 )
+from chattrio.limits import CLOSE_POLICY_VIOLATION, ConnectionLimits, FrameLimits, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
