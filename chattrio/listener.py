@@ -40,6 +40,7 @@ class HttpServer:
         self._chat = chat
         self._sessions = sessions
         self._open_connections = 0
+        self._handshaking: dict[str, int] = {}  # user -> WebSocket handshakes being answered
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
         metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
@@ -143,7 +144,7 @@ class HttpServer:
         if len(self._sessions.sessions) >= self._settings.max_connections:
             return 503, "node full, try another"
         cap = self._settings.max_connections_per_user
-        if self._sessions.sessions_of_user(user_id) >= cap:
+        if self._sessions.sessions_of_user(user_id) + self._handshaking.get(user_id, 0) >= cap:
             self._user_cap_refusals.inc()
             return 429, f"too many connections: at most {cap} per user on a node; close one first"
         return user_id
@@ -162,8 +163,16 @@ class HttpServer:
         if isinstance(verdict, tuple):
             await send_response(conn, stream, error_response(*verdict))
             return None
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
+        # Counted until the session is registered (synchronously after this returns), so that
+        # handshakes of one user in flight at once cannot pass the per-user cap together.
+        self._handshaking[verdict] = self._handshaking.get(verdict, 0) + 1
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
+        finally:
+            self._handshaking[verdict] -= 1
+            if not self._handshaking[verdict]:
+                del self._handshaking[verdict]
         return verdict, conn.trailing_data[0]
 
     async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:

@@ -352,3 +352,31 @@ def test_components_counting_under_one_name_share_one_counter():
     requests.inc(2, "signup")
     assert registry.render().count("# TYPE chattrio_rate_limited_total counter") == 1
     assert 'chattrio_rate_limited_total{kind="signup"} 2' in registry.render()
+
+
+async def test_handshakes_of_one_user_at_the_same_instant_cannot_pass_the_cap_together(limited):
+    """Raw handshakes written before any answer is read: exactly the cap (2) are accepted."""
+    from chattrio.tokens import issue_token
+
+    port = limited.nodes[0].port
+    token = issue_token(_user("rush"), "test-secret", 3600)[0]
+    request = (f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    socks = []
+    for _ in range(8):
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        socks.append(sock)
+    for sock in socks:
+        await sock.send(request)
+    statuses = []
+    with trio.fail_after(15):
+        for sock in socks:
+            head = b""
+            while b"\r\n" not in head:
+                head += await sock.recv(4096)
+            statuses.append(head.split(b" ")[1])
+    for sock in socks:
+        sock.close()
+    assert sorted(statuses) == [b"101", b"101"] + [b"429"] * 6
