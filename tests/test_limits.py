@@ -360,8 +360,8 @@ async def test_handshakes_of_one_user_at_the_same_instant_cannot_pass_the_cap_to
 
     port = limited.nodes[0].port
     token = issue_token(_user("rush"), "test-secret", 3600)[0]
-    request = (f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    request = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
     socks = []
     for _ in range(8):
