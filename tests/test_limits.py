@@ -60,8 +60,9 @@ async def _answers_to_pings(client, count: int, prefix: str) -> list[dict]:
     return [f for f in client.frames if f.get("ref") in refs]
 
 
-async def _metric(url: str, sample: str) -> float:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def _metric(node, sample: str) -> float:
+    """A sample of the node's /metrics (0 when absent)."""
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
         text = (await http.get("/metrics")).text
     for line in text.splitlines():
         if line.startswith(sample + " "):
@@ -106,7 +107,8 @@ def test_a_bad_proxy_address_names_its_setting():
 # WebSocket frames ------------------------------------------------------------------------------
 
 async def test_frames_over_the_connection_limit_get_rate_limited_and_the_connection_lives(limited):
-    url = limited.urls[0]
+    node = limited.nodes[0]
+    url = node.url
     async with connect(url, _user()) as client:
         answers = await _answers_to_pings(client, 4, "p")
         assert [f["type"] for f in answers] == ["PONG", "PONG", "PONG", "ERROR"]
@@ -118,8 +120,8 @@ async def test_frames_over_the_connection_limit_get_rate_limited_and_the_connect
         acks = [await client.send_chat(room["id"], f"m{n}", client_msg_id=f"c{n}") for n in range(3)]
         assert [a["type"] for a in acks] == ["ACK", "ACK", "ERROR"]
         assert acks[2]["code"] == "RATE_LIMITED" and acks[2]["ref"] == "c2"
-    assert await _metric(url, 'chattrio_rate_limited_total{kind="ping"}') >= 1
-    assert await _metric(url, 'chattrio_rate_limited_total{kind="send"}') >= 1
+    assert await _metric(node, 'chattrio_rate_limited_total{kind="ping"}') >= 1
+    assert await _metric(node, 'chattrio_rate_limited_total{kind="send"}') >= 1
 
 
 async def test_other_errors_carry_no_retry_after(limited):
@@ -138,7 +140,8 @@ async def test_bad_frames_draw_on_the_other_bucket(limited):
 
 
 async def test_a_user_s_connections_share_the_user_buckets_and_reconnecting_does_not_refill_them(limited):
-    url = limited.urls[0]
+    node = limited.nodes[0]
+    url = node.url
     user = _user()
     token = await login(url, user)
     async with connect(url, user, token) as first, connect(url, user, token) as second:
@@ -147,7 +150,7 @@ async def test_a_user_s_connections_share_the_user_buckets_and_reconnecting_does
         assert [f["type"] for f in await _answers_to_pings(second, 2, "b")] == ["PONG", "ERROR"]
     # both gone: a new connection has full connection buckets, but the user's stay empty
     with trio.fail_after(15):
-        while await _metric(url, "chattrio_websocket_sessions") != 0:
+        while await _metric(node, "chattrio_websocket_sessions") != 0:
             await trio.sleep(0.1)
     async with connect(url, user, token) as again:
         answers = await _answers_to_pings(again, 1, "c")
@@ -155,8 +158,9 @@ async def test_a_user_s_connections_share_the_user_buckets_and_reconnecting_does
 
 
 async def test_a_client_that_ignores_refusals_is_closed_with_1008(limited):
-    url = limited.urls[0]
-    before = await _metric(url, "chattrio_rate_limit_closes_total")
+    node = limited.nodes[0]
+    url = node.url
+    before = await _metric(node, "chattrio_rate_limit_closes_total")
     async with connect(url, _user()) as client:
         with trio.fail_after(15):
             n = 0
@@ -169,13 +173,14 @@ async def test_a_client_that_ignores_refusals_is_closed_with_1008(limited):
                 n += 1
         assert client.closed.reason.code == 1008
         assert len([e for e in client.errors() if e["code"] == "RATE_LIMITED"]) >= 3
-    assert await _metric(url, "chattrio_rate_limit_closes_total") == before + 1
+    assert await _metric(node, "chattrio_rate_limit_closes_total") == before + 1
 
 
 # Connections per user --------------------------------------------------------------------------
 
 async def test_connections_over_the_per_user_cap_are_refused_with_429(limited):
-    url = limited.urls[0]
+    node = limited.nodes[0]
+    url = node.url
     user = _user()
     token = await login(url, user)
     async with connect(url, user, token), connect(url, user, token):
@@ -185,7 +190,7 @@ async def test_connections_over_the_per_user_cap_are_refused_with_429(limited):
         assert refused.value.status_code == 429
         async with connect(url, _user()):  # another user is not affected
             pass
-    assert await _metric(url, "chattrio_user_connection_cap_refusals_total") >= 1
+    assert await _metric(node, "chattrio_user_connection_cap_refusals_total") >= 1
 
 
 # Per-IP limits and the room quota (REST) -------------------------------------------------------
@@ -207,7 +212,7 @@ async def test_sign_ups_over_the_per_ip_limit_get_429_with_retry_after(cluster):
         # what the client itself writes into X-Forwarded-For does not make it someone else
         assert (await _enter(http, address, f"{_address()}, {address}")).status_code == 429
         assert (await _enter(http, _address())).status_code == 201
-    assert await _metric(cluster.urls[0], 'chattrio_rate_limited_total{kind="signup"}') >= 2
+    assert await _metric(cluster.nodes[0], 'chattrio_rate_limited_total{kind="signup"}') >= 2
 
 
 async def test_room_creations_over_the_per_ip_limit_get_429(cluster):
@@ -230,7 +235,8 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(make_cluster):
 
 
 async def test_a_user_over_the_room_quota_gets_403(limited):
-    url = limited.urls[0]
+    node = limited.nodes[0]
+    url = node.url
     address = _address()  # not exempt: the quota applies
     token = await login(url, _user("hoarder"))
     async with httpx.AsyncClient(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -275,14 +281,15 @@ async def test_unknown_room_ids_are_remembered_briefly(autojump_clock):
 
 
 async def test_subscribing_to_an_unknown_room_again_costs_no_query(cluster):
-    url = cluster.urls[2]
-    before = await _metric(url, "chattrio_unknown_room_cache_hits_total")
+    node = cluster.nodes[2]
+    url = node.url
+    before = await _metric(node, "chattrio_unknown_room_cache_hits_total")
     room_id = 900_000_000_000 + random.randrange(1 << 30)
     async with connect(url, _user()) as client:
         for n in range(3):
             answer = await client.subscribe(room_id, ref=f"u{n}")
             assert answer["code"] == "NO_SUCH_ROOM"
-    assert await _metric(url, "chattrio_unknown_room_cache_hits_total") >= before + 1
+    assert await _metric(node, "chattrio_unknown_room_cache_hits_total") >= before + 1
 
 
 # Presence changes ------------------------------------------------------------------------------
