@@ -363,10 +363,8 @@ def test_components_counting_under_one_name_share_one_counter():
 
 async def test_handshakes_of_one_user_at_the_same_instant_cannot_pass_the_cap_together(limited):
     """Raw handshakes written before any answer is read: exactly the cap (2) are accepted."""
-    from chattrio.tokens import issue_token
-
     port = limited.nodes[0].port
-    token = issue_token(_user("rush"), "test-secret", 3600)[0]
+    token = await login(limited.urls[0], _user("rush"))
     request = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
