@@ -16,7 +16,7 @@ import pytest
 import trio
 from trio_websocket import HandshakeError
 
-from chattrio.config import Rate, Settings
+from chattrio.config import Rate
 from chattrio.limits import TokenBucket, client_address, parse_networks, take_all
 from client import connect, create_room, login
 from conftest import SESSION_CLUSTER_BASE_PORT, Cluster
@@ -30,6 +30,8 @@ LIMITED = {
     "refusals_before_close": 3,
     "max_connections_per_user": 2,
     "room_quota_per_user": 2,
+    "signup_limit_per_ip": f"{NO_REFILL}:3",
+    "room_create_limit_per_ip": f"{NO_REFILL}:3",
 }
 LIMITED_PORT = SESSION_CLUSTER_BASE_PORT + 50
 
@@ -199,10 +201,9 @@ async def _enter(http: httpx.AsyncClient, address: str, forwarded: str | None = 
     return await http.post(f"/api/user/enter/{_user('ip')}", headers={"X-Forwarded-For": forwarded or address})
 
 
-async def test_sign_ups_over_the_per_ip_limit_get_429_with_retry_after(cluster):
-    burst = int(Settings().signup_limit_per_ip.burst)
-    address = _address()
-    async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
+async def test_sign_ups_over_the_per_ip_limit_get_429_with_retry_after(limited):
+    burst, address = 3, _address()
+    async with httpx.AsyncClient(base_url=limited.urls[0], timeout=10) as http:
         statuses = [(await _enter(http, address)).status_code for _ in range(burst)]
         assert set(statuses) == {201}
         refused = await _enter(http, address)
@@ -212,12 +213,11 @@ async def test_sign_ups_over_the_per_ip_limit_get_429_with_retry_after(cluster):
         # what the client itself writes into X-Forwarded-For does not make it someone else
         assert (await _enter(http, address, f"{_address()}, {address}")).status_code == 429
         assert (await _enter(http, _address())).status_code == 201
-    assert await _metric(cluster.nodes[0], 'chattrio_rate_limited_total{kind="signup"}') >= 2
+    assert await _metric(limited.nodes[0], 'chattrio_rate_limited_total{kind="signup"}') >= 2
 
 
-async def test_room_creations_over_the_per_ip_limit_get_429(cluster):
-    burst = int(Settings().room_create_limit_per_ip.burst)
-    url, address = cluster.urls[1], _address()
+async def test_room_creations_over_the_per_ip_limit_get_429(limited):
+    burst, url, address = 3, limited.urls[0], _address()
     token = await login(url, _user("creator"))
     async with httpx.AsyncClient(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
         for n in range(burst):
