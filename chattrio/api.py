@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import mimetypes
 import re
 import time
@@ -16,9 +17,10 @@ import trio
 
 from chattrio.config import Settings
 from chattrio.http import BadRequest, Request, Response, error_response, json_response
+from chattrio.limits import AddressLimits, client_address, in_networks, parse_networks, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.rooms import RoomDirectory
-from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken
+from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import Identity, InvalidToken, issue_token, verifier_from_settings
 from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id, skeleton
@@ -78,6 +80,13 @@ class Api:
             "chattrio_tokens_refused_total", "Tokens refused (REST, WebSocket handshake, AUTH frame)"
         )
         self._requests = metrics.counter("chattrio_http_requests_total", "HTTP requests by status", ["status"])
+        limited = metrics.counter(
+            "chattrio_rate_limited_total", "Frames and requests refused by a rate limit, by kind", ["kind"]
+        )
+        self._signups = AddressLimits(settings.signup_limit_per_ip, "signup", limited)
+        self._room_creations = AddressLimits(settings.room_create_limit_per_ip, "room_create", limited)
+        self._trusted_proxies = parse_networks(settings.trusted_proxies, "trusted_proxies")
+        self._limit_exempt = parse_networks(settings.limit_exempt, "limit_exempt")
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
             ("GET", re.compile(r"/readyz|/metrics"), self._internal_only),
@@ -221,6 +230,24 @@ class Api:
 
     # Users and rooms --------------------------------------------------------------------------
 
+    def _client_of(self, request: Request) -> str | None:
+        """The client's address, or None when it is exempt from the per-IP limits and quotas."""
+        address = client_address(request.peer, request.headers.get("x-forwarded-for"), self._trusted_proxies)
+        return None if in_networks(address, self._limit_exempt) else address
+
+    def _over_limit(self, limits: AddressLimits, client: str | None, what: str) -> Response | None:
+        """None when the client may go on, else 429 with Retry-After."""
+        if client is None:
+            return None
+        wait = limits.admit(client)
+        if not wait:
+            return None
+        retry_ms = retry_after_ms(wait)
+        return json_response(
+            429, f"too many {what} from {client}: retry after {math.ceil(retry_ms / 1000)} s",
+            {"retryAfterMs": retry_ms}, [("Retry-After", str(math.ceil(retry_ms / 1000)))],
+        )
+
     async def _enter(self, request: Request, user_id: str) -> Response:
         if self._settings.auth_mode != "open":
             raise BadRequest(403, "sign-up by id is off: this deployment takes tokens from its identity service "
@@ -228,6 +255,9 @@ class Api:
         if not self._from_own_page(request):
             # Another site's form would otherwise sign the browser in as a user of its choosing.
             raise BadRequest(403, "sign-in must come from this origin")
+        refusal = self._over_limit(self._signups, self._client_of(request), "sign-ups")
+        if refusal is not None:
+            return refusal
         try:
             user_id = normalize_user_id(urllib.parse.unquote(user_id, errors="strict"))
         except UnicodeDecodeError:
@@ -264,9 +294,17 @@ class Api:
 
     async def _create_room(self, request: Request) -> Response:
         user_id = await self._user_of(request)
+        client = self._client_of(request)
+        refusal = self._over_limit(self._room_creations, client, "room creations")
+        if refusal is not None:
+            return refusal
         request.require_json()
         body = request.decode(CreateRoom, 'body must be a JSON object like {"name": "..."}')
-        room = await self._db.create_room(normalize_room_name(body.name), user_id)
+        quota = None if client is None else self._settings.room_quota_per_user
+        try:
+            room = await self._db.create_room(normalize_room_name(body.name), user_id, quota)
+        except RoomQuotaExceeded as exc:
+            return error_response(403, str(exc))
         self._rooms.learn(room)
         return json_response(201, "room created", room)
 

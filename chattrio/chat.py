@@ -25,6 +25,7 @@ from chattrio.frames import (
     encode_frame,
     room_id_of,
 )
+from chattrio.limits import CLOSE_POLICY_VIOLATION, ConnectionLimits, FrameLimits, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
@@ -45,6 +46,8 @@ RESUME_CATCH_UP_TIMEOUT = 5.0
 RESUME_CATCH_UP_POLL = 0.25
 RECENT_ACKS = 100_000
 PRODUCE_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# The rate-limit buckets (chattrio/limits.py) each client frame draws from.
+LIMIT_KIND = {Send: "send", Subscribe: "subscribe", Unsubscribe: "subscribe", Ping: "ping"}
 
 
 class HistoryNotStored(Exception):
@@ -72,6 +75,8 @@ class ChatService:
         self._db = db
         self._cache = cache
         self._presence = presence
+        self._frame_limits = FrameLimits(settings, metrics)
+        self._connection_limits: dict[Session, ConnectionLimits] = {}
         # Sends this node acknowledged, by message id: a retry answers the same ACK even before
         # the fan-out has read the original back (the fan-out's ids cover the other nodes' sends).
         self._recent_acks: OrderedDict[str, int] = OrderedDict()  # message id -> seq
@@ -86,6 +91,36 @@ class ChatService:
         self._errors.inc(1, code)
         session.send(ErrorFrame(code, message, ref))
 
+    def bad_frame(self, session: Session, code: str, message: str, ref: str | None) -> None:
+        """An ERROR for a frame that is not one of the client frames; these count as "other"."""
+        if self._admitted(session, "other", ref):
+            self.error(session, code, message, ref)
+
+    def _admitted(self, session: Session, kind: str, ref: str | None) -> bool:
+        """Take a token of the frame's kind; without one, answer RATE_LIMITED, or close the
+        session with 1008 once it has ignored many such answers."""
+        limits = self._connection_limits.get(session)
+        if limits is None:
+            limits = self._connection_limits[session] = self._frame_limits.open(session.user_id)
+        wait = self._frame_limits.admit(limits, kind)
+        if not wait:
+            return True
+        if session.closing:
+            pass  # frames read after the close are not answered
+        elif limits.refused(trio.current_time()):
+            self._frame_limits.closed.inc()
+            session.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
+        else:
+            self._errors.inc(1, "RATE_LIMITED")
+            message = f"too many {kind} frames: retry after {retry_after_ms(wait)} ms"
+            session.send(ErrorFrame("RATE_LIMITED", message, ref, retry_after_ms(wait)))
+        return False
+
+    def admit(self, session: Session, frame: ClientFrame) -> bool:
+        """Whether the frame is within its rate limits; if not, it has been answered (the
+        listener asks before `handle`)."""
+        return self._admitted(session, LIMIT_KIND[type(frame)], frame.ref)
+
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         if isinstance(frame, Send):
             await self._send(session, frame)
@@ -97,6 +132,9 @@ class ChatService:
             session.send(PongFrame(frame.ref))
 
     def disconnected(self, session: Session) -> None:
+        limits = self._connection_limits.pop(session, None)
+        if limits is not None:
+            self._frame_limits.close(limits)
         for room_id in self._sessions.remove(session):
             self._presence.left(session, room_id)
 

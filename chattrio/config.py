@@ -11,6 +11,28 @@ INTERNAL_PORT_OFFSET = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
+class Rate:
+    """A token bucket's shape: `per_second` tokens refill, at most `burst` are held.
+    Written `RATE:BURST` in the environment, e.g. `10:100`."""
+
+    per_second: float
+    burst: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        rate, sep, burst = text.partition(":")
+        if not sep:
+            raise ValueError("expected RATE:BURST, e.g. 10:100")
+        parsed = cls(float(rate), float(burst))
+        if not (parsed.per_second > 0 and parsed.burst >= 1):
+            raise ValueError("RATE must be > 0 and BURST >= 1")
+        return parsed
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}:{self.burst:g}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     node_id: str = socket.gethostname()
     host: str = "127.0.0.1"
@@ -46,6 +68,27 @@ class Settings:
     leave_grace_seconds: float = 15.0
     presence_ttl_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
+    # Limits (docs/security-limits.md): token buckets per connection and per user for each kind
+    # of client frame; per user means the user's sessions on this node together.
+    send_limit_per_connection: Rate = Rate(5, 20)
+    send_limit_per_user: Rate = Rate(5, 20)
+    subscribe_limit_per_connection: Rate = Rate(10, 50)
+    subscribe_limit_per_user: Rate = Rate(20, 100)
+    ping_limit_per_connection: Rate = Rate(5, 20)
+    ping_limit_per_user: Rate = Rate(10, 40)
+    other_limit_per_connection: Rate = Rate(5, 50)
+    other_limit_per_user: Rate = Rate(10, 100)
+    # Refusals a connection may collect (one is forgiven per second) before it is closed with 1008.
+    refusals_before_close: int = 100
+    max_connections_per_user: int = 20
+    signup_limit_per_ip: Rate = Rate(0.5, 30)
+    room_create_limit_per_ip: Rate = Rate(0.2, 20)
+    room_quota_per_user: int = 100
+    # Peers (addresses or CIDRs) whose X-Forwarded-For names the client, e.g. the load balancer.
+    trusted_proxies: tuple[str, ...] = ()
+    # Client addresses (or CIDRs) exempt from the per-IP limits and the room quota (a load bot).
+    limit_exempt: tuple[str, ...] = ()
+    unknown_room_cache_seconds: float = 2.0
     log_json: bool = False
     log_level: str = "INFO"
     # /metrics and the detailed /readyz listen here, not on the public port; 0 means
@@ -76,6 +119,7 @@ _CONVERTERS = {
     "str": str,
     "bool": lambda text: text.strip().lower() in {"1", "true", "yes", "on"},
     "tuple[str, ...]": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+    "Rate": Rate.parse,
 }
 
 

@@ -128,10 +128,12 @@ class UnsubscribedFrame(msgspec.Struct, tag="UNSUBSCRIBED"):
     destination: str
 
 
-class ErrorFrame(msgspec.Struct, tag="ERROR"):
+class ErrorFrame(msgspec.Struct, tag="ERROR", rename={"retry_after_ms": "retryAfterMs"}):
     code: str
     message: str
     ref: str | None = None
+    # Only RATE_LIMITED carries it; UNSET is left out of the frame, so other errors are unchanged.
+    retry_after_ms: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class PongFrame(msgspec.Struct, tag="PONG"):

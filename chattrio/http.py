@@ -39,6 +39,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes
+    peer: str = ""  # the address of the TCP peer, set by the listener
 
     @classmethod
     def from_h11(cls, event: h11.Request, body: bytes) -> Request:

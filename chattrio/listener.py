@@ -59,6 +59,7 @@ class HttpServer:
         self._awaiting_auth: set[Session] = set()
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
+        self._handshaking: dict[str, int] = {}  # user -> WebSocket handshakes being answered
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
         metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
@@ -73,6 +74,9 @@ class HttpServer:
         )
         self._http_refusals = metrics.counter(
             "chattrio_http_connections_refused_total", "Connections refused at the plain-HTTP connection cap"
+        )
+        self._user_cap_refusals = metrics.counter(
+            "chattrio_user_connection_cap_refusals_total", "WebSocket handshakes refused: the user's connections are at the cap"
         )
 
     def request_drain(self) -> None:
@@ -172,6 +176,7 @@ class HttpServer:
                 return None
             if request is None:
                 return None
+            request.peer = peer_address(stream)
             if upgrades and request.headers.get("upgrade", "").lower() == "websocket":
                 return await self._handshake(conn, stream, request)
             await self._answer(conn, stream, request, await handle(request))
@@ -211,17 +216,35 @@ class HttpServer:
         if token is None:
             return ""
         try:
-            return await self._api.authenticate(token)
+            user_id = await self._api.authenticate(token)
         except BadRequest as exc:
             return exc.status, exc.reason
+        return self._over_user_cap(user_id) or user_id
+
+    def _over_user_cap(self, user_id: str) -> tuple[int, str] | None:
+        """(429, reason) when the user's sessions on this node, and handshakes being answered,
+        are at the cap."""
+        cap = self._settings.max_connections_per_user
+        if self._sessions.sessions_of_user(user_id) + self._handshaking.get(user_id, 0) >= cap:
+            self._user_cap_refusals.inc()
+            return 429, f"too many connections: at most {cap} per user on a node; close one first"
+        return None
 
     async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
         verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await self._answer(conn, stream, request, closing_error_response(*verdict))
             return None
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
+        # Counted until the session is registered (synchronously after this returns), so that
+        # handshakes of one user in flight at once cannot pass the per-user cap together.
+        self._handshaking[verdict] = self._handshaking.get(verdict, 0) + 1
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
+        finally:
+            self._handshaking[verdict] -= 1
+            if not self._handshaking[verdict]:
+                del self._handshaking[verdict]
         return verdict, conn.trailing_data[0]
 
     async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
@@ -268,6 +291,9 @@ class HttpServer:
             return session.close(code, exc.reason)
         if session.closing:
             return  # the deadline passed while the token was checked
+        over_cap = self._over_user_cap(user_id)
+        if over_cap is not None:
+            return session.close(CLOSE_POLICY_VIOLATION, over_cap[1])
         self._awaiting_auth.discard(session)
         session.user_id = user_id
         self._open_session(session)
@@ -298,21 +324,30 @@ class HttpServer:
         if session in self._awaiting_auth:
             return await self._authenticate(session, message)
         if message.binary:
-            return self._chat.error(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
+            return self._chat.bad_frame(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
         if message.too_large:
             limit = self._settings.max_frame_bytes
-            return self._chat.error(session, "TOO_LARGE", f"frame over {limit} bytes", None)
+            return self._chat.bad_frame(session, "TOO_LARGE", f"frame over {limit} bytes", None)
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
-            return self._chat.error(session, exc.code, exc.message, exc.ref)
+            return self._chat.bad_frame(session, exc.code, exc.message, exc.ref)
         if isinstance(frame, Auth):
             return self._chat.error(session, "BAD_FRAME", "already authenticated", frame.ref)
+        if not self._chat.admit(session, frame):
+            return
         try:
             await self._chat.handle(session, frame)
         except Exception:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
+
+
+def peer_address(stream: trio.SocketStream) -> str:
+    try:
+        return stream.socket.getpeername()[0]
+    except (OSError, IndexError, TypeError):
+        return ""
 
 
 def _is_websocket_key(key: str | None) -> bool:

@@ -85,6 +85,11 @@ class Registry:
         self._metrics: list[Counter | Gauge | Histogram] = []
 
     def counter(self, name: str, help_text: str, labels: Iterable[str] = ()) -> Counter:
+        """A new counter, or the one already registered under this name (several components
+        count into one, e.g. chattrio_rate_limited_total)."""
+        for metric in self._metrics:
+            if metric.name == name and isinstance(metric, Counter):
+                return metric
         return self._add(Counter(name, help_text, labels))
 
     def gauge(self, name: str, help_text: str, read, labels: Iterable[str] = ()) -> Gauge:

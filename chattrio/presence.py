@@ -38,6 +38,42 @@ class _Change:
     session_id: str
 
 
+class PendingChanges:
+    """Presence changes waiting for Redis, at most one per (room, session), in arrival order.
+
+    A session's changes in a room alternate (enter, leave, enter, ...), so a change arriving while
+    the previous one still waits undoes it: both go, and Redis never hears of either. However
+    fast one connection enters and leaves a room, it holds at most one place here, and the bound
+    is left for everyone else's changes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._changes: dict[tuple[int, str], _Change] = {}
+        self._arrived = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._changes)
+
+    def put(self, change: _Change) -> bool:
+        """False when the change had to be dropped (the bound is reached)."""
+        key = (change.room_id, change.session_id)
+        waiting = self._changes.pop(key, None)
+        if waiting is not None and waiting.entered != change.entered:
+            return True
+        if len(self._changes) >= self._limit:
+            return False
+        self._changes[key] = change
+        self._arrived.set()
+        return True
+
+    async def get(self) -> _Change:
+        while not self._changes:
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+        return self._changes.pop(next(iter(self._changes)))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Announcement:
     room_id: int
@@ -58,7 +94,7 @@ class Presence:
         self._cache = cache
         self._sessions = sessions
         self._producer = producer
-        self._changes_in, self._changes_out = trio.open_memory_channel[_Change](PENDING_CHANGES)
+        self._changes = PendingChanges(PENDING_CHANGES)
         self._checks_in, self._checks_out = trio.open_memory_channel[tuple[float, int, str]](PENDING_CHANGES)
         # Joins and leaves go to Kafka from a task of their own, in the order they were decided:
         # a produce waits for the broker (up to 5 s while it is away), and presence in Redis must
@@ -78,9 +114,7 @@ class Presence:
         self._queue(_Change(False, room_id, session.user_id, session.id))
 
     def _queue(self, change: _Change) -> None:
-        try:
-            self._changes_in.send_nowait(change)
-        except trio.WouldBlock:
+        if not self._changes.put(change):
             self._dropped.inc()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -94,7 +128,8 @@ class Presence:
             task_status.started()
 
     async def _apply_changes(self) -> None:
-        async for change in self._changes_out:
+        while True:
+            change = await self._changes.get()
             try:
                 if change.entered:
                     await self._enter(change)

@@ -1,24 +1,62 @@
-"""Which rooms exist: PostgreSQL is the truth; a node remembers rooms it has seen (never deleted)."""
+"""Which rooms exist: PostgreSQL is the truth; a node remembers rooms it has seen (never deleted),
+and for a short while the ids it found unknown, so asking again and again costs no query."""
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
+import trio
+
+from chattrio.config import Settings
+from chattrio.metrics import Registry
 from chattrio.models import Room
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_ROOMS_REMEMBERED = 10_000
+
 
 class RoomDirectory:
-    def __init__(self, db: Database, cache: RedisStore) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache: RedisStore,
+        metrics: Registry | None = None,
+        unknown_ttl: float = Settings.unknown_room_cache_seconds,
+    ) -> None:
         self._db = db
         self._cache = cache
         self._known: dict[int, Room] = {}
+        # Ids found unknown -> when that answer expires; a room created meanwhile is learnt from
+        # its ROOM_CREATED event (or its creation here), which clears the entry at once.
+        self._unknown: OrderedDict[int, float] = OrderedDict()
+        self._unknown_ttl = unknown_ttl
+        self._unknown_hits = (metrics or Registry()).counter(
+            "chattrio_unknown_room_cache_hits_total", "Lookups of room ids answered from the negative cache"
+        )
 
     def learn(self, room: Room) -> None:
         self._known[room.id] = room
+        self._unknown.pop(room.id, None)
+
+    def _known_unknown(self, room_id: int) -> bool:
+        expires = self._unknown.get(room_id)
+        if expires is None:
+            return False
+        if expires > trio.current_time():
+            self._unknown_hits.inc()
+            return True
+        del self._unknown[room_id]
+        return False
+
+    def _remember_unknown(self, room_id: int) -> None:
+        self._unknown[room_id] = trio.current_time() + self._unknown_ttl
+        self._unknown.move_to_end(room_id)
+        if len(self._unknown) > UNKNOWN_ROOMS_REMEMBERED:
+            self._unknown.popitem(last=False)
 
     async def find(self, room_id: int) -> Room | None:
         """The room, or None when it does not exist. Raises DatabaseUnavailable when unknown here
@@ -26,13 +64,17 @@ class RoomDirectory:
         room = self._known.get(room_id)
         if room is not None:
             return room
+        if self._known_unknown(room_id):
+            return None
         try:
             room = await self._db.get_room(room_id)
         except DatabaseUnavailable:
             room = await self._cached(room_id)
             if room is None:
                 raise
-        if room is not None:
+        if room is None:
+            self._remember_unknown(room_id)
+        else:
             self.learn(room)
         return room
 

@@ -149,14 +149,23 @@ class SessionRegistry:
 
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
+        self._per_user: dict[str, int] = {}
         self._rooms: dict[int, dict[Session, None]] = {}
         self._room_watchers: dict[Session, None] = {}
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
+        self._per_user[session.user_id] = self._per_user.get(session.user_id, 0) + 1
+
+    def sessions_of_user(self, user_id: str) -> int:
+        return self._per_user.get(user_id, 0)
 
     def remove(self, session: Session) -> list[int]:
         """Forget a session; returns the rooms it was in."""
+        if session in self.sessions:
+            left = self._per_user.pop(session.user_id) - 1
+            if left:
+                self._per_user[session.user_id] = left
         self.sessions.discard(session)
         self._room_watchers.pop(session, None)
         rooms = list(session.rooms)

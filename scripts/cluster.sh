@@ -71,6 +71,8 @@ start_node() {
   (
     eval "$(print_env)"
     export CHATTRIO_NODE_ID="node-$i"
+    # nginx on this machine appends the client's address to X-Forwarded-For: believe it
+    [[ "${LB:-no}" == yes ]] && export CHATTRIO_TRUSTED_PROXIES="${CHATTRIO_TRUSTED_PROXIES:-127.0.0.1}"
     cd "$REPO"
     # a node is meant to hold 20,000 connections: lift the descriptor limit as far as allowed
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

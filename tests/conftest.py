@@ -101,6 +101,13 @@ class Cluster:
         log_dir = REPO / ".stack" / stack_env.get("CHATTRIO_STACK", "test") / "pytest-nodes"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=prefix, CHATTRIO_SECRET=TEST_SECRET)
+        # Every test comes from 127.0.0.1: exempt from the per-IP limits, and trusted as a proxy so
+        # that a test can be another client address through X-Forwarded-For (test_limits.py).
+        env.update(CHATTRIO_LIMIT_EXEMPT="127.0.0.1", CHATTRIO_TRUSTED_PROXIES="127.0.0.1")
+        # Tests send hundreds of frames as fast as they are answered, beyond the default frame
+        # limits; test_limits.py sets the limits it tests.
+        env.update({f"CHATTRIO_{kind}_LIMIT_PER_{scope}": "1000:1000"
+                    for kind in ("SEND", "SUBSCRIBE", "PING", "OTHER") for scope in ("CONNECTION", "USER")})
         env.update({f"CHATTRIO_{k.upper()}": str(v) for k, v in settings.items()})
         self.prefix = prefix
         self.nodes = [Node(i, base_port + i, env, log_dir) for i in range(1, count + 1)]

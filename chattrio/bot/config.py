@@ -43,6 +43,9 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # A shell command run `execAtSeconds` after the chat starts (e.g. killing a node).
     exec_command: str | None = None
     exec_at_seconds: float = 10.0
+    # Hostile users in the first room, each with its own connections sending as fast as the
+    # nodes allow (chattrio/bot/flooder.py); the report's figures are the other users'.
+    flooders: int = 0
     output_dir: str = "bench-results"
     bench_log: str | None = None  # JSON Lines file that gets one record per run
     command_line: str = ""  # filled in by the CLI, recorded in reports
@@ -59,6 +62,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messagesPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
+        if self.flooders < 0:
+            problems.append("flooders must be >= 0")
         if min(self.ramp_up_time_seconds, self.chat_duration_seconds, self.loss_grace_seconds) < 0:
             problems.append("durations must be >= 0")
         if not self.nodes and not self.rest_api_base_url:
@@ -122,6 +127,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--max-not-resumed", "maxNotResumed", int, "users tolerated that lost their connection and never resumed"),
     ("--max-p99-ms", "maxP99Ms", float, "fail when end-to-end p99 exceeds this"),
     ("--exec", "execCommand", str, "shell command to run during the chat"),
+    ("--flooders", "flooders", int, "hostile users flooding the first room during the chat"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),
     ("--out", "outputDir", str, "directory for the JSON and HTML reports"),
     ("--bench-log", "benchLog", str, "JSON Lines file to append a result record to"),

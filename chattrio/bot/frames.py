@@ -44,6 +44,7 @@ class Error(msgspec.Struct, tag="ERROR", gc=False):
     code: str
     message: str
     ref: str | None = None
+    retryAfterMs: int | None = None  # RATE_LIMITED only
 
 
 class SessionInfo(msgspec.Struct, tag="session-info", gc=False):

@@ -133,6 +133,7 @@ def summarize(outcome: RunOutcome) -> dict:
             "connectionsAtPeak": [snap.get("chattrio_connections") if snap else None for snap in peak or []],
         },
         "exec": outcome.exec_result,
+        "flood": outcome.flood,
         "notes": outcome.notes,
     }
     summary["verdict"] = verdict(summary, cfg)
@@ -193,6 +194,8 @@ def text_summary(s: dict) -> str:
     if s["exec"]:
         lines.append(f"exec       {s['exec']['secondsIntoChat']} s into the chat: {s['exec']['command']}"
                      f" -> exit {s['exec']['returncode']}")
+    if s.get("flood"):
+        lines.append(f"flood      {s['config']['flooders']} flooder(s): {s['flood']}")
     for url, deltas in zip(s["server"]["nodes"], s["server"]["metricDeltas"]):
         counters = {k.removeprefix("chattrio_").removesuffix("_total"): round(v) for k, v in deltas.items()
                     if k.startswith("chattrio_") and "_total" in k and v}

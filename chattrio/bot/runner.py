@@ -13,6 +13,7 @@ import resource
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import msgspec
 import trio
 
 from chattrio.bot.config import BotConfig, Node
+from chattrio.bot.flooder import flood
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
@@ -277,6 +279,7 @@ class RunOutcome:
     finished_at: float
     load_before: float  # 1-minute load average at the start: was the machine busy with other work?
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
+    flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
 
 
 async def _setup_request(pool: HttpPool, method: str, path: str, body: object | None = None,
@@ -400,10 +403,15 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
             await trio.sleep(PROGRESS_INTERVAL)
             progress_line(time.time() - t0, *Progress.combine(progress))
 
+    flood_tally: Counter = Counter()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)
         nursery.start_soon(sample_peak)
         nursery.start_soon(host_cpu.run)
+        to_trio = trio.current_time() - time.time()
+        for k in range(cfg.flooders):
+            nursery.start_soon(flood, f"{cfg.user_id_prefix}flooder{k}", nodes, room_ids[0],
+                               schedule.chat_start + to_trio, schedule.chat_end + to_trio, flood_tally)
         if cfg.exec_command:
             nursery.start_soon(run_exec)
         async with trio.open_nursery() as workers:
@@ -419,4 +427,4 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         assert ledger is not None
         merged.merge(ledger)
     return RunOutcome(run_id, cfg, schedule, merged, notes, room_ids, metrics, rss, exec_result,
-                      started_at, time.time(), load_before, host_cpu)
+                      started_at, time.time(), load_before, host_cpu, dict(flood_tally) if cfg.flooders else None)

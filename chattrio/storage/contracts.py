@@ -50,7 +50,8 @@ class Directory(Protocol):
     async def enter_user(self, user_id: str, skeleton: str) -> bool:
         """Create the user if unknown (True); LookalikeTaken when another id has the skeleton."""
 
-    async def create_room(self, name: str, created_by: str) -> Room: ...
+    async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
+        """RoomQuotaExceeded when `quota` is given and the user has created that many rooms."""
 
     async def list_rooms(self) -> list[Room]: ...
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT = 10.0
 MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
+ROOM_QUOTA_LOCK_ID = 0x71756f74  # with the user's hash: one room creation per user at a time under a quota
 POOL_SIZE = 8
 
 
@@ -37,6 +38,10 @@ class LookalikeTaken(Exception):
     def __init__(self, existing: str) -> None:
         super().__init__(f"looks like the existing user {existing!r}")
         self.existing = existing
+
+
+class RoomQuotaExceeded(Exception):
+    """The user has created as many rooms as the quota allows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +140,13 @@ class Database:
 
         return await self._run(enter)
 
-    async def create_room(self, name: str, created_by: str) -> Room:
+    async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
+        """Raises RoomQuotaExceeded when `quota` is given and the user has created that many rooms."""
+
         async def create() -> Room:
             async with self._pool.acquire() as conn, conn.transaction():
+                if quota is not None:
+                    await self._check_room_quota(conn, created_by, quota)
                 row = await conn.fetchrow(
                     f"INSERT INTO rooms (name, created_by) VALUES ($1, $2) RETURNING {_ROOM_COLUMNS}",
                     name,
@@ -149,6 +158,14 @@ class Database:
                 return room
 
         return await self._run(create)
+
+    @staticmethod
+    async def _check_room_quota(conn, created_by: str, quota: int) -> None:
+        # The lock makes count-then-insert exact when one user creates rooms on several nodes at once.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ROOM_QUOTA_LOCK_ID, created_by)
+        created = await conn.fetchval("SELECT count(*) FROM rooms WHERE created_by = $1", created_by)
+        if created >= quota:
+            raise RoomQuotaExceeded(f"room quota reached: {created_by!r} has created {created} rooms (at most {quota})")
 
     async def list_rooms(self) -> list[Room]:
         rows = await self._run(self._pool.fetch, f"SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY id")

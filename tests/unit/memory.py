@@ -16,7 +16,7 @@ import trio
 from chattrio.config import Settings
 from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
-from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow
+from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable
 
 
@@ -103,9 +103,11 @@ class MemoryDatabase:
         self._add_outbox(event.event_id, user_id, json_encoder.encode(event))
         return True
 
-    async def create_room(self, name: str, created_by: str) -> Room:
+    async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
         await trio.lowlevel.checkpoint()
         self._check()
+        if quota is not None and sum(1 for room in self.rooms.values() if room.created_by == created_by) >= quota:
+            raise RoomQuotaExceeded(created_by)
         room = Room(next(self._ids), name, created_by, "2026-01-01T00:00:00+00:00")
         self.rooms[room.id] = room
         event = RoomCreated(f"room-{room.id}", room)
