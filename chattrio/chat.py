@@ -25,7 +25,7 @@ from chattrio.frames import (
     encode_frame,
     room_id_of,
 )
-from chattrio.limits import CLOSE_POLICY_VIOLATION, ConnectionLimits, FrameLimits, retry_after_ms
+from chattrio.limits import ConnectionLimits, FrameLimits, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
@@ -35,7 +35,7 @@ from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
 from chattrio.storage.postgres import Database, DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.validation import InvalidInput, check_client_msg_id, check_message_text
-from chattrio.websocket import text_frame
+from chattrio.websocket import CLOSE_POLICY_VIOLATION, text_frame
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ REFUSAL_FORGIVEN_PER_SECOND = 1.0
 IDLE_USERS = 10_000
 
 FRAME_KINDS = ("send", "subscribe", "ping", "other")
-CLOSE_POLICY_VIOLATION = 1008
 
 
 class TokenBucket:

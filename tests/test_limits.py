@@ -232,7 +232,7 @@ async def test_room_creations_over_the_per_ip_limit_get_429(limited):
 
 
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(make_cluster):
-    cluster = make_cluster(1, trusted_proxies="", limit_exempt="", signup_limit_per_ip=f"{NO_REFILL}:2")
+    cluster = await make_cluster(1, trusted_proxies="", limit_exempt="", signup_limit_per_ip=f"{NO_REFILL}:2")
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         assert [(await _enter(http, _address())).status_code for _ in range(2)] == [201, 201]
         assert (await _enter(http, _address())).status_code == 429  # every one of them is 127.0.0.1
