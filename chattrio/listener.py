@@ -21,7 +21,7 @@ from chattrio.http import MAX_HEADER_BYTES, BadRequest, Request, error_response,
 from chattrio.metrics import Registry
 from chattrio.sessions import Session, SessionRegistry
 from chattrio.tokens import InvalidToken, verify_token
-from chattrio.websocket import CLOSE_SERVICE_RESTART, FrameReader, IncomingText, handshake_response
+from chattrio.websocket import CLOSE_SERVICE_RESTART, MAX_FRAGMENTS, FrameReader, IncomingText, handshake_response
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ class HttpServer:
             return self._chat.error(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
         if message.too_large:
             limit = self._settings.max_frame_bytes
-            return self._chat.error(session, "TOO_LARGE", f"frame over {limit} bytes", None)
+            return self._chat.error(
+                session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None)
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
