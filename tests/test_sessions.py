@@ -183,7 +183,7 @@ async def test_close_is_idempotent():
     stream, client = _pair()
     with trio.fail_after(5):
         await session.run_writer(stream)
-    expected = close_frame(1012, "service restart: reconnect")
+    expected = b"queued" + close_frame(1012, "service restart: reconnect")  # one close frame only
     assert await _read_exactly(client, len(expected)) == expected
     client.close()
 
@@ -261,11 +261,11 @@ async def test_drained_returns_when_the_session_closes():
     session.push(b"x" * 90)
     stream, client = _pair()
     async with _blocked_in_drained(session) as (done, nursery):
-        session.close(1000, "")  # the backlog is dropped
+        session.close(1000, "")
         nursery.start_soon(session.run_writer, stream)
     assert done == [True]
-    # the 90 queued bytes were never written: the client gets only the close frame
-    assert await _read_exactly(client, len(close_frame(1000, ""))) == close_frame(1000, "")
+    # a close flushes what was queued, then the close frame
+    assert await _read_exactly(client, 90 + len(close_frame(1000, ""))) == b"x" * 90 + close_frame(1000, "")
     client.close()
 
 
@@ -392,3 +392,68 @@ async def test_registry_queues_a_room_and_names_the_sessions_to_flush():
     assert registry.queue_to_room(7, b"two", to_flush) == 2
     assert sorted(s.user_id for s in to_flush) == ["a", "b"]  # each once, though two frames wait
     assert a._pending == [b"one", b"two"] and b._pending == [b"one", b"two"]
+
+
+# Close order: whatever was queued, then the close frame; never a frame cut in two -----------------
+
+
+async def _read_until_close_frame(client, close: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while not data.endswith(close):
+            chunk = await client.recv(65536)
+            assert chunk, "peer closed before the close frame"
+            data += chunk
+    return data
+
+
+async def _partly_sent_session(limit: int = 1 << 22):
+    """A session whose direct send of one large frame was partly taken by the kernel, with the
+    rest pending; yields (session, client, the frame)."""
+    session = Session("alice", limit)
+    stream, client = _pair()
+    big = text_frame(b"b" * 200_000)  # far more than the small socket buffers take at once
+    return session, stream, client, big
+
+
+async def test_close_after_a_partly_sent_frame_keeps_the_frame_whole():
+    session, stream, client, big = await _partly_sent_session()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        session.push(big)  # a direct send: the kernel takes part of it, the rest is pending
+        assert 0 < session._pending_bytes < len(big)
+        session.close(1000, "bye")  # before the writer ran
+        data = await _read_until_close_frame(client, close_frame(1000, "bye"))
+    assert _frames(data) == [(0x1, b"b" * 200_000), (0x8, struct.pack("!H", 1000) + b"bye")]
+    client.close()
+
+
+async def test_close_flushes_queued_frames_before_the_close_frame():
+    session = Session("alice", 1 << 20)
+    stream, client = _pair()
+    frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(20)]
+    for frame in frames:
+        session.push(frame)  # the writer has not started: all are queued
+    session.close(1012, "service restart: reconnect")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        data = await _read_until_close_frame(client, close_frame(1012, "service restart: reconnect"))
+    assert [payload for _, payload in _frames(data)[:-1]] == [f'{{"n":{n}}}'.encode() for n in range(20)]
+    assert _frames(data)[-1][0] == 0x8
+    client.close()
+
+
+async def test_too_slow_drops_the_backlog_but_finishes_the_frame_begun():
+    session, stream, client, big = await _partly_sent_session(limit=300_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        session.push(big)
+        assert 0 < session._pending_bytes < len(big)
+        session.push(text_frame(b"q" * 150_000))  # over the limit: closed as too slow
+        assert session.close_code == 1013
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        data = await _read_until_close_frame(client, close_frame(1013, "too slow"))
+    assert _frames(data) == [(0x1, b"b" * 200_000), (0x8, struct.pack("!H", 1013) + b"too slow")]
+    client.close()
