@@ -34,6 +34,9 @@ class Settings:
     leave_grace_seconds: float = 15.0
     presence_ttl_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
+    # A session quiet this long is sent a WebSocket ping; one quiet for the timeout is closed.
+    ping_interval_seconds: float = 25.0
+    idle_timeout_seconds: float = 60.0
     log_json: bool = False
     log_level: str = "INFO"
 
