@@ -457,3 +457,62 @@ async def test_too_slow_drops_the_backlog_but_finishes_the_frame_begun():
         data = await _read_until_close_frame(client, close_frame(1013, "too slow"))
     assert _frames(data) == [(0x1, b"b" * 200_000), (0x8, struct.pack("!H", 1013) + b"too slow")]
     client.close()
+
+
+# The close handshake on a session served by the listener ---------------------------------------
+
+
+class _NoChat:
+    """The listener's chat service, for sessions that send no frames: nothing to do."""
+
+    def disconnected(self, session):
+        pass
+
+
+def _served_session_parts():
+    from chattrio.config import Settings
+    from chattrio.listener import HttpServer
+    from chattrio.metrics import Registry
+
+    registry = SessionRegistry()
+    server = HttpServer(Settings(), None, _NoChat(), registry, Registry())
+    stream, client = _pair()
+    return server, registry, stream, client
+
+
+async def _serve_and_close(server, registry, stream, client, answer_close: bool) -> tuple[float, float]:
+    """Serve a session, close it from the server; returns (close frame read at, session ended at)."""
+    ended: list[float] = []
+
+    async def serve():
+        await server._serve_session(stream, "alice", b"")
+        ended.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        (session,) = registry.sessions
+        session.close(1001, "bye")
+        data = b""
+        while not data.endswith(close_frame(1001, "bye")):
+            data += await client.recv(65536)
+        closed_at = trio.current_time()
+        await trio.sleep(sessions_module.CLOSE_TIMEOUT / 2)
+        if answer_close:
+            assert not ended, "the session ended before the client's close frame"
+            await client.send(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1001))
+    return closed_at, ended[0]
+
+
+async def test_the_server_waits_for_the_clients_close_frame(autojump_clock):
+    server, registry, stream, client = _served_session_parts()
+    closed_at, ended_at = await _serve_and_close(server, registry, stream, client, answer_close=True)
+    assert ended_at - closed_at == pytest.approx(sessions_module.CLOSE_TIMEOUT / 2)
+    client.close()
+
+
+async def test_the_server_gives_up_on_a_close_frame_after_the_close_timeout(autojump_clock):
+    server, registry, stream, client = _served_session_parts()
+    closed_at, ended_at = await _serve_and_close(server, registry, stream, client, answer_close=False)
+    assert ended_at - closed_at == pytest.approx(sessions_module.CLOSE_TIMEOUT)
+    client.close()
