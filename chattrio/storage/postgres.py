@@ -235,6 +235,16 @@ class Database:
         )
         return [_message(r) for r in rows]
 
+    async def count_messages_after(self, room_id: int, since: int, cap: int) -> int:
+        """How many stored messages of the room follow `since`, counting no further than `cap`."""
+        return await self._run(
+            self._pool.fetchval,
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room_id = $1 AND seq > $2 LIMIT $3) AS m",
+            room_id,
+            since,
+            cap,
+        )
+
     async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]:
         """Newest first."""
         rows = await self._run(
