@@ -3,9 +3,7 @@ client, closes one that does not answer, and keeps one that does."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import struct
 import uuid
 
@@ -13,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from chattrio.bot.ws import encode_client_frame
 from chattrio.liveness import LIVENESS_SLOTS, PING_FRAME, Liveness
 from chattrio.sessions import Session
 from client import connect, create_room, login
+from rawws import RawClient
 
 PING_INTERVAL = 0.5
 IDLE_TIMEOUT = 1.5
@@ -101,66 +99,6 @@ async def test_run_pings_within_an_interval_and_closes_within_timeout_plus_an_in
 
 
 # A real node with short settings ---------------------------------------------------------------
-
-
-class RawClient:
-    """A WebSocket client on a bare TCP stream, so a test decides whether pings are answered."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self._buf = b""
-
-    @classmethod
-    async def connect(cls, base_url: str, token: str) -> RawClient:
-        host, port = base_url.removeprefix("http://").split(":")
-        stream = await trio.open_tcp_stream(host, int(port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all(
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-        )
-        client = cls(stream)
-        while b"\r\n\r\n" not in client._buf:
-            client._buf += await client._receive()
-        head, _, client._buf = client._buf.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return client
-
-    async def _receive(self) -> bytes:
-        with trio.fail_after(15):
-            data = await self.stream.receive_some(65536)
-        assert data, "the server closed the connection"
-        return data
-
-    async def next_frame(self) -> tuple[int, bytes]:
-        """(opcode, payload) of the next server frame."""
-        while True:
-            if len(self._buf) >= 2:
-                length, offset = self._buf[1] & 0x7F, 2
-                if length == 126 and len(self._buf) >= 4:
-                    (length,), offset = struct.unpack("!H", self._buf[2:4]), 4
-                elif length == 127 and len(self._buf) >= 10:
-                    (length,), offset = struct.unpack("!Q", self._buf[2:10]), 10
-                if length < 126 or offset > 2:
-                    if len(self._buf) >= offset + length:
-                        opcode, payload = self._buf[0] & 0x0F, self._buf[offset:offset + length]
-                        self._buf = self._buf[offset + length:]
-                        return opcode, payload
-            self._buf += await self._receive()
-
-    async def send(self, opcode: int, payload: bytes) -> None:
-        await self.stream.send_all(encode_client_frame(opcode, payload))
-
-    async def send_json(self, **frame) -> None:
-        await self.send(0x1, json.dumps(frame).encode())
-
-    async def at_end(self) -> bool:
-        """True when the server has closed the TCP connection (after any bytes still to read)."""
-        with trio.fail_after(15):
-            while True:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    return True
 
 
 @pytest.fixture
