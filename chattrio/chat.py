@@ -39,6 +39,8 @@ from chattrio.websocket import text_frame
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500
+# ... and at most about this much text, so a page of long messages stays small in the node's memory.
+RESUME_PAGE_TEXT_BYTES = 256 * 1024
 # A resume replays at most this many stored messages; a client further behind loads history over
 # REST instead (a replay holds the session's buffer and a database cursor for its whole length).
 REPLAY_LIMIT = 1000
@@ -231,9 +233,10 @@ class ChatService:
         return stored is None or stored >= offset
 
     async def _replay_stored(self, session: Session, room_id: int, since: int, from_database: bool = False) -> int:
-        """Send stored messages after `since` page by page; returns the last seq sent. The
-        Redis cache is written after PostgreSQL, so a replay that must see everything stored by
-        now reads PostgreSQL (`from_database`)."""
+        """Send stored messages after `since` page by page until a page comes back empty (a page
+        is cut by count or by bytes); returns the last seq sent. The Redis cache is written after
+        PostgreSQL, so a replay that must see everything stored by now reads PostgreSQL
+        (`from_database`)."""
         cursor = since
         while True:
             page = await self._stored_after(room_id, cursor, from_database)
@@ -242,19 +245,19 @@ class ChatService:
                 cursor = message.seq
                 if session.must_drain:  # a page of long messages is larger than the buffer
                     await session.drained()
-            if len(page) < RESUME_PAGE or session.closing:
+            if not page or session.closing:
                 return cursor
 
     async def _stored_after(self, room_id: int, since: int, from_database: bool) -> list[Message]:
         if from_database:
-            return await self._db.messages_after(room_id, since, RESUME_PAGE)
+            return await self._db.messages_after(room_id, since, RESUME_PAGE, RESUME_PAGE_TEXT_BYTES)
         try:
             oldest, cached = await self._cache.recent_messages(room_id, since)
             if oldest is not None and oldest <= since:
-                return cached[:RESUME_PAGE]
+                return _within_text_bytes(cached[:RESUME_PAGE], RESUME_PAGE_TEXT_BYTES)
         except CacheUnavailable:
             pass
-        return await self._db.messages_after(room_id, since, RESUME_PAGE)
+        return await self._db.messages_after(room_id, since, RESUME_PAGE, RESUME_PAGE_TEXT_BYTES)
 
     async def _stored_last_seq(self, room_id: int) -> int | None:
         try:
@@ -311,3 +314,13 @@ class ChatService:
             if len(self._recent_acks) > RECENT_ACKS:
                 self._recent_acks.popitem(last=False)
         session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))
+
+
+def _within_text_bytes(messages: list[Message], limit: int) -> list[Message]:
+    """The longest prefix whose texts fit in `limit` UTF-8 bytes; the first message always."""
+    total = 0
+    for count, message in enumerate(messages):
+        total += len(message.text.encode())
+        if total > limit and count:
+            return messages[:count]
+    return messages
