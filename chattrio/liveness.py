@@ -55,6 +55,8 @@ class Liveness:
                 session.push(PING_FRAME)
 
     async def run(self) -> None:
+        if self._ping_interval <= 0:
+            return  # liveness is switched off
         tick = self._ping_interval / len(self._slots)
         next_tick = trio.current_time()
         while True:

@@ -98,6 +98,15 @@ async def test_run_pings_within_an_interval_and_closes_within_timeout_plus_an_in
     assert silent.close_code == 1001
 
 
+async def test_a_ping_interval_of_zero_switches_liveness_off(autojump_clock):
+    liveness = Liveness(0, IDLE_TIMEOUT)
+    silent = _session(trio.current_time())
+    liveness.watch(silent)
+    with trio.fail_after(1):
+        await liveness.run()  # returns at once instead of sweeping with a tick of zero
+    assert silent._pending == [] and not silent.closing
+
+
 # A real node with short settings ---------------------------------------------------------------
 
 
