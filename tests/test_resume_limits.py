@@ -111,3 +111,10 @@ async def test_a_resume_past_the_replay_limit_is_refused_with_a_clear_error(clus
         assert reply["type"] == "SUBSCRIBED", reply
         assert [m["seq"] for m in client.messages(room["id"])] == seqs[1:]
         assert reply["lastSeq"] == seqs[-1]
+        # refused again once in the room: the subscription stays, live messages still come
+        reply = await client.subscribe(room["id"], since=-1, ref="too-far-again")
+        assert reply["type"] == "ERROR" and reply["code"] == "REPLAY_TOO_LONG"
+        async with connect(cluster.urls[0], owner) as sender:
+            assert (await sender.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+            (late,) = await _send_many(sender, room["id"], ["after the refusal"])
+        await client.wait_until(lambda: any(m["seq"] == late for m in client.messages(room["id"])))
