@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chattrio.websocket import MAX_FRAGMENTS, FrameReader
-from client import connect, login
+from client import connect, create_room, login
 from rawws import RawClient, masked_frame
 
 LIMIT = 64 * 1024
@@ -106,11 +108,16 @@ def test_reader_bounds_any_number_of_fragments(count, size):
 
 # A real node ------------------------------------------------------------------------------------
 
+# Stand-ins for the id of a real room, put in when a frame is sent (a room of the test's own).
+ROOM_TOKEN = "/topic/message/ROOM"
+ROOM_ID_TOKEN = -4242424242
+
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=8)
 destinations = st.one_of(
     st.just("/topic/rooms"),
+    st.just(ROOM_TOKEN),
     st.integers(-5, 10**20).map(lambda n: f"/topic/message/{n}"),
     st.text(max_size=40),
 )
@@ -119,7 +126,7 @@ client_frames = st.fixed_dictionaries(
     optional={
         "destination": destinations | json_values,
         "since": st.integers(-(1 << 70), 1 << 70) | json_values,
-        "roomId": st.integers(-(1 << 70), 1 << 70) | json_values,
+        "roomId": st.just(ROOM_ID_TOKEN) | st.integers(-(1 << 70), 1 << 70) | json_values,
         "text": st.text(max_size=300) | json_values,
         "clientMsgId": st.text(max_size=80) | json_values,
         "ref": st.text(max_size=70) | json_values,
@@ -134,12 +141,25 @@ async def _still_answers(client, marker: str) -> None:
     assert client.closed is None
 
 
+@pytest.fixture(scope="module")
+def fuzz_room(cluster) -> int:
+    async def make() -> int:
+        return (await create_room(cluster.urls[0], await login(cluster.urls[0], "fuzzowner"), "fuzz"))["id"]
+
+    return trio.run(make)
+
+
+def _with_room(frame: object, room_id: int) -> str:
+    text = frame if isinstance(frame, str) else json.dumps(frame)
+    return text.replace(ROOM_TOKEN, f"/topic/message/{room_id}").replace(str(ROOM_ID_TOKEN), str(room_id))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frames=st.lists(client_frames | json_values | st.text(max_size=100), min_size=1, max_size=5))
-async def test_a_node_never_answers_internal_nor_drops_the_connection(cluster, frames):
+async def test_a_node_never_answers_internal_nor_drops_the_connection(cluster, fuzz_room, frames):
     async with connect(cluster.urls[0], f"fz{uuid.uuid4().hex[:10]}") as client:
         for frame in frames:
-            await client.ws.send_message(frame if isinstance(frame, str) else json.dumps(frame))
+            await client.ws.send_message(_with_room(frame, fuzz_room))
         await _still_answers(client, f"alive-{uuid.uuid4().hex[:6]}")
         assert not [f for f in client.frames if f["type"] == "ERROR" and f["code"] == "INTERNAL"]
 
