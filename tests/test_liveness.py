@@ -7,6 +7,7 @@ import json
 import struct
 import uuid
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -154,3 +155,6 @@ async def test_a_client_that_does_not_answer_is_closed_and_leaves_the_room(livel
             lambda f: f["type"] == "ROOM_MESSAGE" and f["message"]["kind"] == "leave"
             and f["message"]["senderId"] == silent_user)
         assert leave["message"]["roomId"] == room["id"]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        metrics = (await http.get("/metrics")).text
+    assert "chattrio_idle_timeout_closes_total 1" in metrics.splitlines()
