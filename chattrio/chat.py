@@ -40,6 +40,11 @@ from chattrio.websocket import CLOSE_POLICY_VIOLATION, text_frame
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500
+# ... and at most about this much text, so a page of long messages stays small in the node's memory.
+RESUME_PAGE_TEXT_BYTES = 256 * 1024
+# A resume replays at most this many stored messages; a client further behind loads history over
+# REST instead (a replay holds the session's buffer and a database cursor for its whole length).
+REPLAY_LIMIT = 1000
 # A resume that needs messages this node no longer holds waits this long for them to be stored
 # (the persistence group may be catching up after an outage), polling storage at this interval.
 RESUME_CATCH_UP_TIMEOUT = 5.0
@@ -52,6 +57,10 @@ LIMIT_KIND = {Send: "send", Subscribe: "subscribe", Unsubscribe: "subscribe", Pi
 
 class HistoryNotStored(Exception):
     """A resume needs messages that this node no longer holds and storage does not hold yet."""
+
+
+class ReplayTooLong(Exception):
+    """More than REPLAY_LIMIT stored messages follow a resume's `since`."""
 
 
 class ChatService:
@@ -160,6 +169,13 @@ class ChatService:
             return self.error(session, "UNAVAILABLE", "history unavailable for resume, retry", frame.ref)
         except HistoryNotStored:
             return self.error(session, "UNAVAILABLE", "history not stored yet for resume, retry", frame.ref)
+        except ReplayTooLong:
+            return self.error(
+                session, "REPLAY_TOO_LONG",
+                f"more than {REPLAY_LIMIT} messages after since={frame.since}: load them with "
+                f"GET /api/room/{room_id}/messages, then subscribe with since = the newest seq held",
+                frame.ref,
+            )
         session.send(SubscribedFrame(frame.ref, frame.destination, last_seq))
 
     async def _enter_live(self, session: Session, room_id: int, since: int | None) -> int | None:
@@ -167,17 +183,14 @@ class ChatService:
 
         The node's room log and the registry change only in synchronous code, so taking the log's
         tail and registering the session happen with no message slipping between them. Older
-        messages than the log holds come from the store first.
+        messages than the log holds come from the store first. `lastSeq` counts what was sent,
+        never the client's `since` itself.
         """
         first_entry = room_id not in session.rooms
+        if since is not None:
+            await self._check_replay_limit(room_id, since)
         self._sessions.leave(session, room_id)
-        delivered_up_to = since
-        if since is not None and not self._log.covers(room_id, since):
-            delivered_up_to = await self._replay_up_to_log(session, room_id, since)
-        if delivered_up_to is not None:
-            for seq, frame in self._log.after(room_id, delivered_up_to):
-                session.push(frame)
-                delivered_up_to = seq
+        sent_up_to = await self._queue_backlog(session, room_id, since) if since is not None else None
         self._sessions.enter(session, room_id)
         if first_entry:
             self._presence.entered(session, room_id)
@@ -188,8 +201,42 @@ class ChatService:
             stored = await self._stored_last_seq(room_id)
             passed = self._log.passed(room_id)
             last = stored if stored is None or passed is None else min(stored, passed)
-        candidates = [s for s in (last, delivered_up_to) if s is not None]
+        candidates = [s for s in (last, sent_up_to) if s is not None]
         return max(candidates) if candidates else None
+
+    async def _check_replay_limit(self, room_id: int, since: int) -> None:
+        """Raise ReplayTooLong when more than REPLAY_LIMIT stored messages follow `since`. The
+        room log holds fewer than that, so a resume it covers needs no count."""
+        if self._log.covers(room_id, since):
+            return
+        try:
+            stored = await self._db.count_messages_after(room_id, since, REPLAY_LIMIT + 1)
+        except DatabaseUnavailable:
+            return  # the Redis cache holds fewer than the limit; beyond it the replay needs the database
+        if stored > REPLAY_LIMIT:
+            raise ReplayTooLong(room_id)
+
+    async def _queue_backlog(self, session: Session, room_id: int, since: int) -> int | None:
+        """Queue the messages after `since` up to the room log's tail; returns the newest seq
+        queued, None when there was none. Whenever half the send buffer is used it waits for the
+        client to read, then goes on from where it stopped, so no replay overflows the buffer;
+        it returns right after queueing the log's tail, with no await in between."""
+        position, sent_up_to = since, None
+        while True:
+            if not self._log.covers(room_id, position):
+                replayed_to = await self._replay_up_to_log(session, room_id, position)
+                if replayed_to > position:
+                    position = sent_up_to = replayed_to
+            for seq, frame in self._log.after(room_id, position):
+                session.push(frame)
+                position = sent_up_to = seq
+                if session.must_drain:
+                    break
+            else:
+                return sent_up_to
+            await session.drained()
+            if session.closing:
+                return sent_up_to
 
     async def _replay_up_to_log(self, session: Session, room_id: int, since: int) -> int:
         """Replay stored messages until storage reaches the room log, so that nothing falls
@@ -224,29 +271,31 @@ class ChatService:
         return stored is None or stored >= offset
 
     async def _replay_stored(self, session: Session, room_id: int, since: int, from_database: bool = False) -> int:
-        """Send stored messages after `since` page by page; returns the last seq sent. The
-        Redis cache is written after PostgreSQL, so a replay that must see everything stored by
-        now reads PostgreSQL (`from_database`)."""
+        """Send stored messages after `since` page by page until a page comes back empty (a page
+        is cut by count or by bytes); returns the last seq sent. The Redis cache is written after
+        PostgreSQL, so a replay that must see everything stored by now reads PostgreSQL
+        (`from_database`)."""
         cursor = since
         while True:
             page = await self._stored_after(room_id, cursor, from_database)
             for message in page:
                 session.push(text_frame(encode_frame(RoomMessageFrame(message))))
                 cursor = message.seq
-            if len(page) < RESUME_PAGE or session.closing:
+                if session.must_drain:  # a page of long messages is larger than the buffer
+                    await session.drained()
+            if not page or session.closing:
                 return cursor
-            await session.drained()
 
     async def _stored_after(self, room_id: int, since: int, from_database: bool) -> list[Message]:
         if from_database:
-            return await self._db.messages_after(room_id, since, RESUME_PAGE)
+            return await self._db.messages_after(room_id, since, RESUME_PAGE, RESUME_PAGE_TEXT_BYTES)
         try:
             oldest, cached = await self._cache.recent_messages(room_id, since)
             if oldest is not None and oldest <= since:
-                return cached[:RESUME_PAGE]
+                return _within_text_bytes(cached[:RESUME_PAGE], RESUME_PAGE_TEXT_BYTES)
         except CacheUnavailable:
             pass
-        return await self._db.messages_after(room_id, since, RESUME_PAGE)
+        return await self._db.messages_after(room_id, since, RESUME_PAGE, RESUME_PAGE_TEXT_BYTES)
 
     async def _stored_last_seq(self, room_id: int) -> int | None:
         try:
@@ -304,3 +353,13 @@ class ChatService:
             if len(self._recent_acks) > RECENT_ACKS:
                 self._recent_acks.popitem(last=False)
         session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))
+
+
+def _within_text_bytes(messages: list[Message], limit: int) -> list[Message]:
+    """The longest prefix whose texts fit in `limit` UTF-8 bytes; the first message always."""
+    total = 0
+    for count, message in enumerate(messages):
+        total += len(message.text.encode())
+        if total > limit and count:
+            return messages[:count]
+    return messages

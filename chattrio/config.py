@@ -89,6 +89,9 @@ class Settings:
     # Client addresses (or CIDRs) exempt from the per-IP limits and the room quota (a load bot).
     limit_exempt: tuple[str, ...] = ()
     unknown_room_cache_seconds: float = 2.0
+    # A session quiet this long is sent a WebSocket ping; one quiet for the timeout is closed.
+    ping_interval_seconds: float = 25.0
+    idle_timeout_seconds: float = 60.0
     log_json: bool = False
     log_level: str = "INFO"
     # /metrics and the detailed /readyz listen here, not on the public port; 0 means

@@ -12,6 +12,8 @@ Ref = Annotated[str, msgspec.Meta(max_length=64)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # Far above a real JWT (a few hundred bytes, some KiB with many claims), far below a frame.
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+# A sequence is a Kafka offset, stored as a PostgreSQL bigint: anything outside int64 is refused here.
+Seq = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 ROOMS_DESTINATION = "/topic/rooms"
 ROOM_DESTINATION_PREFIX = "/topic/message/"
@@ -19,7 +21,7 @@ ROOM_DESTINATION_PREFIX = "/topic/message/"
 
 class Subscribe(msgspec.Struct, tag="SUBSCRIBE", frozen=True):
     destination: str
-    since: int | None = None
+    since: Seq | None = None
     ref: Ref | None = None
 
 

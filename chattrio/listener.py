@@ -29,11 +29,12 @@ from chattrio.http import (
     receive_request,
     send_response,
 )
+from chattrio.liveness import Liveness
 from chattrio.metrics import Registry
-from chattrio.sessions import Session, SessionRegistry
+from chattrio.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
 from chattrio.websocket import (
-    CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, FrameReader, IncomingText,
-    handshake_response,
+    CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, MAX_FRAGMENTS, FrameReader,
+    IncomingText, handshake_response,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class HttpServer:
         self._user_cap_refusals = metrics.counter(
             "chattrio_user_connection_cap_refusals_total", "WebSocket handshakes refused: the user's connections are at the cap"
         )
+        timeouts = metrics.counter("chattrio_idle_timeout_closes_total", "Sessions closed for not answering pings")
+        self._liveness = Liveness(settings.ping_interval_seconds, settings.idle_timeout_seconds, timeouts.inc)
 
     def request_drain(self) -> None:
         self._drain_requested.set()
@@ -90,6 +93,7 @@ class HttpServer:
                 acceptor.start_soon(
                     partial(trio.serve_listeners, self._handle_connection, listeners, handler_nursery=connections)
                 )
+                acceptor.start_soon(self._liveness.run)
                 task_status.started()
                 await self._drain_requested.wait()
                 acceptor.cancel_scope.cancel()
@@ -249,17 +253,21 @@ class HttpServer:
 
     async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
         session = Session(user_id, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
+        session.last_received = trio.current_time()
+        self._liveness.watch(session)
+        read_ended = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_until_closed, session, stream, nursery.cancel_scope)
+                nursery.start_soon(self._write_until_closed, session, stream, read_ended, nursery.cancel_scope)
                 if user_id:
                     self._open_session(session)
                 else:
                     self._awaiting_auth.add(session)
                     nursery.start_soon(self._close_unless_authenticated, session)
-                await self._read_frames(session, stream, leftover)
+                await self._read_frames(session, stream, leftover, read_ended)
         finally:
             self._awaiting_auth.discard(session)
+            self._liveness.forget(session)
             self._chat.disconnected(session)
             log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
 
@@ -298,27 +306,40 @@ class HttpServer:
         session.user_id = user_id
         self._open_session(session)
 
-    async def _write_until_closed(self, session: Session, stream, scope: trio.CancelScope) -> None:
+    async def _write_until_closed(
+        self, session: Session, stream, read_ended: trio.Event, scope: trio.CancelScope
+    ) -> None:
+        """Write until the close frame is out; then give the client CLOSE_TIMEOUT to answer with
+        its own (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
         await session.run_writer(stream)
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await read_ended.wait()
         scope.cancel()
 
-    async def _read_frames(self, session: Session, stream: trio.SocketStream, data: bytes) -> None:
+    async def _read_frames(self, session: Session, stream: trio.SocketStream, data: bytes, read_ended: trio.Event) -> None:
+        """Handle the client's frames until its close frame or the end of the stream; after the
+        server's close frame, data frames are read but dropped (the client's close is awaited)."""
         reader = FrameReader(self._settings.max_frame_bytes)
         while True:
-            if data:
-                messages, reply = reader.feed(data)
-                if reply:
-                    session.push(reply)
-                for message in messages:
-                    self._frames_in.inc()
-                    await self._on_message(session, message)
-                if reader.peer_close_code is not None:
-                    session.close(reader.peer_close_code, "")
-                    await trio.sleep_forever()  # the writer sends the close reply, then cancels us
-            data = await stream.receive_some(READ_SIZE)
             if not data:
-                session.close(1000, "")
-                await trio.sleep_forever()
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    break  # the end of the stream, with no close frame
+            session.last_received = trio.current_time()
+            messages, reply = reader.feed(data)
+            if reply:
+                session.push(reply)
+            for message in messages:
+                if session.closing:
+                    break
+                self._frames_in.inc()
+                await self._on_message(session, message)
+            if reader.peer_close_code is not None:
+                break
+            data = b""
+        session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
+        read_ended.set()
+        await trio.sleep_forever()  # the writer sends the close reply, then cancels us
 
     async def _on_message(self, session: Session, message: IncomingText) -> None:
         if session in self._awaiting_auth:
@@ -327,7 +348,8 @@ class HttpServer:
             return self._chat.bad_frame(session, "BINARY_NOT_SUPPORTED", "send JSON text frames", None)
         if message.too_large:
             limit = self._settings.max_frame_bytes
-            return self._chat.bad_frame(session, "TOO_LARGE", f"frame over {limit} bytes", None)
+            return self._chat.bad_frame(
+                session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None)
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:

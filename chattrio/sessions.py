@@ -24,12 +24,14 @@ class Session:
     A frame goes straight to the socket with a non-blocking send when nothing is queued: most
     deliveries cost one system call and no task switch. What the kernel does not take is queued
     and written by the session's writer task, which merges everything pending into one write.
+    `last_received` is the time (trio's clock) the connection last received bytes: the liveness
+    sweep reads it.
     """
 
     __slots__ = (
         "id", "user_id", "rooms", "wants_room_events", "_pending", "_pending_bytes",
         "_limit", "_wakeup", "_written", "_closing", "close_code", "_on_slow", "_write_scope",
-        "_raw", "_writing",
+        "_raw", "_writing", "_head_started", "last_received",
     )
 
     def __init__(self, user_id: str, buffer_limit: int, on_slow=None) -> None:
@@ -48,6 +50,10 @@ class Session:
         self._write_scope: trio.CancelScope | None = None
         self._raw: socket.socket | None = None
         self._writing = False
+        # The first pending chunk is the rest of a frame partly sent already: a close must not
+        # drop it, or the client would read the close frame as that frame's payload.
+        self._head_started = False
+        self.last_received = 0.0
 
     @property
     def closing(self) -> bool:
@@ -67,7 +73,7 @@ class Session:
         if self._pending_bytes + len(frame) > self._limit:
             if self._on_slow is not None:
                 self._on_slow()
-            self.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+            self.close(CLOSE_TRY_AGAIN_LATER, "too slow", drop_backlog=True)
             return False
         first = not self._pending
         self._pending.append(frame)
@@ -91,17 +97,21 @@ class Session:
                 return
             self._pending = [data[sent:]]
             self._pending_bytes = len(data) - sent
+            self._head_started = sent > 0
         self._wakeup.set()
 
     def send(self, frame: msgspec.Struct) -> None:
         self.push(text_frame(encode_frame(frame)))
 
-    def close(self, code: int, reason: str) -> None:
-        """Drop what is queued, send a close frame, and let the writer finish."""
+    def close(self, code: int, reason: str, *, drop_backlog: bool = False) -> None:
+        """Queue a close frame after what is queued (or, with `drop_backlog`, after the rest of a
+        frame already begun only), and let the writer finish."""
         if self._closing:
             return
-        self._pending = [close_frame(code, reason)]
-        self._pending_bytes = len(self._pending[0])
+        if drop_backlog:
+            self._pending = self._pending[:1] if self._head_started else []
+        self._pending.append(close_frame(code, reason))
+        self._pending_bytes = sum(map(len, self._pending))
         self.close_code = code
         self._closing = True
         self._wakeup.set()
@@ -109,9 +119,14 @@ class Session:
             # A write in progress may be stuck on a client that stopped reading: bound it.
             self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
 
+    @property
+    def must_drain(self) -> bool:
+        """More than half the buffer is used: a replay waits in `drained()` before going on."""
+        return self._pending_bytes > self._limit // 2
+
     async def drained(self) -> None:
         """Wait until at most half the buffer is used, so a long replay cannot overflow it."""
-        while self._pending_bytes > self._limit // 2 and not self._closing:
+        while self.must_drain and not self._closing:
             await self._written.wait()
 
     async def run_writer(self, stream: trio.SocketStream) -> None:
@@ -130,6 +145,7 @@ class Session:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self._head_started = False
             closing = self._closing
             self._writing = True
             try:

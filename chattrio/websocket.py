@@ -20,6 +20,7 @@ OPCODE_PONG = 0xA
 _KNOWN_OPCODES = frozenset({OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG})
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY_VIOLATION = 1008
@@ -27,6 +28,9 @@ CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 # Codes a peer may send (RFC 6455 7.4.1 and the IANA registry; 1004-1006 and 1015 are not sent).
 _REMOTE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+# Frames one message may span: an empty continuation frame adds no bytes, so the byte cap alone
+# would let a client send them forever into one message.
+MAX_FRAGMENTS = 1024
 
 
 def accept_key(client_key: str) -> str:
@@ -58,6 +62,11 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(OPCODE_TEXT, payload)
 
 
+def ping_frame() -> bytes:
+    """An empty server ping; any frame the client sends back, the pong included, shows it is alive."""
+    return _frame(OPCODE_PING, b"")
+
+
 def close_frame(code: int, reason: str) -> bytes:
     # A close frame's payload is at most 125 bytes; cut the reason on a character boundary.
     reason_bytes = reason.encode()[:120].decode("utf-8", "ignore").encode()
@@ -78,18 +87,19 @@ class FrameReader:
 
     Written for the common case, one small complete text frame per read, which a general
     WebSocket library (wsproto) parsed at ~32 µs a frame through its event objects. A frame or
-    message over the limit, or a binary one, is skipped as it streams in, never buffered. A
-    protocol error sets `peer_close_code` (1002, or 1007 for invalid UTF-8) and stops parsing.
+    message over the limit (in bytes, or in fragments), or a binary one, is skipped as it streams
+    in, never buffered. A fragmented message grows one bytearray. A protocol error sets
+    `peer_close_code` (1002, or 1007 for invalid UTF-8) and stops parsing.
     """
 
-    __slots__ = ("_max", "_buf", "_parts", "_size", "_discard", "_oversized", "_binary",
+    __slots__ = ("_max", "_buf", "_parts", "_fragments", "_discard", "_oversized", "_binary",
                  "_skip", "_skip_fin", "peer_close_code")
 
     def __init__(self, max_message_bytes: int) -> None:
         self._max = max_message_bytes
         self._buf = b""
-        self._parts: list[bytes] | None = None  # fragments of an unfinished message
-        self._size = 0
+        self._parts: bytearray | None = None  # the payload so far of an unfinished message
+        self._fragments = 0  # frames of the unfinished message so far
         self._discard = False  # the unfinished message is dropped (too large or binary)
         self._oversized = False
         self._binary = False
@@ -119,7 +129,7 @@ class FrameReader:
                     break
                 reply += self._control(opcode, _unmask(buf, start - 4, length))
                 pos = start + length
-            elif opcode == OPCODE_BINARY or self._discard or self._size + length > self._max:
+            elif opcode == OPCODE_BINARY or self._discard or self._over_limit(length):
                 self._start_discarding(opcode == OPCODE_BINARY)
                 self._skip, self._skip_fin = length, fin
                 pos = self._skip_payload(buf, start, end, messages)
@@ -160,6 +170,12 @@ class FrameReader:
             return self._protocol_error()  # a continuation of nothing, or a new message inside one
         return bool(b0 & 0x80), opcode, length, pos + head + 4
 
+    def _over_limit(self, length: int) -> bool:
+        """True when a data frame of `length` bytes would take its message over a cap."""
+        if self._parts is None:
+            return length > self._max
+        return len(self._parts) + length > self._max or self._fragments >= MAX_FRAGMENTS
+
     def _start_discarding(self, binary: bool) -> None:
         """The current message is dropped (binary, or too large); its frames are skipped."""
         if not self._discard:
@@ -174,17 +190,17 @@ class FrameReader:
         return pos + taken
 
     def _data(self, fin: bool, payload: bytes, messages: list[IncomingText]) -> None:
-        if fin and not self._parts:
+        if fin and self._parts is None:
             self._finish(payload, messages)  # the usual case: one frame, one message
             return
         if self._parts is None:
-            self._parts = []
-        self._parts.append(payload)
-        self._size += len(payload)
+            self._parts = bytearray()
+        self._parts += payload
+        self._fragments += 1
         if fin:
-            self._finish(b"".join(self._parts), messages)
+            self._finish(self._parts, messages)
 
-    def _finish(self, payload: bytes | None, messages: list[IncomingText]) -> None:
+    def _finish(self, payload: bytes | bytearray | None, messages: list[IncomingText]) -> None:
         text = None
         if payload is not None:
             try:
@@ -193,7 +209,7 @@ class FrameReader:
                 self.peer_close_code = CLOSE_INVALID_DATA
                 return
         messages.append(IncomingText(text, too_large=self._oversized, binary=self._binary))
-        self._parts, self._size, self._discard, self._oversized, self._binary = None, 0, False, False, False
+        self._parts, self._fragments, self._discard, self._oversized, self._binary = None, 0, False, False, False
 
     def _control(self, opcode: int, payload: bytes) -> bytes:
         if opcode == OPCODE_PING:

@@ -184,7 +184,7 @@ async def test_close_is_idempotent():
     stream, client = _pair()
     with trio.fail_after(5):
         await session.run_writer(stream)
-    expected = close_frame(1012, "service restart: reconnect")
+    expected = b"queued" + close_frame(1012, "service restart: reconnect")  # one close frame only
     assert await _read_exactly(client, len(expected)) == expected
     client.close()
 
@@ -262,11 +262,11 @@ async def test_drained_returns_when_the_session_closes():
     session.push(b"x" * 90)
     stream, client = _pair()
     async with _blocked_in_drained(session) as (done, nursery):
-        session.close(1000, "")  # the backlog is dropped
+        session.close(1000, "")
         nursery.start_soon(session.run_writer, stream)
     assert done == [True]
-    # the 90 queued bytes were never written: the client gets only the close frame
-    assert await _read_exactly(client, len(close_frame(1000, ""))) == close_frame(1000, "")
+    # a close flushes what was queued, then the close frame
+    assert await _read_exactly(client, 90 + len(close_frame(1000, ""))) == b"x" * 90 + close_frame(1000, "")
     client.close()
 
 
@@ -393,3 +393,127 @@ async def test_registry_queues_a_room_and_names_the_sessions_to_flush():
     assert registry.queue_to_room(7, b"two", to_flush) == 2
     assert sorted(s.user_id for s in to_flush) == ["a", "b"]  # each once, though two frames wait
     assert a._pending == [b"one", b"two"] and b._pending == [b"one", b"two"]
+
+
+# Close order: whatever was queued, then the close frame; never a frame cut in two -----------------
+
+
+async def _read_until_close_frame(client, close: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while not data.endswith(close):
+            chunk = await client.recv(65536)
+            assert chunk, "peer closed before the close frame"
+            data += chunk
+    return data
+
+
+async def _partly_sent_session(limit: int = 1 << 22):
+    """A session whose direct send of one large frame was partly taken by the kernel, with the
+    rest pending; yields (session, client, the frame)."""
+    session = Session("alice", limit)
+    stream, client = _pair()
+    big = text_frame(b"b" * 200_000)  # far more than the small socket buffers take at once
+    return session, stream, client, big
+
+
+async def test_close_after_a_partly_sent_frame_keeps_the_frame_whole():
+    session, stream, client, big = await _partly_sent_session()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        session.push(big)  # a direct send: the kernel takes part of it, the rest is pending
+        assert 0 < session._pending_bytes < len(big)
+        session.close(1000, "bye")  # before the writer ran
+        data = await _read_until_close_frame(client, close_frame(1000, "bye"))
+    assert _frames(data) == [(0x1, b"b" * 200_000), (0x8, struct.pack("!H", 1000) + b"bye")]
+    client.close()
+
+
+async def test_close_flushes_queued_frames_before_the_close_frame():
+    session = Session("alice", 1 << 20)
+    stream, client = _pair()
+    frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(20)]
+    for frame in frames:
+        session.push(frame)  # the writer has not started: all are queued
+    session.close(1012, "service restart: reconnect")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        data = await _read_until_close_frame(client, close_frame(1012, "service restart: reconnect"))
+    assert [payload for _, payload in _frames(data)[:-1]] == [f'{{"n":{n}}}'.encode() for n in range(20)]
+    assert _frames(data)[-1][0] == 0x8
+    client.close()
+
+
+async def test_too_slow_drops_the_backlog_but_finishes_the_frame_begun():
+    session, stream, client, big = await _partly_sent_session(limit=300_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run_writer, stream)
+        await trio.testing.wait_all_tasks_blocked()
+        session.push(big)
+        assert 0 < session._pending_bytes < len(big)
+        session.push(text_frame(b"q" * 150_000))  # over the limit: closed as too slow
+        assert session.close_code == 1013
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        data = await _read_until_close_frame(client, close_frame(1013, "too slow"))
+    assert _frames(data) == [(0x1, b"b" * 200_000), (0x8, struct.pack("!H", 1013) + b"too slow")]
+    client.close()
+
+
+# The close handshake on a session served by the listener ---------------------------------------
+
+
+class _NoChat:
+    """The listener's chat service, for sessions that send no frames: nothing to do."""
+
+    def disconnected(self, session):
+        pass
+
+
+def _served_session_parts():
+    from chattrio.config import Settings
+    from chattrio.listener import HttpServer
+    from chattrio.metrics import Registry
+
+    registry = SessionRegistry()
+    server = HttpServer(Settings(), None, _NoChat(), registry, Registry())
+    stream, client = _pair()
+    return server, registry, stream, client
+
+
+async def _serve_and_close(server, registry, stream, client, answer_close: bool) -> tuple[float, float]:
+    """Serve a session, close it from the server; returns (close frame read at, session ended at)."""
+    ended: list[float] = []
+
+    async def serve():
+        await server._serve_session(stream, "alice", b"")
+        ended.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        (session,) = registry.sessions
+        session.close(1001, "bye")
+        data = b""
+        while not data.endswith(close_frame(1001, "bye")):
+            data += await client.recv(65536)
+        closed_at = trio.current_time()
+        await trio.sleep(sessions_module.CLOSE_TIMEOUT / 2)
+        if answer_close:
+            assert not ended, "the session ended before the client's close frame"
+            await client.send(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1001))
+    return closed_at, ended[0]
+
+
+async def test_the_server_waits_for_the_clients_close_frame(autojump_clock):
+    server, registry, stream, client = _served_session_parts()
+    closed_at, ended_at = await _serve_and_close(server, registry, stream, client, answer_close=True)
+    assert ended_at - closed_at == pytest.approx(sessions_module.CLOSE_TIMEOUT / 2)
+    client.close()
+
+
+async def test_the_server_gives_up_on_a_close_frame_after_the_close_timeout(autojump_clock):
+    server, registry, stream, client = _served_session_parts()
+    closed_at, ended_at = await _serve_and_close(server, registry, stream, client, answer_close=False)
+    assert ended_at - closed_at == pytest.approx(sessions_module.CLOSE_TIMEOUT)
+    client.close()

@@ -261,3 +261,69 @@ def test_nothing_is_parsed_after_a_close():
     messages, _ = reader.feed(_masked(CloseConnection(code=1000)) + _raw_masked(0x81, b"late"))
     assert messages == [] and reader.peer_close_code == 1000
     assert reader.feed(_raw_masked(0x81, b"later")) == ([], b"")
+
+
+# Fragment caps: a message is capped in bytes and in frames ------------------------------------
+
+
+def test_empty_continuation_frames_hold_no_memory_and_end_as_too_large():
+    from chattrio.websocket import MAX_FRAGMENTS
+
+    reader = FrameReader(LIMIT)
+    reader.feed(_raw_masked(0x01, b"start"))
+    empty_continuation = _raw_masked(0x00, b"")
+    for _ in range(MAX_FRAGMENTS * 3):
+        messages, _ = reader.feed(empty_continuation)
+        assert messages == []
+    # the unfinished message holds its bytes only, whatever the number of frames
+    assert reader._parts is None or len(reader._parts) <= LIMIT
+    messages, _ = reader.feed(_raw_masked(0x80, b"end"))
+    assert [(m.text, m.too_large) for m in messages] == [(None, True)]
+    assert reader.peer_close_code is None
+    messages, _ = reader.feed(_masked(Message(data="next")))
+    assert [m.text for m in messages] == ["next"]
+
+
+def test_a_message_of_max_fragments_frames_is_accepted():
+    from chattrio.websocket import MAX_FRAGMENTS
+
+    reader = FrameReader(LIMIT)
+    data = _raw_masked(0x01, b"") + _raw_masked(0x00, b"") * (MAX_FRAGMENTS - 2) + _raw_masked(0x80, b"ok")
+    messages, _ = reader.feed(data)
+    assert [(m.text, m.too_large) for m in messages] == [("ok", False)]
+
+
+def test_one_fragment_more_than_max_fragments_is_too_large():
+    from chattrio.websocket import MAX_FRAGMENTS
+
+    reader = FrameReader(LIMIT)
+    data = _raw_masked(0x01, b"") + _raw_masked(0x00, b"") * (MAX_FRAGMENTS - 1) + _raw_masked(0x80, b"x")
+    messages, _ = reader.feed(data)
+    assert [(m.text, m.too_large) for m in messages] == [(None, True)]
+
+
+def test_fragments_are_joined_in_one_bytearray():
+    reader = FrameReader(LIMIT)
+    reader.feed(_raw_masked(0x01, b"ab") + _raw_masked(0x00, b"cd"))
+    assert isinstance(reader._parts, bytearray) and reader._parts == b"abcd"
+    messages, _ = reader.feed(_raw_masked(0x80, b"e"))
+    assert [m.text for m in messages] == ["abcde"]
+
+
+def test_empty_first_fragment_then_final_fragment():
+    reader = FrameReader(LIMIT)
+    messages, _ = reader.feed(_raw_masked(0x01, b"") + _raw_masked(0x80, b"whole"))
+    assert [m.text for m in messages] == ["whole"]
+
+
+def test_invalid_utf8_split_across_fragments_closes_with_1007():
+    reader = FrameReader(LIMIT)
+    reader.feed(_raw_masked(0x01, b"\xc3") + _raw_masked(0x80, b"\x28"))
+    assert reader.peer_close_code == 1007
+
+
+def test_valid_utf8_split_across_fragments_is_joined():
+    reader = FrameReader(LIMIT)
+    encoded = "é".encode()
+    messages, _ = reader.feed(_raw_masked(0x01, encoded[:1]) + _raw_masked(0x80, encoded[1:]))
+    assert [m.text for m in messages] == ["é"]

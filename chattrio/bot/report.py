@@ -100,6 +100,7 @@ def summarize(outcome: RunOutcome) -> dict:
                   "skipped": c.get("usersSkipped", 0), "notResumed": c.get("usersNotResumed", 0),
                   "loginRetries": c.get("loginRetries", 0),
                   "subscribeRetries": c.get("subscribeRetries", 0),
+                  "restCatchUps": c.get("restCatchUps", 0),
                   "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
                   "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")}},
         "messages": {"sent": sent, "acked": acked, "unacked": sent - acked, "resent": c.get("resent", 0),

@@ -34,6 +34,8 @@ SUBSCRIBE_TIMEOUT = 15.0
 KEEPALIVE_SECONDS = 20.0
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 UNAVAILABLE_RETRY_SECONDS = 1.0
+# After ERROR REPLAY_TOO_LONG what the user misses comes over REST, this many messages a request.
+HISTORY_PAGE = 100
 LOGIN_RETRY_BACKOFF = (0.5, 1.0, 2.0, 0.0)  # sleeps after a 503; the last attempt does not sleep
 
 # What "the connection is gone" looks like from trio and the frame layer.
@@ -71,6 +73,7 @@ class SimUser:
         self.track = RoomTrack()
         self.awaiting_subscribed = False
         self.subscribe_unavailable = False  # the room's SUBSCRIBE was answered UNAVAILABLE: retry
+        self.replay_too_long = False  # ... answered REPLAY_TOO_LONG: catch up over REST, then retry
         self.last_received = 0.0  # trio clock
         self.messages_sent = 0  # numbers the clientMsgIds
         self._nursery: trio.Nursery | None = None
@@ -134,6 +137,12 @@ class SimUser:
                         self.ctx.ledger.inc("subscribeRetries")
                         await trio.sleep(UNAVAILABLE_RETRY_SECONDS)
                         await conn.send_text(self._room_subscribe())
+                    if self.replay_too_long:
+                        # Too far behind for a resume: docs/protocol.md says load the gap over REST.
+                        self.replay_too_long = False
+                        self.ctx.ledger.inc("restCatchUps")
+                        await self._catch_up_over_rest(node)
+                        await conn.send_text(self._room_subscribe())
                     payloads = await conn.receive()
                     self.dispatch_all(payloads)
             # From here new sends go straight to `conn`; the snapshot holds the earlier ones.
@@ -150,12 +159,41 @@ class SimUser:
 
     def _room_subscribe(self) -> bytes:
         """SUBSCRIBE to our room, resuming after the highest seq held once we have entered it."""
-        since = None
-        if self.track.entered:
-            since = self.track.highest if self.track.highest >= 0 else self.track.first_last_seq
-            if since is None:
-                since = -1  # the room was empty when we entered: everything is ours
-        return _encode(frames.Subscribe(self.topic, since=since, ref="room"))
+        return _encode(frames.Subscribe(self.topic, since=self._resume_since(), ref="room"))
+
+    def _resume_since(self) -> int | None:
+        if not self.track.entered:
+            return None
+        since = self.track.highest if self.track.highest >= 0 else self.track.first_last_seq
+        return -1 if since is None else since  # -1: the room was empty when we entered
+
+    async def _catch_up_over_rest(self, node: Node) -> None:
+        """Fetch every message after our resume point, newest page first, then account for them
+        oldest first as a replay would have delivered them."""
+        since = self._resume_since()
+        assert since is not None
+        missed: list[frames.ChatMessage] = []
+        before = None
+        while True:
+            page = await self._history_page(node, before)  # newest first
+            missed += [m for m in page if m.seq > since]
+            if len(page) < HISTORY_PAGE or page[-1].seq <= since:
+                break
+            before = page[-1].seq
+        self.dispatch_all([_encode(frames.RoomMessage(m)) for m in reversed(missed)])
+
+    async def _history_page(self, node: Node, before: int | None) -> list[frames.ChatMessage]:
+        query = f"limit={HISTORY_PAGE}" + ("" if before is None else f"&before={before}")
+        try:
+            response = await self.ctx.http_pool(node).request("GET", f"/api/room/{self.room_id}/messages?{query}")
+        except HttpError as exc:
+            raise WsError(f"history for a catch-up: {exc}") from exc
+        if response.status != 200:
+            raise WsError(f"history for a catch-up: HTTP {response.status}")
+        try:
+            return msgspec.convert(msgspec.json.decode(response.body)["data"], list[frames.ChatMessage])
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
+            raise WsError(f"history for a catch-up: unexpected answer {response.body[:200]!r}") from exc
 
     async def _receive_until(self, deadline: float) -> None:
         with trio.move_on_at(deadline):
@@ -397,5 +435,7 @@ class SimUser:
                 del self.pending[ref]  # refused for good: counted under error.<code>
         elif ref == "room" and frame.code == "UNAVAILABLE" and self.awaiting_subscribed:
             self.subscribe_unavailable = True
+        elif ref == "room" and frame.code == "REPLAY_TOO_LONG" and self.awaiting_subscribed:
+            self.replay_too_long = True
         elif ref in ("room", "rooms"):
             raise WsError(f"subscription refused: {frame.code} {frame.message}")

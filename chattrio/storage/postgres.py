@@ -280,15 +280,32 @@ class Database:
             partition,
         )
 
-    async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]:
+    async def messages_after(self, room_id: int, since: int, limit: int, max_text_bytes: int) -> list[Message]:
+        """Oldest first: at most `limit` messages, and no more than fit in `max_text_bytes` of
+        text (the first one always comes)."""
         rows = await self._run(
             self._pool.fetch,
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            f"SELECT {_MESSAGE_COLUMNS} FROM ("
+            " SELECT *, sum(octet_length(text)) OVER w AS upto, row_number() OVER w AS n FROM ("
+            "  SELECT * FROM messages WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS page"
+            " WINDOW w AS (ORDER BY seq)"
+            ") AS m WHERE upto <= $4 OR n = 1 ORDER BY seq",
             room_id,
             since,
             limit,
+            max_text_bytes,
         )
         return [_message(r) for r in rows]
+
+    async def count_messages_after(self, room_id: int, since: int, cap: int) -> int:
+        """How many stored messages of the room follow `since`, counting no further than `cap`."""
+        return await self._run(
+            self._pool.fetchval,
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room_id = $1 AND seq > $2 LIMIT $3) AS m",
+            room_id,
+            since,
+            cap,
+        )
 
     async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]:
         """Newest first."""

@@ -4,7 +4,8 @@ wsproto so that the bot's hand-written client meets an independent implementatio
 
 Faults on demand: `kill(node)` drops every connection of a node and refuses new ones;
 `drop_next`/`duplicate_next` lose or double the next delivery to a given user;
-`unavailable_next` answers a user's next room SUBSCRIBE with ERROR UNAVAILABLE.
+`unavailable_next` answers a user's next room SUBSCRIBE with ERROR UNAVAILABLE, `too_long_next`
+with ERROR REPLAY_TOO_LONG (the history is then served by `GET /api/room/{id}/messages`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class FakeChat:
         self.drop_next: set[str] = set()
         self.duplicate_next: set[str] = set()
         self.unavailable_next: set[str] = set()
+        self.too_long_next: set[str] = set()
+        self.history_requests = 0
         self.room_subscribes: list[tuple[str, int | None]] = []  # (user, since) of each room SUBSCRIBE
         self.urls: list[str] = []
         self._order = trio.Lock()
@@ -93,6 +96,8 @@ class FakeChat:
             self.rooms[room_id] = []
             status, data = 201, {"id": room_id, "name": json.loads(body)["name"], "createdBy": "x",
                                  "createdAt": "", "memberCount": 0}
+        elif method == "GET" and path.startswith("/api/room/") and "/messages" in path:
+            status, data = 200, self._history(path)
         elif method == "GET" and path == "/metrics":
             text = f"# TYPE fake_connections gauge\nfake_connections {sum(map(len, self.clients.values()))}\n"
             await stream.send_all(f"HTTP/1.1 200 OK\r\nContent-Length: {len(text)}\r\n\r\n{text}".encode())
@@ -102,6 +107,16 @@ class FakeChat:
         payload = json.dumps({"success": status < 300, "message": "", "data": data})
         await stream.send_all(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                               f"Content-Length: {len(payload)}\r\n\r\n{payload}".encode())
+
+    def _history(self, path: str) -> list[dict]:
+        """GET /api/room/{id}/messages?limit=&before=: newest first."""
+        self.history_requests += 1
+        route, _, query = path.partition("?")
+        params = dict(part.split("=") for part in query.split("&") if part)
+        log = self.rooms[int(route.split("/")[3])]
+        before = int(params["before"]) if "before" in params else None
+        older = [m for m in log if before is None or m["seq"] < before]
+        return older[-int(params.get("limit", 50)):][::-1]
 
     # -- WebSocket ----------------------------------------------------------------------------
 
@@ -144,6 +159,10 @@ class FakeChat:
             if client.user_id in self.unavailable_next:
                 self.unavailable_next.discard(client.user_id)
                 await client.send({"type": "ERROR", "code": "UNAVAILABLE", "message": "retry", "ref": ref})
+                return
+            if client.user_id in self.too_long_next and frame.get("since") is not None:
+                self.too_long_next.discard(client.user_id)
+                await client.send({"type": "ERROR", "code": "REPLAY_TOO_LONG", "message": "use REST", "ref": ref})
                 return
             log = self.rooms[room]
             if frame.get("since") is not None:

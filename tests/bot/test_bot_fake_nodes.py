@@ -106,3 +106,25 @@ async def test_a_resume_answered_unavailable_is_asked_again_on_the_same_connecti
     assert len(resumes) == 6 and {user for user, _ in resumes} == {"bot0", "bot2", "bot4"}
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
     assert d["expected"] == d["delivered"] > 0
+
+
+async def test_a_resume_answered_replay_too_long_catches_up_over_rest_without_loss(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    cfg = _config(fake.urls, "--duration", "3")
+
+    async def kill_and_refuse_the_replay():
+        while len(fake.clients[0]) < 3:
+            await trio.sleep(0.05)
+        await trio.sleep(0.6)  # mid-chat
+        fake.too_long_next.update(("bot0", "bot2", "bot4"))  # the users of node 0
+        await fake.kill(0)
+
+    nursery.start_soon(kill_and_refuse_the_replay)
+    summary = summarize(await run(cfg, None))
+    d = summary["deliveries"]
+    assert summary["users"]["restCatchUps"] == 3
+    assert fake.history_requests >= 3
+    assert summary["reconnects"]["reconnects"] == 3  # the refusal did not drop the connection
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
+    assert d["expected"] == d["delivered"] > 0

@@ -312,6 +312,28 @@ describe('ChatClient rooms', () => {
     expect(seqs(1)).toEqual([10, 20, 30]);
   });
 
+  it('after REPLAY_TOO_LONG, reloads the newest page and subscribes from its newest seq', async () => {
+    history.add(msg(1, 10), msg(1, 20));
+    client.start();
+    last().open();
+    await client.openRoom(1);
+    const ws = last();
+    const first = ws.lastOf('SUBSCRIBE');
+    expect(first.since).toBe(20);
+    history.rooms.set(1, []);
+    for (let seq = 5000; seq < 5100; seq++) history.add(msg(1, seq)); // far more than one page
+    ws.push({ type: 'ERROR', code: 'REPLAY_TOO_LONG', message: 'more than 1000 messages', ref: first.ref });
+    await flush();
+    const again = ws.lastOf('SUBSCRIBE');
+    expect(again.ref).not.toBe(first.ref);
+    expect(again.since).toBe(5099);
+    expect(seqs(1)[0]).toBeGreaterThan(20); // the old messages were dropped: no gap before the new page
+    expect(seqs(1).at(-1)).toBe(5099);
+    expect(client.getRoom(1)!.hasMore).toBe(true);
+    ws.push({ type: 'SUBSCRIBED', ref: again.ref, destination: again.destination, lastSeq: 5099 });
+    expect(client.getRoom(1)!.error).toBeNull();
+  });
+
   it('does not subscribe again after an error other than UNAVAILABLE, or to a closed room', async () => {
     client.start();
     last().open();

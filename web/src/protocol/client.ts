@@ -552,6 +552,19 @@ export class ChatClient {
     }, RESUBSCRIBE_AFTER_UNAVAILABLE_MS);
   }
 
+  /**
+   * Too far behind for a resume (more than the server replays): drop what is held, load the
+   * newest page again, and subscribe from it; older messages come by scrolling back, with no gap.
+   */
+  private reloadLatest(room: RoomState): void {
+    room.list = new MessageList();
+    room.historyLoaded = false;
+    room.hasMore = true;
+    room.error = null;
+    this.changed(room);
+    this.openRoom(room.roomId).catch(() => undefined);
+  }
+
   private subscribeRoom(room: RoomState): void {
     if (!this.ws || this.ws.readyState !== OPEN || this.snapshot.status !== 'connected') return;
     const since = room.list.highestSeq();
@@ -850,6 +863,7 @@ export class ChatClient {
         room.subscribedGen = null;
         this.changed(room);
         if (err.code === 'UNAVAILABLE') this.resubscribeLater(room);
+        if (err.code === 'REPLAY_TOO_LONG') this.reloadLatest(room);
         return;
       }
     }
