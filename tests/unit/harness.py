@@ -37,6 +37,7 @@ class RecordingSession:
         self.rooms: set[int] = set()
         self.wants_room_events = False
         self.closing = False
+        self.must_drain = False  # everything sent is taken at once
         self.received: list[dict] = []
         self._queued: list[bytes] = []
 

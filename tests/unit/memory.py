@@ -178,10 +178,21 @@ class MemoryDatabase:
     def _room_messages(self, room_id: int) -> list[Message]:
         return sorted((m for m in self.messages.values() if m.room_id == room_id), key=lambda m: m.seq)
 
-    async def messages_after(self, room_id: int, since: int, limit: int) -> list[Message]:
+    async def messages_after(self, room_id: int, since: int, limit: int, max_text_bytes: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
         self._check()
-        return [m for m in self._room_messages(room_id) if m.seq > since][:limit]
+        page, text_bytes = [], 0
+        for message in [m for m in self._room_messages(room_id) if m.seq > since][:limit]:
+            text_bytes += len(message.text.encode())
+            if page and text_bytes > max_text_bytes:
+                break
+            page.append(message)
+        return page
+
+    async def count_messages_after(self, room_id: int, since: int, cap: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return min(cap, sum(1 for m in self._room_messages(room_id) if m.seq > since))
 
     async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
