@@ -49,7 +49,7 @@ class Settings:
     secret: str = "dev-secret-change-me"
     token_ttl_seconds: int = 24 * 3600
     # "open": log in by id alone, the node issues the token; "jwt": tokens come from the operator's
-    # identity service and sign-up by id is off. docs/security-identity.md.
+    # identity service and sign-up by id is off. docs/security.md.
     auth_mode: str = "open"
     # Accepts the public default secret (or a short one): for a local run only.
     dev_mode: bool = False
@@ -68,7 +68,7 @@ class Settings:
     leave_grace_seconds: float = 15.0
     presence_ttl_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
-    # Limits (docs/security-limits.md): token buckets per connection and per user for each kind
+    # Limits (docs/security.md): token buckets per connection and per user for each kind
     # of client frame; per user means the user's sessions on this node together.
     send_limit_per_connection: Rate = Rate(5, 20)
     send_limit_per_user: Rate = Rate(5, 20)

@@ -3,7 +3,7 @@
 A bucket is two numbers updated when it is used; nothing runs in the background. A user's
 buckets are shared by that user's sessions on this node; when the last of them ends they move
 to a bounded LRU of idle users (so reconnecting does not refill them). The per-address buckets
-are a bounded LRU too. docs/security-limits.md describes every limit.
+are a bounded LRU too. docs/security.md describes every limit.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ if [[ "$CHATTRIO_STACK" == bench ]]; then
   export CHATTRIO_KAFKA_PORT="${CHATTRIO_KAFKA_PORT:-59522}" CHATTRIO_KAFKA_CONTROLLER_PORT="${CHATTRIO_KAFKA_CONTROLLER_PORT:-59523}"
 fi
 # The bot signs up thousands of users and creates hundreds of rooms from this machine: exempt it
-# from the per-IP limits and the room quota (docs/security-limits.md); its frames stay limited.
+# from the per-IP limits and the room quota (docs/security.md); its frames stay limited.
 export CHATTRIO_LIMIT_EXEMPT="${CHATTRIO_LIMIT_EXEMPT:-127.0.0.1,::1}"
 BASE_PORT="${BENCH_BASE_PORT:-18500}"
 LB_PORT="${BENCH_LB_PORT:-18500}"

@@ -1,4 +1,4 @@
-"""Rate limits, the connection cap, per-IP limits and the room quota (docs/security-limits.md).
+"""Rate limits, the connection cap, per-IP limits and the room quota (docs/security.md).
 
 Limits that refill at 0.001 token/s do not refill during a test, so the counts below hold on a
 busy machine. Test nodes come from 127.0.0.1, which conftest exempts from the per-IP limits and

@@ -140,7 +140,7 @@ async def test_poison_records_are_dead_lettered_and_storing_goes_on(cluster, sta
 
 
 async def test_a_dead_lettered_message_can_be_replayed_with_sql(cluster, stack_env):
-    """The replay that docs/security-poison.md gives operators: drop the U+0000, insert at the
+    """The replay that docs/security.md gives operators: drop the U+0000, insert at the
     record's offset."""
     token = await login(cluster.urls[0], _user("owner"))
     room = await create_room(cluster.urls[0], token, f"replay-{uuid.uuid4().hex[:6]}")
@@ -178,7 +178,7 @@ async def test_an_undecodable_event_is_dead_lettered_and_rooms_are_still_announc
     assert "no_such_event" in found[0]["reason"]
 
 
-# Kept word for word in docs/security-poison.md.
+# Kept word for word in docs/security.md.
 REPLAY_SQL = """
 INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)
 SELECT (r->>0)::uuid, (r->>1)::bigint, d.record_offset, r->>2, r->>3, r->>4, r->>5, d.record_time

@@ -3,7 +3,7 @@ longest messages at full speed (up to WINDOW unanswered; RATE_LIMITED pauses it 
 asked, but what is already in flight is refused too) and connecting again when closed.
 
 Its clientMsgIds do not carry the run's prefix, so the other users' accounting ignores its
-messages: the report's latencies and losses are the other users' (docs/security-limits.md).
+messages: the report's latencies and losses are the other users' (docs/security.md).
 """
 
 from __future__ import annotations
