@@ -125,7 +125,11 @@ export async function login(page, userId) {
 
 export async function status(page) {
   const el = page.getByTestId('conn-status');
-  return { status: await el.getAttribute('data-status'), nodeId: await el.getAttribute('data-node-id') };
+  return {
+    status: await el.getAttribute('data-status'),
+    nodeId: await el.getAttribute('data-node-id'),
+    sessionId: await el.getAttribute('data-session-id'),
+  };
 }
 
 export async function createRoom(page, name) {

@@ -171,6 +171,18 @@ async function main() {
   });
   if (!loggedIn) return;
 
+  await step('a language switch keeps the connection (same session id)', async () => {
+    const before = await status(A.page);
+    if (!before.sessionId) throw new Error('no session id shown');
+    await A.page.getByTestId('lang').selectOption('ko');
+    await A.page.getByTestId('logout').filter({ hasText: '로그아웃' }).waitFor();
+    await A.page.getByTestId('lang').selectOption('en');
+    await A.page.getByTestId('logout').filter({ hasText: 'Log out' }).waitFor();
+    const after = await status(A.page);
+    if (after.status !== 'connected' || after.sessionId !== before.sessionId)
+      throw new Error(`the connection was replaced: ${JSON.stringify([before, after])}`);
+  });
+
   const roomOk = await step('a room created on one node appears live on the other (no reload)', async () => {
     await createRoom(A.page, roomName);
     await B.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor({ timeout: STEP_MS });

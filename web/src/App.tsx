@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import { api } from './api';
 import { useI18n } from './i18n';
 import { ChatClient, type WebSocketLike } from './protocol/client';
@@ -71,11 +71,16 @@ function Shell({
   const { t } = useI18n();
   const route = useRoute();
   const [client] = useState(() => makeClient(session));
+  // The parent passes new handler functions on every render (a language switch re-renders it):
+  // the connection's effect reads them through a ref so that it never restarts the client.
+  const handlers = useRef({ onExpired, onOtherUser });
+  handlers.current = { onExpired, onOtherUser };
 
   useEffect(() => {
+    const onExpired = () => handlers.current.onExpired();
     client.start();
     const offExpired = client.on('authExpired', onExpired);
-    const offOtherUser = client.on('userMismatch', onOtherUser);
+    const offOtherUser = client.on('userMismatch', () => handlers.current.onOtherUser());
     const online = () => client.setNetworkOnline(true);
     const offline = () => client.setNetworkOnline(false);
     window.addEventListener('online', online);
@@ -94,7 +99,7 @@ function Shell({
       if (expiry) clearTimeout(expiry);
       client.stop();
     };
-  }, [client, session.expiresAt, onExpired, onOtherUser]);
+  }, [client, session.expiresAt]);
 
   const inRoom = route.name === 'room';
   return (
