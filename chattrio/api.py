@@ -80,6 +80,7 @@ class Api:
             ("GET", re.compile(r"/metrics"), self._metrics_text),
             ("POST", re.compile(r"/api/user/enter/(?P<user_id>[^/]*)"), self._enter),
             ("GET", re.compile(r"/api/auth"), self._auth_mode),
+            ("GET", re.compile(r"/api/me"), self._me),
             ("POST", re.compile(r"/api/auth/session"), self._start_web_session),
             ("DELETE", re.compile(r"/api/auth/session"), self._end_web_session),
             ("GET", re.compile(r"/api/room"), self._list_rooms),
@@ -135,6 +136,10 @@ class Api:
         """The token's user id, or BadRequest: 401 for a bad token, 503 when its first use in jwt
         mode cannot create the user."""
         return (await self._identity_of(token)).user_id
+
+    async def identify(self, token: str) -> Identity:
+        """Like authenticate, with the token's expiry (a WebSocket session ends there)."""
+        return await self._identity_of(token)
 
     async def _identity_of(self, token: str) -> Identity:
         try:
@@ -215,6 +220,17 @@ class Api:
         cookie = token_cookie(token, identity.expires_at - int(time.time()))
         data = {"userId": identity.user_id, "expiresAt": identity.expires_at}
         return json_response(200, "cookie set", data, [cookie])
+
+    async def _me(self, request: Request) -> Response:
+        """The cheap authenticated call a client makes to tell a refused token (401) from a node
+        it cannot reach: a browser sees a refused WebSocket handshake only as close code 1006."""
+        if "token" in request.query:
+            raise BadRequest(400, TOKEN_IN_URL)
+        token = token_of(request)
+        if token is None:
+            raise BadRequest(401, "log in first: no token")
+        identity = await self._identity_of(token)
+        return json_response(200, "you", {"userId": identity.user_id, "expiresAt": identity.expires_at})
 
     async def _end_web_session(self, request: Request) -> Response:
         return json_response(200, "cookie cleared", None, [token_cookie("", 0)])

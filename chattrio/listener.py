@@ -7,6 +7,8 @@ only (trio.serve_listeners would otherwise take the listener down with it).
 from __future__ import annotations
 
 import logging
+import math
+import time
 import urllib.parse
 from functools import partial
 
@@ -20,9 +22,10 @@ from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
 from chattrio.http import MAX_HEADER_BYTES, BadRequest, Request, error_response, receive_request, send_response
 from chattrio.metrics import Registry
 from chattrio.sessions import Session, SessionRegistry
+from chattrio.tokens import Identity
 from chattrio.websocket import (
-    CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, FrameReader, IncomingText,
-    handshake_response,
+    CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER, FrameReader,
+    IncomingText, handshake_response,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class HttpServer:
         self._chat = chat
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
+        # Each session's reading ends when its token expires (set at AUTH for a session opened without one).
+        self._token_lifetimes: dict[Session, trio.CancelScope] = {}
         self._open_connections = 0
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
@@ -95,9 +100,9 @@ class HttpServer:
             self._open_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_http(self, stream: trio.SocketStream) -> tuple[str, bytes] | None:
+    async def _serve_http(self, stream: trio.SocketStream) -> tuple[Identity | None, bytes] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
-        succeeds: then (user id, bytes already read past the handshake). Returning, rather than
+        succeeds: then (the token's identity, None when AUTH is due; bytes already read past the handshake). Returning, rather than
         running the session from here, lets the HTTP parser and the request go while the
         session lives."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -140,14 +145,14 @@ class HttpServer:
             return 503, "node full, try another"
         return None
 
-    async def _handshake_user(self, request: Request) -> str | tuple[int, str]:
-        """The user of the handshake's Authorization header or cookie, (status, reason) for a bad
-        token, or "" without either: then the first frame must be AUTH."""
+    async def _handshake_user(self, request: Request) -> Identity | tuple[int, str] | None:
+        """The identity of the handshake's Authorization header or cookie, (status, reason) for a bad
+        token, or None without either: then the first frame must be AUTH."""
         token = token_of(request)
         if token is None:
-            return ""
+            return None
         try:
-            return await self._api.authenticate(token)
+            return await self._api.identify(token)
         except BadRequest as exc:
             return exc.status, exc.reason
 
@@ -160,7 +165,7 @@ class HttpServer:
             return "*" in allowed or origin in allowed
         return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
 
-    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
+    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[Identity | None, bytes] | None:
         verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await send_response(conn, stream, error_response(*verdict))
@@ -169,18 +174,25 @@ class HttpServer:
             await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
         return verdict, conn.trailing_data[0]
 
-    async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
-        session = Session(user_id, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
+    async def _serve_session(self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes) -> None:
+        session = Session(identity.user_id if identity else "", self._settings.send_buffer_bytes,
+                          on_slow=self._slow_closes.inc)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_until_closed, session, stream, nursery.cancel_scope)
-                if user_id:
+                if identity:
                     self._open_session(session)
                 else:
                     self._awaiting_auth.add(session)
                     nursery.start_soon(self._close_unless_authenticated, session)
-                await self._read_frames(session, stream, leftover)
+                # A deadline on the reading costs no task; the writer then sends the close frame.
+                with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
+                    self._token_lifetimes[session] = token_lifetime
+                    await self._read_frames(session, stream, leftover)
+                session.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                await trio.sleep_forever()  # the writer sends the close frame, then cancels us
         finally:
+            self._token_lifetimes.pop(session, None)
             self._awaiting_auth.discard(session)
             self._chat.disconnected(session)
             log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
@@ -207,14 +219,15 @@ class HttpServer:
         if not isinstance(frame, Auth):
             return session.close(CLOSE_POLICY_VIOLATION, 'authenticate first: {"type": "AUTH", "token": ...}')
         try:
-            user_id = await self._api.authenticate(frame.token)
+            identity = await self._api.identify(frame.token)
         except BadRequest as exc:
             code = CLOSE_POLICY_VIOLATION if exc.status < 500 else CLOSE_TRY_AGAIN_LATER
             return session.close(code, exc.reason)
         if session.closing:
             return  # the deadline passed while the token was checked
         self._awaiting_auth.discard(session)
-        session.user_id = user_id
+        session.user_id = identity.user_id
+        self._token_lifetimes[session].deadline = _deadline_of(identity)
         self._open_session(session)
 
     async def _write_until_closed(self, session: Session, stream, scope: trio.CancelScope) -> None:
@@ -259,3 +272,9 @@ class HttpServer:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
 
+
+def _deadline_of(identity: Identity | None) -> float:
+    """The token's expiry on Trio's clock; none while AUTH is awaited (its own timeout applies)."""
+    if identity is None:
+        return math.inf
+    return trio.current_time() + (identity.expires_at - time.time())

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { api } from './api';
 import { useI18n } from './i18n';
-import { ChatClient, type WebSocketLike } from './protocol/client';
+import { ApiError, api } from './api';
+import { ChatClient, type AuthVerdict, type WebSocketLike } from './protocol/client';
 import { navigate, useRoute } from './router';
 import { clearSession, loadSession, saveSession, type Session } from './session';
 import { ChatView } from './ui/ChatView';
@@ -23,7 +23,18 @@ function makeClient(session: Session): ChatClient {
     url: wsUrl,
     wsFactory: (url) => new WebSocket(url) as unknown as WebSocketLike,
     history: { fetchMessages: (roomId, before, limit) => api.messages(roomId, before, limit) },
+    checkAuth,
   });
+}
+
+/** GET /api/me with the cookie: a 401 means the token is refused (docs/protocol.md, "Auth expiry"). */
+async function checkAuth(): Promise<AuthVerdict> {
+  try {
+    await api.me();
+    return 'valid';
+  } catch (e) {
+    return e instanceof ApiError && e.status === 401 ? 'refused' : 'unknown';
+  }
 }
 
 export function App() {

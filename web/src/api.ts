@@ -67,6 +67,8 @@ export const api = {
   /** jwt mode: trade the identity service's token for the HttpOnly cookie the WebSocket carries */
   startSession: (token: string) => call<WebSessionResult>('POST', '/api/auth/session', { token }),
   endSession: () => call<null>('DELETE', '/api/auth/session'),
+  /** the cookie's user: 401 when the server no longer takes the token */
+  me: () => call<WebSessionResult>('GET', '/api/me'),
   rooms: (signal?: AbortSignal) => call<Room[]>('GET', '/api/room', { signal }),
   room: (roomId: number, signal?: AbortSignal) => call<Room>('GET', `/api/room/${roomId}`, { signal }),
   createRoom: (name: string, token: string) => call<Room>('POST', '/api/room', { body: { name }, token }),

@@ -168,6 +168,74 @@ describe('ChatClient connection', () => {
     expect(c2.getSnapshot().status).toBe('closed');
   });
 
+  it('stops on 4001 (token expired during the session)', () => {
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    last().open();
+    last().drop(4001);
+    expect(expired).toBe(1);
+    expect(client.getSnapshot().status).toBe('closed');
+    timers.advance(60000);
+    expect(sockets.length).toBe(1);
+  });
+
+  it('asks the auth check after two failed connects and logs out on a refused token', async () => {
+    const asked: number[] = [];
+    client = makeClient({
+      checkAuth: async () => {
+        asked.push(sockets.length);
+        return 'refused';
+      },
+    });
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    last().drop(1006); // refused handshake: the browser says 1006, never opened
+    expect(asked).toEqual([]);
+    timers.advance(timers.delays()[0]);
+    last().drop(1006);
+    await flush();
+    expect(asked).toEqual([2]);
+    expect(expired).toBe(1);
+    expect(client.getSnapshot().status).toBe('closed');
+    timers.advance(60000);
+    expect(sockets.length).toBe(2);
+  });
+
+  it('keeps reconnecting when the auth check says valid or cannot tell', async () => {
+    const verdicts = ['valid', 'unknown'] as const;
+    let n = 0;
+    client = makeClient({ checkAuth: async () => verdicts[Math.min(n++, 1)] });
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      last().drop(1006);
+      await flush();
+      timers.advance(timers.delays().at(-1)!);
+    }
+    expect(n).toBe(2);
+    expect(expired).toBe(0);
+    expect(sockets.length).toBe(4);
+    last().open();
+    expect(client.getSnapshot().status).toBe('connected');
+  });
+
+  it('does not count a connection that opened as a failed connect', async () => {
+    let asked = 0;
+    client = makeClient({ checkAuth: async () => { asked++; return 'refused'; } });
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      last().open();
+      last().drop(1006);
+      timers.advance(timers.delays().at(-1)!);
+    }
+    await flush();
+    expect(asked).toBe(0);
+    expect(client.getSnapshot().status).not.toBe('closed');
+  });
+
   it('pings when idle and drops a connection that does not answer', () => {
     client.start();
     last().open();

@@ -53,6 +53,10 @@ export interface HistoryApi {
   fetchMessages(roomId: number, before: number | null, limit: number): Promise<ChatMessage[]>;
 }
 
+/** Whether the server still takes our token: a browser reports a refused WebSocket handshake (HTTP 401)
+ * only as close code 1006, so after failed connects the client asks a cheap REST call. */
+export type AuthVerdict = 'valid' | 'refused' | 'unknown';
+
 export type ConnectionStatus = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
 
 export type PendingStatus = 'pending' | 'failed';
@@ -94,7 +98,7 @@ export interface ClientEvents {
   session: (info: { sessionId: string; userId: string; nodeId: string }) => void;
   /** a new connection is ready (subscriptions re-sent); e.g. refetch lists that may have changed */
   connected: (info: { reconnect: boolean }) => void;
-  /** the server closed with 1008 (token expired or rejected): log in again */
+  /** the token is no longer accepted (close 1008 or 4001, or the auth check answered 401): log in again */
   authExpired: () => void;
   /** the server says this connection is another user's (the shared cookie of another tab's
    * sign-in): the client has stopped; log in again */
@@ -109,6 +113,8 @@ export interface ChatClientOptions {
   url: () => string;
   wsFactory: WebSocketFactory;
   history: HistoryApi;
+  /** asked after AUTH_CHECK_AFTER_FAILED_CONNECTS connects in a row failed before opening */
+  checkAuth?: () => Promise<AuthVerdict>;
   timers?: Timers;
   backoff?: BackoffOptions;
   /** a PING is sent after this long without any frame from the server */
@@ -144,6 +150,9 @@ type RefInfo =
   | { kind: 'other' };
 
 const OPEN = 1;
+/** close codes after which reconnecting with the same token is pointless (docs/protocol.md) */
+const AUTH_CLOSE_CODES = new Set([1008, 4001]);
+const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
 const RESUBSCRIBE_AFTER_UNAVAILABLE_MS = 1500;
 
 /** Length in code points, as the server counts it. */
@@ -166,11 +175,15 @@ type Listener = () => void;
 export class ChatClient {
   readonly userId: string;
   private readonly opts: Required<
-    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId'>
+    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId' | 'checkAuth'>
   >;
   private readonly timers: Timers;
   private readonly backoff: Backoff;
   private readonly newClientMsgId: () => string;
+  private readonly checkAuth: (() => Promise<AuthVerdict>) | null;
+  /** connection attempts in a row that closed before opening */
+  private failedConnects = 0;
+  private authCheckInFlight = false;
 
   private ws: WebSocketLike | null = null;
   private gen = 0;
@@ -213,6 +226,7 @@ export class ChatClient {
     this.timers = options.timers ?? realTimers;
     this.backoff = new Backoff(options.backoff);
     this.newClientMsgId = options.newClientMsgId ?? defaultClientMsgId;
+    this.checkAuth = options.checkAuth ?? null;
     this.opts = {
       userId: options.userId,
       url: options.url,
@@ -370,6 +384,7 @@ export class ChatClient {
     if (gen !== this.gen) return;
     const reconnect = this.everConnected;
     this.everConnected = true;
+    this.failedConnects = 0;
     this.setSnapshot({ status: 'connected', attempts: 0 });
     this.armHeartbeat();
     if (this.watchingRooms) this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
@@ -382,6 +397,7 @@ export class ChatClient {
   private handleClose(gen: number, code: number, _reason: string): void {
     if (gen !== this.gen) return;
     const ws = this.ws;
+    const opened = this.snapshot.status === 'connected';
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.ws = null;
     this.gen += 1; // ignore anything else from that socket
@@ -391,11 +407,13 @@ export class ChatClient {
       this.setSnapshot({ status: 'closed' });
       return;
     }
-    if (code === 1008) {
-      this.started = false;
-      this.setSnapshot({ status: 'closed', nextAttemptAt: null });
-      this.emit('authExpired');
+    if (AUTH_CLOSE_CODES.has(code)) {
+      this.expireAuth();
       return;
+    }
+    if (!opened) {
+      this.failedConnects += 1;
+      if (this.failedConnects >= AUTH_CHECK_AFTER_FAILED_CONNECTS) this.askAuth();
     }
     const delay = this.backoff.next();
     this.reconnectTimer = this.timers.setTimeout(() => {
@@ -409,6 +427,23 @@ export class ChatClient {
       nodeId: null,
       sessionId: null,
     });
+  }
+
+  private expireAuth(): void {
+    this.stop();
+    this.emit('authExpired');
+  }
+
+  /** Failed connects may be a refused token, which the browser does not tell apart: ask. */
+  private askAuth(): void {
+    if (!this.checkAuth || this.authCheckInFlight) return;
+    this.authCheckInFlight = true;
+    this.checkAuth()
+      .catch((): AuthVerdict => 'unknown')
+      .then((verdict) => {
+        this.authCheckInFlight = false;
+        if (verdict === 'refused' && this.started && this.snapshot.status !== 'connected') this.expireAuth();
+      });
   }
 
   private markDisconnected(): void {
