@@ -1,6 +1,6 @@
 import { memo, useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type KeyboardEvent } from 'react';
 import { api, ApiError } from '../api';
-import { useI18n, type Lang, type TFunc } from '../i18n';
+import { describeError, useI18n, type Lang, type TFunc } from '../i18n';
 import { textLength, type ChatClient, type PendingMessage } from '../protocol/client';
 import { MAX_TEXT, type ChatMessage, type Room } from '../protocol/types';
 import { navigate } from '../router';
@@ -77,7 +77,7 @@ function PendingItem({ p, t, client }: { p: PendingMessage; t: TFunc; client: Ch
           <span className="msg-time">{t('sending')}</span>
         ) : (
           <span className="msg-fail">
-            <span role="alert">{t('notSent', { reason: p.error?.message || p.error?.code || '?' })}</span>{' '}
+            <span role="alert">{t('notSent', { reason: describeError(t, p.error) })}</span>{' '}
             <button type="button" className="btn btn-small" onClick={() => client.retry(p.clientMsgId)} data-testid="retry">
               {t('retry')}
             </button>{' '}
@@ -290,7 +290,7 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
           {!view?.historyLoaded && !view?.error && <p className="muted center">{t('loading')}</p>}
           {view?.error && (
             <p className="field-error center" role="alert">
-              {view.error.code === 'HISTORY' ? t('historyError', { reason: view.error.message }) : t('roomError', { reason: view.error.message })}{' '}
+              {view.error.code === 'HISTORY' ? t('historyError', { reason: view.error.message }) : t('roomError', { reason: describeError(t, view.error) })}{' '}
               <button type="button" className="btn btn-small" onClick={() => client.openRoom(roomId).catch(() => undefined)}>
                 {t('retry')}
               </button>
