@@ -6,6 +6,7 @@ import logging
 import mimetypes
 import re
 import time
+import unicodedata
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 TOKEN_COOKIE = "chattrio_token"
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
+ROOMS_PAGE_DEFAULT = 50
+ROOMS_PAGE_MAX = 200
+ROOM_SEARCH_MAX = 100  # a room name's own limit
 READY_TIMEOUT = 2.0
 # jwt mode: users this node knows to exist, so only a user's first token costs a PostgreSQL write.
 KNOWN_USERS_MAX = 100_000
@@ -236,7 +240,16 @@ class Api:
         return json_response(200, "cookie cleared", None, [token_cookie("", 0)])
 
     async def _list_rooms(self, request: Request) -> Response:
-        return json_response(200, "rooms", await self._rooms.list())
+        """A page of rooms, newest first; `cursor` is the previous page's `nextCursor`."""
+        limit = _int_param(request, "limit", ROOMS_PAGE_DEFAULT, 1, ROOMS_PAGE_MAX)
+        cursor = request.query.get("cursor") or None
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise BadRequest(400, "cursor must be the nextCursor of a previous page")
+        search = _room_search(request.query.get("q", ""))
+        rooms = await self._rooms.list(limit + 1, int(cursor) if cursor else None, search)
+        page, more = rooms[:limit], len(rooms) > limit
+        data = {"rooms": page, "nextCursor": str(page[-1].id) if more else None, "hasMore": more}
+        return json_response(200, "rooms", data)
 
     async def _create_room(self, request: Request) -> Response:
         user_id = await self._user_of(request)
@@ -290,6 +303,17 @@ def _subject_user_id(subject: str) -> str:
     if user_id != subject:
         raise BadRequest(401, "token subject is not a normalised user id")
     return user_id
+
+
+def _room_search(raw: str) -> str:
+    """The name search of the room list: white space at both ends ignored; what no room name can
+    hold is refused rather than matched against nothing."""
+    search = raw.strip()
+    if len(search) > ROOM_SEARCH_MAX:
+        raise BadRequest(400, f"q must be at most {ROOM_SEARCH_MAX} characters")
+    if any(ch == "\0" or unicodedata.category(ch) == "Cc" for ch in search):
+        raise BadRequest(400, "q must not contain control characters")
+    return search
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -42,12 +42,13 @@ class RoomDirectory:
         except CacheUnavailable:
             return None
 
-    async def list(self) -> list[Room]:
-        """Every room with its present member count; from the cache when PostgreSQL is down."""
+    async def list(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
+        """A page of rooms, newest first, with their present member counts (see
+        Directory.list_rooms); from the cache when PostgreSQL is down."""
         try:
-            rooms = await self._db.list_rooms()
+            rooms = await self._db.list_rooms(limit, before_id, search)
         except DatabaseUnavailable:
-            rooms = await self._cache.cached_rooms()
+            rooms = page_of_rooms(await self._cache.cached_rooms(), limit, before_id, search)
         for room in rooms:
             self.learn(room)
         try:
@@ -57,3 +58,11 @@ class RoomDirectory:
         return [
             Room(room.id, room.name, room.created_by, room.created_at, counts.get(room.id, 0)) for room in rooms
         ]
+
+
+def page_of_rooms(rooms: list[Room], limit: int, before_id: int | None, search: str) -> list[Room]:
+    """Directory.list_rooms over rooms in memory (the Redis cache's copy when PostgreSQL is down)."""
+    needle = search.lower()
+    matching = [room for room in rooms
+                if (before_id is None or room.id < before_id) and needle in room.name.lower()]
+    return sorted(matching, key=lambda room: room.id, reverse=True)[:limit]

@@ -52,7 +52,8 @@ class Directory(Protocol):
 
     async def create_room(self, name: str, created_by: str) -> Room: ...
 
-    async def list_rooms(self) -> list[Room]: ...
+    async def list_rooms(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
+        """Up to `limit` rooms, newest first, with id < before_id, whose name contains `search` (any case)."""
 
     async def get_room(self, room_id: int) -> Room | None: ...
 
