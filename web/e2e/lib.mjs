@@ -139,8 +139,16 @@ export async function createRoom(page, name) {
   await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
 }
 
+/** The room list shows a page of the newest rooms: a room is found through its search box. */
+export async function findRoom(page, name) {
+  await page.getByTestId('room-search').fill(name);
+  const item = page.getByTestId('room-item').filter({ hasText: name }).first();
+  await item.waitFor();
+  return item;
+}
+
 export async function openRoom(page, name) {
-  await page.getByTestId('room-item').filter({ hasText: name }).first().click();
+  await (await findRoom(page, name)).click();
   await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
   await waitFor('room live', async () => (await page.getByTestId('chat').getAttribute('data-live')) === 'true');
 }

@@ -16,6 +16,7 @@ import {
   chatTexts,
   createRoom,
   expectChat,
+  findRoom,
   launchBrowser,
   log,
   login,
@@ -264,7 +265,7 @@ async function main() {
     await P.context.close();
     const H = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'H' });
     await login(H.page, `dave_${tag}`);
-    await H.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor();
+    await findRoom(H.page, roomName);
     await shoot(H.page, SHOTS, 'rooms-desktop.png');
     await H.context.close();
   });
@@ -398,6 +399,45 @@ async function main() {
     // A goes back to the conversation for the next steps
     await openRoom(A.page, roomName);
     await expectChat(A.page, expected, 'A back in the first room');
+  });
+
+  await step('room list: pages of 50 load on scroll, the search narrows it, entered rooms come first', async () => {
+    const prefix = `list ${tag}`;
+    // 55 rooms newer than every room A entered, created over REST with A's token
+    const created = await A.page.evaluate(async (prefix) => {
+      const { token } = JSON.parse(sessionStorage.getItem('chattrio.session'));
+      const ids = [];
+      for (let k = 0; k < 55; k++) {
+        const res = await fetch('/api/room', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ name: `${prefix} ${k}` }),
+        });
+        ids.push((await res.json()).data.id);
+      }
+      return ids;
+    }, prefix);
+    const list = A.page.getByTestId('room-list');
+    const shownIds = () => A.page.$$eval('[data-testid="room-item"]', (els) => els.map((e) => Number(e.getAttribute('data-room-id'))));
+    await A.page.getByTestId('room-search').fill(prefix);
+    await waitFor('first page of the search', async () => {
+      const ids = await shownIds();
+      return ids.length === 50 && (await list.getAttribute('data-has-more')) === 'true' ? true : notYet({ n: ids.length });
+    });
+    await A.page.locator('.rooms-pane').evaluate((el) => el.scrollTo(0, el.scrollHeight));
+    await waitFor('second page on scroll', async () => {
+      const ids = await shownIds();
+      return ids.length === 55 && (await list.getAttribute('data-has-more')) === 'false' ? true : notYet({ n: ids.length });
+    });
+    const ids = await shownIds();
+    const want = [...created].sort((a, b) => b - a);
+    if (JSON.stringify(ids) !== JSON.stringify(want)) throw new Error(`not each room once, newest first: ${JSON.stringify(ids)}`);
+    await A.page.getByTestId('room-search').fill('');
+    const current = Number(/\/room\/(\d+)/.exec(A.page.url())?.[1]);
+    await waitFor('entered room first', async () => {
+      const first = (await shownIds())[0];
+      return first === current ? true : notYet({ first, current });
+    });
   });
 
   if (!target.canKill) {
