@@ -142,6 +142,7 @@ export async function createRoom(page, name) {
 /** The room list shows a page of the newest rooms: a room is found through its search box. */
 export async function findRoom(page, name) {
   await page.getByTestId('room-search').fill(name);
+  await waitFor('search answered', async () => (await page.getByTestId('room-list').getAttribute('data-search')) === name);
   const item = page.getByTestId('room-item').filter({ hasText: name }).first();
   await item.waitFor();
   return item;

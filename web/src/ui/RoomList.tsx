@@ -8,6 +8,7 @@ import {
   addCreated,
   appendPage,
   loadRecent,
+  matchesSearch,
   orderedRooms,
   refreshFirstPage,
   rememberRoom,
@@ -38,13 +39,17 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
   // answers to an older search are dropped
   const searchRef = useRef(search);
   searchRef.current = search;
+  // the search the held pages answer: a new search's first page replaces them
+  const pagedFor = useRef<string | null>(null);
 
   const refresh = useCallback(async () => {
     const forSearch = searchRef.current;
     try {
       const page = await api.rooms({ q: forSearch });
       if (forSearch !== searchRef.current) return;
-      setPaged((prev) => refreshFirstPage(prev, page));
+      const sameSearch = pagedFor.current === forSearch;
+      pagedFor.current = forSearch;
+      setPaged((prev) => (sameSearch ? refreshFirstPage(prev, page) : page));
       setError(null);
     } catch (e) {
       if (forSearch === searchRef.current) setError((e as Error).message);
@@ -52,7 +57,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
   }, []);
 
   const loadMore = useCallback(async () => {
-    if (!paged?.hasMore || loadingMore) return;
+    if (!paged?.hasMore || loadingMore || pagedFor.current !== search) return;
     const forSearch = search;
     setLoadingMore(true);
     try {
@@ -71,7 +76,6 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     return () => clearTimeout(id);
   }, [query]);
   useEffect(() => {
-    setPaged(null);
     void refresh();
   }, [search, refresh]);
 
@@ -136,7 +140,8 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     };
   }, [client, refresh]);
 
-  const rooms = paged === null ? null : orderedRooms(recentIds, known, paged.rooms, search);
+  // until a new search's first page arrives, the rows held are narrowed here
+  const rooms = paged === null ? null : orderedRooms(recentIds, known, paged.rooms.filter((r) => matchesSearch(r, search)), search);
   return (
     <div className="rooms">
       <div className="rooms-head">
@@ -169,7 +174,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
       {rooms === null && !error && <p className="muted">{t('loading')}</p>}
       {rooms !== null && rooms.length === 0 && <p className="muted">{search ? t('noRoomsFound', { q: search }) : t('noRooms')}</p>}
       {rooms !== null && rooms.length > 0 && (
-        <ul className="room-list" aria-labelledby="rooms-heading" data-testid="room-list" data-has-more={paged?.hasMore ? 'true' : 'false'}>
+        <ul className="room-list" aria-labelledby="rooms-heading" data-testid="room-list" data-has-more={paged?.hasMore ? 'true' : 'false'} data-search={pagedFor.current ?? ''}>
           {rooms.map((r) => (
             <li key={r.id}>
               <a
