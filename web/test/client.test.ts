@@ -1,7 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { Backoff } from '../src/protocol/backoff';
 import { ChatClient } from '../src/protocol/client';
-import { MessageList } from '../src/protocol/roomStore';
 import { FakeHistory, FakeSocket, FakeTimers, flush, msg } from './fakes';
 
 let timers: FakeTimers;
@@ -48,48 +46,6 @@ async function openConnectedRoom(roomId: number): Promise<FakeSocket> {
   ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: client.getRoom(roomId)!.messages.at(-1)?.seq ?? null });
   return ws;
 }
-
-describe('MessageList', () => {
-  it('keeps seq order and drops duplicates by id', () => {
-    const l = new MessageList();
-    expect(l.upsert(msg(1, 30))).toBe(true);
-    expect(l.upsert(msg(1, 10))).toBe(true);
-    expect(l.upsert(msg(1, 20))).toBe(true);
-    expect(l.upsert(msg(1, 20))).toBe(false);
-    expect(l.upsert(msg(1, 10, 'bob', 'changed'))).toBe(false);
-    expect(l.list().map((m) => m.seq)).toEqual([10, 20, 30]);
-    expect(l.list()[0].text).toBe('changed');
-    expect(l.highestSeq()).toBe(30);
-    expect(l.lowestSeq()).toBe(10);
-  });
-
-  it('returns a new array after each change (snapshot stability)', () => {
-    const l = new MessageList();
-    l.upsert(msg(1, 1));
-    const a = l.list();
-    expect(l.list()).toBe(a);
-    l.upsert(msg(1, 2));
-    expect(l.list()).not.toBe(a);
-    expect(a.length).toBe(1);
-  });
-});
-
-describe('Backoff', () => {
-  it('grows exponentially, is capped, and jitters', () => {
-    const b = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 1 });
-    expect([b.next(), b.next(), b.next(), b.next(), b.next(), b.next()]).toEqual([100, 200, 400, 800, 1000, 1000]);
-    const lo = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 0 });
-    expect([lo.next(), lo.next(), lo.next()]).toEqual([50, 100, 200]);
-    lo.reset();
-    expect(lo.next()).toBe(50);
-    const r = new Backoff({ baseMs: 1000, maxMs: 60000 });
-    for (let i = 0; i < 50; i++) {
-      const d = r.next();
-      expect(d).toBeGreaterThanOrEqual(0);
-      expect(d).toBeLessThanOrEqual(60000);
-    }
-  });
-});
 
 describe('ChatClient connection', () => {
   it('connects, reports the node, subscribes to the room list', () => {

@@ -12,7 +12,10 @@
  * call) is injectable so the class can be unit-tested with fakes.
  */
 import { Backoff, type BackoffOptions } from './backoff';
-import { MessageList } from './roomStore';
+import { Heartbeat } from './heartbeat';
+import { addHistoryPage, markNotLive, newRoomState, viewOf, type PendingMessage, type RoomState, type RoomView } from './roomState';
+import { SendTracker } from './sendTracker';
+import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 import {
   MAX_TEXT,
   ROOMS_TOPIC,
@@ -24,29 +27,8 @@ import {
   type ServerFrame,
 } from './types';
 
-export interface WebSocketLike {
-  readonly readyState: number;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-}
-
-export type WebSocketFactory = (url: string) => WebSocketLike;
-
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-  now(): number;
-}
-
-export const realTimers: Timers = {
-  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
-  clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof setTimeout>),
-  now: () => Date.now(),
-};
+export { realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
+export type { PendingMessage, PendingStatus, RoomView } from './roomState';
 
 export interface HistoryApi {
   /** REST history: newest first, at most `limit`, only seq < before when before is given. */
@@ -58,28 +40,6 @@ export interface HistoryApi {
 export type AuthVerdict = 'valid' | 'refused' | 'unknown';
 
 export type ConnectionStatus = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
-
-export type PendingStatus = 'pending' | 'failed';
-
-export interface PendingMessage {
-  clientMsgId: string;
-  roomId: number;
-  text: string;
-  status: PendingStatus;
-  createdAt: number;
-  error: { code: string; message: string } | null;
-}
-
-export interface RoomView {
-  roomId: number;
-  messages: readonly ChatMessage[];
-  pending: readonly PendingMessage[];
-  historyLoaded: boolean;
-  live: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
-  error: { code: string; message: string } | null;
-}
 
 export interface ClientSnapshot {
   status: ConnectionStatus;
@@ -129,27 +89,11 @@ export interface ChatClientOptions {
   newClientMsgId?: () => string;
 }
 
-interface RoomState {
-  roomId: number;
-  list: MessageList;
-  pending: Map<string, PendingMessage>;
-  historyLoaded: boolean;
-  historyPromise: Promise<void> | null;
-  /** connection generation on which SUBSCRIBE was sent, or null */
-  subscribedGen: number | null;
-  live: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
-  error: { code: string; message: string } | null;
-  view: RoomView | null;
-}
-
 type RefInfo =
   | { kind: 'send'; clientMsgId: string; roomId: number }
   | { kind: 'subscribe'; roomId: number | null }
   | { kind: 'other' };
 
-const OPEN = 1;
 /** close codes after which reconnecting with the same token is pointless (docs/protocol.md) */
 const AUTH_CLOSE_CODES = new Set([1008, 4001]);
 const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
@@ -191,13 +135,10 @@ export class ChatClient {
   private started = false;
   private networkOnline = true;
   private reconnectTimer: unknown = null;
-  private pingTimer: unknown = null;
-  private pongTimer: unknown = null;
+  private readonly heartbeat: Heartbeat;
   private refCounter = 0;
   private readonly refs = new Map<string, RefInfo>();
-  private readonly sendTimers = new Map<string, unknown>();
-  /** clientMsgIds whose SEND went out on the current connection and is not answered yet */
-  private readonly inFlight = new Map<string, number>();
+  private readonly sends: SendTracker;
   private readonly resubscribed = new Set<string>();
 
   private watchingRooms = false;
@@ -238,6 +179,14 @@ export class ChatClient {
       offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
       pageSize: options.pageSize ?? 50,
     };
+    this.heartbeat = new Heartbeat(
+      this.timers,
+      this.opts.pingIntervalMs,
+      this.opts.pongTimeoutMs,
+      () => this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) }),
+      () => this.dropConnection('heartbeat timeout'),
+    );
+    this.sends = new SendTracker(this.timers, this.opts.sendTimeoutMs);
   }
 
   // ---------------------------------------------------------------- observation
@@ -257,20 +206,7 @@ export class ChatClient {
 
   getRoom(roomId: number): RoomView | undefined {
     const r = this.rooms.get(roomId);
-    if (!r) return undefined;
-    if (!r.view) {
-      r.view = {
-        roomId,
-        messages: r.list.list(),
-        pending: [...r.pending.values()],
-        historyLoaded: r.historyLoaded,
-        live: r.live,
-        hasMore: r.hasMore,
-        loadingOlder: r.loadingOlder,
-        error: r.error,
-      };
-    }
-    return r.view;
+    return r ? viewOf(r) : undefined;
   }
 
   private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
@@ -304,7 +240,7 @@ export class ChatClient {
   stop(): void {
     this.started = false;
     this.clearReconnect();
-    this.stopHeartbeat();
+    this.heartbeat.stop();
     const ws = this.ws;
     this.ws = null;
     this.gen += 1;
@@ -386,7 +322,7 @@ export class ChatClient {
     this.everConnected = true;
     this.failedConnects = 0;
     this.setSnapshot({ status: 'connected', attempts: 0 });
-    this.armHeartbeat();
+    this.heartbeat.arm();
     if (this.watchingRooms) this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
     for (const room of this.rooms.values()) {
       if (room.historyLoaded) this.subscribeRoom(room);
@@ -401,7 +337,7 @@ export class ChatClient {
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.ws = null;
     this.gen += 1; // ignore anything else from that socket
-    this.stopHeartbeat();
+    this.heartbeat.stop();
     this.markDisconnected();
     if (!this.started) {
       this.setSnapshot({ status: 'closed' });
@@ -447,17 +383,9 @@ export class ChatClient {
   }
 
   private markDisconnected(): void {
-    for (const t of this.sendTimers.values()) this.timers.clearTimeout(t);
-    this.sendTimers.clear();
-    this.inFlight.clear();
+    this.sends.forgetAll();
     this.refs.clear();
-    for (const room of this.rooms.values()) {
-      if (room.live || room.subscribedGen !== null) {
-        room.live = false;
-        room.subscribedGen = null;
-        room.view = null;
-      }
-    }
+    for (const room of this.rooms.values()) markNotLive(room);
   }
 
   private clearReconnect(): void {
@@ -465,28 +393,6 @@ export class ChatClient {
       this.timers.clearTimeout(this.reconnectTimer);
       this.reconnectTimer = null;
     }
-  }
-
-  // ---------------------------------------------------------------- heartbeat
-
-  private armHeartbeat(): void {
-    this.stopHeartbeat();
-    const gen = this.gen;
-    this.pingTimer = this.timers.setTimeout(() => {
-      this.pingTimer = null;
-      if (gen !== this.gen || !this.ws) return;
-      this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) });
-      this.pongTimer = this.timers.setTimeout(() => {
-        this.pongTimer = null;
-        if (gen === this.gen) this.dropConnection('heartbeat timeout');
-      }, this.opts.pongTimeoutMs);
-    }, this.opts.pingIntervalMs);
-  }
-
-  private stopHeartbeat(): void {
-    if (this.pingTimer !== null) this.timers.clearTimeout(this.pingTimer);
-    if (this.pongTimer !== null) this.timers.clearTimeout(this.pongTimer);
-    this.pingTimer = this.pongTimer = null;
   }
 
   // ---------------------------------------------------------------- frames out
@@ -532,19 +438,7 @@ export class ChatClient {
   openRoom(roomId: number): Promise<void> {
     let room = this.rooms.get(roomId);
     if (!room) {
-      room = {
-        roomId,
-        list: new MessageList(),
-        pending: new Map(),
-        historyLoaded: false,
-        historyPromise: null,
-        subscribedGen: null,
-        live: false,
-        hasMore: true,
-        loadingOlder: false,
-        error: null,
-        view: null,
-      };
+      room = newRoomState(roomId);
       this.rooms.set(roomId, room);
       this.changed(room);
     }
@@ -566,8 +460,8 @@ export class ChatClient {
     try {
       const page = await this.opts.history.fetchMessages(room.roomId, null, this.opts.pageSize);
       if (this.rooms.get(room.roomId) !== room) return;
-      for (const m of page) room.list.upsert(m);
-      room.hasMore = page.length >= this.opts.pageSize;
+      room.hasMore = false;
+      addHistoryPage(room, page, this.opts.pageSize);
       room.historyLoaded = true;
       room.error = null;
       this.changed(room);
@@ -605,12 +499,7 @@ export class ChatClient {
     const room = this.rooms.get(roomId);
     if (!room) return;
     if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
-    for (const p of room.pending.keys()) {
-      const t = this.sendTimers.get(p);
-      if (t !== undefined) this.timers.clearTimeout(t);
-      this.sendTimers.delete(p);
-      this.inFlight.delete(p);
-    }
+    for (const p of room.pending.keys()) this.sends.forget(p);
     this.rooms.delete(roomId);
     this.changed();
   }
@@ -633,10 +522,8 @@ export class ChatClient {
     this.changed(room);
     try {
       const page = await this.opts.history.fetchMessages(roomId, before, this.opts.pageSize);
-      let added = 0;
-      for (const m of page) if (room.list.upsert(m)) added += 1;
-      room.hasMore = page.length >= this.opts.pageSize;
-      return added;
+      room.hasMore = false;
+      return addHistoryPage(room, page, this.opts.pageSize);
     } finally {
       room.loadingOlder = false;
       this.changed(room);
@@ -683,10 +570,7 @@ export class ChatClient {
   discard(clientMsgId: string): void {
     for (const room of this.rooms.values()) {
       if (room.pending.delete(clientMsgId)) {
-        const t = this.sendTimers.get(clientMsgId);
-        if (t !== undefined) this.timers.clearTimeout(t);
-        this.sendTimers.delete(clientMsgId);
-        this.inFlight.delete(clientMsgId);
+        this.sends.forget(clientMsgId);
         this.changed(room);
         return;
       }
@@ -695,7 +579,7 @@ export class ChatClient {
 
   private transmit(room: RoomState, p: PendingMessage): void {
     if (p.status !== 'pending') return;
-    if (!room.live || this.inFlight.get(p.clientMsgId) === this.gen) return; // flushed on SUBSCRIBED
+    if (!room.live || this.sends.isInFlight(p.clientMsgId, this.gen)) return; // flushed on SUBSCRIBED
     const ok = this.sendFrame({
       type: 'SEND',
       roomId: room.roomId,
@@ -704,16 +588,8 @@ export class ChatClient {
       ref: this.ref({ kind: 'send', clientMsgId: p.clientMsgId, roomId: room.roomId }),
     });
     if (!ok) return;
-    this.inFlight.set(p.clientMsgId, this.gen);
-    const old = this.sendTimers.get(p.clientMsgId);
-    if (old !== undefined) this.timers.clearTimeout(old);
-    this.sendTimers.set(
-      p.clientMsgId,
-      this.timers.setTimeout(() => {
-        this.sendTimers.delete(p.clientMsgId);
-        this.inFlight.delete(p.clientMsgId);
-        this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' });
-      }, this.opts.sendTimeoutMs),
+    this.sends.sent(p.clientMsgId, this.gen, () =>
+      this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' }),
     );
   }
 
@@ -725,19 +601,13 @@ export class ChatClient {
     const room = this.rooms.get(roomId);
     const p = room?.pending.get(clientMsgId);
     if (!room || !p) return;
-    const t = this.sendTimers.get(clientMsgId);
-    if (t !== undefined) this.timers.clearTimeout(t);
-    this.sendTimers.delete(clientMsgId);
-    this.inFlight.delete(clientMsgId);
+    this.sends.forget(clientMsgId);
     room.pending.set(clientMsgId, { ...p, status: 'failed', error });
     this.changed(room);
   }
 
   private settle(room: RoomState, clientMsgId: string): void {
-    const t = this.sendTimers.get(clientMsgId);
-    if (t !== undefined) this.timers.clearTimeout(t);
-    this.sendTimers.delete(clientMsgId);
-    this.inFlight.delete(clientMsgId);
+    this.sends.forget(clientMsgId);
     room.pending.delete(clientMsgId);
   }
 
@@ -746,7 +616,7 @@ export class ChatClient {
   private handleMessage(gen: number, data: unknown): void {
     if (gen !== this.gen) return;
     // any frame proves the connection alive
-    if (this.pongTimer !== null || this.pingTimer !== null) this.armHeartbeat();
+    this.heartbeat.alive();
     if (typeof data !== 'string') return;
     let frame: ServerFrame;
     try {
@@ -841,8 +711,7 @@ export class ChatClient {
       this.opts.history.fetchMessages(roomId, null, this.opts.pageSize).then(
         (page) => {
           if (this.rooms.get(roomId) !== room) return;
-          for (const m of page) room.list.upsert(m);
-          if (page.length >= this.opts.pageSize) room.hasMore = true;
+          addHistoryPage(room, page, this.opts.pageSize);
           this.changed(room);
         },
         () => undefined,
@@ -860,10 +729,7 @@ export class ChatClient {
         // our subscription was lost on the server side: enter again; the message stays pending
         const room = this.rooms.get(info.roomId);
         if (room) {
-          this.inFlight.delete(info.clientMsgId);
-          const t = this.sendTimers.get(info.clientMsgId);
-          if (t !== undefined) this.timers.clearTimeout(t);
-          this.sendTimers.delete(info.clientMsgId);
+          this.sends.forget(info.clientMsgId);
           const p = room.pending.get(info.clientMsgId);
           if (p && p.status === 'pending' && room.live && !this.resubscribed.has(p.clientMsgId)) {
             this.resubscribed.add(p.clientMsgId);
