@@ -129,12 +129,15 @@ class Api:
         return error_response(404, f"no such path {request.path[:100]}")
 
     async def _user_of(self, request: Request) -> str:
+        return (await self._identity_of_request(request)).user_id
+
+    async def _identity_of_request(self, request: Request) -> Identity:
         if "token" in request.query:
             raise BadRequest(400, TOKEN_IN_URL)
         token = token_of(request)
         if token is None:
             raise BadRequest(401, "log in first: no token")
-        return await self.authenticate(token)
+        return await self._identity_of(token)
 
     async def authenticate(self, token: str) -> str:
         """The token's user id, or BadRequest: 401 for a bad token, 503 when its first use in jwt
@@ -228,12 +231,7 @@ class Api:
     async def _me(self, request: Request) -> Response:
         """The cheap authenticated call a client makes to tell a refused token (401) from a node
         it cannot reach: a browser sees a refused WebSocket handshake only as close code 1006."""
-        if "token" in request.query:
-            raise BadRequest(400, TOKEN_IN_URL)
-        token = token_of(request)
-        if token is None:
-            raise BadRequest(401, "log in first: no token")
-        identity = await self._identity_of(token)
+        identity = await self._identity_of_request(request)
         return json_response(200, "you", {"userId": identity.user_id, "expiresAt": identity.expires_at})
 
     async def _end_web_session(self, request: Request) -> Response:
@@ -268,7 +266,7 @@ class Api:
 
     async def _get_room(self, request: Request, room_id: str) -> Response:
         room = await self._rooms.find(await self._room_id(room_id))
-        return json_response(200, "room", room)
+        return json_response(200, "room", await self._rooms.with_member_count(room))
 
     async def _history(self, request: Request, room_id: str) -> Response:
         room = await self._room_id(room_id)

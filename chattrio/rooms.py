@@ -51,6 +51,13 @@ class RoomDirectory:
             rooms = page_of_rooms(await self._cache.cached_rooms(), limit, before_id, search)
         for room in rooms:
             self.learn(room)
+        return await self._with_member_counts(rooms)
+
+    async def with_member_count(self, room: Room) -> Room:
+        return (await self._with_member_counts([room]))[0]
+
+    async def _with_member_counts(self, rooms: list[Room]) -> list[Room]:
+        """The rooms with their present member counts (0 when Redis cannot tell)."""
         try:
             counts = await self._cache.member_counts([room.id for room in rooms])
         except CacheUnavailable:

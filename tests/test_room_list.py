@@ -8,8 +8,9 @@ import uuid
 
 import httpx
 import pytest
+import trio
 
-from client import create_room, login
+from client import connect, create_room, login
 
 
 def _tag() -> str:
@@ -92,3 +93,17 @@ async def test_a_page_of_200_is_allowed(cluster):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         data = await _page(http, limit=200)
     assert len(data["rooms"]) <= 200
+
+
+async def test_a_room_by_id_carries_its_member_count(cluster):
+    tag = _tag()
+    user = f"u{tag}"
+    token = await login(cluster.urls[0], user)
+    room = await create_room(cluster.urls[0], token, f"{tag} counted")
+    async with httpx.AsyncClient(base_url=cluster.urls[1], timeout=10) as http:
+        assert (await http.get(f"/api/room/{room['id']}")).json()["data"]["memberCount"] == 0
+        async with connect(cluster.urls[0], user, token) as client:
+            assert (await client.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+            with trio.fail_after(15):  # presence is written as the room is entered: wait for it to show
+                while (await http.get(f"/api/room/{room['id']}")).json()["data"]["memberCount"] != 1:
+                    await trio.sleep(0.1)
