@@ -86,7 +86,7 @@ const server = createServer(async (req, res) => {
   }
   if (p === '/api/room' && req.method === 'GET') return ok(res, 200, roomPage(url.searchParams));
   if (p === '/api/me' && req.method === 'GET') {
-    const user = tokenUser(/(?:^|;\s*)chattrio_token=([^;]*)/.exec(req.headers.cookie ?? '')?.[1] ?? '');
+    const user = tokenUser(cookieToken(req));
     return user ? ok(res, 200, { userId: user, expiresAt: Math.floor(Date.now() / 1000) + 86400 }) : fail(res, 401, 'log in first: no token');
   }
   if (p === '/api/room' && req.method === 'POST') {

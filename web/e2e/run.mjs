@@ -191,6 +191,17 @@ async function main() {
       throw new Error(`the connection was replaced: ${JSON.stringify([before, after])}`);
   });
 
+  await step('a token the server refuses returns to the login screen with a message (no endless reconnects)', async () => {
+    const X = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'X' });
+    await login(X.page, `xena_${tag}`);
+    // the cookie the WebSocket carries goes bad: the handshake is refused with 401 (a browser sees 1006)
+    await X.context.addCookies([{ name: 'chattrio_token', value: 'refused', url: target.nodes[0], httpOnly: true, sameSite: 'Lax' }]);
+    await X.page.reload();
+    await X.page.getByTestId('login-input').waitFor();
+    await X.page.getByText(/Your session has expired/).waitFor();
+    await X.context.close();
+  });
+
   const roomOk = await step('a room created on one node appears live on the other (no reload)', async () => {
     await createRoom(A.page, roomName);
     await B.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor({ timeout: STEP_MS });
