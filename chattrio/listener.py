@@ -102,9 +102,9 @@ class HttpServer:
 
     async def _serve_http(self, stream: trio.SocketStream) -> tuple[Identity | None, bytes] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
-        succeeds: then (the token's identity, None when AUTH is due; bytes already read past the handshake). Returning, rather than
-        running the session from here, lets the HTTP parser and the request go while the
-        session lives."""
+        succeeds: then (the token's identity, None when an AUTH frame is due; bytes already read
+        past the handshake). Returning, rather than running the session from here, lets the HTTP
+        parser and the request go while the session lives."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
@@ -175,12 +175,12 @@ class HttpServer:
         return verdict, conn.trailing_data[0]
 
     async def _serve_session(self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes) -> None:
-        session = Session(identity.user_id if identity else "", self._settings.send_buffer_bytes,
+        session = Session(identity.user_id if identity is not None else "", self._settings.send_buffer_bytes,
                           on_slow=self._slow_closes.inc)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_until_closed, session, stream, nursery.cancel_scope)
-                if identity:
+                if identity is not None:
                     self._open_session(session)
                 else:
                     self._awaiting_auth.add(session)
