@@ -7,6 +7,7 @@ import math
 import mimetypes
 import re
 import time
+import unicodedata
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 TOKEN_COOKIE = "chattrio_token"
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
+ROOMS_PAGE_DEFAULT = 50
+ROOMS_PAGE_MAX = 200
+ROOM_SEARCH_MAX = 100  # a room name's own limit
 READY_TIMEOUT = 2.0
 # jwt mode: users this node knows to exist, so only a user's first token costs a PostgreSQL write.
 KNOWN_USERS_MAX = 100_000
@@ -93,6 +97,7 @@ class Api:
             ("GET", re.compile(r"/api/openapi\.yaml"), self._openapi),
             ("POST", re.compile(r"/api/user/enter/(?P<user_id>[^/]*)"), self._enter),
             ("GET", re.compile(r"/api/auth"), self._auth_mode),
+            ("GET", re.compile(r"/api/me"), self._me),
             ("POST", re.compile(r"/api/auth/session"), self._start_web_session),
             ("DELETE", re.compile(r"/api/auth/session"), self._end_web_session),
             ("GET", re.compile(r"/api/room"), self._list_rooms),
@@ -152,6 +157,9 @@ class Api:
         return error_response(404, f"no such path {request.path[:100]}")
 
     async def _user_of(self, request: Request) -> str:
+        return (await self._identity_of_request(request)).user_id
+
+    async def _identity_of_request(self, request: Request) -> Identity:
         if "token" in request.query:
             raise BadRequest(400, TOKEN_IN_URL)
         token = token_of(request)
@@ -160,12 +168,16 @@ class Api:
         if request.bearer_token() is None and not self._from_own_page(request):
             # A browser sends the cookie with requests other sites' pages make (same-site ones too).
             raise BadRequest(403, "cookie-authenticated writes must come from this origin")
-        return await self.authenticate(token)
+        return await self._identity_of(token)
 
     async def authenticate(self, token: str) -> str:
         """The token's user id, or BadRequest: 401 for a bad token, 503 when its first use in jwt
         mode cannot create the user."""
         return (await self._identity_of(token)).user_id
+
+    async def identify(self, token: str) -> Identity:
+        """Like authenticate, with the token's expiry (a WebSocket session ends there)."""
+        return await self._identity_of(token)
 
     async def _identity_of(self, token: str) -> Identity:
         try:
@@ -286,11 +298,26 @@ class Api:
         data = {"userId": identity.user_id, "expiresAt": identity.expires_at}
         return json_response(200, "cookie set", data, [cookie])
 
+    async def _me(self, request: Request) -> Response:
+        """The cheap authenticated call a client makes to tell a refused token (401) from a node
+        it cannot reach: a browser sees a refused WebSocket handshake only as close code 1006."""
+        identity = await self._identity_of_request(request)
+        return json_response(200, "you", {"userId": identity.user_id, "expiresAt": identity.expires_at})
+
     async def _end_web_session(self, request: Request) -> Response:
         return json_response(200, "cookie cleared", None, [token_cookie("", 0)])
 
     async def _list_rooms(self, request: Request) -> Response:
-        return json_response(200, "rooms", await self._rooms.list())
+        """A page of rooms, newest first; `cursor` is the previous page's `nextCursor`."""
+        limit = _int_param(request, "limit", ROOMS_PAGE_DEFAULT, 1, ROOMS_PAGE_MAX)
+        cursor = request.query.get("cursor") or None
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise BadRequest(400, "cursor must be the nextCursor of a previous page")
+        search = _room_search(request.query.get("q", ""))
+        rooms = await self._rooms.list(limit + 1, int(cursor) if cursor else None, search)
+        page, more = rooms[:limit], len(rooms) > limit
+        data = {"rooms": page, "nextCursor": str(page[-1].id) if more else None, "hasMore": more}
+        return json_response(200, "rooms", data)
 
     async def _create_room(self, request: Request) -> Response:
         user_id = await self._user_of(request)
@@ -318,7 +345,7 @@ class Api:
 
     async def _get_room(self, request: Request, room_id: str) -> Response:
         room = await self._rooms.find(await self._room_id(room_id))
-        return json_response(200, "room", room)
+        return json_response(200, "room", await self._rooms.with_member_count(room))
 
     async def _history(self, request: Request, room_id: str) -> Response:
         room = await self._room_id(room_id)
@@ -370,6 +397,17 @@ def origin_allowed(request: Request, allowed_origins: tuple[str, ...]) -> bool:
         return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
     except ValueError:  # e.g. "http://[" : not an origin at all
         return False
+
+
+def _room_search(raw: str) -> str:
+    """The name search of the room list: white space at both ends ignored; what no room name can
+    hold is refused rather than matched against nothing."""
+    search = raw.strip()
+    if len(search) > ROOM_SEARCH_MAX:
+        raise BadRequest(400, f"q must be at most {ROOM_SEARCH_MAX} characters")
+    if any(ch == "\0" or unicodedata.category(ch) == "Cc" for ch in search):
+        raise BadRequest(400, "q must not contain control characters")
+    return search
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

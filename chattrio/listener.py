@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -32,8 +34,10 @@ from chattrio.http import (
 from chattrio.liveness import Liveness
 from chattrio.metrics import Registry
 from chattrio.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
+from chattrio.tokens import Identity
 from chattrio.websocket import (
-    CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER, MAX_FRAGMENTS, FrameReader,
+    CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER,
+    MAX_FRAGMENTS, FrameReader,
     IncomingText, handshake_response,
 )
 
@@ -58,6 +62,8 @@ class HttpServer:
         self._chat = chat
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
+        # Each session's reading ends when its token expires (set at AUTH for a session opened without one).
+        self._token_lifetimes: dict[Session, trio.CancelScope] = {}
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
         self._handshaking: dict[str, int] = {}  # user -> WebSocket handshakes being answered
@@ -159,11 +165,11 @@ class HttpServer:
 
     async def _serve_http(
         self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
-    ) -> tuple[str, bytes] | None:
+    ) -> tuple[Identity | None, bytes] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
-        succeeds: then (user id, bytes already read past the handshake). Returning, rather than
-        running the session from here, lets the HTTP parser and the request go while the
-        session lives."""
+        succeeds: then (the token's identity, None when an AUTH frame is due; bytes already read
+        past the handshake). Returning, rather than running the session from here, lets the HTTP
+        parser and the request go while the session lives."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
@@ -213,17 +219,17 @@ class HttpServer:
             return 503, "node full, try another"
         return None
 
-    async def _handshake_user(self, request: Request) -> str | tuple[int, str]:
-        """The user of the handshake's Authorization header or cookie, (status, reason) for a bad
-        token, or "" without either: then the first frame must be AUTH."""
+    async def _handshake_user(self, request: Request) -> Identity | tuple[int, str] | None:
+        """The identity of the handshake's Authorization header or cookie, (status, reason) for a bad
+        token, or None without either: then the first frame must be AUTH."""
         token = token_of(request)
         if token is None:
-            return ""
+            return None
         try:
-            user_id = await self._api.authenticate(token)
+            identity = await self._api.identify(token)
         except BadRequest as exc:
             return exc.status, exc.reason
-        return self._over_user_cap(user_id) or user_id
+        return self._over_user_cap(identity.user_id) or identity
 
     def _over_user_cap(self, user_id: str) -> tuple[int, str] | None:
         """(429, reason) when the user's sessions on this node, and handshakes being answered,
@@ -234,38 +240,46 @@ class HttpServer:
             return 429, f"too many connections: at most {cap} per user on a node; close one first"
         return None
 
-    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[str, bytes] | None:
+    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[Identity | None, bytes] | None:
         verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await self._answer(conn, stream, request, closing_error_response(*verdict))
             return None
         # Counted until the session is registered (synchronously after this returns), so that
         # handshakes of one user in flight at once cannot pass the per-user cap together.
-        self._handshaking[verdict] = self._handshaking.get(verdict, 0) + 1
+        user_id = verdict.user_id if verdict is not None else ""
+        self._handshaking[user_id] = self._handshaking.get(user_id, 0) + 1
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.send_all(handshake_response(request.headers["sec-websocket-key"]))
         finally:
-            self._handshaking[verdict] -= 1
-            if not self._handshaking[verdict]:
-                del self._handshaking[verdict]
+            self._handshaking[user_id] -= 1
+            if not self._handshaking[user_id]:
+                del self._handshaking[user_id]
         return verdict, conn.trailing_data[0]
 
-    async def _serve_session(self, stream: trio.SocketStream, user_id: str, leftover: bytes) -> None:
-        session = Session(user_id, self._settings.send_buffer_bytes, on_slow=self._slow_closes.inc)
+    async def _serve_session(self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes) -> None:
+        session = Session(identity.user_id if identity is not None else "", self._settings.send_buffer_bytes,
+                          on_slow=self._slow_closes.inc)
         session.last_received = trio.current_time()
         self._liveness.watch(session)
         read_ended = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_until_closed, session, stream, read_ended, nursery.cancel_scope)
-                if user_id:
+                if identity is not None:
                     self._open_session(session)
                 else:
                     self._awaiting_auth.add(session)
                     nursery.start_soon(self._close_unless_authenticated, session)
-                await self._read_frames(session, stream, leftover, read_ended)
+                # A deadline on the reading costs no task; the writer then sends the close frame.
+                with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
+                    self._token_lifetimes[session] = token_lifetime
+                    await self._read_frames(session, stream, leftover, read_ended)
+                session.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                await trio.sleep_forever()  # the writer sends the close frame, then cancels us
         finally:
+            self._token_lifetimes.pop(session, None)
             self._awaiting_auth.discard(session)
             self._liveness.forget(session)
             self._chat.disconnected(session)
@@ -293,17 +307,18 @@ class HttpServer:
         if not isinstance(frame, Auth):
             return session.close(CLOSE_POLICY_VIOLATION, 'authenticate first: {"type": "AUTH", "token": ...}')
         try:
-            user_id = await self._api.authenticate(frame.token)
+            identity = await self._api.identify(frame.token)
         except BadRequest as exc:
             code = CLOSE_POLICY_VIOLATION if exc.status < 500 else CLOSE_TRY_AGAIN_LATER
             return session.close(code, exc.reason)
         if session.closing:
             return  # the deadline passed while the token was checked
-        over_cap = self._over_user_cap(user_id)
+        over_cap = self._over_user_cap(identity.user_id)
         if over_cap is not None:
             return session.close(CLOSE_POLICY_VIOLATION, over_cap[1])
         self._awaiting_auth.discard(session)
-        session.user_id = user_id
+        session.user_id = identity.user_id
+        self._token_lifetimes[session].deadline = _deadline_of(identity)
         self._open_session(session)
 
     async def _write_until_closed(
@@ -380,3 +395,10 @@ def _is_websocket_key(key: str | None) -> bool:
         return len(base64.b64decode(key, validate=True)) == 16
     except binascii.Error:
         return False
+
+
+def _deadline_of(identity: Identity | None) -> float:
+    """The token's expiry on Trio's clock; none while AUTH is awaited (its own timeout applies)."""
+    if identity is None:
+        return math.inf
+    return trio.current_time() + (identity.expires_at - time.time())

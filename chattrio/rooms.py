@@ -84,14 +84,22 @@ class RoomDirectory:
         except CacheUnavailable:
             return None
 
-    async def list(self) -> list[Room]:
-        """Every room with its present member count; from the cache when PostgreSQL is down."""
+    async def list(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
+        """A page of rooms, newest first, with their present member counts (see
+        Directory.list_rooms); from the cache when PostgreSQL is down."""
         try:
-            rooms = await self._db.list_rooms()
+            rooms = await self._db.list_rooms(limit, before_id, search)
         except DatabaseUnavailable:
-            rooms = await self._cache.cached_rooms()
+            rooms = page_of_rooms(await self._cache.cached_rooms(), limit, before_id, search)
         for room in rooms:
             self.learn(room)
+        return await self._with_member_counts(rooms)
+
+    async def with_member_count(self, room: Room) -> Room:
+        return (await self._with_member_counts([room]))[0]
+
+    async def _with_member_counts(self, rooms: list[Room]) -> list[Room]:
+        """The rooms with their present member counts (0 when Redis cannot tell)."""
         try:
             counts = await self._cache.member_counts([room.id for room in rooms])
         except CacheUnavailable:
@@ -99,3 +107,11 @@ class RoomDirectory:
         return [
             Room(room.id, room.name, room.created_by, room.created_at, counts.get(room.id, 0)) for room in rooms
         ]
+
+
+def page_of_rooms(rooms: list[Room], limit: int, before_id: int | None, search: str) -> list[Room]:
+    """Directory.list_rooms over rooms in memory (the Redis cache's copy when PostgreSQL is down)."""
+    needle = search.lower()
+    matching = [room for room in rooms
+                if (before_id is None or room.id < before_id) and needle in room.name.lower()]
+    return sorted(matching, key=lambda room: room.id, reverse=True)[:limit]

@@ -26,6 +26,7 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOKEN_EXPIRED = 4001  # application code (4000-4999): the session's token reached its `exp`
 # Codes a peer may send (RFC 6455 7.4.1 and the IANA registry; 1004-1006 and 1015 are not sent).
 _REMOTE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 # Frames one message may span: an empty continuation frame adds no bytes, so the byte cap alone

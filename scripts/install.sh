@@ -36,6 +36,7 @@ if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   # the web client's Korean text in headless Chromium (screenshots) needs a CJK font
   [[ -d /usr/share/fonts/opentype/noto ]] || missing+=(fonts-noto-cjk)
+  [[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] || missing+=(fonts-noto-color-emoji)  # emoji, not boxes
 fi
 
 if ((${#missing[@]})); then

@@ -13,6 +13,7 @@ import resource
 import secrets
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ PROGRESS_INTERVAL = 1.0
 FREEZE_INTERVAL = 2.0
 LAG_PROBE_SECONDS = 0.1
 SETUP_ATTEMPTS = 4
+ROOM_LIST_PAGE = 200  # the largest page GET /api/room serves
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
 # Distinct ROOM_MESSAGE frames a worker keeps decoded: far more than arrive while a message
@@ -311,7 +313,26 @@ async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]
         if response.status != 201:
             raise RuntimeError(f"cannot create room {name}: HTTP {response.status} {response.body[:200]!r}")
         room_ids.append(int(response.json()["data"]["id"]))  # type: ignore[index]
+    listed = await listed_room_ids(pool, f"{cfg.scenario}-{run_id}-")
+    if sorted(listed) != sorted(room_ids):
+        raise RuntimeError(f"the room list (GET /api/room?q=) shows {len(listed)} of the {len(room_ids)} rooms created")
     return room_ids
+
+
+async def listed_room_ids(pool: HttpPool, search: str) -> list[int]:
+    """The ids of every room whose name contains `search`, page by page through the room list's cursor."""
+    ids: list[int] = []
+    cursor = None
+    while True:
+        query = {"q": search, "limit": ROOM_LIST_PAGE, **({"cursor": cursor} if cursor else {})}
+        response = await _setup_request(pool, "GET", f"/api/room?{urllib.parse.urlencode(query)}")
+        if response.status != 200:
+            raise RuntimeError(f"cannot list rooms: HTTP {response.status} {response.body[:200]!r}")
+        page = response.json()["data"]  # type: ignore[index]
+        ids += [int(room["id"]) for room in page["rooms"]]
+        cursor = page["nextCursor"]
+        if not page["hasMore"]:
+            return ids
 
 
 async def _run_exec(command: str, at: float, chat_start: float) -> dict:

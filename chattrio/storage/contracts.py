@@ -56,7 +56,8 @@ class Directory(Protocol):
     async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
         """RoomQuotaExceeded when `quota` is given and the user has created that many rooms."""
 
-    async def list_rooms(self) -> list[Room]: ...
+    async def list_rooms(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
+        """Up to `limit` rooms, newest first, with id < before_id, whose name contains `search` (any case)."""
 
     async def get_room(self, room_id: int) -> Room | None: ...
 

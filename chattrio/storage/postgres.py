@@ -56,6 +56,11 @@ _MESSAGE_COLUMNS = "id::text, room_id, seq, sender_id, kind, text, client_msg_id
 _ROOM_COLUMNS = "id, name, created_by, created_at"
 
 
+def _like_escaped(text: str) -> str:
+    """`text` matched literally inside a LIKE pattern (backslash is LIKE's default escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _room(row) -> Room:
     return Room(row["id"], row["name"], row["created_by"], row["created_at"].isoformat())
 
@@ -167,8 +172,20 @@ class Database:
         if created >= quota:
             raise RoomQuotaExceeded(f"room quota reached: {created_by!r} has created {created} rooms (at most {quota})")
 
-    async def list_rooms(self) -> list[Room]:
-        rows = await self._run(self._pool.fetch, f"SELECT {_ROOM_COLUMNS} FROM rooms ORDER BY id")
+    async def list_rooms(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
+        """Up to `limit` rooms, newest first, older than `before_id`, whose name contains `search`
+        ignoring case (the trigram index of migration 0007 serves it)."""
+        # Two statements rather than "$2 = '' OR ...": a prepared statement's generic plan could
+        # then use neither the trigram index nor the primary key's order.
+        older = "id < $2" if before_id is not None else "$2::bigint IS NULL"
+        if search:
+            sql = (f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} AND lower(name) LIKE '%' || lower($3) || '%'"
+                   " ORDER BY id DESC LIMIT $1")
+            args = (limit, before_id, _like_escaped(search))
+        else:
+            sql = f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} ORDER BY id DESC LIMIT $1"
+            args = (limit, before_id)
+        rows = await self._run(self._pool.fetch, sql, *args)
         return [_room(r) for r in rows]
 
     async def get_room(self, room_id: int) -> Room | None:

@@ -11,6 +11,7 @@ with ERROR REPLAY_TOO_LONG (the history is then served by `GET /api/room/{id}/me
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -35,6 +36,7 @@ class _Client:
 class FakeChat:
     def __init__(self) -> None:
         self.rooms: dict[int, list[dict]] = {}
+        self.room_names: dict[int, str] = {}
         self.next_seq = 100
         self.stored: dict[tuple[str, str], dict] = {}
         self.clients: dict[int, set[_Client]] = {}  # node index -> open clients
@@ -94,10 +96,13 @@ class FakeChat:
         elif method == "POST" and path == "/api/room":
             room_id = len(self.rooms) + 1
             self.rooms[room_id] = []
-            status, data = 201, {"id": room_id, "name": json.loads(body)["name"], "createdBy": "x",
+            self.room_names[room_id] = json.loads(body)["name"]
+            status, data = 201, {"id": room_id, "name": self.room_names[room_id], "createdBy": "x",
                                  "createdAt": "", "memberCount": 0}
         elif method == "GET" and path.startswith("/api/room/") and "/messages" in path:
             status, data = 200, self._history(path)
+        elif method == "GET" and path.startswith("/api/room?"):
+            status, data = 200, self._room_page(urllib.parse.parse_qs(path.partition("?")[2]))
         elif method == "GET" and path == "/metrics":
             text = f"# TYPE fake_connections gauge\nfake_connections {sum(map(len, self.clients.values()))}\n"
             await stream.send_all(f"HTTP/1.1 200 OK\r\nContent-Length: {len(text)}\r\n\r\n{text}".encode())
@@ -117,6 +122,17 @@ class FakeChat:
         before = int(params["before"]) if "before" in params else None
         older = [m for m in log if before is None or m["seq"] < before]
         return older[-int(params.get("limit", 50)):][::-1]
+
+    def _room_page(self, query: dict[str, list[str]]) -> dict:
+        """GET /api/room's paging: newest first, names containing q, ids below the cursor."""
+        limit = int(query["limit"][0])
+        below = int(query["cursor"][0]) if "cursor" in query else len(self.rooms) + 1
+        ids = [i for i in sorted(self.room_names, reverse=True)
+               if i < below and query["q"][0].lower() in self.room_names[i].lower()]
+        page = [{"id": i, "name": self.room_names[i], "createdBy": "x", "createdAt": "", "memberCount": 0}
+                for i in ids[:limit]]
+        more = len(ids) > limit
+        return {"rooms": page, "nextCursor": str(ids[limit - 1]) if more else None, "hasMore": more}
 
     # -- WebSocket ----------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ import json
 import trio
 
 from chatfake import FakeChat
-from chattrio.bot.config import load_config
+from chattrio.bot.config import Node, load_config
+from chattrio.bot.http import HttpPool
 from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports
-from chattrio.bot.runner import run
+from chattrio.bot.runner import listed_room_ids, run
 
 
 def _config(urls, *extra):
@@ -128,3 +129,14 @@ async def test_a_resume_answered_replay_too_long_catches_up_over_rest_without_lo
     assert summary["reconnects"]["reconnects"] == 3  # the refusal did not drop the connection
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
     assert d["expected"] == d["delivered"] > 0
+
+
+async def test_the_run_s_rooms_are_found_page_by_page_in_the_room_list(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 1)
+    for k in range(1, 452):  # more than two pages of ROOM_LIST_PAGE
+        fake.rooms[k] = []
+        fake.room_names[k] = f"rooms-run7-{k}" if k % 10 else f"other-{k}"
+    pool = HttpPool(Node.from_base_url(fake.urls[0]))
+    listed = await listed_room_ids(pool, "rooms-run7-")
+    assert listed == [k for k in range(451, 0, -1) if k % 10]

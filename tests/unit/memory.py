@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from chattrio.config import Settings
+from chattrio.rooms import page_of_rooms
 from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
@@ -117,10 +118,10 @@ class MemoryDatabase:
     def _add_outbox(self, event_id: str, key: str, payload: bytes) -> None:
         self.outbox.append(_OutboxEntry(OutboxRow(len(self.outbox) + 1, event_id, key, payload)))
 
-    async def list_rooms(self) -> list[Room]:
+    async def list_rooms(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
         await trio.lowlevel.checkpoint()
         self._check()
-        return sorted(self.rooms.values(), key=lambda room: room.id)
+        return page_of_rooms(list(self.rooms.values()), limit, before_id, search)
 
     async def get_room(self, room_id: int) -> Room | None:
         await trio.lowlevel.checkpoint()

@@ -125,7 +125,11 @@ export async function login(page, userId) {
 
 export async function status(page) {
   const el = page.getByTestId('conn-status');
-  return { status: await el.getAttribute('data-status'), nodeId: await el.getAttribute('data-node-id') };
+  return {
+    status: await el.getAttribute('data-status'),
+    nodeId: await el.getAttribute('data-node-id'),
+    sessionId: await el.getAttribute('data-session-id'),
+  };
 }
 
 export async function createRoom(page, name) {
@@ -135,8 +139,17 @@ export async function createRoom(page, name) {
   await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
 }
 
+/** The room list shows a page of the newest rooms: a room is found through its search box. */
+export async function findRoom(page, name) {
+  await page.getByTestId('room-search').fill(name);
+  await waitFor('search answered', async () => (await page.getByTestId('room-list').getAttribute('data-search')) === name);
+  const item = page.getByTestId('room-item').filter({ hasText: name }).first();
+  await item.waitFor();
+  return item;
+}
+
 export async function openRoom(page, name) {
-  await page.getByTestId('room-item').filter({ hasText: name }).first().click();
+  await (await findRoom(page, name)).click();
   await page.getByTestId('chat-title').filter({ hasText: name }).waitFor();
   await waitFor('room live', async () => (await page.getByTestId('chat').getAttribute('data-live')) === 'true');
 }

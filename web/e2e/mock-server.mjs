@@ -55,6 +55,17 @@ async function body(req) {
   }
 }
 
+/** GET /api/room: newest first, `q` a case-insensitive substring, `cursor` the last id of the previous page. */
+function roomPage(params) {
+  const limit = Math.min(200, Math.max(1, Number(params.get('limit') ?? 50)));
+  const below = params.has('cursor') ? Number(params.get('cursor')) : Infinity;
+  const q = (params.get('q') ?? '').trim().toLowerCase();
+  const matching = rooms.filter((r) => r.id < below && r.name.toLowerCase().includes(q)).sort((a, b) => b.id - a.id);
+  const page = matching.slice(0, limit);
+  const hasMore = matching.length > limit;
+  return { rooms: page.map(roomView), nextCursor: hasMore ? String(page[page.length - 1].id) : null, hasMore };
+}
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url, 'http://x');
   const p = url.pathname;
@@ -73,7 +84,11 @@ const server = createServer(async (req, res) => {
     res.setHeader('set-cookie', 'chattrio_token=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0');
     return ok(res, 200, null);
   }
-  if (p === '/api/room' && req.method === 'GET') return ok(res, 200, rooms.map(roomView));
+  if (p === '/api/room' && req.method === 'GET') return ok(res, 200, roomPage(url.searchParams));
+  if (p === '/api/me' && req.method === 'GET') {
+    const user = tokenUser(cookieToken(req));
+    return user ? ok(res, 200, { userId: user, expiresAt: Math.floor(Date.now() / 1000) + 86400 }) : fail(res, 401, 'log in first: no token');
+  }
   if (p === '/api/room' && req.method === 'POST') {
     const user = tokenUser((req.headers.authorization ?? '').replace(/^Bearer /, ''));
     if (!user) return fail(res, 401, 'token required');

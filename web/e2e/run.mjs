@@ -3,6 +3,7 @@
 //
 //   npm run test:e2e                 (from web/; the test stack must be up: CHATTRIO_STACK=test scripts/stack.sh up)
 //   E2E_TARGET=mock npm run test:e2e (UI only, against e2e/mock-server.mjs: no cluster, no node kill)
+//   E2E_TARGET=external E2E_NODES=http://h:1,http://h:2,http://h:3 npm run test:e2e (nodes already running; no node kill)
 //
 // It starts its own cluster (scripts/cluster.sh up 3 --base-port 18081 --lb-port 18080), always tears
 // it down, bounds every step with a timeout and the whole run with E2E_DEADLINE_MS (default 180 s),
@@ -16,6 +17,7 @@ import {
   chatTexts,
   createRoom,
   expectChat,
+  findRoom,
   launchBrowser,
   log,
   login,
@@ -124,6 +126,12 @@ async function startTarget() {
     const url = `http://127.0.0.1:${port}`;
     return { nodes: [url, url, url], lb: url, canKill: false };
   }
+  if (TARGET === 'external') {
+    // nodes someone else runs (E2E_NODES=url1,url2,url3): every scenario but the node kills
+    const nodes = (process.env.E2E_NODES ?? '').split(',').filter(Boolean);
+    if (nodes.length !== 3) throw new Error('E2E_TARGET=external needs E2E_NODES=url1,url2,url3');
+    return { nodes, lb: nodes[0], canKill: false };
+  }
   if (!existsSync(join(REPO, 'scripts', 'cluster.sh'))) throw new Error('scripts/cluster.sh not found');
   if (distIsStale()) {
     log('web/dist missing or older than web/src: building');
@@ -192,6 +200,29 @@ async function main() {
       throw new Error(`WebSocket URLs must carry no token (the cookie does): ${JSON.stringify(urls)}`);
   });
   if (!loggedIn) return;
+
+  await step('a language switch keeps the connection (same session id)', async () => {
+    const before = await status(A.page);
+    if (!before.sessionId) throw new Error('no session id shown');
+    await A.page.getByTestId('lang').selectOption('ko');
+    await A.page.getByTestId('logout').filter({ hasText: '로그아웃' }).waitFor();
+    await A.page.getByTestId('lang').selectOption('en');
+    await A.page.getByTestId('logout').filter({ hasText: 'Log out' }).waitFor();
+    const after = await status(A.page);
+    if (after.status !== 'connected' || after.sessionId !== before.sessionId)
+      throw new Error(`the connection was replaced: ${JSON.stringify([before, after])}`);
+  });
+
+  await step('a token the server refuses returns to the login screen with a message (no endless reconnects)', async () => {
+    const X = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'X' });
+    await login(X.page, `xena_${tag}`);
+    // the cookie the WebSocket carries goes bad: the handshake is refused with 401 (a browser sees 1006)
+    await X.context.addCookies([{ name: 'chattrio_token', value: 'refused', url: target.nodes[0], httpOnly: true, sameSite: 'Lax' }]);
+    await X.page.reload();
+    await X.page.getByTestId('login-input').waitFor();
+    await X.page.getByText(/Your session has expired/).waitFor();
+    await X.context.close();
+  });
 
   const roomOk = await step('a room created on one node appears live on the other (no reload)', async () => {
     await createRoom(A.page, roomName);
@@ -274,7 +305,7 @@ async function main() {
     await P.context.close();
     const H = await newUserPage(browser, { baseUrl: target.nodes[0], name: 'H' });
     await login(H.page, `dave_${tag}`);
-    await H.page.getByTestId('room-item').filter({ hasText: roomName }).waitFor();
+    await findRoom(H.page, roomName);
     await shoot(H.page, SHOTS, 'rooms-desktop.png');
     await H.context.close();
   });
@@ -410,7 +441,47 @@ async function main() {
     await expectChat(A.page, expected, 'A back in the first room');
   });
 
-  if (!target.canKill) {
+  await step('room list: pages of 50 load on scroll, the search narrows it, entered rooms come first', async () => {
+    const prefix = `list ${tag}`;
+    // 55 rooms newer than every room A entered, created over REST with A's token
+    const created = await A.page.evaluate(async (prefix) => {
+      const { token } = JSON.parse(sessionStorage.getItem('chattrio.session'));
+      const ids = [];
+      for (let k = 0; k < 55; k++) {
+        const res = await fetch('/api/room', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ name: `${prefix} ${k}` }),
+        });
+        ids.push((await res.json()).data.id);
+      }
+      return ids;
+    }, prefix);
+    const list = A.page.getByTestId('room-list');
+    const shownIds = () => A.page.$$eval('[data-testid="room-item"]', (els) => els.map((e) => Number(e.getAttribute('data-room-id'))));
+    await A.page.getByTestId('room-search').fill(prefix);
+    await waitFor('first page of the search', async () => {
+      const ids = await shownIds();
+      const answered = (await list.getAttribute('data-search')) === prefix; // the server's page, not rows held before
+      return answered && ids.length === 50 && (await list.getAttribute('data-has-more')) === 'true' ? true : notYet({ n: ids.length, answered });
+    });
+    await A.page.locator('.rooms-pane').evaluate((el) => el.scrollTo(0, el.scrollHeight));
+    await waitFor('second page on scroll', async () => {
+      const ids = await shownIds();
+      return ids.length === 55 && (await list.getAttribute('data-has-more')) === 'false' ? true : notYet({ n: ids.length });
+    });
+    const ids = await shownIds();
+    const want = [...created].sort((a, b) => b - a);
+    if (JSON.stringify(ids) !== JSON.stringify(want)) throw new Error(`not each room once, newest first: ${JSON.stringify(ids)}`);
+    await A.page.getByTestId('room-search').fill('');
+    const current = Number(/\/room\/(\d+)/.exec(A.page.url())?.[1]);
+    await waitFor('entered room first', async () => {
+      const first = (await shownIds())[0];
+      return first === current ? true : notYet({ first, current });
+    });
+  });
+
+  if (TARGET === 'mock') {
     // the mock node answers ERROR UNAVAILABLE to the first try of a text containing FAILONCE
     await step('mock only: ERROR marks a message failed; Retry sends it again, once', async () => {
       await sendMessage(A.page, 'FAILONCE please');
@@ -421,7 +492,9 @@ async function main() {
       expected.push('FAILONCE please');
       await Promise.all([expectChat(A.page, expected, 'A'), expectChat(B.page, expected, 'B')]);
     });
-    log('mock target: skipping the node-kill scenario');
+  }
+  if (!target.canKill) {
+    log(`${TARGET} target: skipping the node-kill scenario`);
     return;
   }
 

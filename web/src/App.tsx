@@ -1,7 +1,7 @@
-import { useCallback, useEffect, useState } from 'react';
-import { api } from './api';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import { useI18n } from './i18n';
-import { ChatClient, type WebSocketLike } from './protocol/client';
+import { ApiError, api } from './api';
+import { ChatClient, type AuthVerdict, type WebSocketLike } from './protocol/client';
 import { navigate, useRoute } from './router';
 import { clearSession, loadSession, saveSession, type Session } from './session';
 import { ChatView } from './ui/ChatView';
@@ -23,7 +23,18 @@ function makeClient(session: Session): ChatClient {
     url: wsUrl,
     wsFactory: (url) => new WebSocket(url) as unknown as WebSocketLike,
     history: { fetchMessages: (roomId, before, limit) => api.messages(roomId, before, limit) },
+    checkAuth,
   });
+}
+
+/** GET /api/me with the cookie: a 401 means the token is refused (docs/protocol.md, "Auth expiry"). */
+async function checkAuth(): Promise<AuthVerdict> {
+  try {
+    await api.me();
+    return 'valid';
+  } catch (e) {
+    return e instanceof ApiError && e.status === 401 ? 'refused' : 'unknown';
+  }
 }
 
 export function App() {
@@ -71,11 +82,16 @@ function Shell({
   const { t } = useI18n();
   const route = useRoute();
   const [client] = useState(() => makeClient(session));
+  // The parent passes new handler functions on every render (a language switch re-renders it):
+  // the connection's effect reads them through a ref so that it never restarts the client.
+  const handlers = useRef({ onExpired, onOtherUser });
+  handlers.current = { onExpired, onOtherUser };
 
   useEffect(() => {
+    const onExpired = () => handlers.current.onExpired();
     client.start();
     const offExpired = client.on('authExpired', onExpired);
-    const offOtherUser = client.on('userMismatch', onOtherUser);
+    const offOtherUser = client.on('userMismatch', () => handlers.current.onOtherUser());
     const online = () => client.setNetworkOnline(true);
     const offline = () => client.setNetworkOnline(false);
     window.addEventListener('online', online);
@@ -94,7 +110,7 @@ function Shell({
       if (expiry) clearTimeout(expiry);
       client.stop();
     };
-  }, [client, session.expiresAt, onExpired, onOtherUser]);
+  }, [client, session.expiresAt]);
 
   const inRoom = route.name === 'room';
   return (

@@ -1,5 +1,8 @@
 /** REST calls (docs/protocol.md). Every answer is {success, message, data}. */
 import type { ChatMessage, Room } from './protocol/types';
+import type { RoomPage } from './roomListModel';
+
+const ROOMS_PAGE = 50;
 
 export class ApiError extends Error {
   constructor(
@@ -67,7 +70,15 @@ export const api = {
   /** jwt mode: trade the identity service's token for the HttpOnly cookie the WebSocket carries */
   startSession: (token: string) => call<WebSessionResult>('POST', '/api/auth/session', { token }),
   endSession: () => call<null>('DELETE', '/api/auth/session'),
-  rooms: (signal?: AbortSignal) => call<Room[]>('GET', '/api/room', { signal }),
+  /** the cookie's user: 401 when the server no longer takes the token */
+  me: () => call<WebSessionResult>('GET', '/api/me'),
+  /** a page of rooms, newest first; `cursor` is the previous page's nextCursor, `q` a name search */
+  rooms: (opts: { cursor?: string | null; q?: string; limit?: number; signal?: AbortSignal } = {}) => {
+    const q = new URLSearchParams({ limit: String(opts.limit ?? ROOMS_PAGE) });
+    if (opts.cursor) q.set('cursor', opts.cursor);
+    if (opts.q?.trim()) q.set('q', opts.q.trim());
+    return call<RoomPage>('GET', `/api/room?${q}`, { signal: opts.signal });
+  },
   room: (roomId: number, signal?: AbortSignal) => call<Room>('GET', `/api/room/${roomId}`, { signal }),
   createRoom: (name: string, token: string) => call<Room>('POST', '/api/room', { body: { name }, token }),
   members: (roomId: number, signal?: AbortSignal) =>

@@ -2,6 +2,10 @@ import { createContext, useCallback, useContext, useEffect, useMemo, useState, t
 
 export type Lang = 'en' | 'ko';
 
+/** A string, or its plural forms chosen by the `n` parameter through Intl.PluralRules. */
+type PluralForms = Partial<Record<Intl.LDMLPluralRule, string>> & { other: string };
+type Entry = string | PluralForms;
+
 const en = {
   appName: 'chattrio',
   language: 'Language',
@@ -38,16 +42,20 @@ const en = {
   noRooms: 'No rooms yet. Create the first one!',
   newRoom: 'New room',
   people: '{n} online',
-  peopleLabel: '{n} people in the room',
+  peopleLabel: { one: '{n} person in the room', other: '{n} people in the room' },
   createdBy: 'by {user}',
   roomsLoadError: 'Could not load rooms: {reason}',
   newRoomAnnounce: 'New room: {name}',
+  searchRooms: 'Search rooms',
+  noRoomsFound: 'No room matches “{q}”.',
+  loadMoreRooms: 'More rooms',
+  loadingRooms: 'Loading rooms…',
   // create dialog
   createRoomTitle: 'Create a room',
   roomName: 'Room name',
   roomNameHint: '1 to 100 characters',
   roomNameEmpty: 'Enter a name.',
-  roomNameTooLong: 'At most 100 characters ({n} now).',
+  roomNameTooLong: { one: 'At most 100 characters ({n} character now).', other: 'At most 100 characters ({n} now).' },
   create: 'Create',
   creating: 'Creating…',
   cancel: 'Cancel',
@@ -72,7 +80,7 @@ const en = {
   composerHint: 'Enter sends, Shift+Enter adds a line',
   send: 'Send',
   charCount: '{n} of {max} characters',
-  tooLong: 'Too long by {n} characters',
+  tooLong: { one: 'Too long by {n} character', other: 'Too long by {n} characters' },
   members: 'People here',
   membersCount: 'People ({n})',
   noMembers: 'Nobody is here right now.',
@@ -81,11 +89,23 @@ const en = {
   roomError: 'Cannot enter this room: {reason}',
   today: 'Today',
   newMessages: 'New messages',
-} as const;
+  // the server's ERROR codes (docs/protocol.md), and the client's own TIMEOUT
+  error_BAD_FRAME: 'the server did not understand the request',
+  error_UNKNOWN_TYPE: 'the server does not know this request',
+  error_TOO_LARGE: 'the message is too large',
+  error_BINARY_NOT_SUPPORTED: 'binary data is not supported',
+  error_BAD_DESTINATION: 'no such destination',
+  error_NO_SUCH_ROOM: 'this room does not exist',
+  error_NOT_SUBSCRIBED: 'not in this room any more',
+  error_BAD_TEXT: 'the text is not allowed (empty, too long, or a forbidden character)',
+  error_UNAVAILABLE: 'the service is busy or partly down; try again',
+  error_INTERNAL: 'the server had a problem',
+  error_TIMEOUT: 'no answer from the server',
+} satisfies Record<string, Entry>;
 
 export type MessageKey = keyof typeof en;
 
-const ko: Record<MessageKey, string> = {
+const ko: Record<MessageKey, Entry> = {
   appName: 'chattrio',
   language: '언어',
   loginTitle: '로그인',
@@ -121,6 +141,10 @@ const ko: Record<MessageKey, string> = {
   createdBy: '만든 사람 {user}',
   roomsLoadError: '채팅방을 불러오지 못했습니다: {reason}',
   newRoomAnnounce: '새 채팅방: {name}',
+  searchRooms: '채팅방 검색',
+  noRoomsFound: '“{q}”에 맞는 채팅방이 없습니다.',
+  loadMoreRooms: '채팅방 더 보기',
+  loadingRooms: '채팅방을 불러오는 중…',
   createRoomTitle: '채팅방 만들기',
   roomName: '방 이름',
   roomNameHint: '1~100자',
@@ -158,9 +182,20 @@ const ko: Record<MessageKey, string> = {
   roomError: '채팅방에 들어갈 수 없습니다: {reason}',
   today: '오늘',
   newMessages: '새 메시지',
+  error_BAD_FRAME: '서버가 요청을 이해하지 못했습니다',
+  error_UNKNOWN_TYPE: '서버가 알지 못하는 요청입니다',
+  error_TOO_LARGE: '메시지가 너무 큽니다',
+  error_BINARY_NOT_SUPPORTED: '바이너리 데이터는 지원하지 않습니다',
+  error_BAD_DESTINATION: '없는 대상입니다',
+  error_NO_SUCH_ROOM: '존재하지 않는 채팅방입니다',
+  error_NOT_SUBSCRIBED: '더 이상 이 채팅방에 있지 않습니다',
+  error_BAD_TEXT: '보낼 수 없는 내용입니다 (비어 있거나, 너무 길거나, 허용되지 않는 문자)',
+  error_UNAVAILABLE: '서비스가 바쁘거나 일부 중단되었습니다. 다시 시도하세요',
+  error_INTERNAL: '서버에 문제가 생겼습니다',
+  error_TIMEOUT: '서버의 응답이 없습니다',
 };
 
-const dictionaries: Record<Lang, Record<MessageKey, string>> = { en, ko };
+const dictionaries: Record<Lang, Record<MessageKey, Entry>> = { en, ko };
 
 export type TFunc = (key: MessageKey, params?: Record<string, string | number>) => string;
 
@@ -183,8 +218,17 @@ export function detectLang(): Lang {
   return nav && nav.toLowerCase().startsWith('ko') ? 'ko' : 'en';
 }
 
+const pluralRules: Partial<Record<Lang, Intl.PluralRules>> = {};
+
+/** The form of a plural entry for the count `n` (CLDR rules: en has one/other, ko only other). */
+function pluralForm(lang: Lang, forms: PluralForms, n: number): string {
+  const rules = (pluralRules[lang] ??= new Intl.PluralRules(lang));
+  return forms[rules.select(n)] ?? forms.other;
+}
+
 export function translate(lang: Lang, key: MessageKey, params?: Record<string, string | number>): string {
-  const s = dictionaries[lang][key] ?? en[key];
+  const entry: Entry = dictionaries[lang][key] ?? en[key];
+  const s = typeof entry === 'string' ? entry : pluralForm(lang, entry, Number(params?.n));
   if (!params) return s;
   return s.replace(/\{(\w+)\}/g, (m, k: string) => (k in params ? String(params[k]) : m));
 }
@@ -215,4 +259,11 @@ export function useI18n(): I18n {
   const v = useContext(Ctx);
   if (!v) throw new Error('I18nProvider missing');
   return v;
+}
+
+/** An ERROR's text in the viewer's language: known codes are translated, others keep the server's reason. */
+export function describeError(t: TFunc, err: { code: string; message: string } | null | undefined): string {
+  if (!err) return '?';
+  const key = `error_${err.code}`;
+  return key in en ? t(key as MessageKey) : err.message || err.code;
 }

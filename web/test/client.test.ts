@@ -1,7 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { Backoff } from '../src/protocol/backoff';
 import { ChatClient } from '../src/protocol/client';
-import { MessageList } from '../src/protocol/roomStore';
 import { FakeHistory, FakeSocket, FakeTimers, flush, msg } from './fakes';
 
 let timers: FakeTimers;
@@ -48,48 +46,6 @@ async function openConnectedRoom(roomId: number): Promise<FakeSocket> {
   ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: client.getRoom(roomId)!.messages.at(-1)?.seq ?? null });
   return ws;
 }
-
-describe('MessageList', () => {
-  it('keeps seq order and drops duplicates by id', () => {
-    const l = new MessageList();
-    expect(l.upsert(msg(1, 30))).toBe(true);
-    expect(l.upsert(msg(1, 10))).toBe(true);
-    expect(l.upsert(msg(1, 20))).toBe(true);
-    expect(l.upsert(msg(1, 20))).toBe(false);
-    expect(l.upsert(msg(1, 10, 'bob', 'changed'))).toBe(false);
-    expect(l.list().map((m) => m.seq)).toEqual([10, 20, 30]);
-    expect(l.list()[0].text).toBe('changed');
-    expect(l.highestSeq()).toBe(30);
-    expect(l.lowestSeq()).toBe(10);
-  });
-
-  it('returns a new array after each change (snapshot stability)', () => {
-    const l = new MessageList();
-    l.upsert(msg(1, 1));
-    const a = l.list();
-    expect(l.list()).toBe(a);
-    l.upsert(msg(1, 2));
-    expect(l.list()).not.toBe(a);
-    expect(a.length).toBe(1);
-  });
-});
-
-describe('Backoff', () => {
-  it('grows exponentially, is capped, and jitters', () => {
-    const b = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 1 });
-    expect([b.next(), b.next(), b.next(), b.next(), b.next(), b.next()]).toEqual([100, 200, 400, 800, 1000, 1000]);
-    const lo = new Backoff({ baseMs: 100, maxMs: 1000, random: () => 0 });
-    expect([lo.next(), lo.next(), lo.next()]).toEqual([50, 100, 200]);
-    lo.reset();
-    expect(lo.next()).toBe(50);
-    const r = new Backoff({ baseMs: 1000, maxMs: 60000 });
-    for (let i = 0; i < 50; i++) {
-      const d = r.next();
-      expect(d).toBeGreaterThanOrEqual(0);
-      expect(d).toBeLessThanOrEqual(60000);
-    }
-  });
-});
 
 describe('ChatClient connection', () => {
   it('connects, reports the node, subscribes to the room list', () => {
@@ -166,6 +122,74 @@ describe('ChatClient connection', () => {
     timers.advance(60000);
     expect(sockets.length).toBe(2);
     expect(c2.getSnapshot().status).toBe('closed');
+  });
+
+  it('stops on 4001 (token expired during the session)', () => {
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    last().open();
+    last().drop(4001);
+    expect(expired).toBe(1);
+    expect(client.getSnapshot().status).toBe('closed');
+    timers.advance(60000);
+    expect(sockets.length).toBe(1);
+  });
+
+  it('asks the auth check after two failed connects and logs out on a refused token', async () => {
+    const asked: number[] = [];
+    client = makeClient({
+      checkAuth: async () => {
+        asked.push(sockets.length);
+        return 'refused';
+      },
+    });
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    last().drop(1006); // refused handshake: the browser says 1006, never opened
+    expect(asked).toEqual([]);
+    timers.advance(timers.delays()[0]);
+    last().drop(1006);
+    await flush();
+    expect(asked).toEqual([2]);
+    expect(expired).toBe(1);
+    expect(client.getSnapshot().status).toBe('closed');
+    timers.advance(60000);
+    expect(sockets.length).toBe(2);
+  });
+
+  it('keeps reconnecting when the auth check says valid or cannot tell', async () => {
+    const verdicts = ['valid', 'unknown'] as const;
+    let n = 0;
+    client = makeClient({ checkAuth: async () => verdicts[Math.min(n++, 1)] });
+    let expired = 0;
+    client.on('authExpired', () => expired++);
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      last().drop(1006);
+      await flush();
+      timers.advance(timers.delays().at(-1)!);
+    }
+    expect(n).toBe(2);
+    expect(expired).toBe(0);
+    expect(sockets.length).toBe(4);
+    last().open();
+    expect(client.getSnapshot().status).toBe('connected');
+  });
+
+  it('does not count a connection that opened as a failed connect', async () => {
+    let asked = 0;
+    client = makeClient({ checkAuth: async () => { asked++; return 'refused'; } });
+    client.start();
+    for (let i = 0; i < 3; i++) {
+      last().open();
+      last().drop(1006);
+      timers.advance(timers.delays().at(-1)!);
+    }
+    await flush();
+    expect(asked).toBe(0);
+    expect(client.getSnapshot().status).not.toBe('closed');
   });
 
   it('pings when idle and drops a connection that does not answer', () => {

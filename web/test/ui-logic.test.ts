@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { translate } from '../src/i18n';
+import { describeError, translate, type MessageKey } from '../src/i18n';
 import { parseRoute } from '../src/router';
 import { makeSession } from '../src/session';
 import { validateRoomName } from '../src/ui/CreateRoomDialog';
@@ -21,6 +21,36 @@ describe('i18n', () => {
     expect(translate('en', 'joined', { user: 'alice' })).toBe('alice joined');
     expect(translate('ko', 'joined', { user: 'alice' })).toBe('alice님이 들어왔습니다');
     expect(translate('en', 'charCount', { n: 3, max: 4000 })).toBe('3 of 4000 characters');
+  });
+});
+
+describe('plurals (Intl.PluralRules)', () => {
+  it('picks one/other in English', () => {
+    expect(translate('en', 'peopleLabel', { n: 1 })).toBe('1 person in the room');
+    expect(translate('en', 'peopleLabel', { n: 0 })).toBe('0 people in the room');
+    expect(translate('en', 'peopleLabel', { n: 2 })).toBe('2 people in the room');
+    expect(translate('en', 'tooLong', { n: 1 })).toBe('Too long by 1 character');
+    expect(translate('en', 'tooLong', { n: 7 })).toBe('Too long by 7 characters');
+  });
+
+  it('has one form in Korean', () => {
+    expect(translate('ko', 'peopleLabel', { n: 1 })).toBe('방에 1명 있음');
+    expect(translate('ko', 'peopleLabel', { n: 5 })).toBe('방에 5명 있음');
+  });
+});
+
+describe('error codes', () => {
+  const t = (lang: 'en' | 'ko') => (key: MessageKey, params?: Record<string, string | number>) => translate(lang, key, params);
+
+  it('are translated in both languages', () => {
+    const err = { code: 'BAD_TEXT', message: 'text must not be only white space' };
+    expect(describeError(t('en'), err)).toMatch(/^the text is not allowed/);
+    expect(describeError(t('ko'), err)).toMatch(/^보낼 수 없는 내용입니다/);
+    expect(describeError(t('ko'), { code: 'UNAVAILABLE', message: 'kafka down' })).toMatch(/다시 시도하세요$/);
+  });
+
+  it('unknown codes keep the server reason', () => {
+    expect(describeError(t('ko'), { code: 'SOMETHING_NEW', message: 'why' })).toBe('why');
   });
 });
 

@@ -12,7 +12,10 @@
  * call) is injectable so the class can be unit-tested with fakes.
  */
 import { Backoff, type BackoffOptions } from './backoff';
-import { MessageList } from './roomStore';
+import { Heartbeat } from './heartbeat';
+import { addHistoryPage, markNotLive, newRoomState, viewOf, type PendingMessage, type RoomState, type RoomView } from './roomState';
+import { SendTracker } from './sendTracker';
+import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 import {
   MAX_TEXT,
   ROOMS_TOPIC,
@@ -24,58 +27,19 @@ import {
   type ServerFrame,
 } from './types';
 
-export interface WebSocketLike {
-  readonly readyState: number;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-}
-
-export type WebSocketFactory = (url: string) => WebSocketLike;
-
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-  now(): number;
-}
-
-export const realTimers: Timers = {
-  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
-  clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof setTimeout>),
-  now: () => Date.now(),
-};
+export { realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
+export type { PendingMessage, PendingStatus, RoomView } from './roomState';
 
 export interface HistoryApi {
   /** REST history: newest first, at most `limit`, only seq < before when before is given. */
   fetchMessages(roomId: number, before: number | null, limit: number): Promise<ChatMessage[]>;
 }
 
+/** Whether the server still takes our token: a browser reports a refused WebSocket handshake (HTTP 401)
+ * only as close code 1006, so after failed connects the client asks a cheap REST call. */
+export type AuthVerdict = 'valid' | 'refused' | 'unknown';
+
 export type ConnectionStatus = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
-
-export type PendingStatus = 'pending' | 'failed';
-
-export interface PendingMessage {
-  clientMsgId: string;
-  roomId: number;
-  text: string;
-  status: PendingStatus;
-  createdAt: number;
-  error: { code: string; message: string } | null;
-}
-
-export interface RoomView {
-  roomId: number;
-  messages: readonly ChatMessage[];
-  pending: readonly PendingMessage[];
-  historyLoaded: boolean;
-  live: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
-  error: { code: string; message: string } | null;
-}
 
 export interface ClientSnapshot {
   status: ConnectionStatus;
@@ -94,7 +58,7 @@ export interface ClientEvents {
   session: (info: { sessionId: string; userId: string; nodeId: string }) => void;
   /** a new connection is ready (subscriptions re-sent); e.g. refetch lists that may have changed */
   connected: (info: { reconnect: boolean }) => void;
-  /** the server closed with 1008 (token expired or rejected): log in again */
+  /** the token is no longer accepted (close 1008 or 4001, or the auth check answered 401): log in again */
   authExpired: () => void;
   /** the server says this connection is another user's (the shared cookie of another tab's
    * sign-in): the client has stopped; log in again */
@@ -109,6 +73,8 @@ export interface ChatClientOptions {
   url: () => string;
   wsFactory: WebSocketFactory;
   history: HistoryApi;
+  /** asked after AUTH_CHECK_AFTER_FAILED_CONNECTS connects in a row failed before opening */
+  checkAuth?: () => Promise<AuthVerdict>;
   timers?: Timers;
   backoff?: BackoffOptions;
   /** a PING is sent after this long without any frame from the server */
@@ -123,27 +89,14 @@ export interface ChatClientOptions {
   newClientMsgId?: () => string;
 }
 
-interface RoomState {
-  roomId: number;
-  list: MessageList;
-  pending: Map<string, PendingMessage>;
-  historyLoaded: boolean;
-  historyPromise: Promise<void> | null;
-  /** connection generation on which SUBSCRIBE was sent, or null */
-  subscribedGen: number | null;
-  live: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
-  error: { code: string; message: string } | null;
-  view: RoomView | null;
-}
-
 type RefInfo =
   | { kind: 'send'; clientMsgId: string; roomId: number }
   | { kind: 'subscribe'; roomId: number | null }
   | { kind: 'other' };
 
-const OPEN = 1;
+/** close codes after which reconnecting with the same token is pointless (docs/protocol.md) */
+const AUTH_CLOSE_CODES = new Set([1008, 4001]);
+const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
 const RESUBSCRIBE_AFTER_UNAVAILABLE_MS = 1500;
 
 /** Length in code points, as the server counts it. */
@@ -166,11 +119,15 @@ type Listener = () => void;
 export class ChatClient {
   readonly userId: string;
   private readonly opts: Required<
-    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId'>
+    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId' | 'checkAuth'>
   >;
   private readonly timers: Timers;
   private readonly backoff: Backoff;
   private readonly newClientMsgId: () => string;
+  private readonly checkAuth: (() => Promise<AuthVerdict>) | null;
+  /** connection attempts in a row that closed before opening */
+  private failedConnects = 0;
+  private authCheckInFlight = false;
 
   private ws: WebSocketLike | null = null;
   private gen = 0;
@@ -178,13 +135,10 @@ export class ChatClient {
   private started = false;
   private networkOnline = true;
   private reconnectTimer: unknown = null;
-  private pingTimer: unknown = null;
-  private pongTimer: unknown = null;
+  private readonly heartbeat: Heartbeat;
   private refCounter = 0;
   private readonly refs = new Map<string, RefInfo>();
-  private readonly sendTimers = new Map<string, unknown>();
-  /** clientMsgIds whose SEND went out on the current connection and is not answered yet */
-  private readonly inFlight = new Map<string, number>();
+  private readonly sends: SendTracker;
   private readonly resubscribed = new Set<string>();
 
   private watchingRooms = false;
@@ -213,6 +167,7 @@ export class ChatClient {
     this.timers = options.timers ?? realTimers;
     this.backoff = new Backoff(options.backoff);
     this.newClientMsgId = options.newClientMsgId ?? defaultClientMsgId;
+    this.checkAuth = options.checkAuth ?? null;
     this.opts = {
       userId: options.userId,
       url: options.url,
@@ -224,6 +179,14 @@ export class ChatClient {
       offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
       pageSize: options.pageSize ?? 50,
     };
+    this.heartbeat = new Heartbeat(
+      this.timers,
+      this.opts.pingIntervalMs,
+      this.opts.pongTimeoutMs,
+      () => this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) }),
+      () => this.dropConnection('heartbeat timeout'),
+    );
+    this.sends = new SendTracker(this.timers, this.opts.sendTimeoutMs);
   }
 
   // ---------------------------------------------------------------- observation
@@ -243,20 +206,7 @@ export class ChatClient {
 
   getRoom(roomId: number): RoomView | undefined {
     const r = this.rooms.get(roomId);
-    if (!r) return undefined;
-    if (!r.view) {
-      r.view = {
-        roomId,
-        messages: r.list.list(),
-        pending: [...r.pending.values()],
-        historyLoaded: r.historyLoaded,
-        live: r.live,
-        hasMore: r.hasMore,
-        loadingOlder: r.loadingOlder,
-        error: r.error,
-      };
-    }
-    return r.view;
+    return r ? viewOf(r) : undefined;
   }
 
   private emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
@@ -290,7 +240,7 @@ export class ChatClient {
   stop(): void {
     this.started = false;
     this.clearReconnect();
-    this.stopHeartbeat();
+    this.heartbeat.stop();
     const ws = this.ws;
     this.ws = null;
     this.gen += 1;
@@ -370,8 +320,9 @@ export class ChatClient {
     if (gen !== this.gen) return;
     const reconnect = this.everConnected;
     this.everConnected = true;
+    this.failedConnects = 0;
     this.setSnapshot({ status: 'connected', attempts: 0 });
-    this.armHeartbeat();
+    this.heartbeat.arm();
     if (this.watchingRooms) this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
     for (const room of this.rooms.values()) {
       if (room.historyLoaded) this.subscribeRoom(room);
@@ -382,20 +333,23 @@ export class ChatClient {
   private handleClose(gen: number, code: number, _reason: string): void {
     if (gen !== this.gen) return;
     const ws = this.ws;
+    const opened = this.snapshot.status === 'connected';
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.ws = null;
     this.gen += 1; // ignore anything else from that socket
-    this.stopHeartbeat();
+    this.heartbeat.stop();
     this.markDisconnected();
     if (!this.started) {
       this.setSnapshot({ status: 'closed' });
       return;
     }
-    if (code === 1008) {
-      this.started = false;
-      this.setSnapshot({ status: 'closed', nextAttemptAt: null });
-      this.emit('authExpired');
+    if (AUTH_CLOSE_CODES.has(code)) {
+      this.expireAuth();
       return;
+    }
+    if (!opened) {
+      this.failedConnects += 1;
+      if (this.failedConnects >= AUTH_CHECK_AFTER_FAILED_CONNECTS) this.askAuth();
     }
     const delay = this.backoff.next();
     this.reconnectTimer = this.timers.setTimeout(() => {
@@ -411,18 +365,27 @@ export class ChatClient {
     });
   }
 
+  private expireAuth(): void {
+    this.stop();
+    this.emit('authExpired');
+  }
+
+  /** Failed connects may be a refused token, which the browser does not tell apart: ask. */
+  private askAuth(): void {
+    if (!this.checkAuth || this.authCheckInFlight) return;
+    this.authCheckInFlight = true;
+    this.checkAuth()
+      .catch((): AuthVerdict => 'unknown')
+      .then((verdict) => {
+        this.authCheckInFlight = false;
+        if (verdict === 'refused' && this.started && this.snapshot.status !== 'connected') this.expireAuth();
+      });
+  }
+
   private markDisconnected(): void {
-    for (const t of this.sendTimers.values()) this.timers.clearTimeout(t);
-    this.sendTimers.clear();
-    this.inFlight.clear();
+    this.sends.forgetAll();
     this.refs.clear();
-    for (const room of this.rooms.values()) {
-      if (room.live || room.subscribedGen !== null) {
-        room.live = false;
-        room.subscribedGen = null;
-        room.view = null;
-      }
-    }
+    for (const room of this.rooms.values()) markNotLive(room);
   }
 
   private clearReconnect(): void {
@@ -430,28 +393,6 @@ export class ChatClient {
       this.timers.clearTimeout(this.reconnectTimer);
       this.reconnectTimer = null;
     }
-  }
-
-  // ---------------------------------------------------------------- heartbeat
-
-  private armHeartbeat(): void {
-    this.stopHeartbeat();
-    const gen = this.gen;
-    this.pingTimer = this.timers.setTimeout(() => {
-      this.pingTimer = null;
-      if (gen !== this.gen || !this.ws) return;
-      this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) });
-      this.pongTimer = this.timers.setTimeout(() => {
-        this.pongTimer = null;
-        if (gen === this.gen) this.dropConnection('heartbeat timeout');
-      }, this.opts.pongTimeoutMs);
-    }, this.opts.pingIntervalMs);
-  }
-
-  private stopHeartbeat(): void {
-    if (this.pingTimer !== null) this.timers.clearTimeout(this.pingTimer);
-    if (this.pongTimer !== null) this.timers.clearTimeout(this.pongTimer);
-    this.pingTimer = this.pongTimer = null;
   }
 
   // ---------------------------------------------------------------- frames out
@@ -497,19 +438,7 @@ export class ChatClient {
   openRoom(roomId: number): Promise<void> {
     let room = this.rooms.get(roomId);
     if (!room) {
-      room = {
-        roomId,
-        list: new MessageList(),
-        pending: new Map(),
-        historyLoaded: false,
-        historyPromise: null,
-        subscribedGen: null,
-        live: false,
-        hasMore: true,
-        loadingOlder: false,
-        error: null,
-        view: null,
-      };
+      room = newRoomState(roomId);
       this.rooms.set(roomId, room);
       this.changed(room);
     }
@@ -531,8 +460,8 @@ export class ChatClient {
     try {
       const page = await this.opts.history.fetchMessages(room.roomId, null, this.opts.pageSize);
       if (this.rooms.get(room.roomId) !== room) return;
-      for (const m of page) room.list.upsert(m);
-      room.hasMore = page.length >= this.opts.pageSize;
+      room.hasMore = false;
+      addHistoryPage(room, page, this.opts.pageSize);
       room.historyLoaded = true;
       room.error = null;
       this.changed(room);
@@ -583,12 +512,7 @@ export class ChatClient {
     const room = this.rooms.get(roomId);
     if (!room) return;
     if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
-    for (const p of room.pending.keys()) {
-      const t = this.sendTimers.get(p);
-      if (t !== undefined) this.timers.clearTimeout(t);
-      this.sendTimers.delete(p);
-      this.inFlight.delete(p);
-    }
+    for (const p of room.pending.keys()) this.sends.forget(p);
     this.rooms.delete(roomId);
     this.changed();
   }
@@ -611,10 +535,8 @@ export class ChatClient {
     this.changed(room);
     try {
       const page = await this.opts.history.fetchMessages(roomId, before, this.opts.pageSize);
-      let added = 0;
-      for (const m of page) if (room.list.upsert(m)) added += 1;
-      room.hasMore = page.length >= this.opts.pageSize;
-      return added;
+      room.hasMore = false;
+      return addHistoryPage(room, page, this.opts.pageSize);
     } finally {
       room.loadingOlder = false;
       this.changed(room);
@@ -661,10 +583,7 @@ export class ChatClient {
   discard(clientMsgId: string): void {
     for (const room of this.rooms.values()) {
       if (room.pending.delete(clientMsgId)) {
-        const t = this.sendTimers.get(clientMsgId);
-        if (t !== undefined) this.timers.clearTimeout(t);
-        this.sendTimers.delete(clientMsgId);
-        this.inFlight.delete(clientMsgId);
+        this.sends.forget(clientMsgId);
         this.changed(room);
         return;
       }
@@ -673,7 +592,7 @@ export class ChatClient {
 
   private transmit(room: RoomState, p: PendingMessage): void {
     if (p.status !== 'pending') return;
-    if (!room.live || this.inFlight.get(p.clientMsgId) === this.gen) return; // flushed on SUBSCRIBED
+    if (!room.live || this.sends.isInFlight(p.clientMsgId, this.gen)) return; // flushed on SUBSCRIBED
     const ok = this.sendFrame({
       type: 'SEND',
       roomId: room.roomId,
@@ -682,16 +601,8 @@ export class ChatClient {
       ref: this.ref({ kind: 'send', clientMsgId: p.clientMsgId, roomId: room.roomId }),
     });
     if (!ok) return;
-    this.inFlight.set(p.clientMsgId, this.gen);
-    const old = this.sendTimers.get(p.clientMsgId);
-    if (old !== undefined) this.timers.clearTimeout(old);
-    this.sendTimers.set(
-      p.clientMsgId,
-      this.timers.setTimeout(() => {
-        this.sendTimers.delete(p.clientMsgId);
-        this.inFlight.delete(p.clientMsgId);
-        this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' });
-      }, this.opts.sendTimeoutMs),
+    this.sends.sent(p.clientMsgId, this.gen, () =>
+      this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' }),
     );
   }
 
@@ -703,19 +614,13 @@ export class ChatClient {
     const room = this.rooms.get(roomId);
     const p = room?.pending.get(clientMsgId);
     if (!room || !p) return;
-    const t = this.sendTimers.get(clientMsgId);
-    if (t !== undefined) this.timers.clearTimeout(t);
-    this.sendTimers.delete(clientMsgId);
-    this.inFlight.delete(clientMsgId);
+    this.sends.forget(clientMsgId);
     room.pending.set(clientMsgId, { ...p, status: 'failed', error });
     this.changed(room);
   }
 
   private settle(room: RoomState, clientMsgId: string): void {
-    const t = this.sendTimers.get(clientMsgId);
-    if (t !== undefined) this.timers.clearTimeout(t);
-    this.sendTimers.delete(clientMsgId);
-    this.inFlight.delete(clientMsgId);
+    this.sends.forget(clientMsgId);
     room.pending.delete(clientMsgId);
   }
 
@@ -724,7 +629,7 @@ export class ChatClient {
   private handleMessage(gen: number, data: unknown): void {
     if (gen !== this.gen) return;
     // any frame proves the connection alive
-    if (this.pongTimer !== null || this.pingTimer !== null) this.armHeartbeat();
+    this.heartbeat.alive();
     if (typeof data !== 'string') return;
     let frame: ServerFrame;
     try {
@@ -819,8 +724,7 @@ export class ChatClient {
       this.opts.history.fetchMessages(roomId, null, this.opts.pageSize).then(
         (page) => {
           if (this.rooms.get(roomId) !== room) return;
-          for (const m of page) room.list.upsert(m);
-          if (page.length >= this.opts.pageSize) room.hasMore = true;
+          addHistoryPage(room, page, this.opts.pageSize);
           this.changed(room);
         },
         () => undefined,
@@ -838,10 +742,7 @@ export class ChatClient {
         // our subscription was lost on the server side: enter again; the message stays pending
         const room = this.rooms.get(info.roomId);
         if (room) {
-          this.inFlight.delete(info.clientMsgId);
-          const t = this.sendTimers.get(info.clientMsgId);
-          if (t !== undefined) this.timers.clearTimeout(t);
-          this.sendTimers.delete(info.clientMsgId);
+          this.sends.forget(info.clientMsgId);
           const p = room.pending.get(info.clientMsgId);
           if (p && p.status === 'pending' && room.live && !this.resubscribed.has(p.clientMsgId)) {
             this.resubscribed.add(p.clientMsgId);

@@ -1,48 +1,123 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { api } from '../api';
+import { ApiError, api } from '../api';
 import { useI18n } from '../i18n';
 import type { ChatClient } from '../protocol/client';
 import type { Room } from '../protocol/types';
 import { navigate } from '../router';
+import {
+  addCreated,
+  appendPage,
+  loadRecent,
+  matchesSearch,
+  orderedRooms,
+  refreshFirstPage,
+  rememberRoom,
+  saveRecent,
+  type RoomPage,
+} from '../roomListModel';
 import type { Session } from '../session';
 import { CreateRoomDialog } from './CreateRoomDialog';
 
 const POLL_MS = 10000;
-
-function mergeRooms(prev: Room[], incoming: Room[]): Room[] {
-  const byId = new Map(prev.map((r) => [r.id, r]));
-  for (const r of incoming) byId.set(r.id, r);
-  return [...byId.values()].sort((a, b) => a.id - b.id);
-}
+const SEARCH_DEBOUNCE_MS = 250;
 
 export function RoomList({ client, session, activeRoomId }: { client: ChatClient; session: Session; activeRoomId: number | null }) {
   const { t } = useI18n();
-  const [rooms, setRooms] = useState<Room[] | null>(null);
+  const [query, setQuery] = useState('');
+  const [search, setSearch] = useState('');
+  const [paged, setPaged] = useState<RoomPage | null>(null);
+  const [loadingMore, setLoadingMore] = useState(false);
+  const [recentIds, setRecentIds] = useState<number[]>(() => loadRecent(session.userId));
+  const [known, setKnown] = useState<ReadonlyMap<number, Room>>(() => new Map());
   const [error, setError] = useState<string | null>(null);
   const [announce, setAnnounce] = useState('');
   const [dialogOpen, setDialogOpen] = useState(false);
   const newButton = useRef<HTMLButtonElement>(null);
+  const sentinel = useRef<HTMLLIElement>(null);
   const tRef = useRef(t);
   tRef.current = t;
+  // answers to an older search are dropped
+  const searchRef = useRef(search);
+  searchRef.current = search;
+  // the search the held pages answer: a new search's first page replaces them
+  const pagedFor = useRef<string | null>(null);
 
   const refresh = useCallback(async () => {
+    const forSearch = searchRef.current;
     try {
-      const list = await api.rooms();
-      // the full list is authoritative for counts; rooms that arrived live are kept too
-      setRooms((prev) => mergeRooms(prev ?? [], list));
+      const page = await api.rooms({ q: forSearch });
+      if (forSearch !== searchRef.current) return;
+      const sameSearch = pagedFor.current === forSearch;
+      pagedFor.current = forSearch;
+      setPaged((prev) => (sameSearch ? refreshFirstPage(prev, page) : page));
       setError(null);
     } catch (e) {
-      setError((e as Error).message);
+      if (forSearch === searchRef.current) setError((e as Error).message);
     }
   }, []);
+
+  const loadMore = useCallback(async () => {
+    if (!paged?.hasMore || loadingMore || pagedFor.current !== search) return;
+    const forSearch = search;
+    setLoadingMore(true);
+    try {
+      const page = await api.rooms({ q: forSearch, cursor: paged.nextCursor });
+      if (forSearch === searchRef.current) setPaged((prev) => (prev ? appendPage(prev, page) : page));
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setLoadingMore(false);
+    }
+  }, [paged, loadingMore, search]);
+
+  // a new search starts from its first page
+  useEffect(() => {
+    const id = setTimeout(() => setSearch(query.trim()), SEARCH_DEBOUNCE_MS);
+    return () => clearTimeout(id);
+  }, [query]);
+  useEffect(() => {
+    void refresh();
+  }, [search, refresh]);
+
+  // more rooms when the end of the list scrolls into view
+  useEffect(() => {
+    const el = sentinel.current;
+    if (!el || typeof IntersectionObserver === 'undefined') return;
+    const io = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) void loadMore();
+    });
+    io.observe(el);
+    return () => io.disconnect();
+  }, [loadMore]);
+
+  // the rooms entered come first
+  useEffect(() => {
+    if (activeRoomId === null) return;
+    setRecentIds((prev) => {
+      const next = rememberRoom(prev, activeRoomId);
+      saveRecent(session.userId, next);
+      return next;
+    });
+  }, [activeRoomId, session.userId]);
+  useEffect(() => {
+    const missing = recentIds.filter((id) => !known.has(id));
+    if (missing.length === 0) return;
+    const ctl = new AbortController();
+    for (const id of missing) {
+      api.room(id, ctl.signal).then(
+        (room) => setKnown((prev) => new Map(prev).set(room.id, room)),
+        (e) => {
+          if (e instanceof ApiError && e.status === 404) setRecentIds((prev) => prev.filter((x) => x !== id));
+        },
+      );
+    }
+    return () => ctl.abort();
+  }, [recentIds, known]);
 
   useEffect(() => {
     client.watchRooms();
     const offCreated = client.on('roomCreated', (room) => {
-      setRooms((prev) => {
-        if (prev?.some((r) => r.id === room.id)) return prev;
-        return mergeRooms(prev ?? [], [room]);
-      });
+      setPaged((prev) => addCreated(prev, room, searchRef.current));
       setAnnounce(tRef.current('newRoomAnnounce', { name: room.name }));
     });
     // after a reconnect, rooms created meanwhile are fetched
@@ -54,7 +129,6 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
       clearTimeout(soon);
       soon = setTimeout(() => void refresh(), 500);
     });
-    void refresh();
     const id = setInterval(() => void refresh(), POLL_MS);
     return () => {
       offCreated();
@@ -66,6 +140,8 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     };
   }, [client, refresh]);
 
+  // until a new search's first page arrives, the rows held are narrowed here
+  const rooms = paged === null ? null : orderedRooms(recentIds, known, paged.rooms.filter((r) => matchesSearch(r, search)), search);
   return (
     <div className="rooms">
       <div className="rooms-head">
@@ -80,15 +156,25 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
           + {t('newRoom')}
         </button>
       </div>
+      <input
+        type="search"
+        className="room-search"
+        value={query}
+        onChange={(e) => setQuery(e.target.value)}
+        placeholder={t('searchRooms')}
+        aria-label={t('searchRooms')}
+        maxLength={100}
+        data-testid="room-search"
+      />
       {error && (
         <p className="field-error" role="alert">
           {t('roomsLoadError', { reason: error })}
         </p>
       )}
       {rooms === null && !error && <p className="muted">{t('loading')}</p>}
-      {rooms !== null && rooms.length === 0 && <p className="muted">{t('noRooms')}</p>}
+      {rooms !== null && rooms.length === 0 && <p className="muted">{search ? t('noRoomsFound', { q: search }) : t('noRooms')}</p>}
       {rooms !== null && rooms.length > 0 && (
-        <ul className="room-list" aria-labelledby="rooms-heading" data-testid="room-list">
+        <ul className="room-list" aria-labelledby="rooms-heading" data-testid="room-list" data-has-more={paged?.hasMore ? 'true' : 'false'} data-search={pagedFor.current ?? ''}>
           {rooms.map((r) => (
             <li key={r.id}>
               <a
@@ -114,6 +200,13 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
               </a>
             </li>
           ))}
+          {paged?.hasMore && (
+            <li ref={sentinel} className="room-more">
+              <button type="button" className="btn btn-ghost" onClick={() => void loadMore()} disabled={loadingMore} data-testid="more-rooms">
+                {loadingMore ? t('loadingRooms') : t('loadMoreRooms')}
+              </button>
+            </li>
+          )}
         </ul>
       )}
       <div className="sr-only" aria-live="polite">
@@ -127,7 +220,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
             newButton.current?.focus();
           }}
           onCreated={(room) => {
-            setRooms((prev) => mergeRooms(prev ?? [], [room]));
+            setPaged((prev) => addCreated(prev, room, searchRef.current));
             setDialogOpen(false);
             navigate(`/room/${room.id}`);
           }}

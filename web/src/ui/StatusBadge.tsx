@@ -22,6 +22,7 @@ export function StatusBadge({ client }: { client: ChatClient }) {
       data-testid="conn-status"
       data-status={snap.status}
       data-node-id={snap.nodeId ?? ''}
+      data-session-id={snap.sessionId ?? ''}
     >
       <span className="status-dot" aria-hidden="true" />
       <span role="status" aria-live="polite" aria-label={t('connectionStatus')} className="status-text">
