@@ -10,6 +10,7 @@ import json
 import select
 import socket
 import struct
+import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -19,6 +20,7 @@ import trio.testing
 from chattrio import sessions as sessions_module
 from chattrio.frames import PongFrame
 from chattrio.sessions import Session, SessionRegistry
+from chattrio.tokens import Identity
 from chattrio.websocket import close_frame, text_frame
 
 SMALL_BUFFER = 4096
@@ -486,7 +488,7 @@ async def _serve_and_close(server, registry, stream, client, answer_close: bool)
     ended: list[float] = []
 
     async def serve():
-        await server._serve_session(stream, "alice", b"")
+        await server._serve_session(stream, Identity("alice", int(time.time()) + 3600), b"")
         ended.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
