@@ -15,6 +15,7 @@ import { Backoff, type BackoffOptions } from './backoff';
 import { Heartbeat } from './heartbeat';
 import { addHistoryPage, markNotLive, newRoomState, viewOf, type PendingMessage, type RoomState, type RoomView } from './roomState';
 import { SendTracker } from './sendTracker';
+import { MessageList } from './roomStore';
 import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 import {
   MAX_TEXT,
