@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TypeVar
 import urllib.parse
 from http import HTTPStatus
+from typing import TypeVar
 
 import h11
 import msgspec

@@ -27,7 +27,6 @@ from chattrio.http import (
     Request,
     Response,
     closing_error_response,
-    error_response,
     receive_request,
     send_response,
 )
@@ -36,9 +35,15 @@ from chattrio.metrics import Registry
 from chattrio.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
 from chattrio.tokens import Identity
 from chattrio.websocket import (
-    CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER,
-    MAX_FRAGMENTS, FrameReader,
-    IncomingText, handshake_response,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TRY_AGAIN_LATER,
+    MAX_FRAGMENTS,
+    FrameReader,
+    IncomingText,
+    handshake_response,
 )
 
 log = logging.getLogger(__name__)

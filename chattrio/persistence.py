@@ -100,7 +100,7 @@ class Persistence:
         new = []
         for partition, message in messages:
             try:
-                new += await self._with_retry(lambda: self._db.store_messages([message], topic, {}))
+                new += await self._with_retry(lambda message=message: self._db.store_messages([message], topic, {}))
             except DataRefused as exc:
                 refused.append(_refused(topic, partition, message, str(exc)))
                 await self._dead_letter(refused[-1:])

@@ -7,11 +7,11 @@ import uuid
 
 import httpx
 import trio
-
-from chattrio.tokens import issue_token
 from client import bearer, login
 from conftest import TEST_SECRET
 from test_identity import _closed, _session_info, raw_client
+
+from chattrio.tokens import issue_token
 
 CLOSE_TOKEN_EXPIRED = 4001
 # Long enough for the handshake and a PING on a busy machine; the test waits for the close, not a time.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import struct
 import json
+import struct
 import unicodedata
 import urllib.parse
 import uuid
@@ -12,10 +12,10 @@ import uuid
 import httpx
 import pytest
 import trio
+from client import connect, create_room, login
 from trio_websocket import HandshakeError, open_websocket_url
 
 from chattrio.tokens import issue_token
-from client import connect, create_room, login
 
 SECRET = "test-secret-of-the-pytest-nodes-0123456789"  # what conftest gives the nodes
 WS_HEADERS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import trio
-
 from client import ResumingClient, create_room, login
 
 MESSAGES_PER_SENDER = 60

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from chattrio import fanout
 from chattrio.fanout import RECENT_PER_ROOM, RoomLog
 from chattrio.models import Message

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 import trio
+from client import connect, create_room, login
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rawws import RawClient, masked_frame
 
 from chattrio.websocket import MAX_FRAGMENTS, FrameReader
-from client import connect, create_room, login
-from rawws import RawClient, masked_frame
 
 LIMIT = 64 * 1024
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x9, 0xA
@@ -22,8 +22,11 @@ control_payloads = st.binary(max_size=125)
 masks = st.binary(min_size=4, max_size=4)
 
 
+TEXTS = st.text(max_size=300)
+
+
 @st.composite
-def fragmented_message(draw, text_strategy=st.text(max_size=300)):
+def fragmented_message(draw, text_strategy=TEXTS):
     """(text, frames): a text message split into fragments at byte positions (UTF-8 may be cut
     mid-character across frames), with pings and pongs between fragments."""
     text = draw(text_strategy)

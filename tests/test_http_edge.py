@@ -10,10 +10,10 @@ import uuid
 import httpx
 import pytest
 import trio
+from client import connect, login
 
 from chattrio.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
 from chattrio.tokens import issue_token
-from client import connect, login
 
 SECRET = "test-secret"  # what conftest gives the nodes
 

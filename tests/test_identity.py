@@ -15,12 +15,12 @@ import httpx
 import jwt
 import pytest
 import trio
+from client import ChatClient, bearer, create_room, login
+from conftest import REPO, SESSION_CLUSTER_BASE_PORT, TEST_SECRET, Cluster
 from cryptography.hazmat.primitives.asymmetric import ec
 from trio_websocket import open_websocket_url
 
 from chattrio.frames import Auth, FrameError, parse_client_frame
-from client import ChatClient, bearer, create_room, login
-from conftest import REPO, SESSION_CLUSTER_BASE_PORT, TEST_SECRET, Cluster
 
 # Clear of the session cluster (+1..3) and of make_cluster's isolated ones (+110 on).
 JWT_CLUSTER_BASE_PORT = SESSION_CLUSTER_BASE_PORT + 700

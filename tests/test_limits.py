@@ -14,12 +14,12 @@ import uuid
 import httpx
 import pytest
 import trio
+from client import connect, create_room, login
+from conftest import SESSION_CLUSTER_BASE_PORT, Cluster
 from trio_websocket import HandshakeError
 
 from chattrio.config import Rate
 from chattrio.limits import TokenBucket, client_address, parse_networks, take_all
-from client import connect, create_room, login
-from conftest import SESSION_CLUSTER_BASE_PORT, Cluster
 
 NO_REFILL = 0.001  # tokens per second: none come back during a test
 LIMITED = {
@@ -170,7 +170,7 @@ async def test_a_client_that_ignores_refusals_is_closed_with_1008(limited):
                 ref = f"f{n}"
                 await client.send(type="PING", ref=ref)
                 await client.wait_until(
-                    lambda: client.closed is not None or any(f.get("ref") == ref for f in client.frames)
+                    lambda ref=ref: client.closed is not None or any(f.get("ref") == ref for f in client.frames)
                 )
                 n += 1
         assert client.closed.reason.code == 1008

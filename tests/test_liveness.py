@@ -11,11 +11,11 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from client import connect, create_room, login
+from rawws import RawClient
 
 from chattrio.liveness import LIVENESS_SLOTS, PING_FRAME, Liveness
 from chattrio.sessions import Session
-from client import connect, create_room, login
-from rawws import RawClient
 
 PING_INTERVAL = 0.5
 IDLE_TIMEOUT = 1.5

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 import schemathesis
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -18,8 +19,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from conftest import REPO
 
 CHECKS = [
     not_a_server_error,

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import trio
-
-from chattrio.fanout import RECENT_PER_ROOM
 from client import connect, create_room, login
 from test_failover import stored_messages
+
+from chattrio.fanout import RECENT_PER_ROOM
 
 
 @asynccontextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import trio
-
 from client import connect, create_room, login
 
 ROOMS = 40

@@ -9,13 +9,13 @@ import asyncpg
 import httpx
 import pytest
 import trio
+from client import connect, create_room, login
 from confluent_kafka import Producer
 
 from chattrio.models import ChatRecord, chat_record_encoder
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import partition_of
 from chattrio.validation import skeleton
-from client import connect, create_room, login
 
 STORED_TIMEOUT = 60.0
 

@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 import trio
-
 from client import connect, create_room, login
 
 

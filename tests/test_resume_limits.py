@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 import trio
+from client import connect, create_room, login
 
 from chattrio.chat import REPLAY_LIMIT
-from client import connect, create_room, login
 
 INT64_MAX = (1 << 63) - 1
 

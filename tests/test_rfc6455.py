@@ -8,7 +8,6 @@ import struct
 import uuid
 
 import pytest
-
 from client import login
 from rawws import RawClient, masked_frame
 
@@ -62,7 +61,7 @@ async def test_a_protocol_error_is_answered_with_its_close_code_then_the_socket_
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 3000, 4999])
 async def test_a_valid_close_is_echoed_and_the_socket_closes(cluster, code):
     client = await _client(cluster.urls[1])
-    await client.send_raw(_close(code, "au revoir".encode()))
+    await client.send_raw(_close(code, b"au revoir"))
     assert await _close_code(client) == code
     assert await client.at_end()
 

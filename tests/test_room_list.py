@@ -9,7 +9,6 @@ import uuid
 import httpx
 import pytest
 import trio
-
 from client import connect, create_room, login
 
 

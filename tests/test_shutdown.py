@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import trio
-
 from client import connect, create_room, login
 
 

@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chattrio.config import Settings
 from chattrio.tokens import (
-    DEFAULT_SECRET, InvalidToken, TokenConfigError, TokenVerifier, issue_token, load_jwks, verifier_from_settings,
+    DEFAULT_SECRET,
+    InvalidToken,
+    TokenConfigError,
+    TokenVerifier,
+    issue_token,
+    load_jwks,
+    verifier_from_settings,
 )
 
 SECRET = "unit-test-secret-0123456789abcdef0123"

@@ -89,7 +89,7 @@ def summarize(outcome: RunOutcome) -> dict:
     summary = {
         "scenario": cfg.scenario,
         "runId": outcome.run_id,
-        "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.timezone.utc).isoformat(timespec="seconds"),
+        "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.UTC).isoformat(timespec="seconds"),
         "durationSeconds": round(outcome.finished_at - outcome.started_at, 1),
         "commit": git_commit(),
         "machine": {**machine_info(outcome.load_before), **_chat_cpu(outcome.host_cpu, chat_first, chat_last)},

@@ -24,12 +24,12 @@ import trio
 
 from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.flooder import flood
+from chattrio.bot.frames import ChatMessage
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
-from chattrio.bot.frames import ChatMessage
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
 from chattrio.bot.user import SimUser
 

@@ -215,7 +215,7 @@ class FakeChat:
         return message
 
     async def _broadcast(self, room: int, message: dict) -> None:
-        for node, clients in self.clients.items():
+        for clients in self.clients.values():
             for other in list(clients):
                 if room not in other.rooms:
                     continue

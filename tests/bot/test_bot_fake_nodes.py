@@ -3,8 +3,8 @@
 import json
 
 import trio
-
 from chatfake import FakeChat
+
 from chattrio.bot.config import Node, load_config
 from chattrio.bot.http import HttpPool
 from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports

@@ -88,7 +88,7 @@ async def test_text_messages_are_dispatched_without_the_owner(receiver, nursery)
     owner = await watched(receiver, nursery, conn, reader)
     for text in (b"one", b"two", b"three"):
         server.send(server_frame(text))
-        await eventually(lambda: reader.batches and reader.batches[-1] == [text])
+        await eventually(lambda text=text: reader.batches and reader.batches[-1] == [text])
     server.send(server_frame(b"four") + server_frame(b"five")[:4])  # a frame and a half
     await eventually(lambda: reader.batches[-1] == [b"four"])
     server.send(server_frame(b"five")[4:])

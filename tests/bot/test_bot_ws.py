@@ -8,8 +8,17 @@ import trio
 import trio.testing
 
 from chattrio.bot.ws import (
-    OP_PONG, OP_TEXT, FrameParser, HandshakeRefused, WsConnection, WsError, accept_key, build_upgrade_request,
-    encode_client_frame, mask_payload, parse_upgrade_response,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    HandshakeRefused,
+    WsConnection,
+    WsError,
+    accept_key,
+    build_upgrade_request,
+    encode_client_frame,
+    mask_payload,
+    parse_upgrade_response,
 )
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO, SESSION_CLUSTER_BASE_PORT
 
 NODE_MAX_CONNECTIONS = 20_000  # Settings.max_connections

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from chattrio.config import Settings
-from chattrio.rooms import page_of_rooms
 from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
+from chattrio.rooms import page_of_rooms
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable
