@@ -17,6 +17,8 @@ PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
 case "$STACK" in
   dev)  _pg=55432 _redis=56379 _kafka=59092 _ctrl=59093 ;;
   test) _pg=55442 _redis=56389 _kafka=59102 _ctrl=59103 ;;
+  # scripts/ha.sh: several members per service, all ports in scripts/ha/ports.sh; these are the first
+  ha)   _pg=57431 _redis=57461 _kafka=57491 _ctrl=57496 ;;
   *)
     if [[ -z "${CHATTRIO_PG_PORT:-}" || -z "${CHATTRIO_REDIS_PORT:-}" || -z "${CHATTRIO_KAFKA_PORT:-}" || -z "${CHATTRIO_KAFKA_CONTROLLER_PORT:-}" ]]; then
       echo "error: unknown CHATTRIO_STACK='$STACK' (use dev or test, or set all CHATTRIO_*_PORT variables)" >&2
@@ -155,6 +157,9 @@ ensure_traversable() {
 }
 
 print_env() {
+  if [[ "$STACK" == ha ]]; then
+    source "$SCRIPTS/ha/ports.sh"; ha_print_env; return
+  fi
   cat <<EOF
 export CHATTRIO_PG_DSN=postgresql://chattrio:chattrio@127.0.0.1:$PG_PORT/chattrio
 export CHATTRIO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
