@@ -1,19 +1,21 @@
 # chattrio -- local development entry points. See scripts/*.sh for details.
 #   make run              one node on :8080 (installs deps, starts the dev stack)
 #   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
+#   make run NODES=3 TOPOLOGY=ha   the same on the ha stack (scripts/ha.sh, docs/ha.md)
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
 #   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
 SHELL := /bin/bash
 NODES ?= 1
+TOPOLOGY ?= single
 PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-export NODES PORT PYTEST_ARGS
+export NODES PORT PYTEST_ARGS TOPOLOGY
 
 .PHONY: run test test-py bench install up down status env wipe cluster-status chaos help
 
 help:
-	@sed -n '2,5p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
 
 run:
 	@scripts/run.sh $(NODES)
