@@ -11,6 +11,7 @@ at the end); a running one is used as it is.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import uuid
 
@@ -24,6 +25,7 @@ from conftest import SESSION_CLUSTER_BASE_PORT, Cluster
 from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, kafka_leader, requires_ha  # noqa: F401 - ha_env is a fixture
 
 pytestmark = requires_ha
+log = logging.getLogger(__name__)
 
 NODE_PORT_BASE = SESSION_CLUSTER_BASE_PORT + 500
 PARTITIONS = 8
@@ -41,26 +43,30 @@ def ha_cluster(ha_env):
     nodes.stop()
 
 
-def _stored(env: dict[str, str], room_id: int) -> list[str]:
-    """The room's stored chat messages' clientMsgIds, straight from the PostgreSQL primary."""
+def _psql(env: dict[str, str], sql: str) -> list[str]:
+    """Rows of one query on the PostgreSQL primary (psql follows the same multi-host DSN)."""
     out = subprocess.run(
-        ["psql", env["CHATTRIO_PG_DSN"], "-qtA", "-c",
-         f"SELECT client_msg_id FROM messages WHERE room_id = {room_id} AND kind = 'chat'"],
-        capture_output=True, text=True, check=True, timeout=30,
+        ["psql", env["CHATTRIO_PG_DSN"], "-qtA", "-c", sql], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     return [line for line in out.splitlines() if line]
+
+
+def _stored(env: dict[str, str], room_id: int) -> list[str]:
+    """The room's stored chat messages' clientMsgIds."""
+    return _psql(env, f"SELECT client_msg_id FROM messages WHERE room_id = {room_id} AND kind = 'chat'")
 
 
 async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
     urls = ha_cluster.urls
     prefix = ha_cluster.prefix
-    token = await login(urls[0], "ha-owner")
-    room = await create_room(urls[0], token, "ha")
+    owner, sender_id, watcher_id, late_user = (f"{prefix}-{role}" for role in ("owner", "sender", "watcher", "late"))
+    token = await login(urls[0], owner)
+    room = await create_room(urls[0], token, prefix)
     partition = partition_of(room["id"], PARTITIONS)
 
     async with trio.open_nursery() as nursery:
-        sender = ResumingClient(nursery, urls, "ha-sender", await login(urls[0], "ha-sender"), room["id"], first_node=0)
-        watcher = ResumingClient(nursery, urls, "ha-watcher", await login(urls[1], "ha-watcher"), room["id"],
+        sender = ResumingClient(nursery, urls, sender_id, await login(urls[0], sender_id), room["id"], first_node=0)
+        watcher = ResumingClient(nursery, urls, watcher_id, await login(urls[1], watcher_id), room["id"],
                                  first_node=1)
         await sender._connect()
         await watcher._connect()
@@ -77,11 +83,15 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
         ]
         for name, find in victims:
             member = await trio.to_thread.run_sync(find)
-            await trio.to_thread.run_sync(_ha, "kill", member)
+            await trio.to_thread.run_sync(ha, "kill", member)
+            killed_at = trio.current_time()
             await send_round(f"after-{name}")
+            log.info("after SIGKILL of %s (%s primary), %d SENDs ACKed in %.1f s",
+                     member, name, MESSAGES_PER_ROUND, trio.current_time() - killed_at)
             if name == "postgres":
                 # A write that needs PostgreSQL (a sign-up) succeeds again on the new primary.
-                await _sign_up_until_it_succeeds(urls[0], f"ha-after-{name}")
+                await _sign_up_until_it_succeeds(urls[0], late_user)
+                log.info("sign-up succeeded %.1f s after the kill", trio.current_time() - killed_at)
             await trio.to_thread.run_sync(lambda: ha("start", member, timeout=MEMBER_START_TIMEOUT))
 
         acked = set(sender.acked)
@@ -99,6 +109,10 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
         while len(stored := await trio.to_thread.run_sync(_stored, ha_env, room["id"])) < len(acked):
             await trio.sleep(0.5)
     assert sorted(stored) == sorted(acked), "every ACKed message is stored exactly once"
+    # The rows written before the PostgreSQL primary died are on the new one.
+    users = await trio.to_thread.run_sync(_psql, ha_env, f"SELECT id FROM users WHERE id LIKE '{prefix}-%'")
+    assert sorted(users) == sorted([owner, sender_id, watcher_id, late_user])
+    assert await trio.to_thread.run_sync(_psql, ha_env, f"SELECT name FROM rooms WHERE id = {room['id']}") == [prefix]
 
 
 async def _sign_up_until_it_succeeds(url: str, user_id: str) -> None:
