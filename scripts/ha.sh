@@ -509,6 +509,18 @@ ha_up() {
   log "up: $(scripts_env_summary)"
 }
 
+# Stop order: Kafka, the Sentinels and Redis, then Patroni while etcd still holds its lock, etcd
+# last. The members of a group stop together: a Kafka node stopped after the other two waits out
+# its timeout for a controller quorum that is gone.
+ha_down() {
+  local group m
+  for group in "kafka-3 kafka-2 kafka-1" "sentinel-3 sentinel-2 sentinel-1" "redis-2 redis-1" "pg-2 pg-1" \
+               "etcd-3 etcd-2 etcd-1"; do
+    for m in $group; do member_stop "$m" & done
+    wait
+  done
+}
+
 scripts_env_summary() { echo "PostgreSQL $(pg_dsn_hosts), Redis via Sentinels $(sentinel_hosts), Kafka $(kafka_bootstrap)"; }
 
 cmd="${1:-status}"; shift || true
@@ -524,8 +536,7 @@ esac
 
 case "$cmd" in
   up) ha_up ;;
-  down)
-    for ((i = ${#MEMBERS[@]} - 1; i >= 0; i--)); do member_stop "${MEMBERS[i]}"; done ;;
+  down) ha_down ;;
   start)
     [[ $# -eq 1 ]] || die "usage: ha.sh start MEMBER"
     check_member "$1"; member_start "$1"; member_wait "$1" ;;
@@ -559,7 +570,7 @@ case "$cmd" in
   env) ha_print_env ;;
   logs) for m in "${MEMBERS[@]}"; do mlog "$m"; done ;;
   wipe)
-    for ((i = ${#MEMBERS[@]} - 1; i >= 0; i--)); do member_stop "${MEMBERS[i]}"; done
+    ha_down
     log "deleting $STACK_DIR"
     rm -rf "$STACK_DIR" ;;
   *)
