@@ -215,6 +215,12 @@ class PartitionReader:
 
     async def _assign_all(self, positions: dict[Partition, int]) -> int:
         partitions = await self._refresh_metadata()
+        # A topic created a moment ago (by this node or another) may not be in every broker's
+        # metadata yet. Taking the partitions known so far would start the rest later, and from
+        # their end: what was sent meanwhile would never reach this node's sessions.
+        missing = [topic for topic in self._topics if not any(tp[0] == topic for tp in partitions)]
+        if missing:
+            raise _LeaderMoved(f"topic {missing[0]} not in the metadata yet")
         leaderless = [tp for tp in partitions if tp not in self._leader_of]
         if leaderless:
             raise _LeaderMoved(f"no leader for {len(leaderless)} partitions, e.g. {leaderless[0]}")
