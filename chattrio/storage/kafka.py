@@ -117,7 +117,9 @@ async def ensure_topics(settings: Settings) -> None:
                 except TopicAlreadyExistsError:
                     return  # another node won the race
                 _raise_refused_topics(response.topic_errors, settings)
-                log.info("created topics", extra={"topics": [t.name for t in wanted]})
+                created = [error[0] for error in response.topic_errors if error[1] == 0]
+                if created:  # the others were created by another node at the same moment
+                    log.info("created topics", extra={"topics": created})
         finally:
             await admin.close()
 
