@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -19,6 +20,7 @@ from conftest import REPO
 HA = REPO / "scripts" / "ha.sh"
 HA_UP_TIMEOUT = 600
 MEMBER_START_TIMEOUT = 300
+METADATA_TIMEOUT = 30
 
 requires_ha = pytest.mark.skipif(
     os.environ.get("CHATTRIO_HA_TESTS") != "1", reason="the ha topology tests run with CHATTRIO_HA_TESTS=1"
@@ -33,10 +35,22 @@ def ha(*args: str, timeout: float = 60) -> str:
     ).stdout.strip()
 
 
+def topic_partitions(bootstrap: str, topic: str) -> dict:
+    """The topic's partitions' metadata, once the brokers have it (a topic created a moment ago
+    may not have reached every broker yet) and every partition has a leader."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + METADATA_TIMEOUT
+    while True:
+        partitions = admin.list_topics(topic, timeout=METADATA_TIMEOUT).topics[topic].partitions
+        if partitions and all(p.leader >= 0 for p in partitions.values()):
+            return partitions
+        assert time.monotonic() < deadline, f"{topic}: no partitions with leaders in the metadata"
+        time.sleep(0.2)
+
+
 def kafka_leader(bootstrap: str, topic: str, partition: int) -> str:
     """The ha member (kafka-N) leading a partition now."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    return f"kafka-{metadata.topics[topic].partitions[partition].leader}"
+    return f"kafka-{topic_partitions(bootstrap, topic)[partition].leader}"
 
 
 def _env() -> dict[str, str]:

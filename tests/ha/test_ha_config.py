@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -14,28 +13,15 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from chattrio.config import settings_from_env
 from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge
-from ha_helpers import HA, ha, ha_env, requires_ha  # noqa: F401 - ha_env is a fixture
+from ha_helpers import HA, METADATA_TIMEOUT, ha, ha_env, requires_ha, topic_partitions  # noqa: F401 - ha_env is a fixture
 
 pytestmark = requires_ha
 
-ADMIN_TIMEOUT = 30
 
-
-def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
-    return {name: entry.value for name, entry in future.result(timeout=ADMIN_TIMEOUT).items()}
-
-
-def _replicas(bootstrap: str, topic: str) -> set[int]:
-    """The replica counts of the topic's partitions, once the brokers' metadata has them (a topic
-    created a moment ago may not have reached every broker yet)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + ADMIN_TIMEOUT
-    while not (partitions := admin.list_topics(topic, timeout=ADMIN_TIMEOUT).topics[topic].partitions):
-        assert time.monotonic() < deadline, f"{topic} has no partitions in the metadata"
-        time.sleep(0.2)
-    return {len(partition.replicas) for partition in partitions.values()}
+def _config(bootstrap: str, resource: ConfigResource) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # held: its futures fail once it is freed
+    (future,) = admin.describe_configs([resource]).values()
+    return {name: entry.value for name, entry in future.result(timeout=METADATA_TIMEOUT).items()}
 
 
 async def test_topics_have_three_replicas_and_need_two_in_sync(ha_env):
@@ -43,11 +29,18 @@ async def test_topics_have_three_replicas_and_need_two_in_sync(ha_env):
     assert settings.topic_replication == 3  # from `scripts/ha.sh env`
     async with open_asyncio_bridge():
         await kafka.ensure_topics(settings)
-    for topic in (settings.messages_topic, settings.events_topic, "__consumer_offsets"):
-        assert _replicas(settings.kafka_bootstrap, topic) == {3}, topic
-        config = _topic_config(settings.kafka_bootstrap, topic)
+    for topic in (settings.messages_topic, settings.events_topic):
+        partitions = topic_partitions(settings.kafka_bootstrap, topic)
+        assert {len(p.replicas) for p in partitions.values()} == {3}, topic
+        config = _config(settings.kafka_bootstrap, ConfigResource(ConfigResource.Type.TOPIC, topic))
         assert config["min.insync.replicas"] == "2", topic
         assert config["unclean.leader.election.enable"] == "false", topic
+    # The internal topics are created on first use, with these.
+    for broker in ("1", "2", "3"):
+        config = _config(settings.kafka_bootstrap, ConfigResource(ConfigResource.Type.BROKER, broker))
+        assert config["offsets.topic.replication.factor"] == "3"
+        assert config["transaction.state.log.replication.factor"] == "3"
+        assert config["transaction.state.log.min.isr"] == "2"
 
 
 def _psql(env: dict[str, str], sql: str) -> str:

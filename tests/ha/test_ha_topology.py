@@ -96,16 +96,23 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
 
         acked = set(sender.acked)
         assert len(acked) == MESSAGES_PER_ROUND * (1 + len(victims))
-        acked_ids = {ack["id"] for ack in sender.acked.values()}
-        await watcher.receive_until(lambda: acked_ids <= {m["id"] for m in watcher.received},
-                                    timeout=DELIVERY_TIMEOUT)
+        acked_ids = {ack["id"]: client_msg_id for client_msg_id, ack in sender.acked.items()}
+        with trio.move_on_after(DELIVERY_TIMEOUT):
+            await watcher.receive_until(lambda: acked_ids.keys() <= {m["id"] for m in watcher.received},
+                                        timeout=DELIVERY_TIMEOUT)
         delivered = [m["id"] for m in watcher.received if m["kind"] == "chat"]
+        missing = sorted(acked_ids[i] for i in acked_ids.keys() - set(delivered))
+        assert not missing, (
+            f"ACKed but not delivered to the other node: {missing}; the watcher reconnected"
+            f" {watcher.reconnects} times and holds {len(watcher.received)} messages;"
+            f" its node's metrics: {await _fanout_metrics(urls[1])}; the sender's: {await _fanout_metrics(urls[0])}"
+        )
         assert len(delivered) == len(set(delivered)), "a message was delivered twice"
         await sender.aclose()
         await watcher.aclose()
         nursery.cancel_scope.cancel()
 
-    with trio.fail_after(DELIVERY_TIMEOUT):
+    with trio.move_on_after(DELIVERY_TIMEOUT):
         while len(stored := await trio.to_thread.run_sync(_stored, ha_env, room["id"])) < len(acked):
             await trio.sleep(0.5)
     assert sorted(stored) == sorted(acked), "every ACKed message is stored exactly once"
@@ -115,12 +122,18 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
     assert await trio.to_thread.run_sync(_psql, ha_env, f"SELECT name FROM rooms WHERE id = {room['id']}") == [prefix]
 
 
+async def _fanout_metrics(url: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        text = (await http.get("/metrics")).text
+    return [line for line in text.splitlines() if line.startswith("chattrio_") and "_bucket" not in line]
+
+
 async def _sign_up_until_it_succeeds(url: str, user_id: str) -> None:
     with trio.fail_after(ACK_TIMEOUT):
         while True:
             try:
                 async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-                    if (await http.post(f"/api/user/enter/{user_id}")).status_code == 200:
+                    if (await http.post(f"/api/user/enter/{user_id}")).is_success:
                         return
             except httpx.HTTPError:
                 pass
