@@ -215,6 +215,11 @@ pg_primary() {  # prints the member that is primary now
 }
 
 pg_has_primary() { pg_primary >/dev/null; }
+pg_has_sync_standby() {
+  local m
+  for m in pg-1 pg-2; do [[ "$(pg_role "$m")" == "sync standby" ]] && return 0; done
+  return 1
+}
 
 pg_create_database() {
   local primary; primary="$(pg_primary)" || die "no PostgreSQL primary"
@@ -278,6 +283,8 @@ redis_role() {
   [[ "$role" == master ]] && { echo "primary, $(sed -n 's/^connected_slaves://p' <<<"$info") replica(s)"; return 0; }
   echo "replica of $(sed -n 's/^master_host://p' <<<"$info"):$(sed -n 's/^master_port://p' <<<"$info") (link $(sed -n 's/^master_link_status://p' <<<"$info"))"
 }
+
+redis_replica_linked() { [[ "$(redis_role "$1")" == *"(link up)" ]]; }
 
 sentinel_start() {
   local m="$1" i; i="$(idx "$1")"
@@ -503,8 +510,11 @@ ha_up() {
   for m in pg-1 pg-2; do member_start "$m"; done
   for m in redis-1 redis-2; do member_start "$m"; member_wait "$m"; done
   for m in sentinel-1 sentinel-2 sentinel-3; do member_start "$m"; member_wait "$m"; done
+  [[ "$(redis_role redis-1)" == primary* ]] && wait_for redis-2 "replication from redis-1" redis_replica_linked redis-2
   for m in pg-1 pg-2 kafka-1 kafka-2 kafka-3; do member_wait "$m"; done
   wait_for pg-1 "a PostgreSQL primary" pg_has_primary
+  # Until Patroni names the synchronous standby, commits are not replicated before they return.
+  wait_for pg-1 "a synchronous standby" pg_has_sync_standby
   pg_create_database
   log "up: $(scripts_env_summary)"
 }
