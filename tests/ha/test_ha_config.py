@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from chattrio.config import settings_from_env
@@ -19,9 +21,17 @@ pytestmark = requires_ha
 
 
 def _config(bootstrap: str, resource: ConfigResource) -> dict[str, str]:
+    """A topic's or broker's configuration; the broker asked may not know a new topic yet."""
     admin = AdminClient({"bootstrap.servers": bootstrap})  # held: its futures fail once it is freed
-    (future,) = admin.describe_configs([resource]).values()
-    return {name: entry.value for name, entry in future.result(timeout=METADATA_TIMEOUT).items()}
+    deadline = time.monotonic() + METADATA_TIMEOUT
+    while True:
+        (future,) = admin.describe_configs([resource]).values()
+        try:
+            return {name: entry.value for name, entry in future.result(timeout=METADATA_TIMEOUT).items()}
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 async def test_topics_have_three_replicas_and_need_two_in_sync(ha_env):
