@@ -415,7 +415,6 @@ kafka_role() {  # the quorum's leader as this member's metadata log records it, 
 declare -A KAFKA_LEADS=()
 kafka_load_leads() {
   [[ -x "$PYTHON" ]] || return 0
-  local line
   while read -r broker count; do KAFKA_LEADS[$broker]="$count"; done < <(
     "$PYTHON" "$SCRIPTS/ha/kafka_leaders.py" "$(kafka_bootstrap)" 2>/dev/null || true)
 }
