@@ -33,7 +33,7 @@ command -v curl >/dev/null 2>&1  || missing+=(curl)
 # The ha topology's own tools, only when it is asked for (TOPOLOGY=ha sets CHATTRIO_STACK=ha):
 # Debian's etcd-server starts an etcd service of its own where systemd runs, which the
 # single-instance stack has no use for.
-if [[ "$STACK" == ha ]]; then
+if [[ "$STACK" == ha || "${TOPOLOGY:-}" == ha ]]; then
   command -v patroni >/dev/null 2>&1 || missing+=(patroni)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 fi

@@ -13,8 +13,10 @@
 #        scripts/stack.sh logs SERVICE          print the log file path
 #        scripts/stack.sh wipe                  down + delete .stack/<stack> data
 # SERVICE is one of: postgres redis kafka
-# Stack: CHATTRIO_STACK=dev (default) | test
+# Stack: CHATTRIO_STACK=dev (default) | test; with CHATTRIO_STACK=ha or TOPOLOGY=ha every
+# command goes to scripts/ha.sh (its members instead of SERVICE, docs/ha.md).
 set -euo pipefail
+if [[ "${CHATTRIO_STACK:-}" == ha || "${TOPOLOGY:-}" == ha ]]; then exec "$(dirname "$0")/ha.sh" "$@"; fi
 source "$(dirname "$0")/lib.sh"
 
 KAFKA_START_TIMEOUT="${CHATTRIO_KAFKA_START_TIMEOUT:-90}"

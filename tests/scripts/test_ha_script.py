@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 HA = REPO / "scripts" / "ha.sh"
 
 
-def _env() -> dict[str, str]:
-    out = subprocess.run([str(HA), "env"], capture_output=True, text=True, check=True, timeout=30).stdout
+def _env(*command: str) -> dict[str, str]:
+    out = subprocess.run([*(command or [str(HA)]), "env"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout
     values = {}
     for line in out.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
@@ -34,6 +35,12 @@ def test_env_names_every_member_of_each_service():
     assert sentinel.service == "chattrio"
     assert env["CHATTRIO_KAFKA_BOOTSTRAP"] == "127.0.0.1:57491,127.0.0.1:57492,127.0.0.1:57493"
     assert env["CHATTRIO_TOPIC_REPLICATION"] == "3"
+
+
+def test_stack_sh_hands_the_ha_stack_to_ha_sh():
+    stack_sh = str(REPO / "scripts" / "stack.sh")
+    assert _env("env", "CHATTRIO_STACK=ha", stack_sh) == _env()
+    assert _env("env", "TOPOLOGY=ha", stack_sh) == _env()
 
 
 @pytest.mark.parametrize("member", ["etcd-4", "kafka", "pg-0"])
