@@ -30,10 +30,10 @@ command -v mvn >/dev/null 2>&1   || missing+=(maven)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ss >/dev/null 2>&1    || missing+=(iproute2)
 command -v curl >/dev/null 2>&1  || missing+=(curl)
-# The ha topology's own tools, only when it is asked for (TOPOLOGY=ha sets CHATTRIO_STACK=ha):
+# The ha topology's own tools, only when it is asked for (CHATTRIO_STACK=ha or TOPOLOGY=ha):
 # Debian's etcd-server starts an etcd service of its own where systemd runs, which the
 # single-instance stack has no use for.
-if [[ "$STACK" == ha || "${TOPOLOGY:-}" == ha ]]; then
+if [[ "$STACK" == ha ]]; then
   command -v patroni >/dev/null 2>&1 || missing+=(patroni)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 fi

@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034
 # Shared helpers for the local-stack scripts. Source it, don't run it.
 #
-# Stack selection: CHATTRIO_STACK=dev (default) or test. Ports can be
+# Stack selection: CHATTRIO_STACK=dev (default), test or ha (scripts/ha.sh). Ports can be
 # overridden with CHATTRIO_PG_PORT, CHATTRIO_REDIS_PORT, CHATTRIO_KAFKA_PORT,
 # CHATTRIO_KAFKA_CONTROLLER_PORT.
 
@@ -10,6 +10,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS="$REPO/scripts"
 STACK="${CHATTRIO_STACK:-dev}"
+# `make ... TOPOLOGY=ha` means the ha stack unless a stack is named (make test names its own)
+[[ -z "${CHATTRIO_STACK:-}" && "${TOPOLOGY:-}" == ha ]] && STACK=ha
 STACK_ROOT="$REPO/.stack"
 SERVICES=(postgres redis kafka)
 PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
