@@ -92,6 +92,11 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
                 # A write that needs PostgreSQL (a sign-up) succeeds again on the new primary.
                 await _sign_up_until_it_succeeds(urls[0], late_user)
                 log.info("sign-up succeeded %.1f s after the kill", trio.current_time() - killed_at)
+            # /readyz answers 200 only when PostgreSQL and Redis answer: both nodes found the new
+            # primaries without a restart.
+            for url in urls:
+                await _ready_again(url)
+            log.info("both nodes ready %.1f s after the kill", trio.current_time() - killed_at)
             await trio.to_thread.run_sync(lambda: ha("start", member, timeout=MEMBER_START_TIMEOUT))
 
         acked = set(sender.acked)
@@ -126,6 +131,18 @@ async def _fanout_metrics(url: str) -> list[str]:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         text = (await http.get("/metrics")).text
     return [line for line in text.splitlines() if line.startswith("chattrio_") and "_bucket" not in line]
+
+
+async def _ready_again(url: str) -> None:
+    with trio.fail_after(ACK_TIMEOUT):
+        while True:
+            try:
+                async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+            await trio.sleep(0.5)
 
 
 async def _sign_up_until_it_succeeds(url: str, user_id: str) -> None:
