@@ -40,7 +40,9 @@ def test_env_names_every_member_of_each_service():
 def test_stack_sh_hands_the_ha_stack_to_ha_sh():
     stack_sh = str(REPO / "scripts" / "stack.sh")
     assert _env("env", "CHATTRIO_STACK=ha", stack_sh) == _env()
-    assert _env("env", "TOPOLOGY=ha", stack_sh) == _env()
+    assert _env("env", "-u", "CHATTRIO_STACK", "TOPOLOGY=ha", stack_sh) == _env()
+    # A named stack wins over TOPOLOGY (make test names its own).
+    assert _env("env", "CHATTRIO_STACK=test", "TOPOLOGY=ha", stack_sh)["CHATTRIO_STACK"] == "test"
 
 
 @pytest.mark.parametrize("member", ["etcd-4", "kafka", "pg-0"])
