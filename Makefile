@@ -1,15 +1,17 @@
 # chattrio -- local development entry points. See scripts/*.sh for details.
 #   make run              one node on :8080 (installs deps, starts the dev stack)
 #   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
+#   make run NODES=3 TOPOLOGY=ha   the same on the ha stack (scripts/ha.sh, docs/ha.md)
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
 #   make test-unit        the tests that need no service (no stack started), in under a minute
 #   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
 SHELL := /bin/bash
 NODES ?= 1
+TOPOLOGY ?= single
 PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-export NODES PORT PYTEST_ARGS
+export NODES PORT PYTEST_ARGS TOPOLOGY
 
 .PHONY: run test test-unit test-py bench install up down status env wipe cluster-status chaos help
 

@@ -204,9 +204,13 @@ case "$cmd" in
         ((running)) && die "a cluster with $old_nodes node(s) on base port $old_base is running; run scripts/cluster.sh down first"
       fi
     fi
-    for s in "${SERVICES[@]}"; do
-      "$SCRIPTS/stack.sh" running "$s" || die "stack '$STACK' service $s is not running (run scripts/stack.sh up)"
-    done
+    if [[ "$STACK" == ha ]]; then
+      "$SCRIPTS/ha.sh" running || die "the ha stack is not fully running (see scripts/ha.sh status; run scripts/ha.sh up)"
+    else
+      for s in "${SERVICES[@]}"; do
+        "$SCRIPTS/stack.sh" running "$s" || die "stack '$STACK' service $s is not running (run scripts/stack.sh up)"
+      done
+    fi
     mkdir -p "$NODES_DIR"
     printf 'NODES=%s\nBASE_PORT=%s\nLB_PORT=%s\nHOST=%s\nLB_HOST=%s\nLOG_JSON=%s\nLB=%s\nSERVER_CMD_STR=%q\n' \
       "$NODES" "$BASE_PORT" "$LB_PORT" "$HOST" "$LB_HOST" "$LOG_JSON" "$LB" "$SERVER_CMD_STR" > "$STATE"

@@ -31,6 +31,13 @@ command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ss >/dev/null 2>&1    || missing+=(iproute2)
 command -v curl >/dev/null 2>&1  || missing+=(curl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks compose/'s monitoring config
+# The ha topology's own tools, only when it is asked for (CHATTRIO_STACK=ha or TOPOLOGY=ha):
+# Debian's etcd-server starts an etcd service of its own where systemd runs, which the
+# single-instance stack has no use for.
+if [[ "$STACK" == ha ]]; then
+  command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+fi
 if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034
 # Shared helpers for the local-stack scripts. Source it, don't run it.
 #
-# Stack selection: CHATTRIO_STACK=dev (default) or test. Ports can be
+# Stack selection: CHATTRIO_STACK=dev (default), test or ha (scripts/ha.sh). Ports can be
 # overridden with CHATTRIO_PG_PORT, CHATTRIO_REDIS_PORT, CHATTRIO_KAFKA_PORT,
 # CHATTRIO_KAFKA_CONTROLLER_PORT.
 
@@ -10,6 +10,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS="$REPO/scripts"
 STACK="${CHATTRIO_STACK:-dev}"
+# `make ... TOPOLOGY=ha` means the ha stack unless a stack is named (make test names its own)
+[[ -z "${CHATTRIO_STACK:-}" && "${TOPOLOGY:-}" == ha ]] && STACK=ha
 STACK_ROOT="$REPO/.stack"
 SERVICES=(postgres redis kafka)
 PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
@@ -17,6 +19,8 @@ PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
 case "$STACK" in
   dev)  _pg=55432 _redis=56379 _kafka=59092 _ctrl=59093 ;;
   test) _pg=55442 _redis=56389 _kafka=59102 _ctrl=59103 ;;
+  # scripts/ha.sh: several members per service, all ports in scripts/ha/ports.sh; these are the first
+  ha)   _pg=57431 _redis=57461 _kafka=57491 _ctrl=57496 ;;
   *)
     if [[ -z "${CHATTRIO_PG_PORT:-}" || -z "${CHATTRIO_REDIS_PORT:-}" || -z "${CHATTRIO_KAFKA_PORT:-}" || -z "${CHATTRIO_KAFKA_CONTROLLER_PORT:-}" ]]; then
       echo "error: unknown CHATTRIO_STACK='$STACK' (use dev or test, or set all CHATTRIO_*_PORT variables)" >&2
@@ -155,6 +159,9 @@ ensure_traversable() {
 }
 
 print_env() {
+  if [[ "$STACK" == ha ]]; then
+    source "$SCRIPTS/ha/ports.sh"; ha_print_env; return
+  fi
   cat <<EOF
 export CHATTRIO_PG_DSN=postgresql://chattrio:chattrio@127.0.0.1:$PG_PORT/chattrio
 export CHATTRIO_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0

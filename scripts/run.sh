@@ -3,9 +3,15 @@
 # client, then run chattrio in the foreground until Ctrl-C.
 #   scripts/run.sh            one node on $PORT (default 8080)
 #   scripts/run.sh N          N nodes on 8081..8080+N behind nginx on $PORT
+#   TOPOLOGY=ha scripts/run.sh N   the same on the ha stack (scripts/ha.sh) instead of the dev stack
 # Ctrl-C stops everything this script started (services that were already
 # running before, or are still used by another make run/test, are left alone).
 set -euo pipefail
+case "${TOPOLOGY:-single}" in
+  single) ;;
+  ha) export CHATTRIO_STACK=ha ;;
+  *) echo "error: TOPOLOGY must be single or ha, got '$TOPOLOGY'" >&2; exit 2 ;;
+esac
 source "$(dirname "$0")/lib.sh"
 
 NODES="${1:-${NODES:-1}}"
@@ -19,13 +25,24 @@ HOST="${HOST:-127.0.0.1}"
 
 cluster_started=0
 cleaned=0
+# The ha stack has no sessions: this run stops it at the end only if it started it.
+ha_started=0
+stack_begin() {
+  if [[ "$STACK" != ha ]]; then session_begin; return; fi
+  "$SCRIPTS/ha.sh" running || ha_started=1
+  "$SCRIPTS/ha.sh" up
+}
+stack_end() {
+  if [[ "$STACK" != ha ]]; then session_end; return; fi
+  if ((ha_started)); then "$SCRIPTS/ha.sh" down || true; fi
+}
 cleanup() {
   local rc=$?
   ((cleaned)) && return; cleaned=1
   trap '' INT TERM   # a second Ctrl-C must not interrupt the cleanup
   echo >&2
   if ((cluster_started)); then "$SCRIPTS/cluster.sh" down || true; fi
-  session_end
+  stack_end
   log "stopped"
   exit "$rc"
 }
@@ -33,7 +50,7 @@ trap cleanup EXIT
 trap 'exit 0' INT   # Ctrl-C is the normal way to stop `make run`
 trap 'exit 143' TERM
 
-session_begin   # stack.sh up; remembers what it started
+stack_begin   # stack.sh up (remembers what it started) or ha.sh up
 
 if [[ -f "$REPO/web/package.json" ]]; then
   "$SCRIPTS/web.sh" build || warn "web client build failed; the server runs without a fresh web/dist"

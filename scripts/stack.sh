@@ -13,9 +13,11 @@
 #        scripts/stack.sh logs SERVICE          print the log file path
 #        scripts/stack.sh wipe                  down + delete .stack/<stack> data
 # SERVICE is one of: postgres redis kafka
-# Stack: CHATTRIO_STACK=dev (default) | test
+# Stack: CHATTRIO_STACK=dev (default) | test; the ha stack (CHATTRIO_STACK=ha, or TOPOLOGY=ha
+# without CHATTRIO_STACK) is scripts/ha.sh's: every command goes there (docs/ha.md).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+if [[ "$STACK" == ha ]]; then exec "$SCRIPTS/ha.sh" "$@"; fi
 
 KAFKA_START_TIMEOUT="${CHATTRIO_KAFKA_START_TIMEOUT:-90}"
 KAFKA_HEAP="${CHATTRIO_KAFKA_HEAP:--Xms256m -Xmx512m}"

@@ -67,6 +67,11 @@ class KafkaUnavailable(Exception):
     """The broker did not acknowledge in time; the caller answers an error and may retry."""
 
 
+class KafkaMisconfigured(Exception):
+    """The brokers answer but refuse the node's topics (e.g. a replication factor above the
+    number of brokers): the node cannot start."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Produced:
     partition: int
@@ -112,14 +117,37 @@ async def ensure_topics(settings: Settings) -> None:
             ]
             if wanted:
                 try:
-                    await admin.create_topics(wanted)
+                    response = await admin.create_topics(wanted)
                 except TopicAlreadyExistsError:
-                    pass  # another node won the race
-                log.info("created topics", extra={"topics": [t.name for t in wanted]})
+                    return  # another node won the race
+                _raise_refused_topics(response.topic_errors, settings)
+                created = [error[0] for error in response.topic_errors if error[1] == 0]
+                if created:  # the others were created by another node at the same moment
+                    log.info("created topics", extra={"topics": created})
         finally:
             await admin.close()
 
-    await _bounded(create)
+    try:
+        await _bounded(create)
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(
+            f"no Kafka broker of {settings.kafka_bootstrap!r} (CHATTRIO_KAFKA_BOOTSTRAP) answered: {exc.__cause__!r}"
+        ) from exc
+
+
+def _raise_refused_topics(topic_errors, settings: Settings) -> None:
+    """CreateTopics answers an error per topic rather than failing: a topic that was refused
+    (other than by a node that created it first) is a configuration the cluster cannot serve."""
+    refused = [
+        f"{error[0]}: error {error[1]}{f' ({error[2]})' if len(error) > 2 and error[2] else ''}"
+        for error in topic_errors
+        if error[1] not in (0, TopicAlreadyExistsError.errno)
+    ]
+    if refused:
+        raise KafkaMisconfigured(
+            f"Kafka refused to create the topics with {settings.topic_partitions} partitions and replication"
+            f" factor {settings.topic_replication} (CHATTRIO_TOPIC_REPLICATION): {'; '.join(refused)}"
+        )
 
 
 async def _bounded(fn, *args, timeout: float = CONNECT_TIMEOUT):

@@ -187,8 +187,12 @@ class PartitionReader:
         # Bumped when positions are set from outside: responses to older requests are dropped.
         self._generation = 0
         self._metadata_stale = False
+        # Brokers whose last fetch failed: warned about once until one succeeds again.
+        self._unreachable: set[int] = set()
         self._out_of_range: list[Partition] = []
-        self._send_response, self._responses = trio.open_memory_channel[tuple[int, int, _Cursor]](RESPONSES_BUFFERED)
+        self._send_response, self._responses = trio.open_memory_channel[tuple[int, int, _Cursor | None]](
+            RESPONSES_BUFFERED
+        )
 
     # Assignment ---------------------------------------------------------------------------------
 
@@ -211,6 +215,12 @@ class PartitionReader:
 
     async def _assign_all(self, positions: dict[Partition, int]) -> int:
         partitions = await self._refresh_metadata()
+        # A topic created a moment ago (by this node or another) may not be in every broker's
+        # metadata yet. Taking the partitions known so far would start the rest later, and from
+        # their end: what was sent meanwhile would never reach this node's sessions.
+        missing = [topic for topic in self._topics if not any(tp[0] == topic for tp in partitions)]
+        if missing:
+            raise _LeaderMoved(f"topic {missing[0]} not in the metadata yet")
         leaderless = [tp for tp in partitions if tp not in self._leader_of]
         if leaderless:
             raise _LeaderMoved(f"no leader for {len(leaderless)} partitions, e.g. {leaderless[0]}")
@@ -279,13 +289,25 @@ class PartitionReader:
         return b"".join(parts)
 
     async def _fetch_from(self, broker: int, request: bytes, wait_ms: int, generation: int) -> None:
-        link = await self._link(broker)
+        """Fetch from one broker; a broker that died answers None, so the next fetch asks for new
+        metadata and reads its partitions from the leaders the cluster elects in its place."""
         try:
-            response = await link.request(_FETCH, FETCH_VERSION, request, wait_ms / 1000 + RESPONSE_TIMEOUT)
-        except KafkaUnavailable:
-            self._links.pop(broker, None)
-            await link.aclose()
-            raise
+            link = await self._link(broker)
+            try:
+                response = await link.request(_FETCH, FETCH_VERSION, request, wait_ms / 1000 + RESPONSE_TIMEOUT)
+            except KafkaUnavailable:
+                self._links.pop(broker, None)
+                await link.aclose()
+                raise
+        except KafkaUnavailable as exc:
+            if broker not in self._unreachable:
+                log.warning("fan-out fetch failed, following the partitions' leaders",
+                            extra={"broker": broker, "error": str(exc)})
+            self._unreachable.add(broker)
+            self._metadata_stale = True
+            await self._send_response.send((broker, generation, None))
+            return
+        self._unreachable.discard(broker)
         await self._send_response.send((broker, generation, response))
 
     async def _link(self, broker: int) -> _BrokerLink:
@@ -300,10 +322,10 @@ class PartitionReader:
             self._links[broker] = link
         return link
 
-    def _take(self, response: tuple[int, int, _Cursor], batch: ReadBatch) -> None:
+    def _take(self, response: tuple[int, int, _Cursor | None], batch: ReadBatch) -> None:
         broker, generation, cursor = response
         self._in_flight.discard(broker)
-        if generation == self._generation:
+        if cursor is not None and generation == self._generation:
             self._parse_fetch(cursor, batch)
 
     def _parse_fetch(self, cursor: _Cursor, batch: ReadBatch) -> None:

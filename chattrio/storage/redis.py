@@ -6,20 +6,24 @@ atomic across nodes and costs one round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import coredis
 import msgspec
 import trio
+from coredis.connection import TCPLocation
 
 from chattrio.models import Message, Room, json_encoder, message_decoder
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0
+SENTINEL_SCHEME = "redis+sentinel"
 RECENT_PER_ROOM = 300
 
 _CACHE_MESSAGES = """
@@ -299,8 +303,82 @@ class RedisStore:
         await self._script("lock_release", [f"{self._ns}:lock:{name}"], [owner])
 
 
+class RedisMisconfigured(Exception):
+    """The Redis URL is malformed, or its Sentinels know no primary: the node cannot start."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelUrl:
+    """`redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`: the Sentinels to ask, the name
+    they monitor the primary under, and the database number (default 0)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise RedisMisconfigured(f"not a {SENTINEL_SCHEME}:// URL: {url!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise RedisMisconfigured(f"{url!r}: query, fragment and credentials are not supported")
+    sentinels = tuple(_sentinel_address(url, entry) for entry in parts.netloc.split(","))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not 1 <= len(path) <= 2:
+        raise RedisMisconfigured(f"{url!r}: the path must be /SERVICE or /SERVICE/DB")
+    if len(path) == 2 and not path[1].isdigit():
+        raise RedisMisconfigured(f"{url!r}: the database must be a number, got {path[1]!r}")
+    return SentinelUrl(sentinels, path[0], int(path[1]) if len(path) == 2 else 0)
+
+
+def _sentinel_address(url: str, entry: str) -> tuple[str, int]:
+    host, _, port = entry.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RedisMisconfigured(f"{url!r}: each Sentinel must be HOST:PORT, got {entry!r}")
+    return host, int(port)
+
+
+async def _require_primary(sentinel: coredis.Sentinel, config: SentinelUrl) -> tuple[str, int]:
+    """Ask the Sentinels for the primary once at start, so a wrong URL fails the node at once."""
+    named = ", ".join(f"{host}:{port}" for host, port in config.sentinels)
+    try:
+        with trio.fail_after(REDIS_TIMEOUT * (len(config.sentinels) + 1)):
+            return await sentinel.discover_primary(config.service)
+    except coredis.exceptions.PrimaryNotFoundError:
+        raise RedisMisconfigured(
+            f"no Sentinel of {named} answered with a primary for service {config.service!r}"
+            " (unreachable, or not monitoring that name)"
+        ) from None
+    except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
+        raise RedisMisconfigured(f"the Sentinels {named} did not answer as Sentinels: {exc!r}") from exc
+
+
+@asynccontextmanager
+async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.Redis]:
+    """A client of whichever server the Sentinels name primary: each new connection asks them,
+    and a failover closes the connections to the old one, so the node follows without a restart."""
+    timeouts = {"connect_timeout": REDIS_TIMEOUT, "stream_timeout": REDIS_TIMEOUT}
+    sentinel = coredis.Sentinel(
+        [TCPLocation(host, port) for host, port in config.sentinels],
+        sentinel_kwargs=dict(timeouts), decode_responses=False, **timeouts,
+    )
+    async with sentinel:
+        host, port = await _require_primary(sentinel, config)
+        log.info("Redis primary found through Sentinel", extra={"primary": f"{host}:{port}", "service": config.service})
+        async with sentinel.primary_for(config.service, db=config.db) as client:
+            yield client
+
+
 @asynccontextmanager
 async def open_redis(url: str, namespace: str) -> AsyncIterator[RedisStore]:
+    """`url` is redis://... for one server, or redis+sentinel://... (SentinelUrl) for a primary
+    found through Sentinel."""
+    if url.startswith(SENTINEL_SCHEME + ":"):
+        async with _open_sentinel_primary(parse_sentinel_url(url)) as client:
+            yield RedisStore(client, namespace)
+        return
     client = coredis.Redis.from_url(
         url, decode_responses=False, connect_timeout=REDIS_TIMEOUT, stream_timeout=REDIS_TIMEOUT
     )

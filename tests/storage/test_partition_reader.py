@@ -162,6 +162,23 @@ async def test_an_unreachable_broker_is_an_error_at_assignment(stack_env, run_pr
             await reader.assign_all({})
 
 
+async def test_the_first_assignment_waits_for_topics_being_created(stack_env, run_prefix):
+    """On a fresh cluster a node's reader can ask for metadata before the topics another node
+    (or its own start) is creating are in it. Assigning nothing then started them 30 s later from
+    their end, and the messages sent in between never reached the node's sessions."""
+    settings = settings_from_env(stack_env, topic_prefix=f"{run_prefix}-creating{next(_topics)}", topic_partitions=2)
+    assigned: list[int] = []
+    async with open_asyncio_bridge(), open_partition_reader(settings) as reader:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _assign_into(reader, assigned))
+            await kafka.ensure_topics(settings)
+        assert assigned == [4]  # both topics, 2 partitions each
+
+
+async def _assign_into(reader: PartitionReader, assigned: list[int]) -> None:
+    assigned.append(await reader.assign_all({}))
+
+
 # Parsing fetch responses: pure logic on responses built here, for the paths one local broker
 # does not produce (a moved leader, aborted transactions, an unexpected error).
 

@@ -1,0 +1,37 @@
+"""The node's Redis client on the ha stack follows a Sentinel failover without being reopened."""
+
+from __future__ import annotations
+
+import uuid
+
+import trio
+
+from chattrio.storage.redis import CacheUnavailable, open_redis
+from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, requires_ha  # noqa: F401 - ha_env is a fixture
+
+pytestmark = requires_ha
+
+# Sentinel declares the primary down after 3 s, then elects a leader and promotes the replica.
+FAILOVER_TIMEOUT = 60.0
+
+
+async def test_writes_go_to_the_replica_sentinel_promotes(ha_env):
+    primary = await trio.to_thread.run_sync(ha, "primary", "redis")
+    async with open_redis(ha_env["CHATTRIO_REDIS_URL"], f"ha-redis-{uuid.uuid4().hex[:8]}") as cache:
+        await cache.cache_user("before")
+        await trio.to_thread.run_sync(ha, "kill", primary)
+        try:
+            with trio.fail_after(FAILOVER_TIMEOUT):
+                while True:
+                    try:
+                        await cache.cache_user("after")
+                        break
+                    except CacheUnavailable:
+                        await trio.sleep(0.2)
+            promoted = await trio.to_thread.run_sync(ha, "primary", "redis")
+            assert promoted != primary
+            # The write landed on the new primary, which also holds what its replica had copied.
+            assert await cache._call(cache._client.smembers(f"{cache._ns}:users")) == {b"before", b"after"}
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(lambda: ha("start", primary, timeout=MEMBER_START_TIMEOUT))
