@@ -25,8 +25,9 @@ def _serve(argv: list[str]) -> int:
     )
     parser.add_argument("--host", help="address to listen on (CHATTRIO_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (CHATTRIO_PORT, default 8080)")
-    parser.add_argument("--internal-port", type=int,
-                        help="port of /metrics and /readyz (CHATTRIO_INTERNAL_PORT, default port + 10000)")
+    parser.add_argument(
+        "--internal-port", type=int, help="port of /metrics and /readyz (CHATTRIO_INTERNAL_PORT, default port + 10000)"
+    )
     parser.add_argument("--node-id", help="this node's name (CHATTRIO_NODE_ID, default the host name)")
     parser.add_argument("--pg-dsn", help="PostgreSQL DSN (CHATTRIO_PG_DSN)")
     parser.add_argument("--redis-url", help="Redis URL (CHATTRIO_REDIS_URL)")

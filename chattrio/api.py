@@ -37,8 +37,10 @@ ROOM_SEARCH_MAX = 100  # a room name's own limit
 READY_TIMEOUT = 2.0
 # jwt mode: users this node knows to exist, so only a user's first token costs a PostgreSQL write.
 KNOWN_USERS_MAX = 100_000
-TOKEN_IN_URL = ("a token in the URL is refused (URLs end up in logs): send it in an Authorization: Bearer "
-                "header, the chattrio_token cookie, or an AUTH frame")
+TOKEN_IN_URL = (
+    "a token in the URL is refused (URLs end up in logs): send it in an Authorization: Bearer "
+    "header, the chattrio_token cookie, or an AUTH frame"
+)
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 # Sec-Fetch-Site values of a request a page of this origin made, or the user made directly.
 _OWN_FETCH_SITES = frozenset({"same-origin", "none"})
@@ -150,8 +152,11 @@ class Api:
                     return await handler(request, **match.groupdict())
                 allowed.append(method)
         if allowed:
-            return Response(405, b'{"success":false,"message":"method not allowed","data":null}',
-                            headers=[("Allow", ", ".join(allowed))])
+            return Response(
+                405,
+                b'{"success":false,"message":"method not allowed","data":null}',
+                headers=[("Allow", ", ".join(allowed))],
+            )
         if serve_static and method_wanted == "GET" and not request.path.startswith("/api/"):
             return self._static(request.path)
         return error_response(404, f"no such path {request.path[:100]}")
@@ -256,14 +261,19 @@ class Api:
             return None
         retry_ms = retry_after_ms(wait)
         return json_response(
-            429, f"too many {what} from {client}: retry after {math.ceil(retry_ms / 1000)} s",
-            {"retryAfterMs": retry_ms}, [("Retry-After", str(math.ceil(retry_ms / 1000)))],
+            429,
+            f"too many {what} from {client}: retry after {math.ceil(retry_ms / 1000)} s",
+            {"retryAfterMs": retry_ms},
+            [("Retry-After", str(math.ceil(retry_ms / 1000)))],
         )
 
     async def _enter(self, request: Request, user_id: str) -> Response:
         if self._settings.auth_mode != "open":
-            raise BadRequest(403, "sign-up by id is off: this deployment takes tokens from its identity service "
-                                  f"(auth mode {self._settings.auth_mode}, see GET /api/auth)")
+            raise BadRequest(
+                403,
+                "sign-up by id is off: this deployment takes tokens from its identity service "
+                f"(auth mode {self._settings.auth_mode}, see GET /api/auth)",
+            )
         if not self._from_own_page(request):
             # Another site's form would otherwise sign the browser in as a user of its choosing.
             raise BadRequest(403, "sign-in must come from this origin")

@@ -92,7 +92,8 @@ class ChatService:
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
         self._produce_latency = metrics.histogram(
-            "chattrio_produce_latency_ms", "SEND handed to the producer until the broker acknowledged, milliseconds",
+            "chattrio_produce_latency_ms",
+            "SEND handed to the producer until the broker acknowledged, milliseconds",
             PRODUCE_LATENCY_BUCKETS_MS,
         )
 
@@ -171,7 +172,8 @@ class ChatService:
             return self.error(session, "UNAVAILABLE", "history not stored yet for resume, retry", frame.ref)
         except ReplayTooLong:
             return self.error(
-                session, "REPLAY_TOO_LONG",
+                session,
+                "REPLAY_TOO_LONG",
                 f"more than {REPLAY_LIMIT} messages after since={frame.since}: load them with "
                 f"GET /api/room/{room_id}/messages, then subscribe with since = the newest seq held",
                 frame.ref,
@@ -324,9 +326,7 @@ class ChatService:
 
     async def _send(self, session: Session, frame: Send) -> None:
         if frame.room_id not in session.rooms:
-            return self.error(
-                session, "NOT_SUBSCRIBED", f"enter room {frame.room_id} before sending to it", frame.ref
-            )
+            return self.error(session, "NOT_SUBSCRIBED", f"enter room {frame.room_id} before sending to it", frame.ref)
         try:
             text = check_message_text(frame.text)
             check_client_msg_id(frame.client_msg_id)

@@ -89,13 +89,14 @@ def room_id_of(destination: str) -> int | None:
     """The room of a `/topic/message/{roomId}` destination, None for anything else."""
     if not destination.startswith(ROOM_DESTINATION_PREFIX):
         return None
-    tail = destination[len(ROOM_DESTINATION_PREFIX):]
+    tail = destination[len(ROOM_DESTINATION_PREFIX) :]
     if not tail.isascii() or not tail.isdigit() or len(tail) > 18:
         return None
     return int(tail)
 
 
 # Server frames -------------------------------------------------------------------------------
+
 
 class SessionInfo(msgspec.Struct, tag="session-info", rename="camel"):
     session_id: str

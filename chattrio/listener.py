@@ -76,9 +76,7 @@ class HttpServer:
         self.drained = trio.Event()
         metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
         metrics.gauge("chattrio_websocket_sessions", "Open WebSocket sessions", lambda: len(sessions.sessions))
-        metrics.gauge(
-            "chattrio_room_sessions", "Local sessions per room", sessions.sessions_per_room, labels=["room"]
-        )
+        metrics.gauge("chattrio_room_sessions", "Local sessions per room", sessions.sessions_per_room, labels=["room"])
         self._slow_closes = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow")
         self._frames_in = metrics.counter("chattrio_frames_received_total", "WebSocket frames from clients")
         self._write_timeouts = metrics.counter(
@@ -88,7 +86,8 @@ class HttpServer:
             "chattrio_http_connections_refused_total", "Connections refused at the plain-HTTP connection cap"
         )
         self._user_cap_refusals = metrics.counter(
-            "chattrio_user_connection_cap_refusals_total", "WebSocket handshakes refused: the user's connections are at the cap"
+            "chattrio_user_connection_cap_refusals_total",
+            "WebSocket handshakes refused: the user's connections are at the cap",
         )
         timeouts = metrics.counter("chattrio_idle_timeout_closes_total", "Sessions closed for not answering pings")
         self._liveness = Liveness(settings.ping_interval_seconds, settings.idle_timeout_seconds, timeouts.inc)
@@ -199,7 +198,9 @@ class HttpServer:
                 return None
             conn.start_next_cycle()
 
-    async def _answer(self, conn: h11.Connection, stream: trio.SocketStream, request: Request, response: Response) -> None:
+    async def _answer(
+        self, conn: h11.Connection, stream: trio.SocketStream, request: Request, response: Response
+    ) -> None:
         response.head_only = request.method == "HEAD"
         try:
             await send_response(conn, stream, response)
@@ -212,7 +213,11 @@ class HttpServer:
     def _refusal(self, request: Request) -> tuple[int, str] | None:
         """(status, reason) to refuse the handshake, or None."""
         key = request.headers.get("sec-websocket-key")
-        if request.method != "GET" or not _is_websocket_key(key) or request.headers.get("sec-websocket-version") != "13":
+        if (
+            request.method != "GET"
+            or not _is_websocket_key(key)
+            or request.headers.get("sec-websocket-version") != "13"
+        ):
             return 400, "bad WebSocket handshake"
         if request.path != "/ws":
             return 404, "WebSocket endpoint is /ws"
@@ -245,7 +250,9 @@ class HttpServer:
             return 429, f"too many connections: at most {cap} per user on a node; close one first"
         return None
 
-    async def _handshake(self, conn: h11.Connection, stream: trio.SocketStream, request: Request) -> tuple[Identity | None, bytes] | None:
+    async def _handshake(
+        self, conn: h11.Connection, stream: trio.SocketStream, request: Request
+    ) -> tuple[Identity | None, bytes] | None:
         verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await self._answer(conn, stream, request, closing_error_response(*verdict))
@@ -264,8 +271,11 @@ class HttpServer:
         return verdict, conn.trailing_data[0]
 
     async def _serve_session(self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes) -> None:
-        session = Session(identity.user_id if identity is not None else "", self._settings.send_buffer_bytes,
-                          on_slow=self._slow_closes.inc)
+        session = Session(
+            identity.user_id if identity is not None else "",
+            self._settings.send_buffer_bytes,
+            on_slow=self._slow_closes.inc,
+        )
         session.last_received = trio.current_time()
         self._liveness.watch(session)
         read_ended = trio.Event()
@@ -288,7 +298,9 @@ class HttpServer:
             self._awaiting_auth.discard(session)
             self._liveness.forget(session)
             self._chat.disconnected(session)
-            log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
+            log.debug(
+                "session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code}
+            )
 
     def _open_session(self, session: Session) -> None:
         self._sessions.add(session)
@@ -336,7 +348,9 @@ class HttpServer:
             await read_ended.wait()
         scope.cancel()
 
-    async def _read_frames(self, session: Session, stream: trio.SocketStream, data: bytes, read_ended: trio.Event) -> None:
+    async def _read_frames(
+        self, session: Session, stream: trio.SocketStream, data: bytes, read_ended: trio.Event
+    ) -> None:
         """Handle the client's frames until its close frame or the end of the stream; after the
         server's close frame, data frames are read but dropped (the client's close is awaited)."""
         reader = FrameReader(self._settings.max_frame_bytes)
@@ -369,7 +383,8 @@ class HttpServer:
         if message.too_large:
             limit = self._settings.max_frame_bytes
             return self._chat.bad_frame(
-                session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None)
+                session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None
+            )
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:

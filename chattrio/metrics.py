@@ -109,9 +109,7 @@ class Registry:
             lines.append(f"# TYPE {metric.name} {metric.kind}")
             label_names = ("le",) if isinstance(metric, Histogram) else metric.labels
             for sample_name, label_values, value in metric.samples():
-                labels = ",".join(
-                    f'{name}="{_escape(str(v))}"' for name, v in zip(label_names, label_values)
-                )
+                labels = ",".join(f'{name}="{_escape(str(v))}"' for name, v in zip(label_names, label_values))
                 rendered = f"{sample_name}{{{labels}}}" if labels else sample_name
                 lines.append(f"{rendered} {_format_number(value)}")
         return "\n".join(lines) + "\n"

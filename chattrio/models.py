@@ -41,9 +41,7 @@ class ChatRecord(msgspec.Struct, frozen=True, array_like=True):
     client_msg_id: str | None
 
     def to_message(self, seq: int, sent_at: int) -> Message:
-        return Message(
-            self.id, self.room_id, seq, self.sender_id, self.kind, self.text, self.client_msg_id, sent_at
-        )
+        return Message(self.id, self.room_id, seq, self.sender_id, self.kind, self.text, self.client_msg_id, sent_at)
 
 
 class UserCreated(msgspec.Struct, tag="user_created", rename="camel", frozen=True):

@@ -44,7 +44,9 @@ class OutboxRelay:
         self.holding = False
         self._published = metrics.counter("chattrio_outbox_published_total", "Outbox events published to Kafka")
         metrics.gauge("chattrio_outbox_backlog", "Unpublished outbox rows", lambda: self.backlog)
-        metrics.gauge("chattrio_outbox_oldest_age_seconds", "Age of the oldest unpublished row", lambda: self.backlog_age)
+        metrics.gauge(
+            "chattrio_outbox_oldest_age_seconds", "Age of the oldest unpublished row", lambda: self.backlog_age
+        )
         metrics.gauge("chattrio_outbox_lock_held", "1 when this node polls the outbox", lambda: int(self.holding))
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

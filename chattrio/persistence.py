@@ -52,7 +52,8 @@ class Persistence:
         )
         self.lag = 0
         metrics.gauge(
-            "chattrio_persistence_lag", "Records of this node's partitions not yet read by persistence",
+            "chattrio_persistence_lag",
+            "Records of this node's partitions not yet read by persistence",
             lambda: self.lag,
         )
 
@@ -111,8 +112,12 @@ class Persistence:
         for letter in letters:
             log.error(
                 "dead-lettered a record",
-                extra={"topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
-                       "reason": letter.reason},
+                extra={
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "reason": letter.reason,
+                },
             )
         if letters:
             self._dead_lettered.inc(await self._with_retry(lambda: self._db.dead_letter(letters)))

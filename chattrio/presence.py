@@ -174,7 +174,7 @@ class Presence:
         """Users of a node that died leave once their heartbeats expire; one call per many rooms."""
         rooms = await self._cache.presence_rooms()
         for start in range(0, len(rooms), SWEEP_ROOMS_PER_CALL):
-            for room_id, user_id in await self._cache.sweep_gone(rooms[start:start + SWEEP_ROOMS_PER_CALL]):
+            for room_id, user_id in await self._cache.sweep_gone(rooms[start : start + SWEEP_ROOMS_PER_CALL]):
                 self._announce(room_id, user_id, "leave")
 
     async def _announce_gone(self, room_id: int, user_id: str) -> None:

@@ -104,14 +104,11 @@ class RoomDirectory:
             counts = await self._cache.member_counts([room.id for room in rooms])
         except CacheUnavailable:
             counts = {}
-        return [
-            Room(room.id, room.name, room.created_by, room.created_at, counts.get(room.id, 0)) for room in rooms
-        ]
+        return [Room(room.id, room.name, room.created_by, room.created_at, counts.get(room.id, 0)) for room in rooms]
 
 
 def page_of_rooms(rooms: list[Room], limit: int, before_id: int | None, search: str) -> list[Room]:
     """Directory.list_rooms over rooms in memory (the Redis cache's copy when PostgreSQL is down)."""
     needle = search.lower()
-    matching = [room for room in rooms
-                if (before_id is None or room.id < before_id) and needle in room.name.lower()]
+    matching = [room for room in rooms if (before_id is None or room.id < before_id) and needle in room.name.lower()]
     return sorted(matching, key=lambda room: room.id, reverse=True)[:limit]

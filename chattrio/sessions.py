@@ -29,9 +29,23 @@ class Session:
     """
 
     __slots__ = (
-        "id", "user_id", "rooms", "wants_room_events", "_pending", "_pending_bytes",
-        "_limit", "_wakeup", "_written", "_closing", "close_code", "_on_slow", "_write_scope",
-        "_raw", "_writing", "_head_started", "last_received",
+        "id",
+        "user_id",
+        "rooms",
+        "wants_room_events",
+        "_pending",
+        "_pending_bytes",
+        "_limit",
+        "_wakeup",
+        "_written",
+        "_closing",
+        "close_code",
+        "_on_slow",
+        "_write_scope",
+        "_raw",
+        "_writing",
+        "_head_started",
+        "last_received",
     )
 
     def __init__(self, user_id: str, buffer_limit: int, on_slow=None) -> None:

@@ -67,7 +67,11 @@ class TokenVerifier:
         try:
             key = self._key_for(jwt.get_unverified_header(token))
             claims = jwt.decode(
-                token, key, algorithms=[self._algorithm], issuer=self._issuer, audience=self._audience,
+                token,
+                key,
+                algorithms=[self._algorithm],
+                issuer=self._issuer,
+                audience=self._audience,
                 options=self._options,
             )
         except jwt.ExpiredSignatureError:

@@ -31,11 +31,20 @@ _ALLOWED_SCRIPT_MIXES = (
 
 # Characters that show nothing (Default_Ignorable_Code_Point, or blank by design): the Hangul
 # fillers among them are letters (Lo), so a category check alone lets them through.
-_INVISIBLE = frozenset(
-    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\ufeff\uffa0"
-) | frozenset(chr(c) for c in (*range(0x180B, 0x1810), *range(0x200B, 0x2010), *range(0x202A, 0x202F),
-                                *range(0x2060, 0x2070), *range(0xFE00, 0xFE10), *range(0xFFF0, 0xFFF9),
-                                *range(0x1BCA0, 0x1BCA4), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE1000)))
+_INVISIBLE = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\ufeff\uffa0") | frozenset(
+    chr(c)
+    for c in (
+        *range(0x180B, 0x1810),
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        *range(0xFE00, 0xFE10),
+        *range(0xFFF0, 0xFFF9),
+        *range(0x1BCA0, 0x1BCA4),
+        *range(0x1D173, 0x1D17B),
+        *range(0xE0000, 0xE1000),
+    )
+)
 # Characters that reorder the text around them (bidi embeddings, overrides, isolates, marks).
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
@@ -46,6 +55,7 @@ class InvalidInput(ValueError):
 
 
 # What PostgreSQL and JSON can carry --------------------------------------------------------------
+
 
 def check_storable(value: str, what: str) -> str:
     """Refuse U+0000 (PostgreSQL `text` cannot hold it) and lone surrogates (not UTF-8)."""
@@ -62,6 +72,7 @@ def check_storable(value: str, what: str) -> str:
 
 # User ids ----------------------------------------------------------------------------------------
 
+
 def normalize_user_id(raw: str) -> str:
     """The canonical form of a user id (RFC 8265 UsernameCaseMapped, then this project's rules)."""
     if not raw:
@@ -71,7 +82,7 @@ def normalize_user_id(raw: str) -> str:
     try:
         user_id = _USERNAME.enforce(raw)
     except UnicodeEncodeError as exc:
-        raise InvalidInput(f"user id may not contain {exc.object[exc.start:exc.end]!r} ({exc.reason})") from None
+        raise InvalidInput(f"user id may not contain {exc.object[exc.start : exc.end]!r} ({exc.reason})") from None
     if not 1 <= len(user_id) <= MAX_USER_ID:
         raise InvalidInput(f"user id must be 1-{MAX_USER_ID} characters, got {len(user_id)}")
     _check_characters(user_id)
@@ -117,11 +128,13 @@ def _prototypes() -> dict[str, str]:
     prototype; a prototype lists its sources. For a pair that only has each other, which is which
     cannot be told, and either choice gives both the same skeleton.
     """
+
     def plain(text: str) -> str:
         return text.replace("\u200e", "")  # the table wraps right-to-left characters in LRM marks
 
-    table = {plain(key): [plain(entry["c"]) for entry in entries]
-             for key, entries in confusables.confusables_data.items()}
+    table = {
+        plain(key): [plain(entry["c"]) for entry in entries] for key, entries in confusables.confusables_data.items()
+    }
     prototypes = {}
     for char, entries in table.items():
         if len(char) != 1 or len(entries) != 1:
@@ -134,6 +147,7 @@ def _prototypes() -> dict[str, str]:
 
 
 # Room names --------------------------------------------------------------------------------------
+
 
 def normalize_room_name(raw: object) -> str:
     """Trimmed, without control and bidi characters, with at least one visible character."""
@@ -162,6 +176,7 @@ def _visible(char: str) -> bool:
 
 
 # Messages ----------------------------------------------------------------------------------------
+
 
 def check_message_text(text: str) -> str:
     if not text.strip():

@@ -93,8 +93,18 @@ class FrameReader:
     `peer_close_code` (1002, or 1007 for invalid UTF-8) and stops parsing.
     """
 
-    __slots__ = ("_max", "_buf", "_parts", "_fragments", "_discard", "_oversized", "_binary",
-                 "_skip", "_skip_fin", "peer_close_code")
+    __slots__ = (
+        "_max",
+        "_buf",
+        "_parts",
+        "_fragments",
+        "_discard",
+        "_oversized",
+        "_binary",
+        "_skip",
+        "_skip_fin",
+        "peer_close_code",
+    )
 
     def __init__(self, max_message_bytes: int) -> None:
         self._max = max_message_bytes
@@ -156,9 +166,9 @@ class FrameReader:
         if end - pos < head + 4:
             return None
         if length == 126:
-            length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
         elif length == 127:
-            length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
         opcode = b0 & 0x0F
         if b0 & 0x70 or not b1 & 0x80 or length >> 63:
             return self._protocol_error()  # reserved bits (no extensions), unmasked, bad length
@@ -230,8 +240,9 @@ def _unmask(buf: bytes, mask_at: int, length: int) -> bytes:
         return b""
     start = mask_at + 4
     key = (buf[mask_at:start] * ((length >> 2) + 1))[:length]
-    return (int.from_bytes(buf[start:start + length], "little") ^ int.from_bytes(key, "little")).to_bytes(
-        length, "little")
+    return (int.from_bytes(buf[start : start + length], "little") ^ int.from_bytes(key, "little")).to_bytes(
+        length, "little"
+    )
 
 
 def _close_code_of(payload: bytes) -> int:

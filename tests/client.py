@@ -74,15 +74,19 @@ class ChatClient:
         await self.send(**frame)
         return await self.wait_for(lambda f: f.get("ref") == ref and f["type"] in ("SUBSCRIBED", "ERROR"))
 
-    async def send_chat(self, room_id: int, text: str, client_msg_id: str | None = None, ref: str | None = None) -> dict:
+    async def send_chat(
+        self, room_id: int, text: str, client_msg_id: str | None = None, ref: str | None = None
+    ) -> dict:
         ref = ref or client_msg_id or text
         await self.send(type="SEND", roomId=room_id, text=text, clientMsgId=client_msg_id, ref=ref)
         return await self.wait_for(lambda f: f.get("ref") == ref and f["type"] in ("ACK", "ERROR"))
 
     def messages(self, room_id: int, kind: str | None = "chat") -> list[dict]:
         return [
-            f["message"] for f in self.frames
-            if f["type"] == "ROOM_MESSAGE" and f["message"]["roomId"] == room_id
+            f["message"]
+            for f in self.frames
+            if f["type"] == "ROOM_MESSAGE"
+            and f["message"]["roomId"] == room_id
             and (kind is None or f["message"]["kind"] == kind)
         ]
 
@@ -112,8 +116,9 @@ class ResumingClient:
     room with `since` = the highest seq it holds, and retries unacknowledged sends with the same
     clientMsgId."""
 
-    def __init__(self, nursery: trio.Nursery, urls: list[str], user_id: str, token: str, room_id: int,
-                 first_node: int) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, urls: list[str], user_id: str, token: str, room_id: int, first_node: int
+    ) -> None:
         self._nursery = nursery
         self.urls, self.user_id, self.token, self.room_id = urls, user_id, token, room_id
         self.node = first_node
@@ -180,8 +185,15 @@ class ResumingClient:
                     await self._connect()
                 try:
                     await self._ws.send_message(
-                        json.dumps({"type": "SEND", "roomId": self.room_id, "text": text,
-                                    "clientMsgId": client_msg_id, "ref": client_msg_id})
+                        json.dumps(
+                            {
+                                "type": "SEND",
+                                "roomId": self.room_id,
+                                "text": text,
+                                "clientMsgId": client_msg_id,
+                                "ref": client_msg_id,
+                            }
+                        )
                     )
                     while True:
                         frame = await self._next_frame()
@@ -199,4 +211,3 @@ class ResumingClient:
     async def aclose(self) -> None:
         if self._ws is not None:
             await self._ws.aclose()
-

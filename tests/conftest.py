@@ -38,7 +38,7 @@ def _stack_env() -> dict[str, str]:
     values = {}
     for line in out.splitlines():
         if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             values[name] = shlex.split(value)[0] if value else ""
     return values
 
@@ -55,9 +55,22 @@ class Node:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chattrio", "serve", "--port", str(self.port), "--node-id", self.node_id,
-             "--internal-port", str(self.port + INTERNAL_PORT_OFFSET)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "chattrio",
+                "serve",
+                "--port",
+                str(self.port),
+                "--node-id",
+                self.node_id,
+                "--internal-port",
+                str(self.port + INTERNAL_PORT_OFFSET),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         log.close()
 
@@ -106,8 +119,13 @@ class Cluster:
         env.update(CHATTRIO_LIMIT_EXEMPT="127.0.0.1", CHATTRIO_TRUSTED_PROXIES="127.0.0.1")
         # Tests send hundreds of frames as fast as they are answered, beyond the default frame
         # limits; test_limits.py sets the limits it tests.
-        env.update({f"CHATTRIO_{kind}_LIMIT_PER_{scope}": "1000:1000"
-                    for kind in ("SEND", "SUBSCRIBE", "PING", "OTHER") for scope in ("CONNECTION", "USER")})
+        env.update(
+            {
+                f"CHATTRIO_{kind}_LIMIT_PER_{scope}": "1000:1000"
+                for kind in ("SEND", "SUBSCRIBE", "PING", "OTHER")
+                for scope in ("CONNECTION", "USER")
+            }
+        )
         env.update({f"CHATTRIO_{k.upper()}": str(v) for k, v in settings.items()})
         self.prefix = prefix
         self.nodes = [Node(i, base_port + i, env, log_dir) for i in range(1, count + 1)]
@@ -180,8 +198,7 @@ class Stack:
     async def _run(self, *args: str) -> None:
         # Shielded: a test that fails or times out meanwhile must still get its service back.
         with trio.CancelScope(shield=True), trio.fail_after(180):
-            await trio.run_process([str(REPO / "scripts" / "stack.sh"), *args], env=self.env,
-                                   stdout=subprocess.DEVNULL)
+            await trio.run_process([str(REPO / "scripts" / "stack.sh"), *args], env=self.env, stdout=subprocess.DEVNULL)
 
     async def stop(self, service: str) -> None:
         await self._run("stop", service)

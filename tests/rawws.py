@@ -55,8 +55,8 @@ class RawClient:
                     (length,), offset = struct.unpack("!Q", self._buf[2:10]), 10
                 if length < 126 or offset > 2:
                     if len(self._buf) >= offset + length:
-                        opcode, payload = self._buf[0] & 0x0F, self._buf[offset:offset + length]
-                        self._buf = self._buf[offset + length:]
+                        opcode, payload = self._buf[0] & 0x0F, self._buf[offset : offset + length]
+                        self._buf = self._buf[offset + length :]
                         return opcode, payload
             self._buf += await self._receive()
 

@@ -154,8 +154,18 @@ async def test_binary_frame_is_not_supported(cluster):
 
 @pytest.mark.parametrize(
     "destination",
-    ["/topic/foo", "/topic/message/", "/topic/message/abc", "/topic/message/-1", "/topic/message/1.5",
-     "/topic/message/1/2", "/topic/message/４２", "/topic/message/" + "9" * 19, "topic/rooms", ""],
+    [
+        "/topic/foo",
+        "/topic/message/",
+        "/topic/message/abc",
+        "/topic/message/-1",
+        "/topic/message/1.5",
+        "/topic/message/1/2",
+        "/topic/message/４２",
+        "/topic/message/" + "9" * 19,
+        "topic/rooms",
+        "",
+    ],
 )
 async def test_bad_destination(cluster, destination):
     async with connect(cluster.urls[0], _user()) as client:
@@ -308,11 +318,23 @@ async def _enter(url: str, raw_path_segment: str) -> httpx.Response:
 
 @pytest.mark.parametrize(
     "segment, fragment",
-    [("", "got 0"), ("x" * 33, "got 33"), ("a%20b", "' '"), ("a%2Fb", "'/'"), ("%F0%9F%98%80", "'😀'"),
-     ("a%40b", "'@'"), ("%FF", "UTF-8"), ("e%CC%81" * 33, "got 33"), ("a%00b", "'\\x00'"), ("%00", "'\\x00'"),
-     ("%D0%B0lice", "mixes scripts"),  # Cyrillic а + "lice"
-     ("%E3%85%A4", "invisible"), ("alice%E3%85%A4", "invisible"),  # Hangul filler U+3164
-     ("%E2%80%AEalice", "invisible"), ("%CC%81x", "'\u0301'")],
+    [
+        ("", "got 0"),
+        ("x" * 33, "got 33"),
+        ("a%20b", "' '"),
+        ("a%2Fb", "'/'"),
+        ("%F0%9F%98%80", "'😀'"),
+        ("a%40b", "'@'"),
+        ("%FF", "UTF-8"),
+        ("e%CC%81" * 33, "got 33"),
+        ("a%00b", "'\\x00'"),
+        ("%00", "'\\x00'"),
+        ("%D0%B0lice", "mixes scripts"),  # Cyrillic а + "lice"
+        ("%E3%85%A4", "invisible"),
+        ("alice%E3%85%A4", "invisible"),  # Hangul filler U+3164
+        ("%E2%80%AEalice", "invisible"),
+        ("%CC%81x", "'\u0301'"),
+    ],
 )
 async def test_invalid_user_ids_are_400(cluster, segment, fragment):
     response = await _enter(cluster.urls[0], segment)
@@ -383,7 +405,9 @@ async def test_create_room_with_bad_token_is_401(cluster, token):
 
 async def test_create_room_with_non_ascii_token_is_401(cluster):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
-        response = await http.post("/api/room", json={"name": "bad-token"}, headers={"Authorization": "Bearer abc.é".encode()})
+        response = await http.post(
+            "/api/room", json={"name": "bad-token"}, headers={"Authorization": "Bearer abc.é".encode()}
+        )
     assert response.status_code == 401
 
 
@@ -437,8 +461,9 @@ async def test_body_over_64_kib_is_413(cluster):
     assert response.status_code == 413
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1.5", "before=abc",
-                                   "before=-1"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "limit=abc", "limit=-1", "limit=1.5", "before=abc", "before=-1"]
+)
 async def test_bad_history_params_are_400(cluster, room, query):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         response = await http.get(f"/api/room/{room['id']}/messages?{query}")
@@ -453,8 +478,10 @@ async def test_good_history_params(cluster, room, query):
     assert response.status_code == 200 and isinstance(response.json()["data"], list)
 
 
-@pytest.mark.parametrize("path", ["/api/room/999999999", "/api/room/999999999/messages", "/api/room/999999999/members",
-                                  "/api/room/0/messages"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/room/999999999", "/api/room/999999999/messages", "/api/room/999999999/members", "/api/room/0/messages"],
+)
 async def test_unknown_room_is_404(cluster, path):
     async with httpx.AsyncClient(base_url=cluster.urls[1], timeout=10) as http:
         response = await http.get(path)
@@ -472,9 +499,15 @@ async def test_non_numeric_room_id_is_400(cluster, path):
 
 @pytest.mark.parametrize(
     "method, path, allow",
-    [("DELETE", "/api/room", "GET, POST"), ("PUT", "/api/room", "GET, POST"), ("GET", "/api/user/enter/alice", "POST"),
-     ("POST", "/api/room/1", "GET"), ("DELETE", "/api/room/1/messages", "GET"), ("POST", "/healthz", "GET"),
-     ("POST", "/metrics", "GET")],
+    [
+        ("DELETE", "/api/room", "GET, POST"),
+        ("PUT", "/api/room", "GET, POST"),
+        ("GET", "/api/user/enter/alice", "POST"),
+        ("POST", "/api/room/1", "GET"),
+        ("DELETE", "/api/room/1/messages", "GET"),
+        ("POST", "/healthz", "GET"),
+        ("POST", "/metrics", "GET"),
+    ],
 )
 async def test_wrong_method_is_405(cluster, method, path, allow):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
@@ -486,8 +519,16 @@ async def test_wrong_method_is_405(cluster, method, path, allow):
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/api/nope"), ("POST", "/api/nope"), ("GET", "/api/rooms"), ("GET", "/api/room/1/nope"),
-     ("POST", "/api/user/enter"), ("POST", "/api/user/enter/a/b"), ("GET", "/api/"), ("DELETE", "/api/x")],
+    [
+        ("GET", "/api/nope"),
+        ("POST", "/api/nope"),
+        ("GET", "/api/rooms"),
+        ("GET", "/api/room/1/nope"),
+        ("POST", "/api/user/enter"),
+        ("POST", "/api/user/enter/a/b"),
+        ("GET", "/api/"),
+        ("DELETE", "/api/x"),
+    ],
 )
 async def test_unknown_api_path_is_404(cluster, method, path):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
@@ -516,6 +557,7 @@ async def test_errors_are_counted_in_metrics(cluster):
 
 
 # A client that vanishes -------------------------------------------------------------------------
+
 
 async def _open_connections(node) -> float:
     """The node's open TCP connections on its public port (asked on the internal one)."""

@@ -96,7 +96,9 @@ async def test_history_is_newest_first_and_pages_with_before(cluster):
                     break
                 await trio.sleep(0.2)
         assert [m["text"] for m in page] == ["h6", "h5", "h4", "h3", "h2"]
-        older = (await http.get(f"/api/room/{room['id']}/messages", params={"before": page[-1]["seq"], "limit": 5})).json()
+        older = (
+            await http.get(f"/api/room/{room['id']}/messages", params={"before": page[-1]["seq"], "limit": 5})
+        ).json()
         # the oldest is the system message of the historian entering the room
         assert [(m["kind"], m["text"]) for m in older["data"]] == [("chat", "h1"), ("chat", "h0"), ("join", "")]
 
@@ -142,8 +144,11 @@ async def test_join_and_leave_once_per_user_not_per_tab(cluster):
             await tab1.subscribe(room["id"])
             await tab2.subscribe(room["id"])
             await host.wait_for(
-                lambda f: f["type"] == "ROOM_MESSAGE" and f["message"]["kind"] == "join"
-                and f["message"]["senderId"] == "guest"
+                lambda f: (
+                    f["type"] == "ROOM_MESSAGE"
+                    and f["message"]["kind"] == "join"
+                    and f["message"]["senderId"] == "guest"
+                )
             )
             async with httpx.AsyncClient(base_url=b) as http:
                 members = (await http.get(f"/api/room/{room['id']}/members")).json()["data"]["members"]
@@ -154,9 +159,14 @@ async def test_join_and_leave_once_per_user_not_per_tab(cluster):
             async with connect(url, marker) as visitor:
                 await visitor.subscribe(room["id"])
                 await host.wait_for(
-                    lambda f, marker=marker: f["type"] == "ROOM_MESSAGE" and f["message"]["kind"] == "join"
-                    and f["message"]["senderId"] == marker
+                    lambda f, marker=marker: (
+                        f["type"] == "ROOM_MESSAGE"
+                        and f["message"]["kind"] == "join"
+                        and f["message"]["senderId"] == marker
+                    )
                 )
         joins = [m for m in host.messages(room["id"], kind="join") if m["senderId"] == "guest"]
         assert len(joins) == 1
-        assert [m for m in host.messages(room["id"], kind="leave") if m["senderId"] == "guest"] == []  # within the grace
+        assert [
+            m for m in host.messages(room["id"], kind="leave") if m["senderId"] == "guest"
+        ] == []  # within the grace

@@ -84,7 +84,10 @@ async def test_each_sender_gets_its_own_delivery_report(client):
         for n in range(3):
             nursery.start_soon(send, n)
         await trio.testing.wait_all_tasks_blocked()
-        produced = {chat_record_decoder.decode(value).room_id: (index, key) for index, (_, value, key) in enumerate(client.produced)}
+        produced = {
+            chat_record_decoder.decode(value).room_id: (index, key)
+            for index, (_, value, key) in enumerate(client.produced)
+        }
         assert {room: key for room, (_, key) in produced.items()} == {0: b"0", 1: b"1", 2: b"2"}  # keyed by room
         for index in (2, 0, 1):  # reports may come in any order
             client.deliver(index)
@@ -126,4 +129,3 @@ async def test_a_room_s_messages_go_to_the_partition_partition_of_names(stack_en
             for room_id in range(1, 41):
                 produced = await chat.produce(_record(room_id))
                 assert produced.partition == kafka.partition_of(room_id, 4), room_id
-

@@ -47,14 +47,26 @@ def test_every_field_can_be_set_from_the_environment():
     assert settings_from_env(env) == Settings()
 
 
-@pytest.mark.parametrize("raw, value", [("1", True), ("yes", True), (" ON ", True), ("TRUE", True),
-                                        ("0", False), ("false", False), ("no", False), ("", False)])
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        ("1", True),
+        ("yes", True),
+        (" ON ", True),
+        ("TRUE", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+    ],
+)
 def test_booleans(raw, value):
     assert settings_from_env({"CHATTRIO_LOG_JSON": raw}).log_json is value
 
 
-@pytest.mark.parametrize("name, raw", [("PORT", "eighty"), ("PORT", "80.5"), ("LEAVE_GRACE_SECONDS", "soon"),
-                                       ("MAX_CONNECTIONS", "")])
+@pytest.mark.parametrize(
+    "name, raw", [("PORT", "eighty"), ("PORT", "80.5"), ("LEAVE_GRACE_SECONDS", "soon"), ("MAX_CONNECTIONS", "")]
+)
 def test_bad_numbers_stop_with_a_clear_message(name, raw):
     with pytest.raises(SystemExit) as exc:
         settings_from_env({f"CHATTRIO_{name}": raw})

@@ -59,9 +59,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_message(make_cluster):
         acked_ids = {ack["id"] for client in senders for ack in client.acked.values()}
         assert len(acked_ids) == MESSAGES_PER_SENDER * len(senders)
         for client in receivers:
-            await client.receive_until(
-                lambda c=client: acked_ids <= {m["id"] for m in c.received}, timeout=60
-            )
+            await client.receive_until(lambda c=client: acked_ids <= {m["id"] for m in c.received}, timeout=60)
             chat = [m for m in client.received if m["kind"] == "chat"]
             ids = [m["id"] for m in chat]
             assert len(ids) == len(set(ids)), "a message was delivered twice"
@@ -70,7 +68,9 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_message(make_cluster):
         assert senders[1].reconnects >= 1 and receivers[0].reconnects >= 1  # they were on the victim
         # every sender's messages arrive in the order it sent them
         for sender in senders:
-            texts = [m["text"] for m in receivers[1].received if m["senderId"] == sender.user_id and m["kind"] == "chat"]
+            texts = [
+                m["text"] for m in receivers[1].received if m["senderId"] == sender.user_id and m["kind"] == "chat"
+            ]
             assert texts == [f"{sender.user_id} {n}" for n in range(MESSAGES_PER_SENDER)]
         for client in senders + receivers:
             await client.aclose()

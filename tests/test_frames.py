@@ -64,8 +64,19 @@ def test_ref_of_64_characters_is_accepted():
 # Errors ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("data", ["", "{", "not json", '{"type": "PING"', "{'type': 'PING'}", b"\xff\xfe",
-                                  '{"type": "PING"} trailing', '{"type": "SEND", "roomId": 1, "text": "\\ud800"}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "",
+        "{",
+        "not json",
+        '{"type": "PING"',
+        "{'type': 'PING'}",
+        b"\xff\xfe",
+        '{"type": "PING"} trailing',
+        '{"type": "SEND", "roomId": 1, "text": "\\ud800"}',
+    ],
+)
 def test_not_json_is_bad_frame(data):
     err = _error(data)
     assert (err.code, err.message, err.ref) == ("BAD_FRAME", "frame is not valid JSON", None)
@@ -77,8 +88,16 @@ def test_not_an_object_is_bad_frame(data):
     assert (err.code, err.message) == ("BAD_FRAME", "frame must be a JSON object")
 
 
-@pytest.mark.parametrize("data", ['{}', '{"ref": "r1"}', '{"type": 5, "ref": "r1"}', '{"type": null, "ref": "r1"}',
-                                  '{"type": ["PING"], "ref": "r1"}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "{}",
+        '{"ref": "r1"}',
+        '{"type": 5, "ref": "r1"}',
+        '{"type": null, "ref": "r1"}',
+        '{"type": ["PING"], "ref": "r1"}',
+    ],
+)
 def test_missing_or_non_string_type_is_bad_frame_with_ref(data):
     err = _error(data)
     assert err.code == "BAD_FRAME"
@@ -142,8 +161,12 @@ def test_null_ref_means_no_ref():
 
 @pytest.mark.parametrize(
     "destination, room_id",
-    [("/topic/message/42", 42), ("/topic/message/0", 0), ("/topic/message/007", 7),
-     ("/topic/message/" + "9" * 18, int("9" * 18))],
+    [
+        ("/topic/message/42", 42),
+        ("/topic/message/0", 0),
+        ("/topic/message/007", 7),
+        ("/topic/message/" + "9" * 18, int("9" * 18)),
+    ],
 )
 def test_room_destinations(destination, room_id):
     assert room_id_of(destination) == room_id
@@ -151,10 +174,25 @@ def test_room_destinations(destination, room_id):
 
 @pytest.mark.parametrize(
     "destination",
-    ["/topic/rooms", "/topic/message/", "/topic/message/abc", "/topic/message/-1", "/topic/message/+1",
-     "/topic/message/1.0", "/topic/message/ 1", "/topic/message/1 ", "/topic/message/1/2", "/topic/message/４２",
-     "/topic/message/٤٢", "/topic/message/²", "/topic/message/" + "9" * 19, "/topic/messages/1", "topic/message/1",
-     "", "/TOPIC/MESSAGE/1"],
+    [
+        "/topic/rooms",
+        "/topic/message/",
+        "/topic/message/abc",
+        "/topic/message/-1",
+        "/topic/message/+1",
+        "/topic/message/1.0",
+        "/topic/message/ 1",
+        "/topic/message/1 ",
+        "/topic/message/1/2",
+        "/topic/message/４２",
+        "/topic/message/٤٢",
+        "/topic/message/²",
+        "/topic/message/" + "9" * 19,
+        "/topic/messages/1",
+        "topic/message/1",
+        "",
+        "/TOPIC/MESSAGE/1",
+    ],
 )
 def test_bad_destinations(destination):
     assert room_id_of(destination) is None
@@ -169,25 +207,59 @@ ROOM = Room(43, "general", "bob", "2025-11-25T12:00:00+00:00", 0)
 @pytest.mark.parametrize(
     "frame, expected",
     [
-        (SessionInfo("s1", "alice", "node-1"),
-         {"type": "session-info", "sessionId": "s1", "userId": "alice", "nodeId": "node-1"}),
-        (RoomMessageFrame(MESSAGE),
-         {"type": "ROOM_MESSAGE", "message": {"id": "uuid-1", "roomId": 42, "seq": 1017, "senderId": "alice",
-                                              "kind": "chat", "text": "hi", "clientMsgId": "c-1",
-                                              "sentAt": 1764072000123}}),
-        (RoomCreatedFrame(ROOM),
-         {"type": "ROOM_CREATED", "room": {"id": 43, "name": "general", "createdBy": "bob",
-                                           "createdAt": "2025-11-25T12:00:00+00:00", "memberCount": 0}}),
-        (AckFrame("r7", "c-1", "uuid-1", 42, 1017),
-         {"type": "ACK", "ref": "r7", "clientMsgId": "c-1", "id": "uuid-1", "roomId": 42, "seq": 1017}),
-        (SubscribedFrame("r3", "/topic/message/42", 1017),
-         {"type": "SUBSCRIBED", "ref": "r3", "destination": "/topic/message/42", "lastSeq": 1017}),
-        (SubscribedFrame(None, "/topic/rooms", None),
-         {"type": "SUBSCRIBED", "ref": None, "destination": "/topic/rooms", "lastSeq": None}),
-        (UnsubscribedFrame("r4", "/topic/message/42"),
-         {"type": "UNSUBSCRIBED", "ref": "r4", "destination": "/topic/message/42"}),
-        (ErrorFrame("NOT_SUBSCRIBED", "enter room 42 before sending to it", "r7"),
-         {"type": "ERROR", "code": "NOT_SUBSCRIBED", "message": "enter room 42 before sending to it", "ref": "r7"}),
+        (
+            SessionInfo("s1", "alice", "node-1"),
+            {"type": "session-info", "sessionId": "s1", "userId": "alice", "nodeId": "node-1"},
+        ),
+        (
+            RoomMessageFrame(MESSAGE),
+            {
+                "type": "ROOM_MESSAGE",
+                "message": {
+                    "id": "uuid-1",
+                    "roomId": 42,
+                    "seq": 1017,
+                    "senderId": "alice",
+                    "kind": "chat",
+                    "text": "hi",
+                    "clientMsgId": "c-1",
+                    "sentAt": 1764072000123,
+                },
+            },
+        ),
+        (
+            RoomCreatedFrame(ROOM),
+            {
+                "type": "ROOM_CREATED",
+                "room": {
+                    "id": 43,
+                    "name": "general",
+                    "createdBy": "bob",
+                    "createdAt": "2025-11-25T12:00:00+00:00",
+                    "memberCount": 0,
+                },
+            },
+        ),
+        (
+            AckFrame("r7", "c-1", "uuid-1", 42, 1017),
+            {"type": "ACK", "ref": "r7", "clientMsgId": "c-1", "id": "uuid-1", "roomId": 42, "seq": 1017},
+        ),
+        (
+            SubscribedFrame("r3", "/topic/message/42", 1017),
+            {"type": "SUBSCRIBED", "ref": "r3", "destination": "/topic/message/42", "lastSeq": 1017},
+        ),
+        (
+            SubscribedFrame(None, "/topic/rooms", None),
+            {"type": "SUBSCRIBED", "ref": None, "destination": "/topic/rooms", "lastSeq": None},
+        ),
+        (
+            UnsubscribedFrame("r4", "/topic/message/42"),
+            {"type": "UNSUBSCRIBED", "ref": "r4", "destination": "/topic/message/42"},
+        ),
+        (
+            ErrorFrame("NOT_SUBSCRIBED", "enter room 42 before sending to it", "r7"),
+            {"type": "ERROR", "code": "NOT_SUBSCRIBED", "message": "enter room 42 before sending to it", "ref": "r7"},
+        ),
         (PongFrame("r9"), {"type": "PONG", "ref": "r9"}),
     ],
 )

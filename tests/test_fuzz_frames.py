@@ -35,8 +35,9 @@ def fragmented_message(draw, text_strategy=TEXTS):
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
     frames, pings = [], []
     for i, piece in enumerate(pieces):
-        frames.append(masked_frame(OP_TEXT if i == 0 else OP_CONTINUATION, piece, fin=i == len(pieces) - 1,
-                                   mask=draw(masks)))
+        frames.append(
+            masked_frame(OP_TEXT if i == 0 else OP_CONTINUATION, piece, fin=i == len(pieces) - 1, mask=draw(masks))
+        )
         if i < len(pieces) - 1 and draw(st.booleans()):
             payload = draw(control_payloads)
             if draw(st.booleans()):
@@ -52,7 +53,7 @@ def _chunks(data: bytes, sizes: list[int]) -> list[bytes]:
     for size in sizes:
         if pos >= len(data):
             break
-        out.append(data[pos:pos + size])
+        out.append(data[pos : pos + size])
         pos += size
     if pos < len(data):
         out.append(data[pos:])
@@ -64,8 +65,8 @@ def _pongs(reply: bytes) -> list[bytes]:
     while reply:
         assert reply[0] == 0x80 | OP_PONG
         length = reply[1]
-        out.append(reply[2:2 + length])
-        reply = reply[2 + length:]
+        out.append(reply[2 : 2 + length])
+        reply = reply[2 + length :]
     return out
 
 
@@ -116,8 +117,11 @@ ROOM_TOKEN = "/topic/message/ROOM"
 ROOM_ID_TOKEN = -4242424242
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
 destinations = st.one_of(
     st.just("/topic/rooms"),
     st.just(ROOM_TOKEN),
@@ -175,9 +179,12 @@ async def test_a_node_answers_a_fragmented_ping_with_control_frames_between(clus
     _, empty_frames, empty_pings = empty
     ref = f"frag-{uuid.uuid4().hex[:6]}"
     body = json.dumps({"type": "PING", "ref": ref}).encode()
-    data = (empty_frames + masked_frame(OP_TEXT, body[:cut_at], fin=False)
-            + b"".join(masked_frame(OP_PING, p) for p in pings)
-            + masked_frame(OP_CONTINUATION, body[cut_at:], fin=True))
+    data = (
+        empty_frames
+        + masked_frame(OP_TEXT, body[:cut_at], fin=False)
+        + b"".join(masked_frame(OP_PING, p) for p in pings)
+        + masked_frame(OP_CONTINUATION, body[cut_at:], fin=True)
+    )
     url = cluster.urls[1]
     client = await RawClient.connect(url, await login(url, f"fr{uuid.uuid4().hex[:10]}"))
     try:

@@ -56,6 +56,7 @@ async def _metric(node, name: str) -> float:
 
 # HEAD ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/healthz", "/api/openapi.yaml", "/api/room"])
 async def test_head_is_answered_like_get_without_a_body(cluster, path):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
@@ -74,6 +75,7 @@ async def test_head_on_the_internal_port(cluster):
 
 # Framing and limits ----------------------------------------------------------------------------
 
+
 async def test_oversized_content_length_is_413_before_the_body(cluster):
     head = f"POST /api/room HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n"
     raw = await _exchange(cluster.urls[0], head.encode())  # no body sent: the node must not wait for it
@@ -82,8 +84,10 @@ async def test_oversized_content_length_is_413_before_the_body(cluster):
 
 
 async def test_content_length_with_transfer_encoding_is_400_and_closed(cluster):
-    request = (b"POST /api/room HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = (
+        b"POST /api/room HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     raw = await _exchange(cluster.urls[0], request)
     assert _status(raw) == 400 and _closes(raw)
     assert raw.count(b"HTTP/1.1 ") == 1  # the smuggled second request was not answered
@@ -102,7 +106,7 @@ async def test_header_limits_apply_to_a_pipelined_request_too(cluster):
     second = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 1000 + b"\r\n"
     raw = await _exchange(cluster.urls[1], first + second)  # one write: the node reads both at once
     assert _status(raw) == 200
-    assert _status(raw[raw.index(b"HTTP/1.1 ", 1):]) == 431
+    assert _status(raw[raw.index(b"HTTP/1.1 ", 1) :]) == 431
 
 
 async def test_header_block_over_the_size_limit_is_431(cluster):
@@ -120,13 +124,16 @@ async def test_malformed_request_target_is_400(cluster, target):
 @pytest.mark.parametrize("key", [b"dGhlIHNhbXBsZSBub25jZQ\xe9\xe9", b"not base64!", b"c2hvcnQ=", b""])
 async def test_bad_websocket_key_is_400(cluster, key):
     token = issue_token(_user(), SECRET, 3600)[0]
-    request = (b"GET /ws?token=" + token.encode() + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-               b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
+    request = (
+        b"GET /ws?token=" + token.encode() + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n"
+    )
     raw = await _exchange(cluster.urls[2], request)
     assert _status(raw) == 400 and b"bad WebSocket handshake" in raw
 
 
 # Slow readers and many connections -------------------------------------------------------------
+
 
 async def test_a_client_that_does_not_read_is_dropped_at_the_write_deadline(cluster):
     node = cluster.nodes[2]
@@ -183,6 +190,7 @@ async def test_plain_http_connections_are_capped_websockets_are_not(make_cluster
 
 # The static files ------------------------------------------------------------------------------
 
+
 async def test_odd_static_paths_are_4xx_or_the_client_not_500(make_cluster, tmp_path):
     (tmp_path / "index.html").write_text("<p>chattrio</p>")
     node = (await make_cluster(1, web_root=str(tmp_path))).nodes[0]
@@ -197,12 +205,16 @@ async def test_odd_static_paths_are_4xx_or_the_client_not_500(make_cluster, tmp_
 
 # Writes: JSON only, and cookies only from this origin -------------------------------------------
 
-@pytest.mark.parametrize("content_type, body", [
-    ("text/plain", '{"name": "x"}'),
-    ("application/x-www-form-urlencoded", "name=x"),
-    ("multipart/form-data; boundary=b", '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n'),
-    (None, '{"name": "x"}'),
-])
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("text/plain", '{"name": "x"}'),
+        ("application/x-www-form-urlencoded", "name=x"),
+        ("multipart/form-data; boundary=b", '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n'),
+        (None, '{"name": "x"}'),
+    ],
+)
 async def test_room_bodies_other_than_json_are_415(cluster, content_type, body):
     token = await login(cluster.urls[0], _user())
     headers = {"Authorization": f"Bearer {token}"}
@@ -224,17 +236,23 @@ async def test_json_with_a_charset_is_accepted(cluster):
 
 async def _post_room_with_cookie(url: str, token: str, headers: dict) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        return await http.post("/api/room", json={"name": f"csrf-{uuid.uuid4().hex[:6]}"},
-                               headers={"Cookie": f"chattrio_token={token}", **headers})
+        return await http.post(
+            "/api/room",
+            json={"name": f"csrf-{uuid.uuid4().hex[:6]}"},
+            headers={"Cookie": f"chattrio_token={token}", **headers},
+        )
 
 
-@pytest.mark.parametrize("headers", [
-    {"Origin": "http://evil.example"},
-    {"Origin": "null"},
-    {"Origin": "http://["},
-    {"Sec-Fetch-Site": "same-site"},
-    {"Sec-Fetch-Site": "cross-site"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://["},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
 async def test_cookie_authenticated_write_from_another_origin_is_403(cluster, headers):
     url = cluster.urls[1]
     token = await login(url, _user())
@@ -252,13 +270,16 @@ async def test_cookie_authenticated_write_from_its_own_page_is_accepted(cluster)
     assert not_a_browser.status_code == 201, not_a_browser.text
 
 
-@pytest.mark.parametrize("headers, status", [
-    ({"Origin": "http://evil.example"}, 403),
-    ({"Sec-Fetch-Site": "cross-site"}, 403),
-    ({"Sec-Fetch-Site": "same-site", "Origin": "http://chat.evil.example"}, 403),
-    ({"Sec-Fetch-Site": "same-origin"}, 201),
-    ({}, 201),
-])
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site", "Origin": "http://chat.evil.example"}, 403),
+        ({"Sec-Fetch-Site": "same-origin"}, 201),
+        ({}, 201),
+    ],
+)
 async def test_sign_in_from_another_origin_is_403(cluster, headers, status):
     url = cluster.urls[2]
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -273,12 +294,16 @@ async def test_bearer_token_writes_do_not_depend_on_the_origin(cluster):
     url = cluster.urls[1]
     token = await login(url, _user())
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        response = await http.post("/api/room", json={"name": "bearer"},
-                                   headers={"Authorization": f"Bearer {token}", "Origin": "http://other.example"})
+        response = await http.post(
+            "/api/room",
+            json={"name": "bearer"},
+            headers={"Authorization": f"Bearer {token}", "Origin": "http://other.example"},
+        )
     assert response.status_code == 201, response.text
 
 
 # The internal port -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/metrics", "/readyz"])
 async def test_operational_endpoints_are_not_on_the_public_port(cluster, path):

@@ -59,13 +59,21 @@ async def _session_info(client: ChatClient) -> dict:
 
 # The AUTH frame ---------------------------------------------------------------------------------
 
+
 def test_auth_frame_parses():
     assert parse_client_frame('{"type": "AUTH", "token": "eyJ.a.b", "ref": "a"}') == Auth("eyJ.a.b", "a")
     assert parse_client_frame('{"type": "AUTH", "token": "' + "t" * 8192 + '"}') == Auth("t" * 8192)
 
 
-@pytest.mark.parametrize("frame", [{"type": "AUTH"}, {"type": "AUTH", "token": ""}, {"type": "AUTH", "token": 7},
-                                   {"type": "AUTH", "token": "t" * 8193}])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "AUTH"},
+        {"type": "AUTH", "token": ""},
+        {"type": "AUTH", "token": 7},
+        {"type": "AUTH", "token": "t" * 8193},
+    ],
+)
 def test_bad_auth_frame_is_bad_frame(frame):
     with pytest.raises(FrameError) as exc:
         parse_client_frame(json.dumps(frame))
@@ -74,17 +82,30 @@ def test_bad_auth_frame_is_bad_frame(frame):
 
 # A node refuses unsafe token settings ------------------------------------------------------------
 
+
 def _serve(**settings: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATTRIO_")}
     env.update({f"CHATTRIO_{k.upper()}": v for k, v in settings.items()}, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "chattrio", "serve", "--port", str(START_REFUSED_PORT), "--node-id", "refused"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
 
 
-@pytest.mark.parametrize("settings", [{}, {"secret": ""}, {"secret": "dev-secret-change-me"}, {"secret": "too-short"},
-                                      {"auth_mode": "jwt", "jwt_algorithm": "HS256"}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"secret": ""},
+        {"secret": "dev-secret-change-me"},
+        {"secret": "too-short"},
+        {"auth_mode": "jwt", "jwt_algorithm": "HS256"},
+    ],
+)
 def test_node_refuses_to_start_with_the_default_empty_or_short_secret(settings):
     result = _serve(**settings)
     assert result.returncode == 1
@@ -92,11 +113,14 @@ def test_node_refuses_to_start_with_the_default_empty_or_short_secret(settings):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("settings, reason", [
-    ({"auth_mode": "ldap"}, "CHATTRIO_AUTH_MODE='ldap'"),
-    ({"auth_mode": "jwt", "jwt_algorithm": "RS256"}, "needs CHATTRIO_JWKS_FILE"),
-    ({"auth_mode": "jwt", "jwt_algorithm": "ES256", "jwks_file": "/nonexistent/jwks.json"}, "CHATTRIO_JWKS_FILE"),
-])
+@pytest.mark.parametrize(
+    "settings, reason",
+    [
+        ({"auth_mode": "ldap"}, "CHATTRIO_AUTH_MODE='ldap'"),
+        ({"auth_mode": "jwt", "jwt_algorithm": "RS256"}, "needs CHATTRIO_JWKS_FILE"),
+        ({"auth_mode": "jwt", "jwt_algorithm": "ES256", "jwks_file": "/nonexistent/jwks.json"}, "CHATTRIO_JWKS_FILE"),
+    ],
+)
 def test_node_refuses_to_start_with_a_bad_auth_configuration(settings, reason):
     result = _serve(secret=TEST_SECRET, **settings)
     assert result.returncode == 1
@@ -104,6 +128,7 @@ def test_node_refuses_to_start_with_a_bad_auth_configuration(settings, reason):
 
 
 # Open mode: the WebSocket's three ways to authenticate -------------------------------------------
+
 
 async def test_auth_mode_is_published(cluster):
     response = httpx.get(f"{cluster.urls[0]}/api/auth", timeout=10)
@@ -162,14 +187,17 @@ async def test_frames_sent_right_behind_the_auth_frame_are_served(cluster):
         assert client.frames[0]["type"] == "session-info"
 
 
-@pytest.mark.parametrize("first_frame, reason", [
-    ({"type": "AUTH", "token": "forged"}, "malformed token"),
-    ({"type": "AUTH", "token": jwt.encode({"sub": "x", "exp": 1}, TEST_SECRET, algorithm="HS256")}, "expired"),
-    ({"type": "AUTH", "token": ""}, "authenticate first"),
-    ({"type": "PING", "ref": "p"}, "authenticate first"),
-    ({"type": "SUBSCRIBE", "destination": "/topic/rooms"}, "authenticate first"),
-    ("not json", "authenticate first"),
-])
+@pytest.mark.parametrize(
+    "first_frame, reason",
+    [
+        ({"type": "AUTH", "token": "forged"}, "malformed token"),
+        ({"type": "AUTH", "token": jwt.encode({"sub": "x", "exp": 1}, TEST_SECRET, algorithm="HS256")}, "expired"),
+        ({"type": "AUTH", "token": ""}, "authenticate first"),
+        ({"type": "PING", "ref": "p"}, "authenticate first"),
+        ({"type": "SUBSCRIBE", "destination": "/topic/rooms"}, "authenticate first"),
+        ("not json", "authenticate first"),
+    ],
+)
 async def test_a_bad_or_missing_auth_frame_closes_with_1008(cluster, first_frame, reason):
     async with raw_client(cluster.urls[0]) as client:
         await client.ws.send_message(first_frame if isinstance(first_frame, str) else json.dumps(first_frame))
@@ -188,8 +216,12 @@ async def test_no_auth_frame_within_the_deadline_closes_with_1008(cluster):
 async def test_token_in_the_url_is_refused(cluster):
     user = _user()
     token = await login(cluster.urls[0], user)
-    ws_headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                  "Sec-WebSocket-Version": "13"}
+    ws_headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         handshake = await http.get("/ws", params={"token": token}, headers=ws_headers)
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
@@ -215,6 +247,7 @@ async def test_web_session_sets_and_clears_the_cookie(cluster):
 
 # jwt mode: identities from the operator's identity service -----------------------------------------
 
+
 class IdentityService:
     """Signs ES256 tokens; the nodes hold only its public key, in a JWKS file."""
 
@@ -236,8 +269,16 @@ def identity_service(tmp_path_factory) -> IdentityService:
 
 @pytest.fixture(scope="module")
 def jwt_cluster(stack_env, run_prefix, identity_service):
-    nodes = Cluster(stack_env, 2, JWT_CLUSTER_BASE_PORT, f"{run_prefix}jwt", auth_mode="jwt", jwt_algorithm="ES256",
-                    jwks_file=identity_service.jwks_file, jwt_issuer="https://id.test").start()
+    nodes = Cluster(
+        stack_env,
+        2,
+        JWT_CLUSTER_BASE_PORT,
+        f"{run_prefix}jwt",
+        auth_mode="jwt",
+        jwt_algorithm="ES256",
+        jwks_file=identity_service.jwks_file,
+        jwt_issuer="https://id.test",
+    ).start()
     yield nodes
     nodes.stop()
 
@@ -254,8 +295,9 @@ async def test_first_valid_token_creates_the_user(jwt_cluster, identity_service,
     refused_user, user = _user("no"), _user("jw")
     users_key = f"{jwt_cluster.prefix}:users"
     async with httpx.AsyncClient(base_url=jwt_cluster.urls[0], timeout=10) as http:
-        expired = await http.post("/api/auth/session",
-                                  headers={"Authorization": f"Bearer {identity_service.token(refused_user, ttl=-5)}"})
+        expired = await http.post(
+            "/api/auth/session", headers={"Authorization": f"Bearer {identity_service.token(refused_user, ttl=-5)}"}
+        )
         assert expired.status_code == 401
     token = identity_service.token(user)
     async with raw_client(jwt_cluster.urls[1], user, bearer(token)) as client:
@@ -287,8 +329,9 @@ async def test_jwt_mode_authenticates_the_websocket_by_cookie_and_by_auth_frame(
 async def test_jwt_mode_refuses_tokens_it_must_not_trust(jwt_cluster, identity_service, problem):
     token = {
         "wrong issuer": identity_service.token(_user(), iss="https://evil.test"),
-        "node's own kind of token": jwt.encode({"sub": _user(), "exp": int(time.time()) + 60}, TEST_SECRET,
-                                               algorithm="HS256"),
+        "node's own kind of token": jwt.encode(
+            {"sub": _user(), "exp": int(time.time()) + 60}, TEST_SECRET, algorithm="HS256"
+        ),
         "not a normalised id": identity_service.token("e\u0301" + _user()),
         "bad id": identity_service.token("a b"),
     }[problem]
@@ -297,9 +340,10 @@ async def test_jwt_mode_refuses_tokens_it_must_not_trust(jwt_cluster, identity_s
         code, _ = await _closed(client)
     assert code == CLOSE_POLICY_VIOLATION
     async with httpx.AsyncClient(base_url=jwt_cluster.urls[1], timeout=10) as http:
-        response = await http.post("/api/room", json={"name": "untrusted"}, headers={"Authorization": f"Bearer {token}"})
+        response = await http.post(
+            "/api/room", json={"name": "untrusted"}, headers={"Authorization": f"Bearer {token}"}
+        )
     assert response.status_code == 401
-
 
 
 async def test_connections_waiting_for_auth_count_against_the_connection_cap(make_cluster):
@@ -308,9 +352,16 @@ async def test_connections_waiting_for_auth_count_against_the_connection_cap(mak
     token = await login(node, user)
     async with raw_client(node, user) as waiting:
         async with httpx.AsyncClient(base_url=node, timeout=10) as http:
-            refused = await http.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade",
-                                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                                                     "Sec-WebSocket-Version": "13", "Authorization": f"Bearer {token}"})
+            refused = await http.get(
+                "/ws",
+                headers={
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                    "Sec-WebSocket-Version": "13",
+                    "Authorization": f"Bearer {token}",
+                },
+            )
         assert refused.status_code == 503 and "full" in refused.json()["message"]
         await waiting.send(type="AUTH", token=token)
         assert (await _session_info(waiting))["userId"] == user
@@ -322,8 +373,9 @@ async def test_refused_tokens_are_counted_in_metrics(cluster):
     async def refused() -> float:
         async with httpx.AsyncClient(base_url=cluster.nodes[2].internal_url, timeout=10) as http:
             text = (await http.get("/metrics")).text
-        values = [float(line.split()[-1]) for line in text.splitlines()
-                  if line.startswith("chattrio_tokens_refused_total")]
+        values = [
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("chattrio_tokens_refused_total")
+        ]
         return values[0] if values else 0.0  # no line before the first refusal
 
     before = await refused()

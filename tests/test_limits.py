@@ -74,6 +74,7 @@ async def _metric(node, sample: str) -> float:
 
 # The bucket and the client address (pure logic) ------------------------------------------------
 
+
 def test_a_bucket_allows_its_burst_then_refills_at_its_rate():
     bucket = TokenBucket(Rate(2, 3), now=100.0)
     assert [take_all([bucket], 100.0) for _ in range(3)] == [0, 0, 0]
@@ -107,6 +108,7 @@ def test_a_bad_proxy_address_names_its_setting():
 
 
 # WebSocket frames ------------------------------------------------------------------------------
+
 
 async def test_frames_over_the_connection_limit_get_rate_limited_and_the_connection_lives(limited):
     node = limited.nodes[0]
@@ -180,6 +182,7 @@ async def test_a_client_that_ignores_refusals_is_closed_with_1008(limited):
 
 # Connections per user --------------------------------------------------------------------------
 
+
 async def test_connections_over_the_per_user_cap_are_refused_with_429(limited):
     node = limited.nodes[0]
     url = node.url
@@ -196,6 +199,7 @@ async def test_connections_over_the_per_user_cap_are_refused_with_429(limited):
 
 
 # Per-IP limits and the room quota (REST) -------------------------------------------------------
+
 
 async def _enter(http: httpx.AsyncClient, address: str, forwarded: str | None = None) -> httpx.Response:
     return await http.post(f"/api/user/enter/{_user('ip')}", headers={"X-Forwarded-For": forwarded or address})
@@ -255,6 +259,7 @@ async def test_a_user_over_the_room_quota_gets_403(limited):
 
 # Unknown room ids ------------------------------------------------------------------------------
 
+
 class _CountingDatabase:
     """Stands in for PostgreSQL in the directory's caching logic: counts the lookups."""
 
@@ -298,6 +303,7 @@ async def test_subscribing_to_an_unknown_room_again_costs_no_query(cluster):
 
 # Presence changes ------------------------------------------------------------------------------
 
+
 def _change(entered: bool, room_id: int, session: str):
     from chattrio.presence import _Change
 
@@ -339,6 +345,7 @@ async def test_a_change_that_arrives_later_is_applied_after_the_waiting_ones():
 
 # Settings and metrics --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("raw", ["fast", "10", "0:10", "5:0", "-1:5", "a:b"])
 def test_a_bad_rate_setting_stops_the_node_with_a_reason(raw):
     from chattrio.config import settings_from_env
@@ -369,9 +376,11 @@ async def test_handshakes_of_one_user_at_the_same_instant_cannot_pass_the_cap_to
     """Raw handshakes written before any answer is read: exactly the cap (2) are accepted."""
     port = limited.nodes[0].port
     token = await login(limited.urls[0], _user("rush"))
-    request = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     socks = []
     for _ in range(8):
         sock = trio.socket.socket()

@@ -113,8 +113,9 @@ async def test_a_ping_interval_of_zero_switches_liveness_off(autojump_clock):
 
 @pytest.fixture
 async def lively(make_cluster):
-    return await make_cluster(1, ping_interval_seconds=PING_INTERVAL, idle_timeout_seconds=IDLE_TIMEOUT,
-                              leave_grace_seconds=0.2)
+    return await make_cluster(
+        1, ping_interval_seconds=PING_INTERVAL, idle_timeout_seconds=IDLE_TIMEOUT, leave_grace_seconds=0.2
+    )
 
 
 async def test_a_client_that_answers_pings_stays_connected(lively):
@@ -152,8 +153,12 @@ async def test_a_client_that_does_not_answer_is_closed_and_leaves_the_room(livel
         await silent.send(0x8, struct.pack("!H", 1000))  # the close handshake completes
         assert await silent.at_end()
         leave = await watcher.wait_for(
-            lambda f: f["type"] == "ROOM_MESSAGE" and f["message"]["kind"] == "leave"
-            and f["message"]["senderId"] == silent_user)
+            lambda f: (
+                f["type"] == "ROOM_MESSAGE"
+                and f["message"]["kind"] == "leave"
+                and f["message"]["senderId"] == silent_user
+            )
+        )
         assert leave["message"]["roomId"] == room["id"]
     async with httpx.AsyncClient(base_url=lively.nodes[0].internal_url, timeout=10) as http:
         metrics = (await http.get("/metrics")).text

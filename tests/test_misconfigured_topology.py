@@ -16,7 +16,6 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
-
 from conftest import ISOLATED_BASE_PORT, REPO
 
 # The node gives up within its own timeouts (at most a few seconds each); this only stops a hang.
@@ -45,7 +44,11 @@ def _serve(stack_env: dict[str, str], **settings: str) -> subprocess.CompletedPr
     env.update({f"CHATTRIO_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run(
         [sys.executable, "-m", "chattrio", "serve", "--port", str(NODE_PORT)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=NODE_EXIT_TIMEOUT,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=NODE_EXIT_TIMEOUT,
     )
 
 

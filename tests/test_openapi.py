@@ -58,8 +58,13 @@ CASES = [(operation, GenerationMode.POSITIVE) for operation in OPERATIONS] + [
 @pytest.mark.parametrize("operation, mode", CASES, ids=lambda value: getattr(value, "label", value))
 def test_every_answer_matches_the_document(cluster, bearer, operation, mode):
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     def call(case):
         case.call_and_validate(base_url=cluster.urls[0], headers=bearer, checks=CHECKS, timeout=10)
 

@@ -85,7 +85,9 @@ async def test_without_kafka_send_fails_fast_and_recovers(make_cluster, stack):
             await stack.start("kafka")
         with trio.fail_after(90):
             while True:
-                reply = await alice.send_chat(room["id"], "kafka back", client_msg_id="nk-2", ref=f"r{trio.current_time()}")
+                reply = await alice.send_chat(
+                    room["id"], "kafka back", client_msg_id="nk-2", ref=f"r{trio.current_time()}"
+                )
                 if reply["type"] == "ACK":
                     break
                 await trio.sleep(1)
@@ -103,7 +105,9 @@ async def resume_until_subscribed(client, room: int, since: int, timeout: float)
     """SUBSCRIBE again, from what the refused replays sent, while the node answers UNAVAILABLE."""
     with trio.fail_after(timeout):
         attempt = 0
-        while (reply := await client.subscribe(room, since=resume_point(client, room, since), ref=f"retry-{attempt}"))["type"] != "SUBSCRIBED":
+        while (reply := await client.subscribe(room, since=resume_point(client, room, since), ref=f"retry-{attempt}"))[
+            "type"
+        ] != "SUBSCRIBED":
             assert reply["code"] == "UNAVAILABLE", reply
             attempt += 1
             await trio.sleep(0.5)
@@ -153,8 +157,9 @@ async def inserts_blocked(stack, table: str):
     holder = await trio.lowlevel.open_process(
         ["psql", dsn, "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    granted = (f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass"
-               " AND mode = 'ExclusiveLock' AND granted")
+    granted = (
+        f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass AND mode = 'ExclusiveLock' AND granted"
+    )
     try:
         await holder.stdin.send_all(f"BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE;\n".encode())
         with trio.fail_after(10):

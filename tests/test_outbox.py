@@ -44,8 +44,9 @@ async def test_killing_the_lock_holder_loses_and_duplicates_nothing(make_cluster
                 user = f"{cluster.prefix}-u{n}"
                 token = (await http.post(f"/api/user/enter/{user}")).json()["data"]["token"]
                 created_users.append(user)
-                response = await http.post("/api/room", json={"name": f"outbox {n}"},
-                                           headers={"Authorization": f"Bearer {token}"})
+                response = await http.post(
+                    "/api/room", json={"name": f"outbox {n}"}, headers={"Authorization": f"Bearer {token}"}
+                )
                 assert response.status_code == 201
                 created_rooms.append(response.json()["data"]["id"])
                 await trio.sleep(0.02)

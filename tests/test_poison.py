@@ -122,8 +122,10 @@ async def test_poison_records_are_dead_lettered_and_storing_goes_on(cluster, sta
                 await trio.sleep(0.3)
 
     rows = await _sql(
-        stack_env, "SELECT record_offset, reason, value FROM dead_letters WHERE topic = $1 AND partition = $2",
-        topic, partition,
+        stack_env,
+        "SELECT record_offset, reason, value FROM dead_letters WHERE topic = $1 AND partition = $2",
+        topic,
+        partition,
     )
     letters = {row["record_offset"]: row for row in rows}
     assert set(poison_offsets) <= set(letters), rows

@@ -34,23 +34,30 @@ async def _close_code(client: RawClient) -> int:
             return struct.unpack("!H", payload[:2])[0]
 
 
-@pytest.mark.parametrize("raw, code", [
-    (bytes([0xC1, 0x80]) + b"\x00" * 4, 1002),  # RSV1 without an extension
-    (bytes([0xA1, 0x80]) + b"\x00" * 4, 1002),  # RSV2
-    (bytes([0x91, 0x80]) + b"\x00" * 4, 1002),  # RSV3
-    (masked_frame(0x3, b"x"), 1002),  # a reserved data opcode
-    (masked_frame(0xB, b"x"), 1002),  # a reserved control opcode
-    (masked_frame(OP_CONTINUATION, b"orphan"), 1002),  # a continuation of nothing
-    (masked_frame(OP_TEXT, b"a", fin=False) + masked_frame(OP_TEXT, b"b"), 1002),  # a new message inside one
-    (masked_frame(OP_PING, b"p", fin=False), 1002),  # a fragmented control frame
-    (masked_frame(OP_PING, b"p" * 126), 1002),  # a control frame over 125 bytes
-    (bytes([0x81, 0x05]) + b"hello", 1002),  # unmasked
-    (masked_frame(OP_TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"), 1007),  # a surrogate
-    (masked_frame(OP_TEXT, b"\xc3", fin=False) + masked_frame(OP_CONTINUATION, b"\x28"), 1007),  # split, invalid
-    (masked_frame(OP_CLOSE, b"\x03"), 1002),  # a close payload of one byte
-    (_close(1005), 1002), (_close(1006), 1002), (_close(1015), 1002), (_close(999), 1002), (_close(2999), 1002),
-    (_close(1000, b"\xff"), 1007),  # a close reason that is not UTF-8
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (bytes([0xC1, 0x80]) + b"\x00" * 4, 1002),  # RSV1 without an extension
+        (bytes([0xA1, 0x80]) + b"\x00" * 4, 1002),  # RSV2
+        (bytes([0x91, 0x80]) + b"\x00" * 4, 1002),  # RSV3
+        (masked_frame(0x3, b"x"), 1002),  # a reserved data opcode
+        (masked_frame(0xB, b"x"), 1002),  # a reserved control opcode
+        (masked_frame(OP_CONTINUATION, b"orphan"), 1002),  # a continuation of nothing
+        (masked_frame(OP_TEXT, b"a", fin=False) + masked_frame(OP_TEXT, b"b"), 1002),  # a new message inside one
+        (masked_frame(OP_PING, b"p", fin=False), 1002),  # a fragmented control frame
+        (masked_frame(OP_PING, b"p" * 126), 1002),  # a control frame over 125 bytes
+        (bytes([0x81, 0x05]) + b"hello", 1002),  # unmasked
+        (masked_frame(OP_TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"), 1007),  # a surrogate
+        (masked_frame(OP_TEXT, b"\xc3", fin=False) + masked_frame(OP_CONTINUATION, b"\x28"), 1007),  # split, invalid
+        (masked_frame(OP_CLOSE, b"\x03"), 1002),  # a close payload of one byte
+        (_close(1005), 1002),
+        (_close(1006), 1002),
+        (_close(1015), 1002),
+        (_close(999), 1002),
+        (_close(2999), 1002),
+        (_close(1000, b"\xff"), 1007),  # a close reason that is not UTF-8
+    ],
+)
 async def test_a_protocol_error_is_answered_with_its_close_code_then_the_socket_closes(cluster, raw, code):
     client = await _client(cluster.urls[0])
     await client.send_raw(raw)
@@ -87,9 +94,12 @@ async def test_a_fragmented_message_with_pings_between_is_handled_and_each_ping_
     client = await _client(cluster.urls[1])
     body = _ping_json("frag")
     await client.send_raw(
-        masked_frame(OP_TEXT, body[:3], fin=False) + masked_frame(OP_PING, b"one")
-        + masked_frame(OP_CONTINUATION, body[3:9], fin=False) + masked_frame(OP_PONG, b"unasked")
-        + masked_frame(OP_CONTINUATION, b"", fin=False) + masked_frame(OP_PING, b"two")
+        masked_frame(OP_TEXT, body[:3], fin=False)
+        + masked_frame(OP_PING, b"one")
+        + masked_frame(OP_CONTINUATION, body[3:9], fin=False)
+        + masked_frame(OP_PONG, b"unasked")
+        + masked_frame(OP_CONTINUATION, b"", fin=False)
+        + masked_frame(OP_PING, b"two")
         + masked_frame(OP_CONTINUATION, body[9:], fin=True)
     )
     reply, before = await client.reply_to("frag")
@@ -121,8 +131,10 @@ async def test_binary_and_too_many_fragments_are_errors_and_the_connection_stays
     client = await _client(cluster.urls[1])
     await client.send_raw(
         masked_frame(OP_BINARY, b"\x00\x01")
-        + masked_frame(OP_TEXT, b"", fin=False) + masked_frame(OP_CONTINUATION, b"", fin=False) * MAX_FRAGMENTS
-        + masked_frame(OP_CONTINUATION, b"{}") + masked_frame(OP_TEXT, _ping_json("after"))
+        + masked_frame(OP_TEXT, b"", fin=False)
+        + masked_frame(OP_CONTINUATION, b"", fin=False) * MAX_FRAGMENTS
+        + masked_frame(OP_CONTINUATION, b"{}")
+        + masked_frame(OP_TEXT, _ping_json("after"))
     )
     reply, before = await client.reply_to("after")
     assert reply == {"type": "PONG", "ref": "after"}

@@ -60,6 +60,7 @@ async def test_search_is_a_case_insensitive_substring_with_wildcards_taken_liter
     underscore = await create_room(cluster.urls[0], token, f"{tag} a_b")
     plain = await create_room(cluster.urls[0], token, f"{tag} 100x axb")  # what unescaped % and _ would match
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
+
         async def found(q: str) -> list[int]:
             return [room["id"] for room in (await _page(http, q=q))["rooms"]]
 
@@ -71,16 +72,19 @@ async def test_search_is_a_case_insensitive_substring_with_wildcards_taken_liter
         assert await found(f"{tag}-nothing") == []
 
 
-@pytest.mark.parametrize("params, reason", [
-    ({"limit": "0"}, "limit must be between 1 and 200"),
-    ({"limit": "201"}, "limit must be between 1 and 200"),
-    ({"limit": "many"}, "limit must be an integer"),
-    ({"cursor": "-5"}, "cursor"),
-    ({"cursor": "abc"}, "cursor"),
-    ({"q": "x" * 101}, "at most 100"),
-    ({"q": "a\x00b"}, "control"),
-    ({"q": "a\x1bb"}, "control"),
-])
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({"limit": "0"}, "limit must be between 1 and 200"),
+        ({"limit": "201"}, "limit must be between 1 and 200"),
+        ({"limit": "many"}, "limit must be an integer"),
+        ({"cursor": "-5"}, "cursor"),
+        ({"cursor": "abc"}, "cursor"),
+        ({"q": "x" * 101}, "at most 100"),
+        ({"q": "a\x00b"}, "control"),
+        ({"q": "a\x1bb"}, "control"),
+    ],
+)
 async def test_bad_parameters_are_400_with_a_reason(cluster, params, reason):
     async with httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) as http:
         response = await http.get("/api/room", params=params)

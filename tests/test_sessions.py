@@ -56,8 +56,8 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
             (length,), offset = struct.unpack("!H", data[2:4]), 4
         elif length == 127:
             (length,), offset = struct.unpack("!Q", data[2:10]), 10
-        out.append((opcode, data[offset:offset + length]))
-        data = data[offset + length:]
+        out.append((opcode, data[offset : offset + length]))
+        data = data[offset + length :]
     return out
 
 

@@ -45,6 +45,7 @@ def _claims(user: str = "alice", ttl: int = 3600, **extra) -> dict:
 
 # Open mode: the nodes' own HS256 tokens -----------------------------------------------------------
 
+
 def test_issued_token_is_an_hs256_jwt_for_the_user():
     token, expires_at = issue_token("alice", SECRET, 3600)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
@@ -106,6 +107,7 @@ def test_hs512_token_is_refused_where_hs256_is_configured():
 
 # jwt mode: keys from a JWKS file --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def rsa_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -118,7 +120,9 @@ def ec_key():
 
 def _jwk(private_key, kid: str | None = None, public: bool = True) -> dict:
     key = private_key.public_key() if public else private_key
-    algorithm = jwt.algorithms.RSAAlgorithm if isinstance(private_key, rsa.RSAPrivateKey) else jwt.algorithms.ECAlgorithm
+    algorithm = (
+        jwt.algorithms.RSAAlgorithm if isinstance(private_key, rsa.RSAPrivateKey) else jwt.algorithms.ECAlgorithm
+    )
     jwk = algorithm.to_jwk(key, as_dict=True)
     return {**jwk, "kid": kid, "use": "sig"} if kid else jwk
 
@@ -143,8 +147,12 @@ def test_token_signed_by_the_identity_service_is_accepted(tmp_path, rsa_key, ec_
 
 def test_the_kid_chooses_among_several_keys(tmp_path, ec_key):
     other = ec.generate_private_key(ec.SECP256R1())
-    verifier = verifier_from_settings(_jwt_settings("ES256", _jwks_file(tmp_path, _jwk(other, "k1"), _jwk(ec_key, "k2"))))
-    assert verifier.verify(jwt.encode(_claims("bob"), ec_key, algorithm="ES256", headers={"kid": "k2"})).user_id == "bob"
+    verifier = verifier_from_settings(
+        _jwt_settings("ES256", _jwks_file(tmp_path, _jwk(other, "k1"), _jwk(ec_key, "k2")))
+    )
+    assert (
+        verifier.verify(jwt.encode(_claims("bob"), ec_key, algorithm="ES256", headers={"kid": "k2"})).user_id == "bob"
+    )
     with pytest.raises(InvalidToken, match="signature"):
         verifier.verify(jwt.encode(_claims("bob"), ec_key, algorithm="ES256", headers={"kid": "k1"}))
     with pytest.raises(InvalidToken, match="unknown key"):
@@ -180,19 +188,28 @@ def test_hs256_signed_with_the_public_key_is_refused(tmp_path, rsa_key):
 
 def test_none_and_other_algorithms_are_refused_in_jwt_mode(tmp_path, rsa_key, ec_key):
     verifier = verifier_from_settings(_jwt_settings("RS256", _jwks_file(tmp_path, _jwk(rsa_key))))
-    for token in (jwt.encode(_claims(), None, algorithm="none"), jwt.encode(_claims(), ec_key, algorithm="ES256"),
-                  jwt.encode(_claims(), SECRET, algorithm="HS256")):
+    for token in (
+        jwt.encode(_claims(), None, algorithm="none"),
+        jwt.encode(_claims(), ec_key, algorithm="ES256"),
+        jwt.encode(_claims(), SECRET, algorithm="HS256"),
+    ):
         with pytest.raises(InvalidToken, match="algorithm"):
             verifier.verify(token)
 
 
 def test_issuer_and_audience_are_required_when_configured(tmp_path, ec_key):
     jwks = _jwks_file(tmp_path, _jwk(ec_key))
-    verifier = verifier_from_settings(_jwt_settings("ES256", jwks, jwt_issuer="https://id.example", jwt_audience="chat"))
+    verifier = verifier_from_settings(
+        _jwt_settings("ES256", jwks, jwt_issuer="https://id.example", jwt_audience="chat")
+    )
     good = _claims("bob", iss="https://id.example", aud="chat")
     assert verifier.verify(jwt.encode(good, ec_key, algorithm="ES256")).user_id == "bob"
-    for bad in ({**good, "iss": "https://evil.example"}, {**good, "aud": "other"},
-                {k: v for k, v in good.items() if k != "iss"}, {k: v for k, v in good.items() if k != "aud"}):
+    for bad in (
+        {**good, "iss": "https://evil.example"},
+        {**good, "aud": "other"},
+        {k: v for k, v in good.items() if k != "iss"},
+        {k: v for k, v in good.items() if k != "aud"},
+    ):
         with pytest.raises(InvalidToken):
             verifier.verify(jwt.encode(bad, ec_key, algorithm="ES256"))
 
@@ -203,6 +220,7 @@ def test_hs256_jwt_mode_uses_the_shared_secret():
 
 
 # Settings a node refuses -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("secret", [DEFAULT_SECRET, "", "short-secret"])
 @pytest.mark.parametrize("mode", [{"auth_mode": "open"}, {"auth_mode": "jwt", "jwt_algorithm": "HS256"}])
@@ -216,12 +234,15 @@ def test_a_long_random_secret_needs_no_dev_mode():
     assert verifier_from_settings(Settings(secret=SECRET)).algorithm == "HS256"
 
 
-@pytest.mark.parametrize("settings, reason", [
-    (Settings(auth_mode="ldap", secret=SECRET), "CHATTRIO_AUTH_MODE"),
-    (Settings(auth_mode="jwt", jwt_algorithm="none", secret=SECRET), "CHATTRIO_JWT_ALGORITHM"),
-    (Settings(auth_mode="jwt", jwt_algorithm="RS256"), "needs CHATTRIO_JWKS_FILE"),
-    (Settings(auth_mode="jwt", jwt_algorithm="ES256", jwks_file="/nonexistent/jwks.json"), "CHATTRIO_JWKS_FILE"),
-])
+@pytest.mark.parametrize(
+    "settings, reason",
+    [
+        (Settings(auth_mode="ldap", secret=SECRET), "CHATTRIO_AUTH_MODE"),
+        (Settings(auth_mode="jwt", jwt_algorithm="none", secret=SECRET), "CHATTRIO_JWT_ALGORITHM"),
+        (Settings(auth_mode="jwt", jwt_algorithm="RS256"), "needs CHATTRIO_JWKS_FILE"),
+        (Settings(auth_mode="jwt", jwt_algorithm="ES256", jwks_file="/nonexistent/jwks.json"), "CHATTRIO_JWKS_FILE"),
+    ],
+)
 def test_bad_auth_settings_are_refused(settings, reason):
     with pytest.raises(TokenConfigError, match=reason):
         verifier_from_settings(settings)

@@ -23,8 +23,27 @@ from chattrio.validation import (
 
 @pytest.mark.parametrize(
     "user_id",
-    ["alice", "a", "a1_b-c.d", "김철수", "ünïcode", "ωμέγα", "محمد", "用户", "x" * MAX_USER_ID, "...", "_-.",
-     "अनिल", "सुमित्रा", "วิชัย", "สมชาย", "田中たなか", "カタカナ漢字", "홍길동", "x\u0301"],
+    [
+        "alice",
+        "a",
+        "a1_b-c.d",
+        "김철수",
+        "ünïcode",
+        "ωμέγα",
+        "محمد",
+        "用户",
+        "x" * MAX_USER_ID,
+        "...",
+        "_-.",
+        "अनिल",
+        "सुमित्रा",
+        "วิชัย",
+        "สมชาย",
+        "田中たなか",
+        "カタカナ漢字",
+        "홍길동",
+        "x\u0301",
+    ],
 )
 def test_valid_user_ids_are_kept(user_id):
     assert normalize_user_id(user_id) == user_id
@@ -88,8 +107,15 @@ def test_user_id_length_is_counted_after_normalisation():
 
 @pytest.mark.parametrize(
     "raw, user_id",
-    [("Alice", "alice"), ("ALICE", "alice"), ("ａｌｉｃｅ", "alice"), ("Ａｌｉｃｅ", "alice"), ("A1_B-C.D", "a1_b-c.d"),
-     ("ΩΜΈΓΑ", "ωμέγα"), ("ＢＯＢ１２３", "bob123")],
+    [
+        ("Alice", "alice"),
+        ("ALICE", "alice"),
+        ("ａｌｉｃｅ", "alice"),
+        ("Ａｌｉｃｅ", "alice"),
+        ("A1_B-C.D", "a1_b-c.d"),
+        ("ΩΜΈΓΑ", "ωμέγα"),
+        ("ＢＯＢ１２３", "bob123"),
+    ],
 )
 def test_user_ids_are_width_and_case_folded(raw, user_id):
     """RFC 8265 UsernameCaseMapped: "Alice" and fullwidth "ａｌｉｃｅ" are the user "alice"."""
@@ -104,8 +130,14 @@ def test_hindi_and_thai_names_keep_their_vowel_signs():
 
 @pytest.mark.parametrize(
     "one, other",
-    [("alice", "a1ice"), ("alice", "aIice"), ("mary", "rnary"), ("ace", "\u0430\u0441\u0435"),  # Cyrillic асе
-     ("pope", "\u0440\u043e\u0440\u0435"), ("bob", "b\u03bfb")],
+    [
+        ("alice", "a1ice"),
+        ("alice", "aIice"),
+        ("mary", "rnary"),
+        ("ace", "\u0430\u0441\u0435"),  # Cyrillic асе
+        ("pope", "\u0440\u043e\u0440\u0435"),
+        ("bob", "b\u03bfb"),
+    ],
 )
 def test_look_alike_ids_share_a_skeleton(one, other):
     assert one != other
@@ -122,8 +154,15 @@ def test_different_ids_have_different_skeletons(one, other):
 
 @pytest.mark.parametrize(
     "raw, name",
-    [("general", "general"), ("  general  ", "general"), ("\tfoo bar\n", "foo bar"), ("x" * MAX_ROOM_NAME, "x" * 100),
-     (" " + "y" * MAX_ROOM_NAME + " ", "y" * 100), ("방", "방"), ("a  b", "a  b")],
+    [
+        ("general", "general"),
+        ("  general  ", "general"),
+        ("\tfoo bar\n", "foo bar"),
+        ("x" * MAX_ROOM_NAME, "x" * 100),
+        (" " + "y" * MAX_ROOM_NAME + " ", "y" * 100),
+        ("방", "방"),
+        ("a  b", "a  b"),
+    ],
 )
 def test_room_names_are_trimmed(raw, name):
     assert normalize_room_name(raw) == name
@@ -137,16 +176,25 @@ def test_bad_room_names_are_rejected(raw):
 
 @pytest.mark.parametrize(
     "raw, name",
-    [("\u202egeneral", "general"),  # right-to-left override
-     ("evil\u202etxt.exe", "eviltxt.exe"), ("\u2066a\u2069b\u200f", "ab"), ("a\x07b\x08c\x7f", "abc"),
-     ("\x1b[31mred\x1b[0m room", "red room"), ("\x1b]0;title\x07ok", "ok"), ("a\nb\tc", "a b c"),
-     ("\u200b general \u200b", "\u200b general \u200b"), ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧")],
+    [
+        ("\u202egeneral", "general"),  # right-to-left override
+        ("evil\u202etxt.exe", "eviltxt.exe"),
+        ("\u2066a\u2069b\u200f", "ab"),
+        ("a\x07b\x08c\x7f", "abc"),
+        ("\x1b[31mred\x1b[0m room", "red room"),
+        ("\x1b]0;title\x07ok", "ok"),
+        ("a\nb\tc", "a b c"),
+        ("\u200b general \u200b", "\u200b general \u200b"),
+        ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"),
+    ],
 )
 def test_room_names_lose_control_and_bidi_characters(raw, name):
     assert normalize_room_name(raw) == name
 
 
-@pytest.mark.parametrize("raw", ["\u200b", "\u3164", "\u3164\u3164", "\u2800", "\u200b\u3164\ufeff", "\u0301", "\x1b[0m\u200b"])
+@pytest.mark.parametrize(
+    "raw", ["\u200b", "\u3164", "\u3164\u3164", "\u2800", "\u200b\u3164\ufeff", "\u0301", "\x1b[0m\u200b"]
+)
 def test_room_name_needs_a_visible_character(raw):
     with pytest.raises(InvalidInput, match="visible character|1-100 characters"):
         normalize_room_name(raw)

@@ -123,7 +123,7 @@ def test_reader_accepts_data_byte_by_byte():
     data = _masked(Message(data="héllo"))
     got = []
     for i in range(len(data)):
-        messages, _ = reader.feed(data[i:i + 1])
+        messages, _ = reader.feed(data[i : i + 1])
         got += messages
     assert [m.text for m in got] == ["héllo"]
 
@@ -213,7 +213,7 @@ def test_oversized_frame_is_skipped_as_it_streams_in():
     data = _masked(Message(data="x" * (LIMIT * 50)), Message(data="after"))
     got = []
     for i in range(0, len(data), 700):
-        messages, _ = reader.feed(data[i:i + 700])
+        messages, _ = reader.feed(data[i : i + 700])
         got += messages
         assert len(reader._buf) < 700 + 14  # never more than one read plus a header is held
     assert [(m.text, m.too_large) for m in got] == [(None, True), ("after", False)]
@@ -231,18 +231,21 @@ def _raw_masked(first_byte: int, payload: bytes, length_byte: int | None = None)
     return bytes([first_byte, 0x80 | (len(payload) if length_byte is None else length_byte)]) + mask + payload
 
 
-@pytest.mark.parametrize("raw", [
-    _raw_masked(0x80, b"orphan"),  # a continuation with no message started
-    _raw_masked(0x01, b"part") + _raw_masked(0x81, b"new"),  # a new text message inside a fragmented one
-    _raw_masked(0xC1, b"rsv1"),  # a reserved bit, with no extension negotiated
-    _raw_masked(0x83, b"op3"),  # a reserved opcode
-    _raw_masked(0x09, b"ping"),  # a fragmented control frame
-    bytes([0x89, 0x80 | 126]) + struct.pack("!H", 126) + b"\x00" * 4 + b"p" * 126,  # control frame over 125
-    bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 1 << 63) + b"\x00" * 4,  # a 64-bit length with the top bit set
-    _raw_masked(0x88, b"\x03"),  # a close payload of one byte
-    _raw_masked(0x88, struct.pack("!H", 1005)),  # a code a peer must not send
-    _raw_masked(0x88, struct.pack("!H", 2000)),  # a reserved code
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw_masked(0x80, b"orphan"),  # a continuation with no message started
+        _raw_masked(0x01, b"part") + _raw_masked(0x81, b"new"),  # a new text message inside a fragmented one
+        _raw_masked(0xC1, b"rsv1"),  # a reserved bit, with no extension negotiated
+        _raw_masked(0x83, b"op3"),  # a reserved opcode
+        _raw_masked(0x09, b"ping"),  # a fragmented control frame
+        bytes([0x89, 0x80 | 126]) + struct.pack("!H", 126) + b"\x00" * 4 + b"p" * 126,  # control frame over 125
+        bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 1 << 63) + b"\x00" * 4,  # a 64-bit length with the top bit set
+        _raw_masked(0x88, b"\x03"),  # a close payload of one byte
+        _raw_masked(0x88, struct.pack("!H", 1005)),  # a code a peer must not send
+        _raw_masked(0x88, struct.pack("!H", 2000)),  # a reserved code
+    ],
+)
 def test_protocol_errors_close_with_1002(raw):
     reader = FrameReader(LIMIT)
     messages, _ = reader.feed(raw)

@@ -76,8 +76,10 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     def metrics_endpoints(self) -> list[Node]:
         if self.metrics_urls:
             return [Node.from_base_url(u) for u in self.metrics_urls]
-        return [Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
-                for node in self.node_endpoints()]
+        return [
+            Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
+            for node in self.node_endpoints()
+        ]
 
     def node_endpoints(self) -> list[Node]:
         if self.nodes:
@@ -137,19 +139,40 @@ _FLAGS: list[tuple[str, str, type, str]] = [
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chattrio bot", description="Load bot for chattrio (docs/bot.md).")
     p.add_argument("--config", type=Path, help="JSON file with the configuration keys")
-    p.add_argument("--receive-bench", action="store_true",
-                   help="only measure this process's receive path (frames/s) and exit; no server needed")
-    p.add_argument("--socket-bench", action="store_true",
-                   help="only measure the CPU per frame read and sent over local sockets and exit; no server needed")
-    p.add_argument("--node", action="append", dest="nodes", metavar="URL",
-                   help="node base URL (repeat, or comma-separate)")
-    p.add_argument("--metrics-url", action="append", dest="metricsUrls", metavar="URL",
-                   help="a node's internal base URL for /metrics, in the order of --node "
-                        "(default: each node's port + 10000)")
-    p.add_argument("--pid-file", action="append", dest="nodePidFiles", metavar="PATH",
-                   help="pid file of a node process on this machine (repeatable)")
-    p.add_argument("--stop-on-refusal", action="store_const", const=True, dest="stopOnRefusal",
-                   help="stop opening connections after the first refused one")
+    p.add_argument(
+        "--receive-bench",
+        action="store_true",
+        help="only measure this process's receive path (frames/s) and exit; no server needed",
+    )
+    p.add_argument(
+        "--socket-bench",
+        action="store_true",
+        help="only measure the CPU per frame read and sent over local sockets and exit; no server needed",
+    )
+    p.add_argument(
+        "--node", action="append", dest="nodes", metavar="URL", help="node base URL (repeat, or comma-separate)"
+    )
+    p.add_argument(
+        "--metrics-url",
+        action="append",
+        dest="metricsUrls",
+        metavar="URL",
+        help="a node's internal base URL for /metrics, in the order of --node (default: each node's port + 10000)",
+    )
+    p.add_argument(
+        "--pid-file",
+        action="append",
+        dest="nodePidFiles",
+        metavar="PATH",
+        help="pid file of a node process on this machine (repeatable)",
+    )
+    p.add_argument(
+        "--stop-on-refusal",
+        action="store_const",
+        const=True,
+        dest="stopOnRefusal",
+        help="stop opening connections after the first refused one",
+    )
     for flag, key, typ, help_text in _FLAGS:
         p.add_argument(flag, dest=key, type=typ, help=help_text)
     return p
@@ -167,7 +190,9 @@ def load_config(argv: list[str]) -> BotConfig:
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config} must hold a JSON object")
         merged.update(loaded)
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "receive_bench", "socket_bench") and v is not None}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("config", "receive_bench", "socket_bench") and v is not None
+    }
     for key in ("nodes", "metricsUrls"):
         if key in flags:
             flags[key] = [u for item in flags[key] for u in item.split(",") if u]

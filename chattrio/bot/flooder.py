@@ -48,8 +48,9 @@ async def flood(user_id: str, nodes: list[Node], room_id: int, start: float, end
             nursery.start_soon(_flood_connection, node, token, f"{user_id}.{k}", room_id, start, end, tally)
 
 
-async def _flood_connection(node: Node, token: str, name: str, room_id: int, start: float, end: float,
-                            tally: Counter) -> None:
+async def _flood_connection(
+    node: Node, token: str, name: str, room_id: int, start: float, end: float, tally: Counter
+) -> None:
     """One connection, opened again whenever the node closes it, until `end`."""
     with trio.move_on_at(end):
         for attempt in itertools.count():

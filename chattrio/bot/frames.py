@@ -67,6 +67,7 @@ server_decoder = msgspec.json.Decoder(ServerFrame)
 
 # Client frames -----------------------------------------------------------------------------
 
+
 class Subscribe(msgspec.Struct, tag="SUBSCRIBE", omit_defaults=True):
     destination: str
     since: int | None = None

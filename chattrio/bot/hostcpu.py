@@ -62,16 +62,21 @@ class HostCpu:
         if middle < 0:
             return
         second = int(middle)
-        for series, value in ((self.busy_cores, (times.busy - last[1].busy) / elapsed),
-                              (self.steal_cores, (times.steal - last[1].steal) / elapsed)):
+        for series, value in (
+            (self.busy_cores, (times.busy - last[1].busy) / elapsed),
+            (self.steal_cores, (times.steal - last[1].steal) / elapsed),
+        ):
             if second >= len(series):
                 series.extend([None] * (second + 1 - len(series)))
             series[second] = round(value, 2)
 
     def mean(self, first: int, last: int) -> tuple[float, float] | None:
         """Mean busy and stolen cores over seconds [first, last), or None when nothing was sampled."""
-        pairs = [(b, s) for b, s in zip(self.busy_cores[first:last], self.steal_cores[first:last])
-                 if b is not None and s is not None]
+        pairs = [
+            (b, s)
+            for b, s in zip(self.busy_cores[first:last], self.steal_cores[first:last])
+            if b is not None and s is not None
+        ]
         if not pairs:
             return None
         return (round(sum(b for b, _ in pairs) / len(pairs), 2), round(sum(s for _, s in pairs) / len(pairs), 2))

@@ -42,8 +42,7 @@ class HttpPool:
         self._slots = trio.Semaphore(size)
         self._idle: list[_Conn] = []
 
-    async def request(self, method: str, path: str, body: object | None = None,
-                      token: str | None = None) -> Response:
+    async def request(self, method: str, path: str, body: object | None = None, token: str | None = None) -> Response:
         payload = json.dumps(body).encode() if body is not None else b""
         headers = [("Host", f"{self.node.host}:{self.node.port}"), ("Content-Length", str(len(payload)))]
         if body is not None:

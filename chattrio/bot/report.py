@@ -29,14 +29,24 @@ def machine_info(load_before: float) -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.release()}", "loadAverageBefore": round(load_before, 1)}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "loadAverageBefore": round(load_before, 1),
+    }
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -96,34 +106,71 @@ def summarize(outcome: RunOutcome) -> dict:
         "command": cfg.command_line,
         "config": msgspec.to_builtins(cfg),
         "rooms": outcome.rooms,
-        "users": {"planned": cfg.user_count, "connected": connected, "failed": c.get("usersFailed", 0),
-                  "skipped": c.get("usersSkipped", 0), "notResumed": c.get("usersNotResumed", 0),
-                  "loginRetries": c.get("loginRetries", 0),
-                  "subscribeRetries": c.get("subscribeRetries", 0),
-                  "restCatchUps": c.get("restCatchUps", 0),
-                  "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
-                  "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")}},
-        "messages": {"sent": sent, "acked": acked, "unacked": sent - acked, "resent": c.get("resent", 0),
-                     "errors": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("error.")}},
-        "deliveries": {"expected": delivery.expected, "delivered": delivery.delivered, "lost": delivery.lost,
-                       "duplicates": c.get("duplicates", 0), "outOfOrder": c.get("outOfOrder", 0),
-                       "unexpected": delivery.unexpected, "ackedMessagesWithLoss": delivery.acked_lost_messages,
-                       "lostSamples": [{"clientMsgId": cmid, "roomId": room, "seq": seq, "expected": exp, "got": got,
-                                        "sentSecond": round(ledger.sent[cmid].sent_at - sched.t0, 3)}
-                                       for cmid, room, seq, exp, got in delivery.lost_samples],
-                       "received": e2e.count,
-                       "perSecondChat": round(_chat_window_rate(series.get("delivered", []), chat_first, chat_last), 1),
-                       "perSecondPeak": max(series.get("delivered", []), default=0)},
-        "reconnects": {"disconnects": c.get("disconnects", 0), "reconnects": c.get("reconnects", 0),
-                       "timeMs": ledger.reconnect.summary_ms()},
+        "users": {
+            "planned": cfg.user_count,
+            "connected": connected,
+            "failed": c.get("usersFailed", 0),
+            "skipped": c.get("usersSkipped", 0),
+            "notResumed": c.get("usersNotResumed", 0),
+            "loginRetries": c.get("loginRetries", 0),
+            "subscribeRetries": c.get("subscribeRetries", 0),
+            "restCatchUps": c.get("restCatchUps", 0),
+            "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
+            "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")},
+        },
+        "messages": {
+            "sent": sent,
+            "acked": acked,
+            "unacked": sent - acked,
+            "resent": c.get("resent", 0),
+            "errors": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("error.")},
+        },
+        "deliveries": {
+            "expected": delivery.expected,
+            "delivered": delivery.delivered,
+            "lost": delivery.lost,
+            "duplicates": c.get("duplicates", 0),
+            "outOfOrder": c.get("outOfOrder", 0),
+            "unexpected": delivery.unexpected,
+            "ackedMessagesWithLoss": delivery.acked_lost_messages,
+            "lostSamples": [
+                {
+                    "clientMsgId": cmid,
+                    "roomId": room,
+                    "seq": seq,
+                    "expected": exp,
+                    "got": got,
+                    "sentSecond": round(ledger.sent[cmid].sent_at - sched.t0, 3),
+                }
+                for cmid, room, seq, exp, got in delivery.lost_samples
+            ],
+            "received": e2e.count,
+            "perSecondChat": round(_chat_window_rate(series.get("delivered", []), chat_first, chat_last), 1),
+            "perSecondPeak": max(series.get("delivered", []), default=0),
+        },
+        "reconnects": {
+            "disconnects": c.get("disconnects", 0),
+            "reconnects": c.get("reconnects", 0),
+            "timeMs": ledger.reconnect.summary_ms(),
+        },
         "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
         "protocolViolations": c.get("protocolViolations", 0),
-        "bot": {"workers": cfg.workers, "cpuSeconds": round(c.get("cpuMs", 0) / 1000, 1),
-                "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1), "loopLagMs": ledger.loop_lag.summary_ms(),
-                "loopLagMaxSecond": worst_lag_second},
-        "timeline": {"chatStartSecond": chat_first, "chatEndSecond": chat_last, **series,
-                     "latencyMs": latency_over_time, "loopLagMaxMs": lag_max_ms,
-                     "hostBusyCores": outcome.host_cpu.busy_cores, "hostStealCores": outcome.host_cpu.steal_cores},
+        "bot": {
+            "workers": cfg.workers,
+            "cpuSeconds": round(c.get("cpuMs", 0) / 1000, 1),
+            "chatCpuSeconds": round(c.get("chatCpuMs", 0) / 1000, 1),
+            "loopLagMs": ledger.loop_lag.summary_ms(),
+            "loopLagMaxSecond": worst_lag_second,
+        },
+        "timeline": {
+            "chatStartSecond": chat_first,
+            "chatEndSecond": chat_last,
+            **series,
+            "latencyMs": latency_over_time,
+            "loopLagMaxMs": lag_max_ms,
+            "hostBusyCores": outcome.host_cpu.busy_cores,
+            "hostStealCores": outcome.host_cpu.steal_cores,
+        },
         "server": {
             "nodes": nodes,
             "metrics": {"start": start, "peak": peak, "end": end},
@@ -182,24 +229,35 @@ def text_summary(s: dict) -> str:
     ]
     mc = s["machine"]
     if mc["chatBusyCores"] is not None:
-        lines.append(f"machine    {mc['chatBusyCores']} of {mc['cores']} cores busy during the chat (all processes),"
-                     f" {mc['chatStealCores']} stolen by the hypervisor")
+        lines.append(
+            f"machine    {mc['chatBusyCores']} of {mc['cores']} cores busy during the chat (all processes),"
+            f" {mc['chatStealCores']} stolen by the hypervisor"
+        )
     b = s["bot"]
-    lines.append(f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s"
-                 f" ({b['chatCpuSeconds']} during the {s['config']['chatDurationSeconds']:g} s chat);"
-                 f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms"
-                 + _when(b["loopLagMaxSecond"], s["timeline"]))
+    lines.append(
+        f"bot        {b['workers']} worker(s), {b['cpuSeconds']} CPU s in {s['durationSeconds']} s"
+        f" ({b['chatCpuSeconds']} during the {s['config']['chatDurationSeconds']:g} s chat);"
+        f" event-loop lag p99 {b['loopLagMs']['p99']} ms, max {b['loopLagMs']['max']} ms"
+        + _when(b["loopLagMaxSecond"], s["timeline"])
+    )
     if s["server"]["memoryPerConnectionBytes"] is not None and not s["config"]["messagesPerSecond"]:
-        lines.append(f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection"
-                     f" (nodes' connections at peak: {s['server']['connectionsAtPeak']})")
+        lines.append(
+            f"memory     {s['server']['memoryPerConnectionBytes'] / 1024:.1f} KiB RSS per connection"
+            f" (nodes' connections at peak: {s['server']['connectionsAtPeak']})"
+        )
     if s["exec"]:
-        lines.append(f"exec       {s['exec']['secondsIntoChat']} s into the chat: {s['exec']['command']}"
-                     f" -> exit {s['exec']['returncode']}")
+        lines.append(
+            f"exec       {s['exec']['secondsIntoChat']} s into the chat: {s['exec']['command']}"
+            f" -> exit {s['exec']['returncode']}"
+        )
     if s.get("flood"):
         lines.append(f"flood      {s['config']['flooders']} flooder(s): {s['flood']}")
     for url, deltas in zip(s["server"]["nodes"], s["server"]["metricDeltas"]):
-        counters = {k.removeprefix("chattrio_").removesuffix("_total"): round(v) for k, v in deltas.items()
-                    if k.startswith("chattrio_") and "_total" in k and v}
+        counters = {
+            k.removeprefix("chattrio_").removesuffix("_total"): round(v)
+            for k, v in deltas.items()
+            if k.startswith("chattrio_") and "_total" in k and v
+        }
         # A counter that went down means the node restarted during the run.
         moved = ", ".join(f"{k} {v:+d}" for k, v in counters.items())
         lines.append(f"server     {url}: " + (moved or ("no counter moved" if deltas else "no /metrics at the end")))
@@ -219,8 +277,9 @@ def _tick(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
-def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: str,
-                   width: int = 760, height: int = 260) -> str:
+def svg_line_chart(
+    title: str, series: dict[str, list[float | None]], y_label: str, width: int = 760, height: int = 260
+) -> str:
     """A self-contained SVG line chart (x = index in seconds); None values break the line."""
     left, right, top, bottom = 60, 150, 30, 35
     values = [v for vs in series.values() for v in vs if v is not None]
@@ -234,18 +293,24 @@ def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: s
     def y(v: float) -> float:
         return top + plot_h - plot_h * v / y_max
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
     for k in range(5):
         v = y_max * k / 4
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{_tick(v)}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+            f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{_tick(v)}</text>'
+        )
     for k in range(0, n, max(1, n // 10)):
         parts.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{k}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">seconds since start</text>'
-                 f'<text x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 {top + plot_h / 2})" '
-                 f'text-anchor="middle">{html.escape(y_label)}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">seconds since start</text>'
+        f'<text x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 {top + plot_h / 2})" '
+        f'text-anchor="middle">{html.escape(y_label)}</text>'
+    )
     for idx, (name, vs) in enumerate(series.items()):
         colour = _COLOURS[idx % len(_COLOURS)]
         segments, current = [], []
@@ -265,9 +330,11 @@ def svg_line_chart(title: str, series: dict[str, list[float | None]], y_label: s
             else:
                 parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(seg)}"/>')
         ly = top + 12 + 16 * idx
-        parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
-                     f'stroke="{colour}" stroke-width="2"/><text x="{left + plot_w + 35}" y="{ly + 4}">'
-                     f'{html.escape(name)}</text>')
+        parts.append(
+            f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{ly}" y2="{ly}" '
+            f'stroke="{colour}" stroke-width="2"/><text x="{left + plot_w + 35}" y="{ly + 4}">'
+            f"{html.escape(name)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -280,25 +347,33 @@ def svg_bar_chart(title: str, groups: dict[str, dict[str, float]], width: int = 
     plot_w, plot_h = width - left - right, height - top - bottom
     group_w = plot_w / max(len(labels), 1)
     bar_w = group_w * 0.8 / max(len(groups), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11"><text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
     for gi, label in enumerate(labels):
-        parts.append(f'<text x="{left + group_w * (gi + 0.5):.1f}" y="{top + plot_h + 15}" '
-                     f'text-anchor="middle">{html.escape(label)}</text>')
+        parts.append(
+            f'<text x="{left + group_w * (gi + 0.5):.1f}" y="{top + plot_h + 15}" '
+            f'text-anchor="middle">{html.escape(label)}</text>'
+        )
         for si, (name, values) in enumerate(groups.items()):
             v = values[label]
             h = plot_h * v / y_max
             bx = left + group_w * gi + group_w * 0.1 + bar_w * si
-            parts.append(f'<rect x="{bx:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                         f'fill="{_COLOURS[si % len(_COLOURS)]}"><title>{html.escape(name)} {label}: {v} ms'
-                         f'</title></rect><text x="{bx + bar_w / 2:.1f}" y="{top + plot_h - h - 3:.1f}" '
-                         f'text-anchor="middle" font-size="9">{v:.4g}</text>')
+            parts.append(
+                f'<rect x="{bx:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                f'fill="{_COLOURS[si % len(_COLOURS)]}"><title>{html.escape(name)} {label}: {v} ms'
+                f'</title></rect><text x="{bx + bar_w / 2:.1f}" y="{top + plot_h - h - 3:.1f}" '
+                f'text-anchor="middle" font-size="9">{v:.4g}</text>'
+            )
     for si, name in enumerate(groups):
         ly = top + 12 + 16 * si
-        parts.append(f'<rect x="{left + plot_w + 10}" y="{ly - 6}" width="12" height="12" '
-                     f'fill="{_COLOURS[si % len(_COLOURS)]}"/><text x="{left + plot_w + 28}" y="{ly + 4}">'
-                     f'{html.escape(name)} (ms)</text>')
+        parts.append(
+            f'<rect x="{left + plot_w + 10}" y="{ly - 6}" width="12" height="12" '
+            f'fill="{_COLOURS[si % len(_COLOURS)]}"/><text x="{left + plot_w + 28}" y="{ly + 4}">'
+            f"{html.escape(name)} (ms)</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -308,20 +383,31 @@ def html_report(s: dict) -> str:
     pct = ("p50", "p90", "p99", "p99.9", "max")
     charts = [
         svg_line_chart("Deliveries per second", {"delivered/s": t.get("delivered", [])}, "per second"),
-        svg_line_chart("Sends and ACKs per second", {"sent/s": t.get("sent", []), "acked/s": t.get("acked", [])},
-                       "per second"),
+        svg_line_chart(
+            "Sends and ACKs per second", {"sent/s": t.get("sent", []), "acked/s": t.get("acked", [])}, "per second"
+        ),
         svg_line_chart("End-to-end latency over time (by second of receipt)", t["latencyMs"], "ms"),
-        svg_line_chart("The bot's event-loop lag, worst per second (a stall of the bot, not of the servers)",
-                       {"lag max": t.get("loopLagMaxMs", [])}, "ms"),
-        svg_line_chart("The machine's CPUs: cores busy (all processes) and stolen by the hypervisor",
-                       {"busy": t.get("hostBusyCores", []), "stolen": t.get("hostStealCores", [])}, "cores"),
-        svg_bar_chart("Latency percentiles",
-                      {"end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
-                       "ack": {p: s["latencyMs"]["ack"][p] for p in pct}}),
+        svg_line_chart(
+            "The bot's event-loop lag, worst per second (a stall of the bot, not of the servers)",
+            {"lag max": t.get("loopLagMaxMs", [])},
+            "ms",
+        ),
+        svg_line_chart(
+            "The machine's CPUs: cores busy (all processes) and stolen by the hypervisor",
+            {"busy": t.get("hostBusyCores", []), "stolen": t.get("hostStealCores", [])},
+            "cores",
+        ),
+        svg_bar_chart(
+            "Latency percentiles",
+            {
+                "end-to-end": {p: s["latencyMs"]["endToEnd"][p] for p in pct},
+                "ack": {p: s["latencyMs"]["ack"][p] for p in pct},
+            },
+        ),
     ]
     figures = json.dumps({k: v for k, v in s.items() if k not in ("timeline", "server", "config")}, indent=2)
     return (
-        "<!doctype html><html><head><meta charset=\"utf-8\">"
+        '<!doctype html><html><head><meta charset="utf-8">'
         f"<title>chattrio bot: {html.escape(s['scenario'])} {html.escape(s['runId'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:60em}pre{background:#f6f6f6;padding:1em;"
         "white-space:pre-wrap}</style></head><body>"
@@ -356,9 +442,15 @@ def bench_record(s: dict) -> dict:
     machine = {"cores": mc["cores"], "cpu": mc["cpu"], "loadAverageBefore": mc["loadAverageBefore"]}
     if chatted and mc.get("chatBusyCores") is not None:
         machine.update(chatBusyCores=mc["chatBusyCores"], chatStealCores=mc["chatStealCores"])
-    parameters = {"users": cfg["userCount"], "rooms": cfg["rooms"], "messagesPerSecondPerUser": cfg["messagesPerSecond"],
-                  "chatSeconds": cfg["chatDurationSeconds"], "rampUpSeconds": cfg["rampUpTimeSeconds"],
-                  "nodes": len(s["server"]["nodes"]), "workers": cfg["workers"]}
+    parameters = {
+        "users": cfg["userCount"],
+        "rooms": cfg["rooms"],
+        "messagesPerSecondPerUser": cfg["messagesPerSecond"],
+        "chatSeconds": cfg["chatDurationSeconds"],
+        "rampUpSeconds": cfg["rampUpTimeSeconds"],
+        "nodes": len(s["server"]["nodes"]),
+        "workers": cfg["workers"],
+    }
     if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
         parameters["memoryPerConnectionKiB"] = round(s["server"]["memoryPerConnectionBytes"] / 1024, 1)
     r = s["reconnects"]
@@ -368,12 +460,17 @@ def bench_record(s: dict) -> dict:
         "machine": machine,
         "scenario": s["scenario"],
         "parameters": parameters,
-        "exec": {"command": s["exec"]["command"], "secondsIntoChat": s["exec"]["secondsIntoChat"]} if s["exec"] else None,
+        "exec": {"command": s["exec"]["command"], "secondsIntoChat": s["exec"]["secondsIntoChat"]}
+        if s["exec"]
+        else None,
         "deliveriesPerSecond": d["perSecondChat"] if chatted else None,
         "endToEndMs": {p: e2e[p] for p in ("p50", "p90", "p99", "p99.9", "max")} if chatted else None,
         "ackP99Ms": s["latencyMs"]["ack"]["p99"] if chatted else None,
-        "lost": d["lost"], "duplicates": d["duplicates"], "outOfOrder": d["outOfOrder"],
-        "usersConnected": s["users"]["connected"], "usersFailed": s["users"]["failed"],
+        "lost": d["lost"],
+        "duplicates": d["duplicates"],
+        "outOfOrder": d["outOfOrder"],
+        "usersConnected": s["users"]["connected"],
+        "usersFailed": s["users"]["failed"],
         "reconnects": r["reconnects"],
         "reconnectMs": {"p50": r["timeMs"]["p50"], "max": r["timeMs"]["max"]} if r["reconnects"] else None,
         "passed": s["verdict"]["passed"],

@@ -11,9 +11,11 @@ from collections.abc import Iterable
 DEFAULT_FILE = "bench-results/runs.jsonl"
 LATEST = 6  # runs per scenario
 
-HEADER = ("| date | commit | cores busy | deliveries/s | e2e p50 / p99 / max ms | ACK p99 ms "
-          "| lost / dup / reorder | users ok / failed | reconnects | result |\n"
-          "|---|---|---|---|---|---|---|---|---|---|\n")
+HEADER = (
+    "| date | commit | cores busy | deliveries/s | e2e p50 / p99 / max ms | ACK p99 ms "
+    "| lost / dup / reorder | users ok / failed | reconnects | result |\n"
+    "|---|---|---|---|---|---|---|---|---|---|\n"
+)
 NOTE_HEADER = "| date | commit | result |\n|---|---|---|\n"
 
 
@@ -31,10 +33,18 @@ def _run_row(r: dict) -> str:
     reconnects = str(r["reconnects"])
     if r["reconnectMs"]:
         reconnects += f" (p50 {_ms(r['reconnectMs']['p50'])} / max {_ms(r['reconnectMs']['max'])} ms)"
-    cells = [r["date"], r["commit"], str(r["machine"].get("chatBusyCores", "-")),
-             "-" if r["deliveriesPerSecond"] is None else f"{r['deliveriesPerSecond']:,.0f}", latency,
-             _ms(r["ackP99Ms"]), f"{r['lost']} / {r['duplicates']} / {r['outOfOrder']}",
-             f"{r['usersConnected']} / {r['usersFailed']}", reconnects, "pass" if r["passed"] else "fail"]
+    cells = [
+        r["date"],
+        r["commit"],
+        str(r["machine"].get("chatBusyCores", "-")),
+        "-" if r["deliveriesPerSecond"] is None else f"{r['deliveriesPerSecond']:,.0f}",
+        latency,
+        _ms(r["ackP99Ms"]),
+        f"{r['lost']} / {r['duplicates']} / {r['outOfOrder']}",
+        f"{r['usersConnected']} / {r['usersFailed']}",
+        reconnects,
+        "pass" if r["passed"] else "fail",
+    ]
     return "| " + " | ".join(cells) + " |\n"
 
 

@@ -57,6 +57,7 @@ class WorkerPlan(msgspec.Struct):
 
 class Schedule(msgspec.Struct, frozen=True):
     """Wall-clock instants of a run; users join during [t0, chat_start)."""
+
     t0: float
     ramp: float
     chat_start: float
@@ -76,6 +77,7 @@ class Schedule(msgspec.Struct, frozen=True):
 class Progress(msgspec.Struct, kw_only=True):
     """A worker's running totals for the live progress line, and the end-to-end latencies of
     the last whole second (a histogram's wire form, so that workers' seconds merge exactly)."""
+
     connected: int = 0
     failed: int = 0
     live: int = 0
@@ -138,7 +140,7 @@ class WorkerContext:
             seen = self.ledger.seen.get(cmid)
             if seen is None:
                 seen = self.ledger.seen[cmid] = SeenMessage(message.seq)
-            sent_us = int(cmid[cmid.rindex(".") + 1:])
+            sent_us = int(cmid[cmid.rindex(".") + 1 :])
         entry = RoomMessageSeen(message.roomId, message.seq, message.kind, seen, sent_us)
         if len(self.room_messages) >= ROOM_MESSAGES_REMEMBERED:
             self.room_messages.clear()  # the members of a room get a message within moments
@@ -177,10 +179,16 @@ class WorkerContext:
     def progress(self) -> Progress:
         ledger = self.ledger
         c = ledger.counters
-        return Progress(connected=c.get("usersConnected", 0), failed=c.get("usersFailed", 0),
-                        live=self.live, sent=len(ledger.sent), acked=ledger.ack.count,
-                        delivered=c.get("delivered", 0), reconnects=c.get("reconnects", 0),
-                        last_second_latency=ledger.timeline.last_complete_second(time.time()).to_wire())
+        return Progress(
+            connected=c.get("usersConnected", 0),
+            failed=c.get("usersFailed", 0),
+            live=self.live,
+            sent=len(ledger.sent),
+            acked=ledger.ack.count,
+            delivered=c.get("delivered", 0),
+            reconnects=c.get("reconnects", 0),
+            last_second_latency=ledger.timeline.last_complete_second(time.time()).to_wire(),
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -225,6 +233,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
     cfg = plan.config
     nodes = cfg.node_endpoints()
     async with trio.open_nursery() as outer:
+
         async def report_progress() -> None:
             while True:
                 on_progress(ctx.progress())
@@ -266,6 +275,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
 
 # -- the parent ---------------------------------------------------------------------------------
 
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -284,8 +294,9 @@ class RunOutcome:
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
 
 
-async def _setup_request(pool: HttpPool, method: str, path: str, body: object | None = None,
-                         token: str | None = None) -> Response:
+async def _setup_request(
+    pool: HttpPool, method: str, path: str, body: object | None = None, token: str | None = None
+) -> Response:
     """Setting up is not what is measured: a node still busy with the previous run (a dropped
     connection, a 503) gets a few more tries before the run is abandoned."""
     for attempt in range(SETUP_ATTEMPTS):
@@ -340,8 +351,12 @@ async def _run_exec(command: str, at: float, chat_start: float) -> dict:
     into_chat = round(time.time() - chat_start, 3)
     with trio.move_on_after(60):
         proc = await trio.run_process(command, shell=True, capture_stdout=True, capture_stderr=True, check=False)
-        return {"command": command, "secondsIntoChat": into_chat, "returncode": proc.returncode,
-                "output": (proc.stdout + proc.stderr).decode("utf-8", "replace")[-2000:]}
+        return {
+            "command": command,
+            "secondsIntoChat": into_chat,
+            "returncode": proc.returncode,
+            "output": (proc.stdout + proc.stderr).decode("utf-8", "replace")[-2000:],
+        }
     return {"command": command, "secondsIntoChat": into_chat, "returncode": None, "output": "timed out"}
 
 
@@ -394,8 +409,9 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
     schedule = Schedule.of(cfg, t0)
     host_cpu = HostCpu(t0)
-    plans = [WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers)))
-             for w in range(cfg.workers)]
+    plans = [
+        WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers))) for w in range(cfg.workers)
+    ]
     progress = [Progress() for _ in plans]
     ledgers: list[Ledger | None] = [None] * len(plans)
     notes: list[str] = []
@@ -404,6 +420,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     async def one_worker(w: int) -> None:
         def on_progress(snapshot: Progress) -> None:
             progress[w] = snapshot
+
         runner = run_worker if cfg.workers == 1 else _subprocess_worker
         ledgers[w], worker_notes = await runner(plans[w], on_progress)
         notes.extend(worker_notes)
@@ -431,8 +448,15 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         nursery.start_soon(host_cpu.run)
         to_trio = trio.current_time() - time.time()
         for k in range(cfg.flooders):
-            nursery.start_soon(flood, f"{cfg.user_id_prefix}flooder{k}", nodes, room_ids[0],
-                               schedule.chat_start + to_trio, schedule.chat_end + to_trio, flood_tally)
+            nursery.start_soon(
+                flood,
+                f"{cfg.user_id_prefix}flooder{k}",
+                nodes,
+                room_ids[0],
+                schedule.chat_start + to_trio,
+                schedule.chat_end + to_trio,
+                flood_tally,
+            )
         if cfg.exec_command:
             nursery.start_soon(run_exec)
         async with trio.open_nursery() as workers:
@@ -447,5 +471,19 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     for ledger in ledgers:
         assert ledger is not None
         merged.merge(ledger)
-    return RunOutcome(run_id, cfg, schedule, merged, notes, room_ids, metrics, rss, exec_result,
-                      started_at, time.time(), load_before, host_cpu, dict(flood_tally) if cfg.flooders else None)
+    return RunOutcome(
+        run_id,
+        cfg,
+        schedule,
+        merged,
+        notes,
+        room_ids,
+        metrics,
+        rss,
+        exec_result,
+        started_at,
+        time.time(),
+        load_before,
+        host_cpu,
+        dict(flood_tally) if cfg.flooders else None,
+    )

@@ -30,12 +30,26 @@ async def _measure() -> float:
     ctx = WorkerContext(WorkerPlan(cfg, "bench0", time.time(), [42], list(range(USERS))))
     now_us = int(time.time() * 1e6)
     stream = b"".join(
-        _server_frame(msgspec.json.encode({"type": "ROOM_MESSAGE", "message": {
-            "id": "6b1f3c1e-8a3b-4a8e-9b7f-0c2d3e4f5a6b", "roomId": 42, "seq": 1000 + i, "senderId": f"bot{i % USERS}",
-            "kind": "chat", "text": ctx.text, "clientMsgId": f"bench0.{i % USERS}.{i}.{now_us}",
-            "sentAt": now_us // 1000}}))
-        for i in range(MESSAGES))
-    reads = [stream[i:i + READ_BYTES] for i in range(0, len(stream), READ_BYTES)]
+        _server_frame(
+            msgspec.json.encode(
+                {
+                    "type": "ROOM_MESSAGE",
+                    "message": {
+                        "id": "6b1f3c1e-8a3b-4a8e-9b7f-0c2d3e4f5a6b",
+                        "roomId": 42,
+                        "seq": 1000 + i,
+                        "senderId": f"bot{i % USERS}",
+                        "kind": "chat",
+                        "text": ctx.text,
+                        "clientMsgId": f"bench0.{i % USERS}.{i}.{now_us}",
+                        "sentAt": now_us // 1000,
+                    },
+                }
+            )
+        )
+        for i in range(MESSAGES)
+    )
+    reads = [stream[i : i + READ_BYTES] for i in range(0, len(stream), READ_BYTES)]
     users = [SimUser(ctx, i, 42, cfg.node_endpoints()) for i in range(USERS)]
     frames = 0
     # CPU time, not wall time: on a shared machine the wall clock measures the neighbours too.
@@ -53,6 +67,8 @@ async def _measure() -> float:
 
 def receive_bench() -> int:
     rate = trio.run(_measure)
-    print(f"receive path: {rate:,.0f} frames per CPU second in one process"
-          f" ({USERS} users x {MESSAGES} ROOM_MESSAGE frames: parse, decode, account)")
+    print(
+        f"receive path: {rate:,.0f} frames per CPU second in one process"
+        f" ({USERS} users x {MESSAGES} ROOM_MESSAGE frames: parse, decode, account)"
+    )
     return 0

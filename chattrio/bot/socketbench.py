@@ -60,9 +60,21 @@ def _loopback_pairs(n: int) -> tuple[list[socket.socket], list[socket.socket]]:
 
 
 def _room_message_frame(seq: int, cmid: str, text: str) -> bytes:
-    payload = msgspec.json.encode({"type": "ROOM_MESSAGE", "message": {
-        "id": "6b1f3c1e-8a3b-4a8e-9b7f-0c2d3e4f5a6b", "roomId": ROOM_ID, "seq": seq, "senderId": "bot0",
-        "kind": "chat", "text": text, "clientMsgId": cmid, "sentAt": 0}})
+    payload = msgspec.json.encode(
+        {
+            "type": "ROOM_MESSAGE",
+            "message": {
+                "id": "6b1f3c1e-8a3b-4a8e-9b7f-0c2d3e4f5a6b",
+                "roomId": ROOM_ID,
+                "seq": seq,
+                "senderId": "bot0",
+                "kind": "chat",
+                "text": text,
+                "clientMsgId": cmid,
+                "sentAt": 0,
+            },
+        }
+    )
     n = len(payload)
     return (bytes((0x81, n)) if n < 126 else bytes((0x81, 126, n >> 8, n & 0xFF))) + payload
 
@@ -132,8 +144,20 @@ def _start_server(servers: list[socket.socket], clients: list[socket.socket], te
 
 
 def _context(rate: float, duration: float) -> WorkerContext:
-    cfg = load_config(["--node", "http://127.0.0.1:1", "--users", str(CONNECTIONS), "--rate", str(rate),
-                       "--ramp-up", "0", "--duration", str(duration)])
+    cfg = load_config(
+        [
+            "--node",
+            "http://127.0.0.1:1",
+            "--users",
+            str(CONNECTIONS),
+            "--rate",
+            str(rate),
+            "--ramp-up",
+            "0",
+            "--duration",
+            str(duration),
+        ]
+    )
     return WorkerContext(WorkerPlan(cfg, RUN_ID, time.time(), [ROOM_ID], list(range(CONNECTIONS))))
 
 
@@ -168,6 +192,7 @@ def _users(ctx: WorkerContext) -> list[SimUser]:
 
 # A task per user for each direction (the simple design) is kept here as the yardstick: on a
 # shared machine only a comparison within one run means much.
+
 
 async def _read_in_own_task(user: SimUser, conn: WsConnection) -> None:
     while True:
@@ -234,14 +259,21 @@ async def _send(control: socket.socket, conns: list[WsConnection], send_clock: b
 
 async def _measure(control: socket.socket, socks: list[socket.socket]) -> None:
     conns = _connections(socks)
-    for shared_receiver, label in ((False, "receive, a task per user (before)"), (True, "receive, one receiver per worker")):
+    for shared_receiver, label in (
+        (False, "receive, a task per user (before)"),
+        (True, "receive, one receiver per worker"),
+    ):
         frames, phase = await _receive(control, conns, shared_receiver)
-        print(f"{label:36} {frames / phase.cpu:9,.0f} frames per CPU second"
-              f" ({frames:,} frames one per read over {CONNECTIONS:,} sockets: {phase.describe()})")
+        print(
+            f"{label:36} {frames / phase.cpu:9,.0f} frames per CPU second"
+            f" ({frames:,} frames one per read over {CONNECTIONS:,} sockets: {phase.describe()})"
+        )
     for send_clock, label in ((False, "send, a task per user (before)"), (True, "send, one send clock per worker")):
         sends, phase = await _send(control, conns, send_clock)
-        print(f"{label:36} {sends / phase.cpu:9,.0f} sends per CPU second"
-              f" ({sends:,} sends by {CONNECTIONS:,} users at {SEND_RATE:g}/s: {phase.describe()})")
+        print(
+            f"{label:36} {sends / phase.cpu:9,.0f} sends per CPU second"
+            f" ({sends:,} sends by {CONNECTIONS:,} users at {SEND_RATE:g}/s: {phase.describe()})"
+        )
     control.send(_QUIT)
 
 
@@ -255,4 +287,3 @@ def socket_bench() -> int:
         control.close()
         os.waitpid(pid, 0)
     return 0
-

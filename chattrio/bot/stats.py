@@ -113,8 +113,13 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def to_wire(self) -> dict:
-        return {"counts": [[b, n] for b, n in sorted(self.counts.items())], "count": self.count,
-                "total": self.total, "max": self.max, "min": self.min}
+        return {
+            "counts": [[b, n] for b, n in sorted(self.counts.items())],
+            "count": self.count,
+            "total": self.total,
+            "max": self.max,
+            "min": self.min,
+        }
 
     @classmethod
     def from_wire(cls, data: dict) -> Histogram:
@@ -189,8 +194,12 @@ class Timeline:
             self.note_loop_lag(self.t0 + s, lag_us)
 
     def to_wire(self) -> dict:
-        return {"t0": self.t0, "counts": self.counts, "latency": [h.to_wire() for h in self.latency],
-                "loopLagMax": self.loop_lag_max}
+        return {
+            "t0": self.t0,
+            "counts": self.counts,
+            "latency": [h.to_wire() for h in self.latency],
+            "loopLagMax": self.loop_lag_max,
+        }
 
     @classmethod
     def from_wire(cls, data: dict) -> Timeline:
@@ -212,6 +221,7 @@ class SentMessage:
 @dataclass(slots=True)
 class SeenMessage:
     """What the receivers of one worker saw of one bot message."""
+
     seq: int
     receivers: int = 0
 
@@ -238,6 +248,7 @@ class Ledger:
     Expected deliveries of an acknowledged message = the bot's users in its room whose
     subscription covers its seq, i.e. whose SUBSCRIBED.lastSeq is below it (null: all).
     """
+
     counters: dict[str, int] = field(default_factory=dict)
     sent: dict[str, SentMessage] = field(default_factory=dict)
     seen: dict[str, SeenMessage] = field(default_factory=dict)
@@ -259,7 +270,8 @@ class Ledger:
             "sent": {k: [m.room_id, m.sent_at, m.acked, m.ack_seq] for k, m in self.sent.items()},
             "seen": {k: [m.seq, m.receivers] for k, m in self.seen.items()},
             "members": {str(r): v for r, v in self.members.items()},
-            "ack": self.ack.to_wire(), "reconnect": self.reconnect.to_wire(),
+            "ack": self.ack.to_wire(),
+            "reconnect": self.reconnect.to_wire(),
             "loopLag": self.loop_lag.to_wire(),
             "timeline": self.timeline.to_wire(),
         }
@@ -272,7 +284,8 @@ class Ledger:
             seen={k: SeenMessage(*v) for k, v in data["seen"].items()},
             members={int(r): list(v) for r, v in data["members"].items()},
             ack=Histogram.from_wire(data["ack"]),
-            reconnect=Histogram.from_wire(data["reconnect"]), loop_lag=Histogram.from_wire(data["loopLag"]),
+            reconnect=Histogram.from_wire(data["reconnect"]),
+            loop_lag=Histogram.from_wire(data["loopLag"]),
             timeline=Timeline.from_wire(data["timeline"]),
         )
 

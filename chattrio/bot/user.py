@@ -52,6 +52,7 @@ class LoginFailed(Exception):
 @dataclass(slots=True)
 class RoomTrack:
     """What one user saw of its room, across its connections."""
+
     seen: set[int] = field(default_factory=set)
     highest: int = -1
     first_last_seq: int | None = None
@@ -359,8 +360,9 @@ class SimUser:
             seen_seqs.add(seq)
             if seq <= floor:
                 # Covered by neither our subscription (lastSeq) nor a `since` replay.
-                ctx.protocol_violation(f"{self.user_id} got {message.kind} seq {seq} live after SUBSCRIBED"
-                                       f" lastSeq={floor} (no since)")
+                ctx.protocol_violation(
+                    f"{self.user_id} got {message.kind} seq {seq} live after SUBSCRIBED lastSeq={floor} (no since)"
+                )
             if seq < highest:
                 out_of_order += 1
             else:
@@ -422,7 +424,8 @@ class SimUser:
             self.track.entered = True
             self.track.first_last_seq = frame.lastSeq
             self.ctx.ledger.members.setdefault(self.room_id, []).append(
-                frame.lastSeq if frame.lastSeq is not None else -1)
+                frame.lastSeq if frame.lastSeq is not None else -1
+            )
 
     def _on_error(self, frame: frames.Error) -> None:
         ctx = self.ctx

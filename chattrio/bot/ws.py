@@ -277,11 +277,11 @@ class WsConnection:
                 try:
                     parse_upgrade_response(buf[:idx], key)
                 except HandshakeRefused as exc:
-                    raise HandshakeRefused(exc.status, buf[idx + 4:]) from None
+                    raise HandshakeRefused(exc.status, buf[idx + 4 :]) from None
             except BaseException:
                 stream.socket.close()
                 raise
-        return cls(sock, stream, buf[idx + 4:])
+        return cls(sock, stream, buf[idx + 4 :])
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -338,8 +338,7 @@ class WsConnection:
     def needs_task(self) -> bool:
         """Whether `receive` has something to handle that `receive_nowait` cannot."""
         parser = self._parser
-        return (self._failure is not None or parser.closed is not None or bool(parser.pings)
-                or bool(self._leftover))
+        return self._failure is not None or parser.closed is not None or bool(parser.pings) or bool(self._leftover)
 
     def fail(self, exc: BaseException) -> None:
         """Make `receive` raise `exc` (e.g. the accounting found the session unusable)."""

@@ -66,8 +66,14 @@ async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) 
             with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 for name, child in children.items():
                     await nursery.start(supervisor.supervise, name, child)
-                log.info("node ready", extra={"port": settings.port, "internal_port": settings.internal_port_number,
-                                              "node_id": settings.node_id})
+                log.info(
+                    "node ready",
+                    extra={
+                        "port": settings.port,
+                        "internal_port": settings.internal_port_number,
+                        "node_id": settings.node_id,
+                    },
+                )
                 task_status.started()
                 async for signum in signals:
                     log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -83,8 +89,10 @@ def _check_auth(settings: Settings) -> None:
     if settings.dev_mode:
         log.warning("dev mode: the public default secret is accepted; never expose this node")
     if settings.auth_mode == "open":
-        log.warning("auth mode open: anyone can log in as any user id, and unknown ids sign up "
-                    "(CHATTRIO_AUTH_MODE=jwt takes identities from your identity service)")
+        log.warning(
+            "auth mode open: anyone can log in as any user id, and unknown ids sign up "
+            "(CHATTRIO_AUTH_MODE=jwt takes identities from your identity service)"
+        )
     else:
         log.info("auth mode jwt: %s tokens from the identity service; sign-up by id is off", verifier.algorithm)
 

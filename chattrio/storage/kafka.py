@@ -23,7 +23,6 @@ import msgspec
 import trio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -32,11 +31,18 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     UnknownMemberIdError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaException, Producer
 
 from chattrio.config import Settings
 from chattrio.models import (
-    ChatRecord, DeadLetter, DomainEvent, Message, chat_record_decoder, chat_record_encoder, event_decoder
+    ChatRecord,
+    DeadLetter,
+    DomainEvent,
+    Message,
+    chat_record_decoder,
+    chat_record_encoder,
+    event_decoder,
 )
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
@@ -268,7 +274,9 @@ class ChatProducer:
             future = loop.create_future()
             try:
                 self._producer.produce(
-                    self._events_topic, row.payload, key=row.key.encode(),
+                    self._events_topic,
+                    row.payload,
+                    key=row.key.encode(),
                     on_delivery=partial(_resolve_threadsafe, loop, future),
                 )
             except (BufferError, KafkaException) as exc:
@@ -276,7 +284,7 @@ class ChatProducer:
             futures.append(future)
         try:
             await asyncio.wait_for(asyncio.gather(*futures), PRODUCE_TIMEOUT + DELIVERY_POLL * 2)
-        except (KafkaException, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaException) as exc:
             raise KafkaUnavailable(f"Kafka did not acknowledge the events: {exc!r}") from exc
 
 

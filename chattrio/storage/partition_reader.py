@@ -284,7 +284,9 @@ class PartitionReader:
         parts = [_FETCH_HEAD.pack(-1, wait_ms, 1, FETCH_MAX_BYTES, 0, 0, -1), _I32.pack(len(by_topic))]
         for topic, numbers in by_topic.items():
             parts += (_string(topic), _I32.pack(len(numbers)))
-            parts += (_FETCH_PARTITION.pack(p, -1, self._positions[(topic, p)], -1, PARTITION_MAX_BYTES) for p in numbers)
+            parts += (
+                _FETCH_PARTITION.pack(p, -1, self._positions[(topic, p)], -1, PARTITION_MAX_BYTES) for p in numbers
+            )
         parts.append(_I32.pack(0))  # no forgotten topics (no fetch session)
         return b"".join(parts)
 
@@ -301,8 +303,10 @@ class PartitionReader:
                 raise
         except KafkaUnavailable as exc:
             if broker not in self._unreachable:
-                log.warning("fan-out fetch failed, following the partitions' leaders",
-                            extra={"broker": broker, "error": str(exc)})
+                log.warning(
+                    "fan-out fetch failed, following the partitions' leaders",
+                    extra={"broker": broker, "error": str(exc)},
+                )
             self._unreachable.add(broker)
             self._metadata_stale = True
             await self._send_response.send((broker, generation, None))
@@ -387,8 +391,10 @@ class PartitionReader:
             self._out_of_range, self._metadata_stale = partitions, True
             return
         for tp, offset in starts.items():
-            log.warning("fan-out position out of range, reading from the oldest record",
-                        extra={"topic": tp[0], "partition": tp[1], "was": self._positions[tp], "now": offset})
+            log.warning(
+                "fan-out position out of range, reading from the oldest record",
+                extra={"topic": tp[0], "partition": tp[1], "was": self._positions[tp], "now": offset},
+            )
             self._positions[tp] = offset
         self._generation += 1
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT = 10.0
 MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
-ROOM_QUOTA_LOCK_ID = 0x71756f74  # with the user's hash: one room creation per user at a time under a quota
+ROOM_QUOTA_LOCK_ID = 0x71756F74  # with the user's hash: one room creation per user at a time under a quota
 POOL_SIZE = 8
 
 
@@ -79,7 +79,11 @@ class Database:
             with trio.fail_after(QUERY_TIMEOUT):
                 return await run_asyncio(fn, *args)
         except (
-            OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, AsyncioCancelled, trio.TooSlowError
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            AsyncioCancelled,
+            trio.TooSlowError,
         ) as exc:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         except asyncpg.CannotConnectNowError as exc:
@@ -132,7 +136,8 @@ class Database:
                     return False
                 created_at = await conn.fetchval(
                     "INSERT INTO users (id, skeleton) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING created_at",
-                    user_id, skeleton,
+                    user_id,
+                    skeleton,
                 )
                 if created_at is None:  # the id or a look-alike exists (maybe committed just now)
                     holder = await conn.fetchval("SELECT id FROM users WHERE skeleton = $1", skeleton)
@@ -179,8 +184,10 @@ class Database:
         # then use neither the trigram index nor the primary key's order.
         older = "id < $2" if before_id is not None else "$2::bigint IS NULL"
         if search:
-            sql = (f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} AND lower(name) LIKE '%' || lower($3) || '%'"
-                   " ORDER BY id DESC LIMIT $1")
+            sql = (
+                f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} AND lower(name) LIKE '%' || lower($3) || '%'"
+                " ORDER BY id DESC LIMIT $1"
+            )
             args = (limit, before_id, _like_escaped(search))
         else:
             sql = f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} ORDER BY id DESC LIMIT $1"
@@ -197,12 +204,13 @@ class Database:
     async def _insert_outbox(self, conn, event_id: str, key: str, payload: bytes) -> None:
         await conn.execute(
             "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-            uuid.UUID(event_id), self._outbox_topic, key, payload,
+            uuid.UUID(event_id),
+            self._outbox_topic,
+            key,
+            payload,
         )
 
-    async def relay_outbox(
-        self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]
-    ) -> int:
+    async def relay_outbox(self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]) -> int:
         """Claim up to `limit` unpublished rows in id order, publish them, mark them; one transaction.
 
         `publish` is an asyncio coroutine function (the Kafka adapter's). Rows are claimed with
@@ -243,7 +251,9 @@ class Database:
 
     # Messages ----------------------------------------------------------------------------------
 
-    async def store_messages(self, messages: Sequence[Message], topic: str, next_offsets: dict[int, int]) -> list[Message]:
+    async def store_messages(
+        self, messages: Sequence[Message], topic: str, next_offsets: dict[int, int]
+    ) -> list[Message]:
         """Insert a batch, and in the same transaction how far each partition is now stored
         (`next_offsets`: partition -> the offset after the batch's last record). Returns the
         messages that were new (redeliveries and retries are not)."""
@@ -267,7 +277,9 @@ class Database:
                     " SELECT $1, * FROM unnest($2::int[], $3::bigint[])"
                     " ON CONFLICT (topic, partition)"
                     " DO UPDATE SET next_offset = GREATEST(stored_offsets.next_offset, EXCLUDED.next_offset)",
-                    topic, list(next_offsets), list(next_offsets.values()),
+                    topic,
+                    list(next_offsets),
+                    list(next_offsets.values()),
                 )
             return [r[0] for r in rows]
 
@@ -328,8 +340,7 @@ class Database:
         """Newest first."""
         rows = await self._run(
             self._pool.fetch,
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2"
-            " ORDER BY seq DESC LIMIT $3",
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
             room_id,
             (1 << 62) if before is None else before,
             limit,
@@ -346,7 +357,8 @@ async def _adopt_skeleton(conn, user_id: str, skeleton: str) -> None:
             await conn.execute(
                 "UPDATE users SET skeleton = $2 WHERE id = $1 AND skeleton IS NULL"
                 " AND NOT EXISTS (SELECT 1 FROM users WHERE skeleton = $2)",
-                user_id, skeleton,
+                user_id,
+                skeleton,
             )
     except asyncpg.UniqueViolationError:
         log.info("user %r keeps no skeleton: a look-alike took it", user_id)

@@ -362,7 +362,9 @@ async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.R
     timeouts = {"connect_timeout": REDIS_TIMEOUT, "stream_timeout": REDIS_TIMEOUT}
     sentinel = coredis.Sentinel(
         [TCPLocation(host, port) for host, port in config.sentinels],
-        sentinel_kwargs=dict(timeouts), decode_responses=False, **timeouts,
+        sentinel_kwargs=dict(timeouts),
+        decode_responses=False,
+        **timeouts,
     )
     async with sentinel:
         host, port = await _require_primary(sentinel, config)

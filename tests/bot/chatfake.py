@@ -86,8 +86,9 @@ class FakeChat:
         head, _, body = raw.partition(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
         method, path, _ = lines[0].split(" ")
-        length = next((int(v) for k, _, v in (line.partition(": ") for line in lines[1:])
-                       if k.lower() == "content-length"), 0)
+        length = next(
+            (int(v) for k, _, v in (line.partition(": ") for line in lines[1:]) if k.lower() == "content-length"), 0
+        )
         while len(body) < length:
             body += await stream.receive_some(65536)
         if method == "POST" and path.startswith("/api/user/enter/"):
@@ -97,8 +98,10 @@ class FakeChat:
             room_id = len(self.rooms) + 1
             self.rooms[room_id] = []
             self.room_names[room_id] = json.loads(body)["name"]
-            status, data = 201, {"id": room_id, "name": self.room_names[room_id], "createdBy": "x",
-                                 "createdAt": "", "memberCount": 0}
+            status, data = (
+                201,
+                {"id": room_id, "name": self.room_names[room_id], "createdBy": "x", "createdAt": "", "memberCount": 0},
+            )
         elif method == "GET" and path.startswith("/api/room/") and "/messages" in path:
             status, data = 200, self._history(path)
         elif method == "GET" and path.startswith("/api/room?"):
@@ -110,8 +113,10 @@ class FakeChat:
         else:
             status, data = 404, None
         payload = json.dumps({"success": status < 300, "message": "", "data": data})
-        await stream.send_all(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                              f"Content-Length: {len(payload)}\r\n\r\n{payload}".encode())
+        await stream.send_all(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n{payload}".encode()
+        )
 
     def _history(self, path: str) -> list[dict]:
         """GET /api/room/{id}/messages?limit=&before=: newest first."""
@@ -121,16 +126,21 @@ class FakeChat:
         log = self.rooms[int(route.split("/")[3])]
         before = int(params["before"]) if "before" in params else None
         older = [m for m in log if before is None or m["seq"] < before]
-        return older[-int(params.get("limit", 50)):][::-1]
+        return older[-int(params.get("limit", 50)) :][::-1]
 
     def _room_page(self, query: dict[str, list[str]]) -> dict:
         """GET /api/room's paging: newest first, names containing q, ids below the cursor."""
         limit = int(query["limit"][0])
         below = int(query["cursor"][0]) if "cursor" in query else len(self.rooms) + 1
-        ids = [i for i in sorted(self.room_names, reverse=True)
-               if i < below and query["q"][0].lower() in self.room_names[i].lower()]
-        page = [{"id": i, "name": self.room_names[i], "createdBy": "x", "createdAt": "", "memberCount": 0}
-                for i in ids[:limit]]
+        ids = [
+            i
+            for i in sorted(self.room_names, reverse=True)
+            if i < below and query["q"][0].lower() in self.room_names[i].lower()
+        ]
+        page = [
+            {"id": i, "name": self.room_names[i], "createdBy": "x", "createdAt": "", "memberCount": 0}
+            for i in ids[:limit]
+        ]
         more = len(ids) > limit
         return {"rooms": page, "nextCursor": str(ids[limit - 1]) if more else None, "hasMore": more}
 
@@ -186,8 +196,9 @@ class FakeChat:
                     if message["seq"] > frame["since"]:
                         await client.send({"type": "ROOM_MESSAGE", "message": message})
             client.rooms.add(room)
-            await client.send({"type": "SUBSCRIBED", "ref": ref, "destination": dest,
-                               "lastSeq": log[-1]["seq"] if log else None})
+            await client.send(
+                {"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": log[-1]["seq"] if log else None}
+            )
         elif kind == "UNSUBSCRIBE":
             client.rooms.discard(int(frame["destination"].rsplit("/", 1)[1]))
             await client.send({"type": "UNSUBSCRIBED", "ref": ref, "destination": frame["destination"]})
@@ -200,15 +211,31 @@ class FakeChat:
                 return
             async with self._order:  # one message at a time keeps every receiver in seq order
                 message = await self._store(client, room, cmid, frame["text"])
-            await client.send({"type": "ACK", "ref": ref, "clientMsgId": cmid, "id": message["id"],
-                               "roomId": room, "seq": message["seq"]})
+            await client.send(
+                {
+                    "type": "ACK",
+                    "ref": ref,
+                    "clientMsgId": cmid,
+                    "id": message["id"],
+                    "roomId": room,
+                    "seq": message["seq"],
+                }
+            )
 
     async def _store(self, client: _Client, room: int, cmid: str, text: str) -> dict:
         message = self.stored.get((client.user_id, cmid))
         if message is None:
             self.next_seq += 3  # seqs are not contiguous in the real server either
-            message = {"id": f"id-{self.next_seq}", "roomId": room, "seq": self.next_seq,
-                       "senderId": client.user_id, "kind": "chat", "text": text, "clientMsgId": cmid, "sentAt": 0}
+            message = {
+                "id": f"id-{self.next_seq}",
+                "roomId": room,
+                "seq": self.next_seq,
+                "senderId": client.user_id,
+                "kind": "chat",
+                "text": text,
+                "clientMsgId": cmid,
+                "sentAt": 0,
+            }
             self.stored[(client.user_id, cmid)] = message
             self.rooms[room].append(message)
             await self._broadcast(room, message)

@@ -9,8 +9,11 @@ from chattrio.bot.config import load_config
 
 def test_flags_override_the_file(tmp_path):
     path = tmp_path / "bot.json"
-    path.write_text(json.dumps({"userCount": 50, "rooms": 5, "scenario": "file",
-                                "nodes": ["http://127.0.0.1:1"], "messagesPerSecond": 2}))
+    path.write_text(
+        json.dumps(
+            {"userCount": 50, "rooms": 5, "scenario": "file", "nodes": ["http://127.0.0.1:1"], "messagesPerSecond": 2}
+        )
+    )
     cfg = load_config(["--config", str(path), "--users", "7", "--node", "http://127.0.0.1:2,http://127.0.0.1:3"])
     assert cfg.user_count == 7 and cfg.rooms == 5 and cfg.scenario == "file" and cfg.messages_per_second == 2
     assert [n.port for n in cfg.node_endpoints()] == [2, 3]
@@ -20,17 +23,26 @@ def test_flags_override_the_file(tmp_path):
 def test_single_node_urls():
     cfg = load_config(["--rest-url", "http://localhost:8080/", "--ws-url", "ws://localhost:9000/socket"])
     (node,) = cfg.node_endpoints()
-    assert (node.host, node.port, node.ws_host, node.ws_port, node.ws_path) == ("localhost", 8080, "localhost", 9000, "/socket")
+    assert (node.host, node.port, node.ws_host, node.ws_port, node.ws_path) == (
+        "localhost",
+        8080,
+        "localhost",
+        9000,
+        "/socket",
+    )
     (derived,) = load_config(["--node", "http://h:81"]).node_endpoints()
     assert (derived.ws_host, derived.ws_port, derived.ws_path) == ("h", 81, "/ws")
 
 
-@pytest.mark.parametrize("argv", [
-    [],  # no node
-    ["--node", "http://h:1", "--users", "0"],
-    ["--node", "https://h:1"],
-    ["--node", "http://h:1", "--message-length", "5000"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # no node
+        ["--node", "http://h:1", "--users", "0"],
+        ["--node", "https://h:1"],
+        ["--node", "http://h:1", "--message-length", "5000"],
+    ],
+)
 def test_bad_configurations(argv):
     with pytest.raises(ValueError):
         load_config(argv)

@@ -12,8 +12,26 @@ from chattrio.bot.runner import listed_room_ids, run
 
 
 def _config(urls, *extra):
-    return load_config(["--users", "6", "--rooms", "2", "--ramp-up", "0.3", "--duration", "1.5", "--rate", "4",
-                        "--loss-grace", "0.7", "--scenario", "fake", *[a for u in urls for a in ("--node", u, "--metrics-url", u)], *extra])
+    return load_config(
+        [
+            "--users",
+            "6",
+            "--rooms",
+            "2",
+            "--ramp-up",
+            "0.3",
+            "--duration",
+            "1.5",
+            "--rate",
+            "4",
+            "--loss-grace",
+            "0.7",
+            "--scenario",
+            "fake",
+            *[a for u in urls for a in ("--node", u, "--metrics-url", u)],
+            *extra,
+        ]
+    )
 
 
 async def _mid_chat(fake: FakeChat, messages: int = 10) -> None:

@@ -6,11 +6,29 @@ from chattrio.bot.runner import run
 
 
 async def test_bot_against_real_nodes(cluster, tmp_path):
-    cfg = load_config([
-        "--scenario", "pytest", "--users", "20", "--rooms", "2", "--ramp-up", "1", "--duration", "5",
-        "--rate", "1", "--loss-grace", "5", "--user-id-prefix", f"{cluster.prefix}b", "--out", str(tmp_path),
-        *[arg for node in cluster.nodes for arg in ("--node", node.url, "--metrics-url", node.internal_url)],
-    ])
+    cfg = load_config(
+        [
+            "--scenario",
+            "pytest",
+            "--users",
+            "20",
+            "--rooms",
+            "2",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "5",
+            "--rate",
+            "1",
+            "--loss-grace",
+            "5",
+            "--user-id-prefix",
+            f"{cluster.prefix}b",
+            "--out",
+            str(tmp_path),
+            *[arg for node in cluster.nodes for arg in ("--node", node.url, "--metrics-url", node.internal_url)],
+        ]
+    )
     summary = summarize(await run(cfg, None))
     print(text_summary(summary))
     d = summary["deliveries"]

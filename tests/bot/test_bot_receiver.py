@@ -26,8 +26,8 @@ def read_client_frames(sock: socket.socket, count: int) -> list[tuple[int, bytes
             buf += sock.recv(65536)
         n = buf[1] & 0x7F
         assert buf[1] & 0x80 and n < 126
-        out.append((buf[0] & 0x0F, mask_payload(buf[6:6 + n], buf[2:6])))
-        buf = buf[6 + n:]
+        out.append((buf[0] & 0x0F, mask_payload(buf[6 : 6 + n], buf[2:6])))
+        buf = buf[6 + n :]
     return out
 
 

@@ -18,8 +18,24 @@ T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 ROOM = 7
 NODES = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
 # Two users in one room, each sending once a second during a 3 s chat after a 1 s ramp-up.
-RUN_ARGV = ["--node", NODES[0], "--node", NODES[1], "--users", "2", "--rooms", "1", "--rate", "1",
-            "--ramp-up", "1", "--duration", "3", "--scenario", "unit"]
+RUN_ARGV = [
+    "--node",
+    NODES[0],
+    "--node",
+    NODES[1],
+    "--users",
+    "2",
+    "--rooms",
+    "1",
+    "--rate",
+    "1",
+    "--ramp-up",
+    "1",
+    "--duration",
+    "3",
+    "--scenario",
+    "unit",
+]
 # One per delivery, in order. 2015 µs is the top of its histogram bucket, so the reported
 # midpoint is clamped to the exact minimum; 4000 µs reads as its bucket's midpoint, 4.015 ms.
 LATENCIES_US = [2015] * 6 + [4000] * 5 + [9000]
@@ -36,8 +52,7 @@ def _config(*extra):
 def _outcome(cfg, *, lost=0, chat=True, counters=None, reconnect_us=(), rss=None, exec_result=None) -> RunOutcome:
     """A finished run of two users in one room; the last message misses `lost` of its receivers."""
     schedule = Schedule.of(cfg, T0)
-    ledger = Ledger(members={ROOM: [-1, -1]}, timeline=Timeline(T0),
-                    counters={"usersConnected": 2, **(counters or {})})
+    ledger = Ledger(members={ROOM: [-1, -1]}, timeline=Timeline(T0), counters={"usersConnected": 2, **(counters or {})})
     latencies = iter(LATENCIES_US)
     messages = [(second, user) for second in (1, 2, 3) for user in (0, 1)] if chat else []
     for seq, (second, user) in enumerate(messages, start=1):
@@ -57,28 +72,55 @@ def _outcome(cfg, *, lost=0, chat=True, counters=None, reconnect_us=(), rss=None
     for k, (busy, steal) in enumerate([(100.0, 5.0), (101.2, 5.0), (102.6, 5.1), (104.2, 5.3)], start=1):
         host_cpu.note(T0 + k, CpuTimes(busy, steal))
     # The second node never answered /metrics, as a killed node would not.
-    metrics = {"start": [{"chattrio_messages_total": 10.0, "chattrio_connections": 0.0}, None],
-               "peak": [{"chattrio_connections": 2.0}, None],
-               "end": [{"chattrio_messages_total": 16.0}, None]}
-    return RunOutcome(run_id="abc123", config=cfg, schedule=schedule, ledger=ledger, notes=[], rooms=[ROOM],
-                      metrics=metrics, rss=rss or {"start": [], "peak": [], "end": []}, exec_result=exec_result,
-                      started_at=T0 - 0.2, finished_at=T0 + 9.3, load_before=0.7, host_cpu=host_cpu)
+    metrics = {
+        "start": [{"chattrio_messages_total": 10.0, "chattrio_connections": 0.0}, None],
+        "peak": [{"chattrio_connections": 2.0}, None],
+        "end": [{"chattrio_messages_total": 16.0}, None],
+    }
+    return RunOutcome(
+        run_id="abc123",
+        config=cfg,
+        schedule=schedule,
+        ledger=ledger,
+        notes=[],
+        rooms=[ROOM],
+        metrics=metrics,
+        rss=rss or {"start": [], "peak": [], "end": []},
+        exec_result=exec_result,
+        started_at=T0 - 0.2,
+        finished_at=T0 + 9.3,
+        load_before=0.7,
+        host_cpu=host_cpu,
+    )
 
 
 @pytest.fixture
 def fixed_host(monkeypatch):
     """The commit and the machine are read from the environment; fix them so cells are known."""
     monkeypatch.setattr(report, "git_commit", lambda: "abc1234")
-    monkeypatch.setattr(report, "machine_info", lambda load: {
-        "cores": 2, "cpu": "Test CPU", "python": "3.12.0", "system": "Linux 6.1", "loadAverageBefore": round(load, 1)})
+    monkeypatch.setattr(
+        report,
+        "machine_info",
+        lambda load: {
+            "cores": 2,
+            "cpu": "Test CPU",
+            "python": "3.12.0",
+            "system": "Linux 6.1",
+            "loadAverageBefore": round(load, 1),
+        },
+    )
 
 
 # -- verdict ------------------------------------------------------------------------------------
 
+
 def _verdict_input(lost=0, duplicates=0, out_of_order=0, not_resumed=0, p99=0.0) -> dict:
     """Only the parts of a summary that verdict() reads."""
-    return {"deliveries": {"lost": lost, "duplicates": duplicates, "outOfOrder": out_of_order},
-            "users": {"notResumed": not_resumed}, "latencyMs": {"endToEnd": {"p99": p99}}}
+    return {
+        "deliveries": {"lost": lost, "duplicates": duplicates, "outOfOrder": out_of_order},
+        "users": {"notResumed": not_resumed},
+        "latencyMs": {"endToEnd": {"p99": p99}},
+    }
 
 
 def _thresholds(*flags):
@@ -89,23 +131,29 @@ def test_verdict_passes_at_zero():
     assert verdict(_verdict_input(), _thresholds()) == {"passed": True, "failures": []}
 
 
-@pytest.mark.parametrize(("figures", "flags", "failure"), [
-    ({"lost": 1}, [], "lost 1 > 0"),
-    ({"duplicates": 2}, [], "duplicates 2 > 0"),
-    ({"out_of_order": 1}, [], "out of order 1 > 0"),
-    ({"not_resumed": 1}, [], "users not resumed 1 > 0"),
-    ({"p99": 120.5}, ["--max-p99-ms", "100"], "end-to-end p99 120.5 ms > 100.0 ms"),
-])
+@pytest.mark.parametrize(
+    ("figures", "flags", "failure"),
+    [
+        ({"lost": 1}, [], "lost 1 > 0"),
+        ({"duplicates": 2}, [], "duplicates 2 > 0"),
+        ({"out_of_order": 1}, [], "out of order 1 > 0"),
+        ({"not_resumed": 1}, [], "users not resumed 1 > 0"),
+        ({"p99": 120.5}, ["--max-p99-ms", "100"], "end-to-end p99 120.5 ms > 100.0 ms"),
+    ],
+)
 def test_each_threshold_fails_with_its_own_message(figures, flags, failure):
     assert verdict(_verdict_input(**figures), _thresholds(*flags)) == {"passed": False, "failures": [failure]}
 
 
-@pytest.mark.parametrize(("figure", "flag", "label"), [
-    ("lost", "--max-loss", "lost"),
-    ("duplicates", "--max-duplicates", "duplicates"),
-    ("out_of_order", "--max-out-of-order", "out of order"),
-    ("not_resumed", "--max-not-resumed", "users not resumed"),
-])
+@pytest.mark.parametrize(
+    ("figure", "flag", "label"),
+    [
+        ("lost", "--max-loss", "lost"),
+        ("duplicates", "--max-duplicates", "duplicates"),
+        ("out_of_order", "--max-out-of-order", "out of order"),
+        ("not_resumed", "--max-not-resumed", "users not resumed"),
+    ],
+)
 def test_a_tolerance_is_the_largest_value_that_passes(figure, flag, label):
     cfg = _thresholds(flag, "3")
     assert verdict(_verdict_input(**{figure: 3}), cfg)["passed"]
@@ -127,8 +175,16 @@ def test_without_max_p99_latency_is_not_checked():
 def test_every_exceeded_threshold_is_listed_in_order():
     cfg = _thresholds("--max-p99-ms", "10")
     v = verdict(_verdict_input(lost=1, duplicates=1, out_of_order=1, not_resumed=1, p99=11.0), cfg)
-    assert v == {"passed": False, "failures": ["lost 1 > 0", "duplicates 1 > 0", "out of order 1 > 0",
-                                               "users not resumed 1 > 0", "end-to-end p99 11.0 ms > 10.0 ms"]}
+    assert v == {
+        "passed": False,
+        "failures": [
+            "lost 1 > 0",
+            "duplicates 1 > 0",
+            "out of order 1 > 0",
+            "users not resumed 1 > 0",
+            "end-to-end p99 11.0 ms > 10.0 ms",
+        ],
+    }
 
 
 def test_max_not_resumed_defaults_to_zero_and_comes_from_the_file_or_a_flag(tmp_path):
@@ -148,22 +204,39 @@ def test_summarize_feeds_the_verdict_the_settled_loss(fixed_host):
 
 # -- the results record ---------------------------------------------------------------------------
 
+
 def test_bench_record_fields(fixed_host):
     assert bench_record(summarize(_outcome(_config()))) == {
         "date": "2023-11-14 22:13",
         "commit": "abc1234",
-        "machine": {"cores": 2, "cpu": "Test CPU", "loadAverageBefore": 0.7, "chatBusyCores": 1.4,
-                    "chatStealCores": 0.1},
+        "machine": {
+            "cores": 2,
+            "cpu": "Test CPU",
+            "loadAverageBefore": 0.7,
+            "chatBusyCores": 1.4,
+            "chatStealCores": 0.1,
+        },
         "scenario": "unit",
-        "parameters": {"users": 2, "rooms": 1, "messagesPerSecondPerUser": 1.0, "chatSeconds": 3.0,
-                       "rampUpSeconds": 1.0, "nodes": 2, "workers": 1},
+        "parameters": {
+            "users": 2,
+            "rooms": 1,
+            "messagesPerSecondPerUser": 1.0,
+            "chatSeconds": 3.0,
+            "rampUpSeconds": 1.0,
+            "nodes": 2,
+            "workers": 1,
+        },
         "exec": None,
         "deliveriesPerSecond": 4.0,  # 12 deliveries over the 3 chat seconds
         "endToEndMs": E2E_MS,
         "ackP99Ms": 1.0,
-        "lost": 0, "duplicates": 0, "outOfOrder": 0,
-        "usersConnected": 2, "usersFailed": 0,
-        "reconnects": 0, "reconnectMs": None,
+        "lost": 0,
+        "duplicates": 0,
+        "outOfOrder": 0,
+        "usersConnected": 2,
+        "usersFailed": 0,
+        "reconnects": 0,
+        "reconnectMs": None,
         "passed": True,
         "command": "python -m chattrio bot --scenario unit",
     }
@@ -173,8 +246,15 @@ def test_bench_record_shows_the_exec_the_reconnects_and_the_failure(fixed_host):
     cfg = _config("--scenario", "a|b")
     cfg.command_line = "python -m chattrio bot --exec 'kill 1 | true'"
     exec_result = {"command": "kill 1 | true", "secondsIntoChat": 1.5, "returncode": 0, "output": ""}
-    s = summarize(_outcome(cfg, lost=1, counters={"duplicates": 2, "outOfOrder": 3, "reconnects": 2},
-                           reconnect_us=(150_000, 400_000), exec_result=exec_result))
+    s = summarize(
+        _outcome(
+            cfg,
+            lost=1,
+            counters={"duplicates": 2, "outOfOrder": 3, "reconnects": 2},
+            reconnect_us=(150_000, 400_000),
+            exec_result=exec_result,
+        )
+    )
     record = bench_record(s)
     assert record["scenario"] == "a|b"
     assert record["exec"] == {"command": "kill 1 | true", "secondsIntoChat": 1.5}
@@ -204,10 +284,21 @@ def test_appending_creates_the_file_and_its_directory_then_adds_one_line_per_run
 
 def test_the_results_tool_tables_the_latest_runs_of_each_scenario(fixed_host, tmp_path, capsys):
     run = bench_record(summarize(_outcome(_config())))
-    failover = bench_record(summarize(_outcome(_config("--scenario", "failover"), lost=1,
-                                               counters={"reconnects": 2}, reconnect_us=(150_000, 400_000))))
-    note = {"date": "2023-11-14 22:20", "commit": "abc1234", "machine": {"cores": 2, "cpu": "Test CPU"},
-            "scenario": "seed (result)", "result": "largest N: 500", "command": "scripts/bench.sh seed"}
+    failover = bench_record(
+        summarize(
+            _outcome(
+                _config("--scenario", "failover"), lost=1, counters={"reconnects": 2}, reconnect_us=(150_000, 400_000)
+            )
+        )
+    )
+    note = {
+        "date": "2023-11-14 22:20",
+        "commit": "abc1234",
+        "machine": {"cores": 2, "cpu": "Test CPU"},
+        "scenario": "seed (result)",
+        "result": "largest N: 500",
+        "command": "scripts/bench.sh seed",
+    }
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [run] * 8 + [failover, note]))
     assert results.main([str(path)]) == 0
@@ -216,8 +307,9 @@ def test_the_results_tool_tables_the_latest_runs_of_each_scenario(fixed_host, tm
     assert [section.splitlines()[0] for section in sections] == ["unit", "failover", "seed (result)"]
     unit_rows = [line for line in sections[0].splitlines() if line.startswith("| 2023")]
     assert len(unit_rows) == results.LATEST
-    assert unit_rows[0] == ("| 2023-11-14 22:13 | abc1234 | 1.4 | 4 | 2.0 / 9.0 / 9.0 | 1.0 | 0 / 0 / 0 | 2 / 0 | 0 "
-                            "| pass |")
+    assert unit_rows[0] == (
+        "| 2023-11-14 22:13 | abc1234 | 1.4 | 4 | 2.0 / 9.0 / 9.0 | 1.0 | 0 / 0 / 0 | 2 / 0 | 0 | pass |"
+    )
     assert "| 1 / 0 / 0 |" in sections[1] and "2 (p50 150.5 / max 400.0 ms) | fail |" in sections[1]
     assert "| 2023-11-14 22:20 | abc1234 | largest N: 500 |" in sections[2]
     assert results.main([str(path), "failover"]) == 0
@@ -273,10 +365,13 @@ def test_parse_prometheus_keeps_every_sample_under_its_labels():
 
 
 def test_metric_deltas_between_two_scrapes():
-    end = parse_prometheus(SCRAPE_START.replace("chattrio_connections 3", "chattrio_connections 1")
-                           .replace('node="node-1"} 10', 'node="node-1"} 17')
-                           .replace('"+Inf"} 6', '"+Inf"} 9').replace("_count 6", "_count 9")
-                           + 'chattrio_resumes_total{node="node-1"} 2\n')
+    end = parse_prometheus(
+        SCRAPE_START.replace("chattrio_connections 3", "chattrio_connections 1")
+        .replace('node="node-1"} 10', 'node="node-1"} 17')
+        .replace('"+Inf"} 6', '"+Inf"} 9')
+        .replace("_count 6", "_count 9")
+        + 'chattrio_resumes_total{node="node-1"} 2\n'
+    )
     deltas = metric_deltas(STARTED, end)
     assert deltas['chattrio_messages_total{room="7",node="node-1"}'] == 7.0
     assert deltas['chattrio_fanout_seconds_bucket{le="+Inf"}'] == 3.0
@@ -295,9 +390,11 @@ def test_metric_deltas_of_missing_scrapes():
 
 def test_the_server_lines_tell_a_restarted_node_and_a_quiet_one_from_a_silent_one(fixed_host):
     outcome = _outcome(_config())
-    outcome.metrics = {"start": [{"chattrio_messages_total": 10.0}, {"chattrio_messages_total": 4.0}, None],
-                       "peak": [None, None, None],
-                       "end": [{"chattrio_messages_total": 3.0}, {"chattrio_messages_total": 4.0}, None]}
+    outcome.metrics = {
+        "start": [{"chattrio_messages_total": 10.0}, {"chattrio_messages_total": 4.0}, None],
+        "peak": [None, None, None],
+        "end": [{"chattrio_messages_total": 3.0}, {"chattrio_messages_total": 4.0}, None],
+    }
     outcome.config.nodes = [*NODES, "http://127.0.0.1:3"]
     lines = report.text_summary(summarize(outcome)).splitlines()
     assert f"server     {NODES[0]}: messages -7" in lines  # the node restarted: its counters began again
@@ -306,6 +403,7 @@ def test_the_server_lines_tell_a_restarted_node_and_a_quiet_one_from_a_silent_on
 
 
 # -- the report files -----------------------------------------------------------------------------
+
 
 def test_write_reports_round_trips_the_summary_and_draws_the_charts(fixed_host, tmp_path):
     s = summarize(_outcome(_config("--scenario", "r&d")))
@@ -326,11 +424,15 @@ def test_write_reports_round_trips_the_summary_and_draws_the_charts(fixed_host, 
 
 # -- the CLI --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("argv", "reason"), [
-    ([], "give nodes (or restApiBaseUrl)"),
-    (["--node", NODES[0], "--users", "0"], "userCount must be >= 1"),
-    (["--node", "https://h:1"], "node URL must be http://host:port, got 'https://h:1'"),
-])
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        ([], "give nodes (or restApiBaseUrl)"),
+        (["--node", NODES[0], "--users", "0"], "userCount must be >= 1"),
+        (["--node", "https://h:1"], "node URL must be http://host:port, got 'https://h:1'"),
+    ],
+)
 def test_a_bad_configuration_exits_2_with_the_reason(argv, reason, capsys):
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
@@ -353,13 +455,17 @@ def test_a_run_that_cannot_start_exits_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "\nchattrio bot: setting up rooms on http://127.0.0.1:1 failed: OSError()\n"
 
 
-@pytest.mark.parametrize(("extra", "lost", "status", "verdict_line"), [
-    ([], 0, 0, "verdict    PASS"),
-    ([], 1, 1, "verdict    FAIL: lost 1 > 0"),
-    (["--max-loss", "1"], 1, 0, "verdict    PASS"),
-])
-def test_the_exit_status_follows_the_verdict(extra, lost, status, verdict_line, monkeypatch, capsys, tmp_path,
-                                             fixed_host):
+@pytest.mark.parametrize(
+    ("extra", "lost", "status", "verdict_line"),
+    [
+        ([], 0, 0, "verdict    PASS"),
+        ([], 1, 1, "verdict    FAIL: lost 1 > 0"),
+        (["--max-loss", "1"], 1, 0, "verdict    PASS"),
+    ],
+)
+def test_the_exit_status_follows_the_verdict(
+    extra, lost, status, verdict_line, monkeypatch, capsys, tmp_path, fixed_host
+):
     # Only the network part is replaced: summarize, the verdict and the reports run for real.
     async def finished_run(cfg, *_):
         return _outcome(cfg, lost=lost)

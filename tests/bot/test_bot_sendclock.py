@@ -38,8 +38,10 @@ def scheduled():
 @pytest.fixture
 def phases(monkeypatch):
     """Fix the users' random phases (fractions of the interval), in the order they join."""
+
     def set_phases(*values: float) -> None:
         monkeypatch.setattr(sendclock, "random", SimpleNamespace(random=iter(values).__next__))
+
     return set_phases
 
 

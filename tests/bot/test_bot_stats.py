@@ -76,10 +76,18 @@ def test_settle_counts_only_members_whose_subscription_covers_the_seq():
     # room 1: member A entered an empty room (-1), member B entered when lastSeq was 20.
     ledger = _ledger(
         members={1: [-1, 20]},
-        sent={"m10": SentMessage(1, 0.0, True, 10), "m30": SentMessage(1, 0.0, True, 30),
-              "m40": SentMessage(1, 0.0, True, 40), "unacked": SentMessage(1, 0.0)},
-        seen={"m10": SeenMessage(10, 1), "m30": SeenMessage(30, 2), "m40": SeenMessage(40, 1),
-              "unacked": SeenMessage(50, 2)},
+        sent={
+            "m10": SentMessage(1, 0.0, True, 10),
+            "m30": SentMessage(1, 0.0, True, 30),
+            "m40": SentMessage(1, 0.0, True, 40),
+            "unacked": SentMessage(1, 0.0),
+        },
+        seen={
+            "m10": SeenMessage(10, 1),
+            "m30": SeenMessage(30, 2),
+            "m40": SeenMessage(40, 1),
+            "unacked": SeenMessage(50, 2),
+        },
     )
     d = settle(ledger)
     assert d.expected == 1 + 2 + 2

@@ -23,28 +23,45 @@ def _user():
 
 
 def _message(seq, cmid, room=7, kind="chat"):
-    return msgspec.json.encode({"type": "ROOM_MESSAGE", "message": {
-        "id": f"id{seq}", "roomId": room, "seq": seq, "senderId": "bot1", "kind": kind, "text": "hi",
-        "clientMsgId": cmid, "sentAt": 0}})
+    return msgspec.json.encode(
+        {
+            "type": "ROOM_MESSAGE",
+            "message": {
+                "id": f"id{seq}",
+                "roomId": room,
+                "seq": seq,
+                "senderId": "bot1",
+                "kind": kind,
+                "text": "hi",
+                "clientMsgId": cmid,
+                "sentAt": 0,
+            },
+        }
+    )
 
 
 async def test_duplicates_reordering_and_foreign_messages():
     ctx, user = _user()
     sent_us = int(time.time() * 1e6) - 5000
-    user.dispatch_all([
-        msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 3}),
-        _message(10, f"run1.1.0.{sent_us}"),
-        _message(20, f"run1.1.2.{sent_us}"),
-        _message(15, f"run1.1.1.{sent_us}"),  # late: out of order, still delivered
-        _message(20, f"run1.1.2.{sent_us}"),  # same seq again: duplicate
-        _message(25, None, kind="join"),  # not ours: ordering only
-        _message(30, f"other.1.0.{sent_us}"),  # another run's message
-    ])
+    user.dispatch_all(
+        [
+            msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 3}),
+            _message(10, f"run1.1.0.{sent_us}"),
+            _message(20, f"run1.1.2.{sent_us}"),
+            _message(15, f"run1.1.1.{sent_us}"),  # late: out of order, still delivered
+            _message(20, f"run1.1.2.{sent_us}"),  # same seq again: duplicate
+            _message(25, None, kind="join"),  # not ours: ordering only
+            _message(30, f"other.1.0.{sent_us}"),  # another run's message
+        ]
+    )
     c = ctx.ledger.counters
     assert (c["duplicates"], c["outOfOrder"], c["delivered"]) == (1, 1, 3)
     assert ctx.ledger.members == {7: [3]}
     assert {k: v.receivers for k, v in ctx.ledger.seen.items()} == {
-        "run1.1.0." + str(sent_us): 1, "run1.1.2." + str(sent_us): 1, "run1.1.1." + str(sent_us): 1}
+        "run1.1.0." + str(sent_us): 1,
+        "run1.1.2." + str(sent_us): 1,
+        "run1.1.1." + str(sent_us): 1,
+    }
     assert 4 <= ctx.ledger.timeline.end_to_end().percentile(50) / 1000 < 1000  # ms, from the clientMsgId
     assert user.track.highest == 30
 
@@ -61,8 +78,9 @@ async def test_ack_settles_the_pending_send_once():
     now = time.time()
     ctx.ledger.sent["run1.0.0.1"] = SentMessage(7, now - 0.25)
     user.pending["run1.0.0.1"] = b"..."
-    ack = msgspec.json.encode({"type": "ACK", "ref": "run1.0.0.1", "clientMsgId": "run1.0.0.1", "id": "x",
-                               "roomId": 7, "seq": 42})
+    ack = msgspec.json.encode(
+        {"type": "ACK", "ref": "run1.0.0.1", "clientMsgId": "run1.0.0.1", "id": "x", "roomId": 7, "seq": 42}
+    )
     user.dispatch_all([ack, ack])
     sent = ctx.ledger.sent["run1.0.0.1"]
     assert sent.acked and sent.ack_seq == 42 and not user.pending
@@ -71,8 +89,9 @@ async def test_ack_settles_the_pending_send_once():
 
 async def test_a_message_below_the_subscription_is_a_violation():
     ctx, user = _user()
-    subscribed = msgspec.json.encode({"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7",
-                                      "lastSeq": 50})
+    subscribed = msgspec.json.encode(
+        {"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 50}
+    )
     user.dispatch_all([subscribed, _message(49, None), _message(51, None)])
     assert ctx.ledger.counters["protocolViolations"] == 1
 
@@ -85,7 +104,7 @@ async def test_send_next_records_the_message_and_writes_it_or_leaves_the_rest_to
     assert user.send_next() is None  # written at once
     frame = server.recv(4096)
     head = 4 if frame[1] & 0x7F == 126 else 2  # a SEND is usually longer than 125 bytes
-    sent = msgspec.json.decode(mask_payload(frame[head + 4:], frame[head:head + 4]))
+    sent = msgspec.json.decode(mask_payload(frame[head + 4 :], frame[head : head + 4]))
     assert sent["type"] == "SEND" and sent["clientMsgId"] in user.pending and sent["clientMsgId"] in ctx.ledger.sent
     # A frame the kernel only partly took holds the wire: the next message waits for it.
     big = user.conn.send_text_nowait(b"x" * (4 << 20))

@@ -39,31 +39,40 @@ def test_frames_of_every_length_class_split_at_every_byte():
         parser = FrameParser()
         out = []
         for i in range(0, len(stream), step):
-            out.extend(parser.feed(stream[i:i + step]))
+            out.extend(parser.feed(stream[i : i + step]))
         assert out == payloads
 
 
 def test_fragmented_message_with_a_ping_in_the_middle():
     parser = FrameParser()
-    data = (server_frame(b"hel", fin=False) + server_frame(b"ping!", opcode=0x9)
-            + server_frame(b"lo ", opcode=0x0, fin=False) + server_frame(b"world", opcode=0x0))
+    data = (
+        server_frame(b"hel", fin=False)
+        + server_frame(b"ping!", opcode=0x9)
+        + server_frame(b"lo ", opcode=0x0, fin=False)
+        + server_frame(b"world", opcode=0x0)
+    )
     assert parser.feed(data) == [b"hello world"]
     assert parser.pings == [b"ping!"]
 
 
 def test_close_frame_stops_parsing():
     parser = FrameParser()
-    data = server_frame(b"x") + server_frame(struct.pack(">H", 1012) + b"service restart", opcode=0x8) + server_frame(b"y")
+    data = (
+        server_frame(b"x") + server_frame(struct.pack(">H", 1012) + b"service restart", opcode=0x8) + server_frame(b"y")
+    )
     assert parser.feed(data) == [b"x"]
     assert parser.closed is not None and parser.closed.code == 1012 and parser.closed.reason == "service restart"
 
 
-@pytest.mark.parametrize("bad", [
-    bytes((0x81, 0x81)) + b"\0\0\0\0x",  # masked server frame
-    server_frame(b"x", opcode=0x2),  # binary
-    server_frame(b"x", opcode=0x0),  # continuation without a start
-    bytes((0xC1, 1)) + b"x",  # RSV1 without an extension
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        bytes((0x81, 0x81)) + b"\0\0\0\0x",  # masked server frame
+        server_frame(b"x", opcode=0x2),  # binary
+        server_frame(b"x", opcode=0x0),  # continuation without a start
+        bytes((0xC1, 1)) + b"x",  # RSV1 without an extension
+    ],
+)
 def test_protocol_errors(bad):
     with pytest.raises(WsError):
         FrameParser().feed(bad)
@@ -91,8 +100,10 @@ def test_upgrade_request_carries_the_token_in_a_header_not_the_url():
 def test_upgrade_response():
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     assert accept_key(key) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # the RFC 6455 example
-    ok = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          f"Sec-WebSocket-Accept: {accept_key(key)}").encode()
+    ok = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}"
+    ).encode()
     parse_upgrade_response(ok, key)
     with pytest.raises(HandshakeRefused) as refused:
         parse_upgrade_response(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0", key)
@@ -120,8 +131,8 @@ def _client_frames(data: bytes) -> list[tuple[int, bytes]]:
         elif n == 127:
             (n,) = struct.unpack_from(">Q", data, pos)
             pos += 8
-        mask = data[pos:pos + 4]
-        out.append((b0 & 0x0F, mask_payload(data[pos + 4:pos + 4 + n], mask)))
+        mask = data[pos : pos + 4]
+        out.append((b0 & 0x0F, mask_payload(data[pos + 4 : pos + 4 + n], mask)))
         pos += 4 + n
     return out
 

@@ -16,7 +16,9 @@ HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
 def _named_in_dashboard() -> set[str]:
     dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "chattrio.json").read_text())
-    return {name for panel in dashboard["panels"] for target in panel["targets"] for name in METRIC.findall(target["expr"])}
+    return {
+        name for panel in dashboard["panels"] for target in panel["targets"] for name in METRIC.findall(target["expr"])
+    }
 
 
 def _named_in_alerts() -> set[str]:
@@ -47,7 +49,9 @@ async def test_every_metric_the_dashboard_and_alerts_name_is_exported_by_a_node(
 def test_prometheus_config_and_rules_pass_promtool():
     result = subprocess.run(
         ["promtool", "check", "config", str(COMPOSE / "prometheus" / "prometheus.yml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr

@@ -14,7 +14,6 @@ import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
-
 from conftest import REPO
 
 HA = REPO / "scripts" / "ha.sh"
@@ -30,7 +29,11 @@ requires_ha = pytest.mark.skipif(
 def ha(*args: str, timeout: float = 60) -> str:
     """Run scripts/ha.sh; its standard output."""
     return subprocess.run(
-        [str(HA), *args], capture_output=True, text=True, check=True, timeout=timeout,
+        [str(HA), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
         env=dict(os.environ, CHATTRIO_PYTHON=os.environ.get("CHATTRIO_PYTHON", sys.executable)),
     ).stdout.strip()
 

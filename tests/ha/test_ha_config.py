@@ -11,11 +11,11 @@ import uuid
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
+from ha_helpers import HA, METADATA_TIMEOUT, ha, ha_env, requires_ha, topic_partitions  # noqa: F401 - ha_env is a fixture
 
 from chattrio.config import settings_from_env
 from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge
-from ha_helpers import HA, METADATA_TIMEOUT, ha, ha_env, requires_ha, topic_partitions  # noqa: F401 - ha_env is a fixture
 
 pytestmark = requires_ha
 
@@ -54,8 +54,9 @@ async def test_topics_have_three_replicas_and_need_two_in_sync(ha_env):
 
 
 def _psql(env: dict[str, str], sql: str) -> str:
-    return subprocess.run(["psql", env["CHATTRIO_PG_DSN"], "-qtA", "-c", sql], capture_output=True, text=True,
-                          check=True, timeout=30).stdout.strip()
+    return subprocess.run(
+        ["psql", env["CHATTRIO_PG_DSN"], "-qtA", "-c", sql], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
 
 
 def test_the_primary_commits_synchronously_to_the_standby(ha_env):
@@ -64,8 +65,13 @@ def test_the_primary_commits_synchronously_to_the_standby(ha_env):
 
 
 def test_status_shows_every_member_and_its_role(ha_env):
-    result = subprocess.run([str(HA), "status"], capture_output=True, text=True, timeout=60,
-                            env=dict(os.environ, CHATTRIO_PYTHON=os.environ.get("CHATTRIO_PYTHON", sys.executable)))
+    result = subprocess.run(
+        [str(HA), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, CHATTRIO_PYTHON=os.environ.get("CHATTRIO_PYTHON", sys.executable)),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     roles = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert sorted(roles) == sorted(ha("members").split())

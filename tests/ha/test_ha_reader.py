@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import trio
+from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, kafka_leader, requires_ha  # noqa: F401 - ha_env is a fixture
 
 from chattrio.config import settings_from_env
 from chattrio.models import ChatRecord
@@ -12,7 +13,6 @@ from chattrio.storage import kafka
 from chattrio.storage.bridge import open_asyncio_bridge
 from chattrio.storage.kafka import partition_of
 from chattrio.storage.partition_reader import open_partition_reader
-from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, kafka_leader, requires_ha  # noqa: F401 - ha_env is a fixture
 
 pytestmark = requires_ha
 
@@ -27,8 +27,9 @@ def _record(text: str) -> ChatRecord:
 
 
 async def test_the_reader_follows_a_partition_leader_that_dies(ha_env):
-    settings = settings_from_env(ha_env, topic_prefix=f"ha-reader-{uuid.uuid4().hex[:8]}",
-                                 topic_partitions=PARTITIONS, topic_replication=3)
+    settings = settings_from_env(
+        ha_env, topic_prefix=f"ha-reader-{uuid.uuid4().hex[:8]}", topic_partitions=PARTITIONS, topic_replication=3
+    )
     partition = partition_of(ROOM, PARTITIONS)
     async with open_asyncio_bridge():
         await kafka.ensure_topics(settings)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import trio
+from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, requires_ha  # noqa: F401 - ha_env is a fixture
 
 from chattrio.storage.redis import CacheUnavailable, open_redis
-from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, requires_ha  # noqa: F401 - ha_env is a fixture
 
 pytestmark = requires_ha
 

@@ -18,11 +18,11 @@ import uuid
 import httpx
 import pytest
 import trio
-
-from chattrio.storage.kafka import partition_of
 from client import ResumingClient, create_room, login
 from conftest import SESSION_CLUSTER_BASE_PORT, Cluster
 from ha_helpers import MEMBER_START_TIMEOUT, ha, ha_env, kafka_leader, requires_ha  # noqa: F401 - ha_env is a fixture
+
+from chattrio.storage.kafka import partition_of
 
 pytestmark = requires_ha
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
 
     async with trio.open_nursery() as nursery:
         sender = ResumingClient(nursery, urls, sender_id, await login(urls[0], sender_id), room["id"], first_node=0)
-        watcher = ResumingClient(nursery, urls, watcher_id, await login(urls[1], watcher_id), room["id"],
-                                 first_node=1)
+        watcher = ResumingClient(nursery, urls, watcher_id, await login(urls[1], watcher_id), room["id"], first_node=1)
         await sender._connect()
         await watcher._connect()
 
@@ -86,8 +85,13 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
             await trio.to_thread.run_sync(ha, "kill", member)
             killed_at = trio.current_time()
             await send_round(f"after-{name}")
-            log.info("after SIGKILL of %s (%s primary), %d SENDs ACKed in %.1f s",
-                     member, name, MESSAGES_PER_ROUND, trio.current_time() - killed_at)
+            log.info(
+                "after SIGKILL of %s (%s primary), %d SENDs ACKed in %.1f s",
+                member,
+                name,
+                MESSAGES_PER_ROUND,
+                trio.current_time() - killed_at,
+            )
             if name == "postgres":
                 # A write that needs PostgreSQL (a sign-up) succeeds again on the new primary.
                 await _sign_up_until_it_succeeds(urls[0], late_user)
@@ -97,14 +101,15 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
             for url in urls:
                 await _ready_again(url)
             log.info("both nodes ready %.1f s after the kill", trio.current_time() - killed_at)
-            await trio.to_thread.run_sync(lambda: ha("start", member, timeout=MEMBER_START_TIMEOUT))
+            await trio.to_thread.run_sync(lambda member=member: ha("start", member, timeout=MEMBER_START_TIMEOUT))
 
         acked = set(sender.acked)
         assert len(acked) == MESSAGES_PER_ROUND * (1 + len(victims))
         acked_ids = {ack["id"]: client_msg_id for client_msg_id, ack in sender.acked.items()}
         with trio.move_on_after(DELIVERY_TIMEOUT):
-            await watcher.receive_until(lambda: acked_ids.keys() <= {m["id"] for m in watcher.received},
-                                        timeout=DELIVERY_TIMEOUT)
+            await watcher.receive_until(
+                lambda: acked_ids.keys() <= {m["id"] for m in watcher.received}, timeout=DELIVERY_TIMEOUT
+            )
         delivered = [m["id"] for m in watcher.received if m["kind"] == "chat"]
         missing = sorted(acked_ids[i] for i in acked_ids.keys() - set(delivered))
         assert not missing, (

@@ -16,8 +16,9 @@ HA = REPO / "scripts" / "ha.sh"
 
 
 def _env(*command: str) -> dict[str, str]:
-    out = subprocess.run([*(command or [str(HA)]), "env"], capture_output=True, text=True, check=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        [*(command or [str(HA)]), "env"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     values = {}
     for line in out.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")

@@ -24,7 +24,10 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/ngin
 def _render(nginx_dir: Path, nodes: int, base_port: int) -> Path:
     out = subprocess.run(
         [str(REPO / "scripts" / "cluster.sh"), "nginx-conf", str(nodes), str(base_port), str(LB_PORT)],
-        env=dict(os.environ, CHATTRIO_NGINX_DIR=str(nginx_dir)), capture_output=True, text=True, check=True,
+        env=dict(os.environ, CHATTRIO_NGINX_DIR=str(nginx_dir)),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return Path(out.stdout.strip())
 
@@ -45,7 +48,7 @@ def test_nginx_is_sized_for_every_node_full_of_websockets(tmp_path, nodes):
 def test_nginx_hides_its_version_and_logs_no_query_strings(tmp_path):
     conf = _render(tmp_path, 3, 18000).read_text()
     assert _directive(conf, "server_tokens") == "off"
-    log_format = conf[conf.index("log_format"):conf.index("access_log")]
+    log_format = conf[conf.index("log_format") : conf.index("access_log")]
     assert "$uri" in log_format
     assert not re.search(r"\$(request|request_uri|args|query_string)\b(?!_)", log_format)
     assert _directive(conf, "access_log").endswith(" chattrio")
@@ -66,10 +69,16 @@ def test_nginx_logs_are_readable_by_their_owner_only(tmp_path):
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
 def test_through_nginx(cluster, tmp_path):
     conf = _render(tmp_path, len(cluster.nodes), SESSION_CLUSTER_BASE_PORT)
-    subprocess.run([NGINX, "-t", "-q", "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
-                   check=True, capture_output=True)
-    lb = subprocess.Popen([NGINX, "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [NGINX, "-t", "-q", "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+        check=True,
+        capture_output=True,
+    )
+    lb = subprocess.Popen(
+        [NGINX, "-p", f"{tmp_path}/", "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{LB_PORT}"
         deadline = time.monotonic() + 15

@@ -27,7 +27,8 @@ def _ports(ranges: str) -> set[int]:
 def _reserve(file: Path, *ports: int) -> None:
     subprocess.run(
         ["bash", "-c", 'source "$0/scripts/lib.sh"; reserve_service_ports "$@"', str(REPO), *map(str, ports)],
-        env=dict(os.environ, CHATTRIO_STACK="test", CHATTRIO_RESERVED_PORTS_FILE=str(file)), check=True,
+        env=dict(os.environ, CHATTRIO_STACK="test", CHATTRIO_RESERVED_PORTS_FILE=str(file)),
+        check=True,
     )
 
 

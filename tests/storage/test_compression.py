@@ -28,10 +28,12 @@ async def _create_compressed_topics(settings, codec: str) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
         await admin.start()
         try:
-            await admin.create_topics([
-                NewTopic(name, 1, 1, topic_configs={"compression.type": codec})
-                for name in (settings.messages_topic, settings.events_topic)
-            ])
+            await admin.create_topics(
+                [
+                    NewTopic(name, 1, 1, topic_configs={"compression.type": codec})
+                    for name in (settings.messages_topic, settings.events_topic)
+                ]
+            )
         finally:
             await admin.close()
 

@@ -19,7 +19,9 @@ def test_undecodable_records_and_tombstones_are_set_aside_and_reading_goes_on():
     decode_records("p.messages", 2, records, batch, TOPICS)
     assert [(partition, m.seq, m.text) for partition, m in batch.messages] == [(2, 8, "fine")]
     assert [(d.topic, d.partition, d.offset, d.timestamp, d.value) for d in batch.undecodable] == [
-        ("p.messages", 2, 5, 100, None), ("p.messages", 2, 6, 101, b"{not json"), ("p.messages", 2, 7, 102, b'["short"]'),
+        ("p.messages", 2, 5, 100, None),
+        ("p.messages", 2, 6, 101, b"{not json"),
+        ("p.messages", 2, 7, 102, b'["short"]'),
     ]
     assert all(d.reason for d in batch.undecodable)
     assert batch.positions == {("p.messages", 2): 9}

@@ -194,8 +194,12 @@ def _record_batch(base_offset: int, texts: list[str]) -> bytes:
 
 def _fetch_response(topic: str, partitions: list[tuple[int, int, int, bytes]]) -> bytes:
     """(partition, error, aborted transactions, records) in Fetch v10's layout, after the correlation id."""
-    parts = [struct.pack(">ihii", 0, 0, 0, 1), struct.pack(">h", len(topic)), topic.encode(),
-             struct.pack(">i", len(partitions))]
+    parts = [
+        struct.pack(">ihii", 0, 0, 0, 1),
+        struct.pack(">h", len(topic)),
+        topic.encode(),
+        struct.pack(">i", len(partitions)),
+    ]
     for partition, error, aborted, records in partitions:
         parts.append(struct.pack(">ihqqqi", partition, error, 100, 100, 0, aborted))
         parts += [struct.pack(">qq", 7, 0)] * aborted
@@ -220,10 +224,13 @@ def _parse(reader: PartitionReader, response: bytes) -> ReadBatch:
 
 async def test_records_after_aborted_transactions_and_below_the_position(offline_reader):
     reader, topic = offline_reader
-    response = _fetch_response(topic, [
-        (0, 0, 2, _record_batch(3, ["three", "four", "five", "six"])),  # fetched from 5: 3 and 4 are old
-        (1, 0, 0, b""),
-    ])
+    response = _fetch_response(
+        topic,
+        [
+            (0, 0, 2, _record_batch(3, ["three", "four", "five", "six"])),  # fetched from 5: 3 and 4 are old
+            (1, 0, 0, b""),
+        ],
+    )
     batch = _parse(reader, response)
     assert [(p, m.text, m.seq) for p, m in batch.messages] == [(0, "five", 5), (0, "six", 6)]
     assert batch.positions == {(topic, 0): 7}

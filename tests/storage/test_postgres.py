@@ -35,8 +35,11 @@ async def test_values_postgresql_refuses_are_data_refused(db, run_prefix):
     with pytest.raises(DataRefused, match="0x00"):
         await db.create_room("a\x00b", user)
     topic = f"{run_prefix}-pg.messages"
-    for message in (_message(str(uuid.uuid4()), "a\x00b", 1), _message("not-a-uuid", "ok", 2),
-                    _message(str(uuid.uuid4()), "a\ud800b", 3)):
+    for message in (
+        _message(str(uuid.uuid4()), "a\x00b", 1),
+        _message("not-a-uuid", "ok", 2),
+        _message(str(uuid.uuid4()), "a\ud800b", 3),
+    ):
         with pytest.raises(DataRefused):
             await db.store_messages([message], topic, {0: 4})
     assert await db.stored_offset(topic, 0) is None, "a refused batch stores nothing, offsets included"

@@ -18,8 +18,9 @@ def _message(room_id: int, seq: int, text: str) -> Message:
 async def _room_with(db, run_prefix: str, texts: list[str]) -> int:
     await db.enter_user("pager", skeleton("pager"))
     room = await db.create_room(f"pages-{uuid.uuid4().hex[:6]}", "pager")
-    await db.store_messages([_message(room.id, 10 + 3 * n, t) for n, t in enumerate(texts)],
-                            f"{run_prefix}-pages.messages", {})
+    await db.store_messages(
+        [_message(room.id, 10 + 3 * n, t) for n, t in enumerate(texts)], f"{run_prefix}-pages.messages", {}
+    )
     return room.id
 
 

@@ -90,8 +90,15 @@ class CoreNode:
         self.rooms = RoomDirectory(shared.db, shared.cache)
         self.presence = Presence(settings, shared.cache, self.sessions, shared.log, metrics)
         self.chat = ChatService(
-            settings, self.sessions, self.room_log, self.rooms, shared.log, shared.db, shared.cache,
-            self.presence, metrics,
+            settings,
+            self.sessions,
+            self.room_log,
+            self.rooms,
+            shared.log,
+            shared.db,
+            shared.cache,
+            self.presence,
+            metrics,
         )
         self.fanout = Fanout(settings, self.sessions, self.room_log, self.rooms, metrics)
         self._assign_from_start()

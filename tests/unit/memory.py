@@ -57,7 +57,7 @@ class MemoryLog:
                 batch.messages.append((partition, record.to_message(offset, timestamp)))
             batch.positions[(topic, partition)] = positions[(topic, partition)] = len(records)
         events_key = (self._settings.events_topic, 0)
-        for row in self.events[positions.get(events_key, 0):]:
+        for row in self.events[positions.get(events_key, 0) :]:
             batch.events.append(event_decoder.decode(row.payload))
         batch.positions[events_key] = positions[events_key] = len(self.events)
         return batch

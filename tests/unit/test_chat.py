@@ -65,6 +65,7 @@ async def test_a_resume_that_waits_for_storage_completes_once_it_is_stored(autoj
     room, _, acks = await _room_with_messages(node, count)
     bob = RecordingSession("bob")
     async with trio.open_nursery() as nursery:
+
         async def store_later() -> None:
             await trio.sleep(chat.RESUME_CATCH_UP_TIMEOUT / 2)
             await _store_everything(shared)

@@ -13,7 +13,9 @@ from unit.harness import CoreNode, RecordingSession, Shared
 
 
 def _relay(shared: Shared, node_id: str) -> OutboxRelay:
-    return OutboxRelay(dataclasses.replace(shared.settings, node_id=node_id), shared.db, shared.cache, shared.log, Registry())
+    return OutboxRelay(
+        dataclasses.replace(shared.settings, node_id=node_id), shared.db, shared.cache, shared.log, Registry()
+    )
 
 
 async def _wait_until(condition) -> None:

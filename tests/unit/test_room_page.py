@@ -4,7 +4,10 @@ PostgreSQL is down, with the same order, cursor and search as the SQL."""
 from chattrio.models import Room
 from chattrio.rooms import page_of_rooms
 
-ROOMS = [Room(i, name, "x", "") for i, name in [(1, "General"), (2, "random"), (3, "gen-2"), (4, "Off topic"), (5, "GENERATIONS")]]
+ROOMS = [
+    Room(i, name, "x", "")
+    for i, name in [(1, "General"), (2, "random"), (3, "gen-2"), (4, "Off topic"), (5, "GENERATIONS")]
+]
 
 
 def _ids(rooms: list[Room]) -> list[int]:
