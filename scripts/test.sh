@@ -37,6 +37,10 @@ limit() {
 }
 
 failed=()
+phase "ruff: lint and format of chattrio/ and tests/"
+(cd "$REPO" && "$REPO/.venv/bin/ruff" check chattrio tests && "$REPO/.venv/bin/ruff" format --check chattrio tests) \
+  || failed+=("ruff")
+
 pytest_args=()
 [[ -n "${PYTEST_ARGS:-}" ]] && eval "pytest_args=($PYTEST_ARGS)"
 phase "pytest ${pytest_args[*]}"
