@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
-from conftest import ISOLATED_BASE_PORT, REPO
+from conftest import ISOLATED_BASE_PORT, REPO, TEST_SECRET
 
 # The node gives up within its own timeouts (at most a few seconds each); this only stops a hang.
 NODE_EXIT_TIMEOUT = 120
@@ -40,7 +40,9 @@ def _closed_ports(count: int):
 
 
 def _serve(stack_env: dict[str, str], **settings: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=f"misconf{uuid.uuid4().hex[:8]}")
+    env = dict(
+        os.environ, **stack_env, CHATTRIO_TOPIC_PREFIX=f"misconf{uuid.uuid4().hex[:8]}", CHATTRIO_SECRET=TEST_SECRET
+    )
     env.update({f"CHATTRIO_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run(
         [sys.executable, "-m", "chattrio", "serve", "--port", str(NODE_PORT)],
