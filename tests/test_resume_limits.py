@@ -71,18 +71,18 @@ async def test_since_at_the_int64_bounds_is_accepted(cluster, since):
 
 async def test_last_seq_is_the_rooms_not_the_clients_since(cluster):
     owner, room = await _room(cluster.urls[0])
-    async with connect(cluster.urls[0], owner) as sender:
+    async with connect(cluster.urls[2], _user()) as watcher, connect(cluster.urls[0], owner) as sender:
+        assert (await watcher.subscribe(room["id"]))["type"] == "SUBSCRIBED"
         assert (await sender.subscribe(room["id"]))["type"] == "SUBSCRIBED"
         (seq,) = await _send_many(sender, room["id"], ["only one"])
-    async with connect(cluster.urls[2], _user()) as watcher:
-        await watcher.subscribe(room["id"], since=seq - 1)
+        # Delivered live on node 3: its fan-out has read the message.
         await watcher.wait_until(lambda: any(m["seq"] == seq for m in watcher.messages(room["id"])))
-    # The node has read the message now: the room's last seq it reports is that message's, or a
-    # later join (the watcher's, decided by presence on its own time); never the client's since.
-    async with connect(cluster.urls[2], _user()) as client:
-        reply = await client.subscribe(room["id"], since=10**15, ref="ahead")
-        assert reply["type"] == "SUBSCRIBED" and seq <= reply["lastSeq"] < 10**15
-        assert client.messages(room["id"]) == []
+        # The room's last seq the node reports is that message's, or a later join (decided by
+        # presence on its own time); never the client's since.
+        async with connect(cluster.urls[2], _user()) as client:
+            reply = await client.subscribe(room["id"], since=10**15, ref="ahead")
+            assert reply["type"] == "SUBSCRIBED" and seq <= reply["lastSeq"] < 10**15
+            assert client.messages(room["id"]) == []
 
 
 async def test_a_replay_larger_than_the_send_buffer_arrives_whole(cluster):
