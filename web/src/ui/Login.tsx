@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, useState, type FormEvent } from 'react';
+import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { api, ApiError, type AuthMode } from '../api';
 import { useI18n } from '../i18n';
 import { makeSession, type Session } from '../session';
@@ -60,49 +60,36 @@ function IdLogin({ onLogin, notice }: { onLogin: (s: Session) => void; notice: s
   }
 
   return (
-    <div className="login-page">
-      <div className="login-top">
-        <LanguageSwitch />
-      </div>
-      <main className="login-card">
-        <h1 className="brand brand-big">{t('appName')}</h1>
-        <h2>{t('loginTitle')}</h2>
-        <p className="muted">{t('loginIntro')}</p>
-        {notice && (
-          <p className="notice" role="alert">
-            {notice}
-          </p>
-        )}
-        <form onSubmit={submit} noValidate data-testid="login-form">
-          <label htmlFor="login-user-id">{t('userIdLabel')}</label>
-          <div className="field-row">
-            <input
-              id="login-user-id"
-              ref={inputRef}
-              name="userId"
-              value={userId}
-              onChange={(e) => setUserId(e.target.value)}
-              autoComplete="username"
-              autoCapitalize="none"
-              spellCheck={false}
-              autoFocus
-              aria-invalid={error ? true : undefined}
-              aria-describedby={error ? `${errId} ${hintId}` : hintId}
-              data-testid="login-input"
-            />
-            <button type="submit" className="btn btn-primary" disabled={busy} data-testid="login-submit">
-              {busy ? t('entering') : t('enter')}
-            </button>
-          </div>
-          <p id={hintId} className="hint">
-            {t('userIdHint')}
-          </p>
-          <p id={errId} className="field-error" role="alert" data-testid="login-error">
-            {error ?? ''}
-          </p>
-        </form>
-      </main>
-    </div>
+    <LoginCard intro={t('loginIntro')} notice={notice}>
+      <form onSubmit={submit} noValidate data-testid="login-form">
+        <label htmlFor="login-user-id">{t('userIdLabel')}</label>
+        <div className="field-row">
+          <input
+            id="login-user-id"
+            ref={inputRef}
+            name="userId"
+            value={userId}
+            onChange={(e) => setUserId(e.target.value)}
+            autoComplete="username"
+            autoCapitalize="none"
+            spellCheck={false}
+            autoFocus
+            aria-invalid={error ? true : undefined}
+            aria-describedby={error ? `${errId} ${hintId}` : hintId}
+            data-testid="login-input"
+          />
+          <button type="submit" className="btn btn-primary" disabled={busy} data-testid="login-submit">
+            {busy ? t('entering') : t('enter')}
+          </button>
+        </div>
+        <p id={hintId} className="hint">
+          {t('userIdHint')}
+        </p>
+        <p id={errId} className="field-error" role="alert" data-testid="login-error">
+          {error ?? ''}
+        </p>
+      </form>
+    </LoginCard>
   );
 }
 
@@ -147,6 +134,43 @@ function TokenLogin({
   }
 
   return (
+    <LoginCard intro={t('loginIntroJwt')} notice={notice}>
+      <form onSubmit={submit} noValidate data-testid="token-login-form">
+        <label htmlFor="login-token">{t('tokenLabel')}</label>
+        <div className="field-row">
+          <textarea
+            id="login-token"
+            ref={inputRef}
+            name="token"
+            value={token}
+            onChange={(e) => setToken(e.target.value)}
+            autoComplete="off"
+            spellCheck={false}
+            rows={3}
+            autoFocus
+            aria-invalid={error ? true : undefined}
+            aria-describedby={error ? `${errId} ${hintId}` : hintId}
+            data-testid="token-input"
+          />
+          <button type="submit" className="btn btn-primary" disabled={busy || !token.trim()} data-testid="token-submit">
+            {busy ? t('entering') : t('enter')}
+          </button>
+        </div>
+        <p id={hintId} className="hint">
+          {t('tokenHint')}
+        </p>
+        <p id={errId} className="field-error" role="alert" data-testid="login-error">
+          {error ?? ''}
+        </p>
+      </form>
+    </LoginCard>
+  );
+}
+
+/** The page around either login form: the language switch, the title, the intro and a notice. */
+function LoginCard({ intro, notice, children }: { intro: string; notice: string | null; children: ReactNode }) {
+  const { t } = useI18n();
+  return (
     <div className="login-page">
       <div className="login-top">
         <LanguageSwitch />
@@ -154,40 +178,13 @@ function TokenLogin({
       <main className="login-card">
         <h1 className="brand brand-big">{t('appName')}</h1>
         <h2>{t('loginTitle')}</h2>
-        <p className="muted">{t('loginIntroJwt')}</p>
+        <p className="muted">{intro}</p>
         {notice && (
           <p className="notice" role="alert">
             {notice}
           </p>
         )}
-        <form onSubmit={submit} noValidate data-testid="token-login-form">
-          <label htmlFor="login-token">{t('tokenLabel')}</label>
-          <div className="field-row">
-            <textarea
-              id="login-token"
-              ref={inputRef}
-              name="token"
-              value={token}
-              onChange={(e) => setToken(e.target.value)}
-              autoComplete="off"
-              spellCheck={false}
-              rows={3}
-              autoFocus
-              aria-invalid={error ? true : undefined}
-              aria-describedby={error ? `${errId} ${hintId}` : hintId}
-              data-testid="token-input"
-            />
-            <button type="submit" className="btn btn-primary" disabled={busy || !token.trim()} data-testid="token-submit">
-              {busy ? t('entering') : t('enter')}
-            </button>
-          </div>
-          <p id={hintId} className="hint">
-            {t('tokenHint')}
-          </p>
-          <p id={errId} className="field-error" role="alert" data-testid="login-error">
-            {error ?? ''}
-          </p>
-        </form>
+        {children}
       </main>
     </div>
   );
