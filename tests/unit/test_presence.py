@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 
 from unit.harness import CoreNode, RecordingSession, Shared
@@ -31,28 +34,30 @@ async def _room(shared: Shared) -> int:
     return (await shared.db.create_room("presence", "alice")).id
 
 
-async def test_a_user_on_two_nodes_joins_once(autojump_clock):
+@asynccontextmanager
+async def _two_nodes() -> AsyncIterator[tuple[Shared, CoreNode, CoreNode, int]]:
+    """Two nodes with presence running, sharing the services, and a room; presence stops at the end."""
     shared = Shared()
     a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
     room = await _room(shared)
     async with trio.open_nursery() as nursery:
         await nursery.start(a.presence.run)
         await nursery.start(b.presence.run)
+        yield shared, a, b, room
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_user_on_two_nodes_joins_once(autojump_clock):
+    async with _two_nodes() as (shared, a, b, room):
         await a.subscribe(RecordingSession("alice"), room)
         await _wait_for(shared, "alice", ["join"])
         await b.subscribe(RecordingSession("alice"), room)
         await _marker(b, room, "marker")
-        nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join"]
 
 
 async def test_a_reconnect_within_the_grace_announces_nothing(autojump_clock):
-    shared = Shared()
-    a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
-    room = await _room(shared)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(a.presence.run)
-        await nursery.start(b.presence.run)
+    async with _two_nodes() as (shared, a, b, room):
         first = RecordingSession("alice")
         await a.subscribe(first, room)
         await _wait_for(shared, "alice", ["join"])
@@ -61,17 +66,11 @@ async def test_a_reconnect_within_the_grace_announces_nothing(autojump_clock):
         await b.subscribe(RecordingSession("alice"), room)  # back, on another node
         await trio.sleep(shared.settings.leave_grace_seconds * 2)
         await _marker(a, room, "marker")
-        nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join"]
 
 
 async def test_a_user_gone_for_the_grace_leaves_once(autojump_clock):
-    shared = Shared()
-    a, b = CoreNode(shared, "a"), CoreNode(shared, "b")
-    room = await _room(shared)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(a.presence.run)
-        await nursery.start(b.presence.run)
+    async with _two_nodes() as (shared, a, b, room):
         on_a, on_b = RecordingSession("alice"), RecordingSession("alice")
         await a.subscribe(on_a, room)
         await b.subscribe(on_b, room)
@@ -81,7 +80,6 @@ async def test_a_user_gone_for_the_grace_leaves_once(autojump_clock):
         await _wait_for(shared, "alice", ["join", "leave"])
         await trio.sleep(shared.settings.presence_ttl_seconds * 2)  # sweeps run meanwhile
         await _marker(a, room, "marker")
-        nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join", "leave"]
     assert await shared.cache.members(room) == ["marker"]
 
