@@ -24,13 +24,26 @@ async def _room(url: str) -> tuple[str, dict]:
     return owner, await create_room(url, await login(url, owner), f"resume-{uuid.uuid4().hex[:6]}")
 
 
+# Sends in flight at once: the sender, in the room, receives its own messages too, and a window
+# of the large ones (12 kB) stays well inside its 1 MiB send buffer however slowly it reads.
+SEND_WINDOW = 40
+
+
 async def _send_many(client, room_id: int, texts: list[str]) -> list[int]:
-    """Send without waiting between frames; returns the acknowledged seqs in order."""
+    """Send in windows, each answered and echoed back before the next; the acknowledged seqs."""
     refs = [f"m{uuid.uuid4().hex[:8]}-{n}" for n in range(len(texts))]
-    for ref, text in zip(refs, texts):
-        await client.send(type="SEND", roomId=room_id, text=text, clientMsgId=ref, ref=ref)
-    wanted = set(refs)
-    await client.wait_until(lambda: wanted <= {f.get("ref") for f in client.frames if f["type"] == "ACK"}, timeout=60)
+    for start in range(0, len(refs), SEND_WINDOW):
+        window = refs[start : start + SEND_WINDOW]
+        for ref, text in zip(window, texts[start : start + SEND_WINDOW]):
+            await client.send(type="SEND", roomId=room_id, text=text, clientMsgId=ref, ref=ref)
+        wanted = set(window)
+        await client.wait_until(
+            lambda wanted=wanted: (
+                wanted <= {f.get("ref") for f in client.frames if f["type"] == "ACK"}
+                and wanted <= {m["clientMsgId"] for m in client.messages(room_id)}
+            ),
+            timeout=60,
+        )
     acks = {f["ref"]: f["seq"] for f in client.frames if f["type"] == "ACK"}
     return [acks[ref] for ref in refs]
 
