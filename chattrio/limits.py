@@ -23,7 +23,7 @@ from chattrio.metrics import Registry
 ADDRESS_BUCKETS = 100_000
 # Refusals of a connection forgiven per second.
 REFUSAL_FORGIVEN_PER_SECOND = 1.0
-# Users whose last session ended and whose buckets are kept (least recently closed forgotten
+# Users whose last connection closed and whose buckets are kept (least recently closed forgotten
 # first): a user closing all connections and opening new ones does not start with full buckets.
 IDLE_USERS = 10_000
 
