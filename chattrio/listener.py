@@ -53,7 +53,7 @@ REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is c
 HANDSHAKE_TIMEOUT = 10.0
 # A WebSocket opened without a token must send its AUTH frame first, within this.
 AUTH_TIMEOUT = 10.0
-# A connection refused for the plain-HTTP cap gets this long to take its 503.
+# A refused connection (the plain-HTTP cap, a bad request head) gets this long to take its answer.
 REFUSAL_TIMEOUT = 1.0
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
 
@@ -160,12 +160,7 @@ class HttpServer:
         """503 without reading the request; then a moment to drain what the client sent, so the
         close is not a reset that could destroy the answer before it is read."""
         self._http_refusals.inc()
-        conn = h11.Connection(h11.SERVER)
-        with trio.move_on_after(REFUSAL_TIMEOUT):
-            await send_response(conn, stream, closing_error_response(503, "node busy, retry"))
-            await stream.send_eof()
-            while await stream.receive_some(READ_SIZE):
-                pass
+        await _refuse(h11.Connection(h11.SERVER), stream, 503, "node busy, retry")
 
     async def _serve_http(
         self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
@@ -180,11 +175,11 @@ class HttpServer:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     request = await receive_request(conn, stream)
             except BadRequest as exc:
-                await send_response(conn, stream, closing_error_response(exc.status, exc.reason))
+                await _refuse(conn, stream, exc.status, exc.reason)
                 return None
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await send_response(conn, stream, closing_error_response(exc.error_status_hint, str(exc)))
+                    await _refuse(conn, stream, exc.error_status_hint, str(exc))
                 return None
             except trio.TooSlowError:
                 return None
@@ -398,6 +393,17 @@ class HttpServer:
         except Exception:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
+
+
+async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, reason: str) -> None:
+    """Answer with `Connection: close`, then drain what the client is still sending for a
+    moment (a lingering close, RFC 9112 9.6): closing with unread data would reset the connection
+    and could destroy the answer before the client reads it."""
+    with trio.move_on_after(REFUSAL_TIMEOUT):
+        await send_response(conn, stream, closing_error_response(status, reason))
+        await stream.send_eof()
+        while await stream.receive_some(READ_SIZE):
+            pass
 
 
 def peer_address(stream: trio.SocketStream) -> str:
