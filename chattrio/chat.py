@@ -192,7 +192,14 @@ class ChatService:
         if since is not None:
             await self._check_replay_limit(room_id, since)
         self._sessions.leave(session, room_id)
-        sent_up_to = await self._queue_backlog(session, room_id, since) if since is not None else None
+        try:
+            sent_up_to = await self._queue_backlog(session, room_id, since) if since is not None else None
+        except Exception:
+            if not first_entry:
+                # The session is out of the room until it subscribes again: presence must agree,
+                # or the user would stay listed until the heartbeat expires.
+                self._presence.left(session, room_id)
+            raise
         self._sessions.enter(session, room_id)
         if first_entry:
             self._presence.entered(session, room_id)

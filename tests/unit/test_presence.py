@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from chattrio.fanout import RECENT_PER_ROOM
+from chattrio.presence import BEATS_PER_TTL
 from unit.harness import CoreNode, RecordingSession, Shared
 
 POLL = 0.05
@@ -102,3 +104,19 @@ async def test_the_users_of_a_dead_node_leave_once_their_heartbeats_expire(autoj
         nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join", "leave"]
     assert _announcements(shared, "bob") == ["join"]  # the live node's heartbeats keep bob
+
+
+async def test_a_resubscribe_that_fails_leaves_the_room_after_the_grace(autojump_clock):
+    async with _two_nodes() as (shared, a, _, room):
+        alice = RecordingSession("alice")
+        await a.subscribe(alice, room)
+        acks = [await a.send(alice, room, f"m{i}") for i in range(RECENT_PER_ROOM + 10)]
+        a.deliver()
+        await _wait_for(shared, "alice", ["join"])
+        answer = await a.subscribe(alice, room, since=acks[0]["seq"])  # nothing stored: unavailable
+        assert answer["code"] == "UNAVAILABLE" and room not in alice.rooms
+        # The heartbeat would expire only after TTL - TTL/BEATS_PER_TTL: the leave must come sooner.
+        heartbeat_expiry = shared.settings.presence_ttl_seconds * (1 - 1 / BEATS_PER_TTL)
+        with trio.fail_after(heartbeat_expiry - 1):
+            while _announcements(shared, "alice") != ["join", "leave"]:
+                await trio.sleep(POLL)
