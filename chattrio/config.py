@@ -135,7 +135,19 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides) -> Set
         if raw is not None:
             values[field.name] = _convert(field.name, field.type, raw)
     values.update({name: value for name, value in overrides.items() if value is not None})
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_liveness(settings)
+    return settings
+
+
+def _check_liveness(settings: Settings) -> None:
+    # A session must get at least one ping before silence closes it, or a quiet but healthy
+    # client would be cut off without a chance to answer.
+    if 0 < settings.ping_interval_seconds and settings.idle_timeout_seconds <= settings.ping_interval_seconds:
+        raise SystemExit(
+            f"config error: {PREFIX}IDLE_TIMEOUT_SECONDS={settings.idle_timeout_seconds:g} must be longer than "
+            f"{PREFIX}PING_INTERVAL_SECONDS={settings.ping_interval_seconds:g}"
+        )
 
 
 def _convert(name: str, type_hint: str, raw: str):

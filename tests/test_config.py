@@ -101,3 +101,16 @@ def test_internal_port_defaults_to_the_public_port_plus_the_offset():
     assert settings_from_env({"CHATTRIO_PORT": "8081"}).internal_port_number == 18081
     assert settings_from_env({"CHATTRIO_PORT": "8081", "CHATTRIO_INTERNAL_PORT": "9100"}).internal_port_number == 9100
     assert Settings().internal_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("idle_timeout", ["25", "10"])
+def test_an_idle_timeout_not_longer_than_the_ping_interval_stops_with_a_clear_message(idle_timeout):
+    env = {"CHATTRIO_PING_INTERVAL_SECONDS": "25", "CHATTRIO_IDLE_TIMEOUT_SECONDS": idle_timeout}
+    with pytest.raises(SystemExit) as exc:
+        settings_from_env(env)
+    assert str(exc.value).startswith("config error: CHATTRIO_IDLE_TIMEOUT_SECONDS=")
+
+
+def test_pings_switched_off_accept_any_idle_timeout():
+    env = {"CHATTRIO_PING_INTERVAL_SECONDS": "0", "CHATTRIO_IDLE_TIMEOUT_SECONDS": "0"}
+    assert settings_from_env(env).ping_interval_seconds == 0
