@@ -95,7 +95,7 @@ class HttpServer:
     def request_drain(self) -> None:
         self._drain_requested.set()
 
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until a drain is requested; then stop accepting, close sessions, wait a grace."""
         listeners = await trio.open_tcp_listeners(self._settings.port, host=self._settings.host)
         async with trio.open_nursery() as connections:
@@ -118,7 +118,7 @@ class HttpServer:
         self.drained.set()
         await trio.sleep_forever()  # a drained server stays stopped; the node cancels it
 
-    async def serve_internal(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_internal(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The operational endpoints on the internal port, which the load balancer does not expose."""
         settings = self._settings
         listeners = await trio.open_tcp_listeners(settings.internal_port_number, host=settings.internal_host)

@@ -49,7 +49,7 @@ class OutboxRelay:
         )
         metrics.gauge("chattrio_outbox_lock_held", "1 when this node polls the outbox", lambda: int(self.holding))
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_backlog)

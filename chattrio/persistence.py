@@ -61,7 +61,7 @@ class Persistence:
     def group_id(self) -> str:
         return f"{self._settings.topic_prefix}-persistence"
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
             task_status.started()
             next_lag = trio.current_time()

@@ -117,7 +117,7 @@ class Presence:
         if not self._changes.put(change):
             self._dropped.inc()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._apply_changes)
             nursery.start_soon(self._check_after_grace)

@@ -238,7 +238,7 @@ class ChatProducer:
                 pending.result = Produced(message.partition(), message.offset(), message.timestamp()[1])
             pending.done.set()
 
-    async def run_delivery_reports(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run_delivery_reports(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll librdkafka on a worker thread until cancelled, settling reports in Trio."""
         token = trio.lowlevel.current_trio_token()
         stop = threading.Event()
