@@ -15,9 +15,10 @@ import trio
 
 from chattrio.config import Settings
 from chattrio.metrics import Registry
-from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
-from chattrio.storage.postgres import Database, DatabaseUnavailable
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.contracts import LockStore, MessageLog, OutboxStore
+from chattrio.storage.kafka import KafkaUnavailable
+from chattrio.storage.postgres import DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ BACKLOG_EVERY = 5.0
 
 class OutboxRelay:
     def __init__(
-        self, settings: Settings, db: Database, cache: RedisStore, producer: ChatProducer, metrics: Registry
+        self, settings: Settings, db: OutboxStore, cache: LockStore, producer: MessageLog, metrics: Registry
     ) -> None:
         self._settings = settings
         self._db = db
