@@ -334,7 +334,7 @@ class HttpServer:
         self._open_session(session)
 
     async def _write_until_closed(
-        self, session: Session, stream, read_ended: trio.Event, scope: trio.CancelScope
+        self, session: Session, stream: trio.SocketStream, read_ended: trio.Event, scope: trio.CancelScope
     ) -> None:
         """Write until the close frame is out; then give the client CLOSE_TIMEOUT to answer with
         its own (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
@@ -380,6 +380,7 @@ class HttpServer:
             return self._chat.bad_frame(
                 session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None
             )
+        assert message.text is not None  # a message has its text unless binary or too large
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
@@ -408,7 +409,8 @@ async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, 
 
 def peer_address(stream: trio.SocketStream) -> str:
     try:
-        return stream.socket.getpeername()[0]
+        address: str = stream.socket.getpeername()[0]
+        return address
     except (OSError, IndexError, TypeError):
         return ""
 
