@@ -12,6 +12,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import trio
@@ -46,7 +47,8 @@ OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 _OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
 Handler = Callable[..., Awaitable[Response]]
-Routes = list[tuple[str, re.Pattern, Handler]]
+_Default = TypeVar("_Default", int, None)  # an absent int parameter: its default, or None
+Routes = list[tuple[str, re.Pattern[str], Handler]]
 
 
 class CreateRoom(msgspec.Struct, frozen=True):
@@ -93,7 +95,7 @@ class Api:
         self._room_creations = AddressLimits(settings.room_create_limit_per_ip, "room_create", limited)
         self._trusted_proxies = parse_networks(settings.trusted_proxies, "trusted_proxies")
         self._limit_exempt = parse_networks(settings.limit_exempt, "limit_exempt")
-        self._routes: list[tuple[str, re.Pattern, Handler]] = [
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/healthz"), self._healthz),
             ("GET", re.compile(r"/readyz|/metrics"), self._internal_only),
             ("GET", re.compile(r"/api/openapi\.yaml"), self._openapi),
@@ -355,6 +357,7 @@ class Api:
 
     async def _get_room(self, request: Request, room_id: str) -> Response:
         room = await self._rooms.find(await self._room_id(room_id))
+        assert room is not None  # _room_id answered 404 for an unknown room
         return json_response(200, "room", await self._rooms.with_member_count(room))
 
     async def _history(self, request: Request, room_id: str) -> Response:
@@ -420,7 +423,7 @@ def _room_search(raw: str) -> str:
     return search
 
 
-def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+def _int_param(request: Request, name: str, default: _Default, low: int, high: int) -> int | _Default:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default

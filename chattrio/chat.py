@@ -31,9 +31,10 @@ from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
-from chattrio.storage.postgres import Database, DatabaseUnavailable
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.contracts import MessageCache, MessageLog, MessageStore
+from chattrio.storage.kafka import KafkaUnavailable
+from chattrio.storage.postgres import DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable
 from chattrio.validation import InvalidInput, check_client_msg_id, check_message_text
 from chattrio.websocket import CLOSE_POLICY_VIOLATION, text_frame
 
@@ -70,9 +71,9 @@ class ChatService:
         sessions: SessionRegistry,
         room_log: RoomLog,
         rooms: RoomDirectory,
-        producer: ChatProducer,
-        db: Database,
-        cache: RedisStore,
+        producer: MessageLog,
+        db: MessageStore,
+        cache: MessageCache,
         presence: Presence,
         metrics: Registry,
     ) -> None:
@@ -261,7 +262,7 @@ class ChatService:
         while True:
             start = self._log.partition_start(room_id)
             never_read = start is not None and since + 1 < start[1]  # some of the room predates the fan-out
-            stored_to_start = not never_read or await self._stored_to(start)
+            stored_to_start = start is None or not never_read or await self._stored_to(start)
             since = await self._replay_stored(session, room_id, since, from_database=never_read)
             needed = self._log.dropped(room_id)
             if session.closing or (stored_to_start and (needed is None or since >= needed)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Callable, Mapping
+from typing import Any
 
 PREFIX = "CHATTRIO_"
 INTERNAL_PORT_OFFSET = 10_000
@@ -116,7 +118,7 @@ class Settings:
 
 
 # Field annotations are strings (postponed evaluation), so converters are keyed by them.
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[str], object]] = {
     "int": int,
     "float": float,
     "str": str,
@@ -126,14 +128,14 @@ _CONVERTERS = {
 }
 
 
-def settings_from_env(environ: dict[str, str] | None = None, **overrides) -> Settings:
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from `CHATTRIO_<FIELD>` variables; explicit overrides win."""
     environ = os.environ if environ is None else environ
-    values = {}
+    values: dict[str, Any] = {}
     for field in dataclasses.fields(Settings):
         raw = environ.get(PREFIX + field.name.upper())
         if raw is not None:
-            values[field.name] = _convert(field.name, field.type, raw)
+            values[field.name] = _convert(field.name, str(field.type), raw)
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
     _check_liveness(settings)
@@ -150,7 +152,7 @@ def _check_liveness(settings: Settings) -> None:
         )
 
 
-def _convert(name: str, type_hint: str, raw: str):
+def _convert(name: str, type_hint: str, raw: str) -> object:
     converter = _CONVERTERS[type_hint]
     try:
         return converter(raw)

@@ -181,7 +181,7 @@ class Fanout:
         )
         metrics.gauge("chattrio_fanout_lag", "Messages the fan-out consumer has not fetched yet", lambda: self.lag)
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with open_partition_reader(self._settings) as reader:
             await reader.check_versions()
             await self._assign(reader)

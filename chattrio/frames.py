@@ -58,7 +58,7 @@ class FrameError(Exception):
         self.code, self.message, self.ref = code, message, ref
 
 
-_client_decoder = msgspec.json.Decoder(ClientFrame)
+_client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _loose_decoder = msgspec.json.Decoder()
 
 

@@ -95,7 +95,9 @@ class Response:
 _envelope_encoder = msgspec.json.Encoder()
 
 
-def json_response(status: int, message: str, data=None, headers=None) -> Response:
+def json_response(
+    status: int, message: str, data: object = None, headers: list[tuple[str, str]] | None = None
+) -> Response:
     body = _envelope_encoder.encode({"success": 200 <= status < 300, "message": message, "data": data})
     return Response(status, body, "application/json", headers or [])
 
@@ -156,7 +158,7 @@ async def receive_request(conn: h11.Connection, stream: trio.abc.Stream) -> Requ
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(READ_SIZE)
+            data = bytes(await stream.receive_some(READ_SIZE))  # a socket's bytes: no copy
             if request_event is None:
                 head.feed(data)
             conn.receive_data(data)
@@ -171,16 +173,17 @@ async def receive_request(conn: h11.Connection, stream: trio.abc.Stream) -> Requ
             if len(body) > MAX_BODY_BYTES:
                 raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
         elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+            assert request_event is not None  # h11 gives a request's head before its end
             return Request.from_h11(request_event, bytes(body))
 
 
 async def send_response(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
     """Write the response, or raise trio.TooSlowError when the client does not take it in time."""
     headers = [
-        ("Server", SERVER_NAME),
-        ("Content-Type", response.content_type.encode()),
-        ("Content-Length", str(len(response.body)).encode()),
-        *((name, value.encode("latin-1")) for name, value in response.headers),
+        (b"Server", SERVER_NAME),
+        (b"Content-Type", response.content_type.encode()),
+        (b"Content-Length", str(len(response.body)).encode()),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers),
     ]
     reason = HTTPStatus(response.status).phrase.encode() if response.status in HTTPStatus._value2member_map_ else b""
     data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import trio
 
 from chattrio.config import Rate, Settings
-from chattrio.metrics import Registry
+from chattrio.metrics import Counter, Registry
 
 # Client addresses whose buckets are kept; the least recently used is forgotten beyond this
 # (it starts full again: an attacker with this many addresses is not slowed by per-IP limits).
@@ -127,7 +127,7 @@ class FrameLimits:
 class AddressLimits:
     """A bucket per client address for one kind of request (sign-up, room creation)."""
 
-    def __init__(self, rate: Rate, kind: str, limited_counter) -> None:
+    def __init__(self, rate: Rate, kind: str, limited_counter: Counter) -> None:
         self._rate = rate
         self._kind = kind
         self._limited = limited_counter
@@ -149,7 +149,8 @@ class AddressLimits:
 
 
 def _rate(settings: Settings, kind: str, scope: str) -> Rate:
-    return getattr(settings, f"{kind}_limit_per_{scope}")
+    rate: Rate = getattr(settings, f"{kind}_limit_per_{scope}")
+    return rate
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -95,7 +95,7 @@ class HttpServer:
     def request_drain(self) -> None:
         self._drain_requested.set()
 
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until a drain is requested; then stop accepting, close sessions, wait a grace."""
         listeners = await trio.open_tcp_listeners(self._settings.port, host=self._settings.host)
         async with trio.open_nursery() as connections:
@@ -118,7 +118,7 @@ class HttpServer:
         self.drained.set()
         await trio.sleep_forever()  # a drained server stays stopped; the node cancels it
 
-    async def serve_internal(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_internal(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The operational endpoints on the internal port, which the load balancer does not expose."""
         settings = self._settings
         listeners = await trio.open_tcp_listeners(settings.internal_port_number, host=settings.internal_host)
@@ -334,7 +334,7 @@ class HttpServer:
         self._open_session(session)
 
     async def _write_until_closed(
-        self, session: Session, stream, read_ended: trio.Event, scope: trio.CancelScope
+        self, session: Session, stream: trio.SocketStream, read_ended: trio.Event, scope: trio.CancelScope
     ) -> None:
         """Write until the close frame is out; then give the client CLOSE_TIMEOUT to answer with
         its own (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
@@ -380,6 +380,7 @@ class HttpServer:
             return self._chat.bad_frame(
                 session, "TOO_LARGE", f"message over {limit} bytes or {MAX_FRAGMENTS} fragments", None
             )
+        assert message.text is not None  # a message has its text unless binary or too large
         try:
             frame = parse_client_frame(message.text)
         except FrameError as exc:
@@ -408,7 +409,8 @@ async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, 
 
 def peer_address(stream: trio.SocketStream) -> str:
     try:
-        return stream.socket.getpeername()[0]
+        address: str = stream.socket.getpeername()[0]
+        return address
     except (OSError, IndexError, TypeError):
         return ""
 

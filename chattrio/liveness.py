@@ -8,6 +8,8 @@ armed per connection: at 20,000 sessions and 25 slots, a tick looks at about 800
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from chattrio.sessions import Session
@@ -25,7 +27,13 @@ class Liveness:
     busy client is never pinged. A dead session is noticed within one ping interval after its
     timeout."""
 
-    def __init__(self, ping_interval: float, idle_timeout: float, on_timeout=None, slots: int = LIVENESS_SLOTS) -> None:
+    def __init__(
+        self,
+        ping_interval: float,
+        idle_timeout: float,
+        on_timeout: Callable[[], object] | None = None,
+        slots: int = LIVENESS_SLOTS,
+    ) -> None:
         self._ping_interval = ping_interval
         self._idle_timeout = idle_timeout
         self._on_timeout = on_timeout

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 LabelValues = tuple[str, ...]
+GaugeReading = Callable[[], float | dict[LabelValues, float]]
 
 
 class Counter:
@@ -35,7 +37,7 @@ class Gauge:
         self,
         name: str,
         help_text: str,
-        read: Callable[[], float | dict[LabelValues, float]],
+        read: GaugeReading,
         labels: Iterable[str] = (),
     ) -> None:
         self.name, self.help, self.labels, self._read = name, help_text, tuple(labels), read
@@ -80,6 +82,9 @@ class Histogram:
         yield f"{self.name}_count", (), self.count
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
 class Registry:
     def __init__(self) -> None:
         self._metrics: list[Counter | Gauge | Histogram] = []
@@ -92,13 +97,13 @@ class Registry:
                 return metric
         return self._add(Counter(name, help_text, labels))
 
-    def gauge(self, name: str, help_text: str, read, labels: Iterable[str] = ()) -> Gauge:
+    def gauge(self, name: str, help_text: str, read: GaugeReading, labels: Iterable[str] = ()) -> Gauge:
         return self._add(Gauge(name, help_text, read, labels))
 
     def histogram(self, name: str, help_text: str, buckets: Iterable[float]) -> Histogram:
         return self._add(Histogram(name, help_text, buckets))
 
-    def _add(self, metric):
+    def _add(self, metric: M) -> M:
         self._metrics.append(metric)
         return metric
 

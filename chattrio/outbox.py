@@ -15,9 +15,10 @@ import trio
 
 from chattrio.config import Settings
 from chattrio.metrics import Registry
-from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
-from chattrio.storage.postgres import Database, DatabaseUnavailable
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.contracts import LockStore, MessageLog, OutboxStore
+from chattrio.storage.kafka import KafkaUnavailable
+from chattrio.storage.postgres import DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ BACKLOG_EVERY = 5.0
 
 class OutboxRelay:
     def __init__(
-        self, settings: Settings, db: Database, cache: RedisStore, producer: ChatProducer, metrics: Registry
+        self, settings: Settings, db: OutboxStore, cache: LockStore, producer: MessageLog, metrics: Registry
     ) -> None:
         self._settings = settings
         self._db = db
@@ -49,7 +50,7 @@ class OutboxRelay:
         )
         metrics.gauge("chattrio_outbox_lock_held", "1 when this node polls the outbox", lambda: int(self.holding))
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_backlog)

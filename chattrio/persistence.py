@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 import trio
@@ -20,9 +21,10 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, DeadLetter, Message, RoomCreated, UserCreated, chat_record_encoder
+from chattrio.storage.contracts import MessageStore, StoredEventCache
 from chattrio.storage.kafka import ReadBatch, open_topic_reader
-from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.postgres import DatabaseUnavailable, DataRefused
+from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ T = TypeVar("T")
 
 
 class Persistence:
-    def __init__(self, settings: Settings, db: Database, cache: RedisStore, metrics: Registry) -> None:
+    def __init__(self, settings: Settings, db: MessageStore, cache: StoredEventCache, metrics: Registry) -> None:
         self._settings = settings
         self._db = db
         self._cache = cache
@@ -61,7 +63,7 @@ class Persistence:
     def group_id(self) -> str:
         return f"{self._settings.topic_prefix}-persistence"
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
             task_status.started()
             next_lag = trio.current_time()
@@ -101,7 +103,7 @@ class Persistence:
         new = []
         for partition, message in messages:
             try:
-                new += await self._with_retry(lambda message=message: self._db.store_messages([message], topic, {}))
+                new += await self._with_retry(partial(self._db.store_messages, [message], topic, {}))
             except DataRefused as exc:
                 refused.append(_refused(topic, partition, message, str(exc)))
                 await self._dead_letter(refused[-1:])

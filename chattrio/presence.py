@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -18,8 +19,9 @@ from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import ChatProducer, KafkaUnavailable
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.contracts import MessageLog, PresenceStore
+from chattrio.storage.kafka import KafkaUnavailable
+from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,9 @@ class Presence:
     def __init__(
         self,
         settings: Settings,
-        cache: RedisStore,
+        cache: PresenceStore,
         sessions: SessionRegistry,
-        producer: ChatProducer,
+        producer: MessageLog,
         metrics: Registry,
     ) -> None:
         self._settings = settings
@@ -117,7 +119,7 @@ class Presence:
         if not self._changes.put(change):
             self._dropped.inc()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._apply_changes)
             nursery.start_soon(self._check_after_grace)
@@ -159,7 +161,7 @@ class Presence:
             await trio.sleep_until(due)
             await self._announce_gone(room_id, user_id)
 
-    async def _every(self, interval: float, action) -> None:
+    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
             await trio.sleep(interval)
             try:

@@ -11,19 +11,21 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import Room
-from chattrio.storage.postgres import Database, DatabaseUnavailable
-from chattrio.storage.redis import CacheUnavailable, RedisStore
+from chattrio.storage.contracts import Directory, RoomCache
+from chattrio.storage.postgres import DatabaseUnavailable
+from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_ROOMS_REMEMBERED = 10_000
+RoomPage = list[Room]  # named: inside RoomDirectory, `list` is its method
 
 
 class RoomDirectory:
     def __init__(
         self,
-        db: Database,
-        cache: RedisStore,
+        db: Directory,
+        cache: RoomCache,
         metrics: Registry | None = None,
         unknown_ttl: float = Settings.unknown_room_cache_seconds,
     ) -> None:
@@ -98,7 +100,7 @@ class RoomDirectory:
     async def with_member_count(self, room: Room) -> Room:
         return (await self._with_member_counts([room]))[0]
 
-    async def _with_member_counts(self, rooms: list[Room]) -> list[Room]:
+    async def _with_member_counts(self, rooms: RoomPage) -> RoomPage:
         """The rooms with their present member counts (0 when Redis cannot tell)."""
         try:
             counts = await self._cache.member_counts([room.id for room in rooms])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import trio
@@ -48,7 +49,7 @@ class Session:
         "last_received",
     )
 
-    def __init__(self, user_id: str, buffer_limit: int, on_slow=None) -> None:
+    def __init__(self, user_id: str, buffer_limit: int, on_slow: Callable[[], object] | None = None) -> None:
         self.id = uuid.uuid4().hex
         self.user_id = user_id
         self.rooms: set[int] = set()

@@ -12,10 +12,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
+from jwt.types import Options
 
 from chattrio.config import Settings
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
+
+    # A key that verifies: the shared secret (HS256) or an identity service's public key.
+    VerifyingKey = AllowedPublicKeys | str
 
 AUTH_MODES = ("open", "jwt")
 ISSUED_ALGORITHM = "HS256"
@@ -51,13 +59,15 @@ def issue_token(user_id: str, secret: str, ttl_seconds: int, now: float | None =
 class TokenVerifier:
     """Checks tokens with one algorithm and its keys (by `kid`; None when there is one key)."""
 
-    def __init__(self, algorithm: str, keys: dict[str | None, object], issuer: str = "", audience: str = "") -> None:
+    def __init__(
+        self, algorithm: str, keys: dict[str | None, VerifyingKey], issuer: str = "", audience: str = ""
+    ) -> None:
         self._algorithm = algorithm
         self._keys = keys
         self._issuer = issuer or None
         self._audience = audience or None
         required = REQUIRED_CLAIMS + ["iss"] * bool(issuer) + ["aud"] * bool(audience)
-        self._options = {"require": required, "verify_iat": False}
+        self._options: Options = {"require": required, "verify_iat": False}
 
     @property
     def algorithm(self) -> str:
@@ -86,7 +96,7 @@ class TokenVerifier:
             raise InvalidToken(f"invalid token: {exc}") from None
         return Identity(claims["sub"], int(claims["exp"]))
 
-    def _key_for(self, header: dict) -> object:
+    def _key_for(self, header: dict[str, Any]) -> VerifyingKey:
         if len(self._keys) == 1:
             return next(iter(self._keys.values()))  # one key: the signature decides, whatever the kid
         kid = header.get("kid")
@@ -106,7 +116,7 @@ def verifier_from_settings(settings: Settings) -> TokenVerifier:
     algorithm = settings.jwt_algorithm
     if algorithm == ISSUED_ALGORITHM:
         check_secret(settings.secret, settings.dev_mode)
-        keys: dict[str | None, object] = {None: settings.secret}
+        keys: dict[str | None, VerifyingKey] = {None: settings.secret}
     elif algorithm in ASYMMETRIC_ALGORITHMS:
         keys = load_jwks(settings.jwks_file, algorithm)
     else:
@@ -130,7 +140,7 @@ def check_secret(secret: str, dev_mode: bool) -> None:
         )
 
 
-def load_jwks(path: str, algorithm: str) -> dict[str | None, object]:
+def load_jwks(path: str, algorithm: str) -> dict[str | None, VerifyingKey]:
     """The public keys for `algorithm` in the JWKS file, by `kid`."""
     if not path:
         raise TokenConfigError(f"CHATTRIO_JWT_ALGORITHM={algorithm} needs CHATTRIO_JWKS_FILE (the public keys)")
@@ -140,7 +150,7 @@ def load_jwks(path: str, algorithm: str) -> dict[str | None, object]:
         raise TokenConfigError(f"CHATTRIO_JWKS_FILE={path!r}: {exc.strerror or exc}") from None
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise TokenConfigError(f"CHATTRIO_JWKS_FILE={path!r} is not a usable JWKS: {exc}") from None
-    keys: dict[str | None, object] = {}
+    keys: dict[str | None, VerifyingKey] = {}
     for jwk in key_set.keys:
         if jwk.algorithm_name != algorithm or jwk.public_key_use not in (None, "sig"):
             continue

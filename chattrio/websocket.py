@@ -229,7 +229,7 @@ class FrameReader:
             self.peer_close_code = _close_code_of(payload)
         return b""  # a pong needs nothing
 
-    def _protocol_error(self) -> None:
+    def _protocol_error(self) -> tuple[bool, int, int, int] | None:  # _header's answer: no frame
         self.peer_close_code = CLOSE_PROTOCOL_ERROR
         return None
 

@@ -8,7 +8,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    connect_websocket_url,
+    open_websocket_url,
+)
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -68,7 +74,7 @@ class ChatClient:
                 await self._changed.wait()
 
     async def subscribe(self, room_id: int, since: int | None = None, ref: str = "sub") -> dict:
-        frame = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}", "ref": ref}
+        frame: dict[str, object] = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}", "ref": ref}
         if since is not None:
             frame["since"] = since
         await self.send(**frame)
@@ -125,7 +131,7 @@ class ResumingClient:
         self.received: list[dict] = []
         self.acked: dict[str, dict] = {}
         self.reconnects = 0
-        self._ws = None
+        self._ws: WebSocketConnection | None = None
         self._frames: trio.MemorySendChannel | None = None
 
     @property
@@ -138,7 +144,11 @@ class ResumingClient:
             try:
                 with trio.fail_after(5):
                     self._ws = await connect_websocket_url(self._nursery, f"{url}/ws", extra_headers=bearer(self.token))
-                frame = {"type": "SUBSCRIBE", "destination": f"/topic/message/{self.room_id}", "ref": "resume"}
+                frame: dict[str, object] = {
+                    "type": "SUBSCRIBE",
+                    "destination": f"/topic/message/{self.room_id}",
+                    "ref": "resume",
+                }
                 if self.last_seq is not None:
                     frame["since"] = self.last_seq
                 await self._ws.send_message(json.dumps(frame))
@@ -147,15 +157,20 @@ class ResumingClient:
                     if reply.get("ref") == "resume":
                         if reply["type"] == "SUBSCRIBED":
                             return
-                        raise ConnectionClosed(reply)
+                        raise ConnectionClosed(None)  # refused: try the next node
             except (ConnectionClosed, OSError, HandshakeError, trio.TooSlowError):
                 self.node += 1
                 self.reconnects += 1
                 await trio.sleep(0.3)
 
+    @property
+    def _live(self) -> WebSocketConnection:
+        assert self._ws is not None, "connect first"
+        return self._ws
+
     async def _next_frame(self, timeout: float = 10.0) -> dict:
         with trio.fail_after(timeout):
-            frame = json.loads(await self._ws.get_message())
+            frame = json.loads(await self._live.get_message())
         if frame["type"] == "ROOM_MESSAGE" and frame["message"]["roomId"] == self.room_id:
             message = frame["message"]
             if self.last_seq is None or message["seq"] > self.last_seq:
@@ -184,7 +199,7 @@ class ResumingClient:
                 if self._ws is None:
                     await self._connect()
                 try:
-                    await self._ws.send_message(
+                    await self._live.send_message(
                         json.dumps(
                             {
                                 "type": "SEND",

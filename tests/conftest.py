@@ -75,6 +75,7 @@ class Node:
         log.close()
 
     def wait_ready(self, timeout: float = NODE_READY_TIMEOUT) -> None:
+        assert self.proc is not None, "start first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,6 +94,7 @@ class Node:
             self.proc.wait(10)
 
     def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None, "start first"
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 

@@ -79,7 +79,7 @@ class RawClient:
 
     async def reply_to(self, ref: str) -> tuple[dict, list[tuple[int, bytes]]]:
         """The JSON frame that carries `ref`, and every other frame (opcode, payload) before it."""
-        before = []
+        before: list[tuple[int, bytes]] = []
         while True:
             opcode, payload = await self.next_frame()
             if opcode == 0x1:

@@ -50,7 +50,9 @@ async def _closed(client: ChatClient, timeout: float = 30) -> tuple[int, str]:
     with trio.fail_after(timeout):
         while client.closed is None:
             await client._changed.wait()
-    return client.closed.reason.code, client.closed.reason.reason
+    reason = client.closed.reason
+    assert reason is not None
+    return reason.code, reason.reason or ""
 
 
 async def _session_info(client: ChatClient) -> dict:

@@ -160,6 +160,7 @@ async def inserts_blocked(stack, table: str):
     granted = (
         f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass AND mode = 'ExclusiveLock' AND granted"
     )
+    assert holder.stdin is not None  # stdin=PIPE
     try:
         await holder.stdin.send_all(f"BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE;\n".encode())
         with trio.fail_after(10):

@@ -80,7 +80,7 @@ def summarize(outcome: RunOutcome) -> dict:
     timeline = ledger.timeline
     seconds = max((len(v) for v in timeline.counts.values()), default=0)
     series = {k: v + [0] * (seconds - len(v)) for k, v in timeline.counts.items()}
-    latency_over_time = {f"p{q:g}": [] for q in (50, 90, 99)}
+    latency_over_time: dict[str, list[float | None]] = {f"p{q:g}": [] for q in (50, 90, 99)}
     for s in range(seconds):
         h = timeline.latency[s] if s < len(timeline.latency) else Histogram()
         for q in (50, 90, 99):
@@ -299,10 +299,10 @@ def svg_line_chart(
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
     ]
     for k in range(5):
-        v = y_max * k / 4
+        tick = y_max * k / 4
         parts.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
-            f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{_tick(v)}</text>'
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
+            f'<text x="{left - 5}" y="{y(tick) + 4:.1f}" text-anchor="end">{_tick(tick)}</text>'
         )
     for k in range(0, n, max(1, n // 10)):
         parts.append(f'<text x="{x(k):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{k}</text>')
@@ -313,7 +313,8 @@ def svg_line_chart(
     )
     for idx, (name, vs) in enumerate(series.items()):
         colour = _COLOURS[idx % len(_COLOURS)]
-        segments, current = [], []
+        segments: list[list[str]] = []
+        current: list[str] = []
         for i, v in enumerate(vs):
             if v is None:
                 if current:

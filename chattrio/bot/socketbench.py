@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
+from typing import cast
 
 import msgspec
 import trio
@@ -123,7 +124,7 @@ class _FakeServer:
                 for key, _ in selector.select():
                     if key.fileobj is self.control:
                         return
-                    key.fileobj.recv(1 << 16)
+                    cast(socket.socket, key.fileobj).recv(1 << 16)
 
 
 def _start_server(servers: list[socket.socket], clients: list[socket.socket], text: str) -> tuple[int, socket.socket]:

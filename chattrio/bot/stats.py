@@ -96,7 +96,7 @@ class Histogram:
         return self.total / self.count if self.count else 0.0
 
     def summary_ms(self) -> dict[str, float]:
-        out = {"count": self.count}
+        out: dict[str, float] = {"count": self.count}
         for q in PERCENTILES:
             out[f"p{q:g}"] = round(self.percentile(q) / 1000, 3)
         out["max"] = round(self.max / 1000, 3)
@@ -188,8 +188,8 @@ class Timeline:
                 mine[i] += n
         if len(other.latency) > len(self.latency):
             self.latency.extend(Histogram() for _ in range(len(other.latency) - len(self.latency)))
-        for mine, theirs in zip(self.latency, other.latency):
-            mine.merge(theirs)
+        for my_second, their_second in zip(self.latency, other.latency):
+            my_second.merge(their_second)
         for s, lag_us in enumerate(other.loop_lag_max):
             self.note_loop_lag(self.t0 + s, lag_us)
 

@@ -374,6 +374,7 @@ class SimUser:
                 duplicates += 1  # the same clientMsgId stored twice
                 continue
             seen.receivers += 1
+            assert message.sent_us is not None  # set together with `seen`
             latencies.append(now_us - message.sent_us)
         track.highest = highest
         counters = ctx.ledger.counters

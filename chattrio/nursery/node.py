@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def run_node(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_node(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run until SIGTERM/SIGINT (or cancellation); then drain and return."""
     _check_auth(settings)
     metrics = Registry()

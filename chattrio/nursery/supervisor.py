@@ -42,7 +42,9 @@ class Supervisor:
     def restarts(self, name: str) -> float:
         return self._restarts.value(name)
 
-    async def supervise(self, name: str, child: Child, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def supervise(
+        self, name: str, child: Child, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         delay = INITIAL_BACKOFF
         first = True
         self._ready[name] = False

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
 import trio
 
@@ -70,7 +70,7 @@ async def open_asyncio_bridge() -> AsyncIterator[None]:
             log.warning("the asyncio loop did not stop within %.0fs", STOP_TIMEOUT)
 
 
-class _Call:
+class _Call(Generic[T]):
     """One coroutine run on the asyncio loop, reporting back to the Trio run that started it."""
 
     __slots__ = ("_loop", "_token", "_coro", "task", "done")
@@ -79,7 +79,7 @@ class _Call:
         self._loop = loop
         self._token = trio.lowlevel.current_trio_token()
         self._coro = coro
-        self.task: asyncio.Future | None = None
+        self.task: asyncio.Future[T] | None = None
         self.done = trio.Event()
 
     def start(self) -> None:  # on the asyncio thread
@@ -90,7 +90,7 @@ class _Call:
         if self.task is not None:
             self.task.cancel()
 
-    def _finished(self, _task: asyncio.Future) -> None:  # on the asyncio thread
+    def _finished(self, _task: asyncio.Future[T]) -> None:  # on the asyncio thread
         try:
             self._token.run_sync_soon(self.done.set)
         except trio.RunFinishedError:
@@ -119,6 +119,6 @@ async def run_asyncio(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.
     return task.result()
 
 
-async def _call_on_loop(fn: Callable[..., Awaitable[T]], args: tuple, kwargs: dict) -> T:
+async def _call_on_loop(fn: Callable[..., Awaitable[T]], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
     """Calls `fn` on the asyncio thread, where the libraries expect their running loop."""
     return await fn(*args, **kwargs)

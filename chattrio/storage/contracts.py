@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from chattrio.models import ChatRecord, Message, Room
+from chattrio.models import ChatRecord, DeadLetter, Message, Room
 from chattrio.storage.kafka import Produced
 from chattrio.storage.postgres import OutboxRow
 
@@ -45,6 +45,9 @@ class MessageStore(Protocol):
     async def messages_before(self, room_id: int, before: int | None, limit: int) -> list[Message]: ...
 
     async def last_seq(self, room_id: int) -> int | None: ...
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:
+        """Keep records that cannot be stored, with the reason; returns how many were new."""
 
 
 class Directory(Protocol):
@@ -119,3 +122,11 @@ class LockStore(Protocol):
         """Take or extend the lock; False when another owner holds it."""
 
     async def release_lock(self, name: str, owner: str) -> None: ...
+
+
+class RoomCache(DirectoryCache, PresenceStore, Protocol):
+    """What the room directory reads of Redis: the rooms, and who is in them (member counts)."""
+
+
+class StoredEventCache(MessageCache, DirectoryCache, Protocol):
+    """What persistence writes to Redis: the recent messages, the rooms and the users."""

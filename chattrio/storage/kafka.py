@@ -15,9 +15,10 @@ import dataclasses
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 import trio
@@ -47,6 +48,10 @@ from chattrio.models import (
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
 
+if TYPE_CHECKING:
+    import confluent_kafka
+    from confluent_kafka import KafkaError as DeliveryError  # aiokafka's KafkaError is another
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
@@ -65,6 +70,8 @@ FETCH_LONG_POLL_MS = 500
 # reader fetches only once the caller has taken every record.
 PREFETCH_BACKOFF = 3600.0
 METADATA_MAX_AGE_MS = 10_000
+
+T = TypeVar("T")
 
 _REBALANCED = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
 
@@ -105,7 +112,8 @@ _partitioner = DefaultPartitioner()
 def partition_of(room_id: int, partition_count: int) -> int:
     """The partition the producer sends a room's messages to (Kafka's default key hashing)."""
     partitions = list(range(partition_count))
-    return _partitioner(_room_key(room_id), partitions, partitions)
+    partition: int = _partitioner(_room_key(room_id), partitions, partitions)
+    return partition
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -141,7 +149,7 @@ async def ensure_topics(settings: Settings) -> None:
         ) from exc
 
 
-def _raise_refused_topics(topic_errors, settings: Settings) -> None:
+def _raise_refused_topics(topic_errors: Iterable[tuple[Any, ...]], settings: Settings) -> None:
     """CreateTopics answers an error per topic rather than failing: a topic that was refused
     (other than by a node that created it first) is a configuration the cluster cannot serve."""
     refused = [
@@ -156,7 +164,7 @@ def _raise_refused_topics(topic_errors, settings: Settings) -> None:
         )
 
 
-async def _bounded(fn, *args, timeout: float = CONNECT_TIMEOUT):
+async def _bounded(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = CONNECT_TIMEOUT) -> T:
     try:
         with trio.fail_after(timeout):
             return await run_asyncio(fn, *args)
@@ -164,7 +172,7 @@ async def _bounded(fn, *args, timeout: float = CONNECT_TIMEOUT):
         raise KafkaUnavailable(f"Kafka unavailable: {exc!r}") from exc
 
 
-def _producer_config(settings: Settings) -> dict:
+def _producer_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         "socket.nagle.disable": True,
@@ -203,7 +211,7 @@ class ChatProducer:
         self._topic = settings.messages_topic
         self._events_topic = settings.events_topic
         # Filled by delivery callbacks, which librdkafka runs inside poll() on the polling thread.
-        self._reports: deque[tuple[_PendingSend, object, object]] = deque()
+        self._reports: deque[tuple[_PendingSend, DeliveryError | None, confluent_kafka.Message]] = deque()
 
     async def produce(self, record: ChatRecord) -> Produced:
         pending = _PendingSend()
@@ -225,7 +233,9 @@ class ChatProducer:
             raise KafkaUnavailable(f"Kafka did not take the record: {pending.error}")
         raise KafkaUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT:g}s")
 
-    def _on_delivery(self, pending: _PendingSend, error, message) -> None:  # on the polling thread
+    def _on_delivery(
+        self, pending: _PendingSend, error: DeliveryError | None, message: confluent_kafka.Message
+    ) -> None:  # on the polling thread
         self._reports.append((pending, error, message))
 
     def _settle_reports(self) -> None:
@@ -235,10 +245,12 @@ class ChatProducer:
             if error is not None:
                 pending.error = str(error)
             else:
-                pending.result = Produced(message.partition(), message.offset(), message.timestamp()[1])
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None  # set on every delivered record
+                pending.result = Produced(partition, offset, message.timestamp()[1])
             pending.done.set()
 
-    async def run_delivery_reports(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run_delivery_reports(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll librdkafka on a worker thread until cancelled, settling reports in Trio."""
         token = trio.lowlevel.current_trio_token()
         stop = threading.Event()
@@ -288,7 +300,12 @@ class ChatProducer:
             raise KafkaUnavailable(f"Kafka did not acknowledge the events: {exc!r}") from exc
 
 
-def _resolve_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error, _message) -> None:
+def _resolve_threadsafe(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[None],
+    error: DeliveryError | None,
+    _message: confluent_kafka.Message,
+) -> None:
     """A delivery callback for an asyncio waiter (it runs on the polling thread)."""
 
     def resolve() -> None:
@@ -314,7 +331,9 @@ async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
             nursery.cancel_scope.cancel()
 
 
-def decode_records(topic: str, partition: int, records, batch: ReadBatch, topics: tuple[str, str]) -> None:
+def decode_records(
+    topic: str, partition: int, records: Iterable[FetchedRecord], batch: ReadBatch, topics: tuple[str, str]
+) -> None:
     """Decode one partition's records (anything with offset, timestamp and value) into `batch`."""
     messages_topic, events_topic = topics
     for record in records:
@@ -335,6 +354,19 @@ def decode_records(topic: str, partition: int, records, batch: ReadBatch, topics
             batch.undecodable.append(DeadLetter(topic, partition, record.offset, record.timestamp, value, str(exc)))
 
 
+class FetchedRecord(Protocol):
+    """A record as aiokafka's consumer and record batches give it."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class TopicReader:
     """A group member reading both topics; `fetch` crosses the bridge once per batch."""
 
@@ -343,8 +375,11 @@ class TopicReader:
         self._topics = (settings.messages_topic, settings.events_topic)
 
     async def fetch(self, timeout: float) -> ReadBatch:
-        async def getmany():
-            return await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=FETCH_MAX_RECORDS)
+        async def getmany() -> dict[TopicPartition, list[FetchedRecord]]:
+            fetched: dict[TopicPartition, list[FetchedRecord]] = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=FETCH_MAX_RECORDS
+            )
+            return fetched
 
         records = await _bounded(getmany, timeout=timeout + CONNECT_TIMEOUT)
         batch = ReadBatch([], [], {})
@@ -432,7 +467,7 @@ def _fetch_only_once_taken(consumer: AIOKafkaConsumer) -> None:
     fetcher._prefetch_backoff = PREFETCH_BACKOFF
 
 
-async def _close_quietly(close) -> None:
+async def _close_quietly(close: Callable[[], Awaitable[None]]) -> None:
     """Closing must finish (shielded, bounded) and must not hide the error that led here."""
     with trio.move_on_after(PRODUCE_TIMEOUT) as scope:
         scope.shield = True

@@ -24,7 +24,14 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.memory_records import MemoryRecords
 
 from chattrio.config import Settings
-from chattrio.storage.kafka import CONNECT_TIMEOUT, FETCH_LONG_POLL_MS, KafkaUnavailable, ReadBatch, decode_records
+from chattrio.storage.kafka import (
+    CONNECT_TIMEOUT,
+    FETCH_LONG_POLL_MS,
+    FetchedRecord,
+    KafkaUnavailable,
+    ReadBatch,
+    decode_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +91,17 @@ class _Cursor:
         self.pos = pos
 
     def int16(self) -> int:
-        (value,) = _I16.unpack_from(self.data, self.pos)
+        value: int = _I16.unpack_from(self.data, self.pos)[0]
         self.pos += 2
         return value
 
     def int32(self) -> int:
-        (value,) = _I32.unpack_from(self.data, self.pos)
+        value: int = _I32.unpack_from(self.data, self.pos)[0]
         self.pos += 4
         return value
 
     def int64(self) -> int:
-        (value,) = _I64.unpack_from(self.data, self.pos)
+        value: int = _I64.unpack_from(self.data, self.pos)[0]
         self.pos += 8
         return value
 
@@ -104,6 +111,13 @@ class _Cursor:
             return None
         value = self.data[self.pos : self.pos + size].decode()
         self.pos += size
+        return value
+
+    def name(self) -> str:
+        """A STRING the protocol never sends as null (topic names, hosts)."""
+        value = self.string()
+        if value is None:
+            raise KafkaIncompatible("Kafka sent a null where its protocol has a name")
         return value
 
     def skip(self, size: int) -> None:
@@ -356,7 +370,7 @@ class PartitionReader:
 
     def _read_records(self, tp: Partition, records: bytes, batch: ReadBatch) -> None:
         position = self._positions[tp]
-        taken = []
+        taken: list[FetchedRecord] = []
         batches = MemoryRecords(records)
         try:
             while (record_batch := batches.next_batch()) is not None:
@@ -407,7 +421,7 @@ class PartitionReader:
         brokers = {}
         for _ in range(cursor.int32()):
             node = cursor.int32()
-            host = cursor.string()
+            host = cursor.name()
             brokers[node] = (host, cursor.int32())
             cursor.string()  # rack
         cursor.skip(4)  # controller
@@ -415,7 +429,7 @@ class PartitionReader:
         leaders: dict[Partition, int] = {}
         for _ in range(cursor.int32()):
             topic_error = cursor.int16()
-            topic = cursor.string()
+            topic = cursor.name()
             cursor.skip(1)  # internal
             for _ in range(cursor.int32()):
                 cursor.skip(2)  # partition error: a missing leader says enough
@@ -450,7 +464,7 @@ class PartitionReader:
                 parts += (_I32.pack(p) + _I64.pack(which) for p in numbers)
             cursor = await self._control_request(leader, _LIST_OFFSETS, LIST_OFFSETS_VERSION, b"".join(parts))
             for _ in range(cursor.int32()):
-                topic = cursor.string()
+                topic = cursor.name()
                 for _ in range(cursor.int32()):
                     partition, error = cursor.int32(), cursor.int16()
                     cursor.skip(8)  # timestamp
@@ -504,13 +518,13 @@ async def _check_versions(link: _BrokerLink, address: tuple[str, int]) -> None:
     error = cursor.int16()
     if error:
         raise KafkaIncompatible(f"Kafka broker {address[0]}:{address[1]} refused ApiVersions (error {error})")
-    served = {}
+    served: dict[int, tuple[int, int]] = {}
     for _ in range(cursor.int32()):
         api_key, low, high = cursor.int16(), cursor.int16(), cursor.int16()
         served[api_key] = (low, high)
     for api_key, version in REQUIRED_VERSIONS.items():
-        low, high = served.get(api_key, (None, None))
-        if low is None or not low <= version <= high:
+        low, high = served.get(api_key, (1, 0))  # not served: an empty range
+        if not low <= version <= high:
             raise KafkaIncompatible(
                 f"Kafka broker {address[0]}:{address[1]} does not serve request {api_key} version {version}"
                 f" (it serves {'none' if low is None else f'{low}-{high}'}); the fan-out reader needs it"

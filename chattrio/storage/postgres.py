@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import trio
@@ -21,6 +22,11 @@ QUERY_TIMEOUT = 10.0
 MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
 ROOM_QUOTA_LOCK_ID = 0x71756F74  # with the user's hash: one room creation per user at a time under a quota
 POOL_SIZE = 8
+
+T = TypeVar("T")
+if TYPE_CHECKING:  # generic in asyncpg-stubs only
+    # A pooled connection, as the transactions below hold one.
+    Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 
 
 class DatabaseUnavailable(Exception):
@@ -61,11 +67,11 @@ def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _room(row) -> Room:
+def _room(row: asyncpg.Record) -> Room:
     return Room(row["id"], row["name"], row["created_by"], row["created_at"].isoformat())
 
 
-def _message(row) -> Message:
+def _message(row: asyncpg.Record) -> Message:
     return Message(*row)
 
 
@@ -74,7 +80,7 @@ class Database:
         self._pool = pool
         self._outbox_topic = outbox_topic
 
-    async def _run(self, fn: Callable[..., Awaitable], *args):
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         try:
             with trio.fail_after(QUERY_TIMEOUT):
                 return await run_asyncio(fn, *args)
@@ -162,6 +168,7 @@ class Database:
                     name,
                     created_by,
                 )
+                assert row is not None  # INSERT ... RETURNING returns the row it inserted
                 room = _room(row)
                 event = RoomCreated(str(uuid.uuid4()), room)
                 await self._insert_outbox(conn, event.event_id, str(room.id), json_encoder.encode(event))
@@ -170,7 +177,7 @@ class Database:
         return await self._run(create)
 
     @staticmethod
-    async def _check_room_quota(conn, created_by: str, quota: int) -> None:
+    async def _check_room_quota(conn: Connection, created_by: str, quota: int) -> None:
         # The lock makes count-then-insert exact when one user creates rooms on several nodes at once.
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ROOM_QUOTA_LOCK_ID, created_by)
         created = await conn.fetchval("SELECT count(*) FROM rooms WHERE created_by = $1", created_by)
@@ -188,7 +195,7 @@ class Database:
                 f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} AND lower(name) LIKE '%' || lower($3) || '%'"
                 " ORDER BY id DESC LIMIT $1"
             )
-            args = (limit, before_id, _like_escaped(search))
+            args: tuple[object, ...] = (limit, before_id, _like_escaped(search))
         else:
             sql = f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {older} ORDER BY id DESC LIMIT $1"
             args = (limit, before_id)
@@ -201,7 +208,7 @@ class Database:
 
     # Outbox ------------------------------------------------------------------------------------
 
-    async def _insert_outbox(self, conn, event_id: str, key: str, payload: bytes) -> None:
+    async def _insert_outbox(self, conn: Connection, event_id: str, key: str, payload: bytes) -> None:
         await conn.execute(
             "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
             uuid.UUID(event_id),
@@ -247,6 +254,7 @@ class Database:
             " FROM outbox WHERE published_at IS NULL AND topic = $1",
             self._outbox_topic,
         )
+        assert row is not None  # an aggregate without GROUP BY returns one row
         return int(row["n"]), float(row["age"])
 
     # Messages ----------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ class Database:
         return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
 
 
-async def _adopt_skeleton(conn, user_id: str, skeleton: str) -> None:
+async def _adopt_skeleton(conn: Connection, user_id: str, skeleton: str) -> None:
     try:
         async with conn.transaction():  # a savepoint: a look-alike committing meanwhile only skips this
             await conn.execute(
@@ -369,7 +377,7 @@ def _storable(reason: str) -> str:
     return reason.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
-def _message_tuple(m: Message) -> tuple:
+def _message_tuple(m: Message) -> tuple[object, ...]:
     return (m.id, m.room_id, m.seq, m.sender_id, m.kind, m.text, m.client_msg_id, m.sent_at)
 
 

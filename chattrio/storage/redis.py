@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import coredis
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT = 2.0
 SENTINEL_SCHEME = "redis+sentinel"
 RECENT_PER_ROOM = 300
+
+T = TypeVar("T")
+ScriptArg = str | bytes | int | float
 
 _CACHE_MESSAGES = """
 local keep = tonumber(ARGV[1])
@@ -143,7 +147,7 @@ def _now_ms() -> int:
 
 
 class RedisStore:
-    def __init__(self, client: coredis.Redis, namespace: str) -> None:
+    def __init__(self, client: coredis.Redis[bytes], namespace: str) -> None:
         self._client = client
         self._ns = namespace
         self._scripts = {
@@ -163,10 +167,11 @@ class RedisStore:
             }.items()
         }
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence) -> object:
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
+        """The script's reply, as the script built it (nested lists of bytes and integers)."""
         return await self._call(self._scripts[name](keys=list(keys), args=list(args)))
 
-    async def _call(self, request):
+    async def _call(self, request: Awaitable[T]) -> T:
         try:
             with trio.fail_after(REDIS_TIMEOUT):
                 return await request
@@ -196,7 +201,7 @@ class RedisStore:
     async def cache_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        args: list = [RECENT_PER_ROOM]
+        args: list[ScriptArg] = [RECENT_PER_ROOM]
         for m in messages:
             args += [m.seq, json_encoder.encode(m)]
         await self._script("cache_messages", [self._recent_key(m.room_id) for m in messages], args)
@@ -250,7 +255,8 @@ class RedisStore:
         """Extend (room, user, session) memberships by `ttl` seconds."""
         if not memberships:
             return
-        keys, args = [], [_now_ms() + int(ttl * 1000)]
+        keys: list[str] = []
+        args: list[ScriptArg] = [_now_ms() + int(ttl * 1000)]
         for room_id, user_id, session_id in memberships:
             keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
             args += [user_id, session_id]
@@ -272,7 +278,7 @@ class RedisStore:
         if not room_ids:
             return []
         keys = [self._presence_rooms_key, *(self._room_users_key(room_id) for room_id in room_ids)]
-        args = [_now_ms()]
+        args: list[ScriptArg] = [_now_ms()]
         for room_id in room_ids:
             args += [self._user_sessions_prefix(room_id), room_id]
         reply = await self._script("sweep_gone", keys, args)
@@ -340,7 +346,7 @@ def _sentinel_address(url: str, entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _require_primary(sentinel: coredis.Sentinel, config: SentinelUrl) -> tuple[str, int]:
+async def _require_primary(sentinel: coredis.Sentinel[bytes], config: SentinelUrl) -> tuple[str, int]:
     """Ask the Sentinels for the primary once at start, so a wrong URL fails the node at once."""
     named = ", ".join(f"{host}:{port}" for host, port in config.sentinels)
     try:
@@ -356,7 +362,7 @@ async def _require_primary(sentinel: coredis.Sentinel, config: SentinelUrl) -> t
 
 
 @asynccontextmanager
-async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.Redis]:
+async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.Redis[bytes]]:
     """A client of whichever server the Sentinels name primary: each new connection asks them,
     and a failover closes the connections to the old one, so the node follows without a restart."""
     timeouts = {"connect_timeout": REDIS_TIMEOUT, "stream_timeout": REDIS_TIMEOUT}
@@ -364,7 +370,8 @@ async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.R
         [TCPLocation(host, port) for host, port in config.sentinels],
         sentinel_kwargs=dict(timeouts),
         decode_responses=False,
-        **timeouts,
+        connect_timeout=REDIS_TIMEOUT,
+        stream_timeout=REDIS_TIMEOUT,
     )
     async with sentinel:
         host, port = await _require_primary(sentinel, config)

@@ -91,6 +91,7 @@ class FakeChat:
         )
         while len(body) < length:
             body += await stream.receive_some(65536)
+        data: object  # the JSON answer: an object, or a list (pages of messages)
         if method == "POST" and path.startswith("/api/user/enter/"):
             user = path.rsplit("/", 1)[1]
             status, data = 201, {"userId": user, "token": f"tok-{user}", "expiresAt": 0, "created": True}

@@ -19,7 +19,7 @@ def server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 def read_client_frames(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
     """(opcode, unmasked payload) of the next `count` client frames (small ones) on a blocking socket."""
-    out = []
+    out: list[tuple[int, bytes]] = []
     buf = b""
     while len(out) < count:
         while len(buf) < 6 or len(buf) < 6 + (buf[1] & 0x7F):

@@ -33,7 +33,9 @@ def _render(nginx_dir: Path, nodes: int, base_port: int) -> Path:
 
 
 def _directive(conf: str, name: str) -> str:
-    return re.search(rf"^\s*{name}\s+([^;]+);", conf, re.MULTILINE).group(1)
+    found = re.search(rf"^\s*{name}\s+([^;]+);", conf, re.MULTILINE)
+    assert found is not None, f"no {name} directive"
+    return found.group(1)
 
 
 @pytest.mark.parametrize("nodes", [1, 3])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from typing import cast
 
 import msgspec
 
@@ -14,7 +15,7 @@ from chattrio.frames import encode_frame, parse_client_frame
 from chattrio.metrics import Registry
 from chattrio.presence import Presence
 from chattrio.rooms import RoomDirectory
-from chattrio.sessions import SessionRegistry
+from chattrio.sessions import Session, SessionRegistry
 from chattrio.websocket import text_frame
 from unit.memory import MemoryCache, MemoryDatabase, MemoryLog
 
@@ -116,18 +117,24 @@ class CoreNode:
     async def frame(self, session: RecordingSession, raw: dict) -> dict | None:
         """Handle one client frame; returns the answer that carries its ref, if any."""
         ref = raw.setdefault("ref", f"r{next(_refs)}")
-        await self.chat.handle(session, parse_client_frame(msgspec.json.encode(raw)))
+        # RecordingSession has what ChatService uses of a Session (see its docstring).
+        await self.chat.handle(cast(Session, session), parse_client_frame(msgspec.json.encode(raw)))
         answers = [f for f in session.received if f.get("ref") == ref]
         return answers[-1] if answers else None
 
     async def subscribe(self, session: RecordingSession, room_id: int, since: int | None = None) -> dict:
-        raw = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}"}
+        raw: dict[str, object] = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}"}
         if since is not None:
             raw["since"] = since
-        return await self.frame(session, raw)
+        return _answered(await self.frame(session, raw))
 
     async def send(self, session: RecordingSession, room_id: int, text: str, client_msg_id: str | None = None) -> dict:
-        raw = {"type": "SEND", "roomId": room_id, "text": text}
+        raw: dict[str, object] = {"type": "SEND", "roomId": room_id, "text": text}
         if client_msg_id is not None:
             raw["clientMsgId"] = client_msg_id
-        return await self.frame(session, raw)
+        return _answered(await self.frame(session, raw))
+
+
+def _answered(answer: dict | None) -> dict:
+    assert answer is not None, "no answer carried the frame's ref"
+    return answer

@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from chattrio.config import Settings
-from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
+from chattrio.models import (
+    ChatRecord,
+    DeadLetter,
+    Message,
+    Room,
+    RoomCreated,
+    UserCreated,
+    event_decoder,
+    json_encoder,
+)
 from chattrio.rooms import page_of_rooms
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
@@ -80,6 +89,7 @@ class MemoryDatabase:
         self.outbox: list[_OutboxEntry] = []
         self.messages: dict[str, Message] = {}
         self.stored_offsets: dict[tuple[str, int], int] = {}
+        self.dead_letters: dict[tuple[str, int, int], DeadLetter] = {}  # (topic, partition, offset) -> letter
         self.unavailable = False
         # Fails the next relay after `publish` returned, before the rows are marked published
         # (a crash between the two): the rows are published again later.
@@ -171,6 +181,13 @@ class MemoryDatabase:
             self.stored_offsets[key] = max(self.stored_offsets.get(key, 0), offset)
         return new
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        new = [d for d in letters if (d.topic, d.partition, d.offset) not in self.dead_letters]
+        self.dead_letters.update(((d.topic, d.partition, d.offset), d) for d in new)
+        return len(new)
+
     async def stored_offset(self, topic: str, partition: int) -> int | None:
         await trio.lowlevel.checkpoint()
         self._check()
@@ -182,7 +199,8 @@ class MemoryDatabase:
     async def messages_after(self, room_id: int, since: int, limit: int, max_text_bytes: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
         self._check()
-        page, text_bytes = [], 0
+        page: list[Message] = []
+        text_bytes = 0
         for message in [m for m in self._room_messages(room_id) if m.seq > since][:limit]:
             text_bytes += len(message.text.encode())
             if page and text_bytes > max_text_bytes:
