@@ -432,8 +432,10 @@ prometheus_start() {
   mrunning "$m" && return 0
   check_port_free "$m" "$(prometheus_port)"
   mkdir -p "$(mdir "$m")"
-  "$PYTHON" "$SCRIPTS/ha/prometheus_config.py" "$(mconf "$m")" "$PROMETHEUS_TARGETS" \
-    || die "could not write $(mconf "$m") (needs the virtualenv's PyYAML; run scripts/install.sh)"
+  local python="$PYTHON"
+  [[ -x "$python" ]] || python=python3  # a checkout without its own .venv
+  "$python" "$SCRIPTS/ha/prometheus_config.py" "$(mconf "$m")" "$PROMETHEUS_TARGETS" \
+    || die "could not write $(mconf "$m") (needs PyYAML, in the virtualenv; run scripts/install.sh)"
   log "starting $m on 127.0.0.1:$(prometheus_port)"
   spawn "$m" prometheus --config.file="$(mconf "$m")" --storage.tsdb.path="$(mdir "$m")/data" \
     --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$(prometheus_port)"
