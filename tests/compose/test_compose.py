@@ -357,8 +357,22 @@ def test_every_dependency_is_a_service_and_waits_for_a_condition():
             condition = spec["condition"]
             assert condition in {"service_started", "service_healthy"}, (name, dependency)
             if condition == "service_healthy":
-                has_check = "healthcheck" in services[dependency] or "build" in services[dependency]
-                assert has_check, f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                assert _has_healthcheck(services[dependency]), f"{name} waits for {dependency}: no healthcheck"
+
+
+def _dockerfile_of(service: dict) -> Path | None:
+    build = service.get("build")
+    if not build:
+        return None
+    if isinstance(build, str):
+        return COMPOSE_DIR / build / "Dockerfile"
+    return COMPOSE_DIR / build["context"] / build.get("dockerfile", "Dockerfile")
+
+
+def _has_healthcheck(service: dict) -> bool:
+    dockerfile = _dockerfile_of(service)
+    in_image = dockerfile is not None and re.search(r"^HEALTHCHECK ", dockerfile.read_text(), re.M) is not None
+    return "healthcheck" in service or in_image
 
 
 def _bind_sources(service: dict) -> list[str]:
@@ -382,10 +396,8 @@ def test_every_mounted_file_and_build_context_exists():
             source = volume.split(":")[0]
             if not source.startswith((".", "/")):
                 assert source in named, f"{name}: volume {source} is not declared"
-        build = service.get("build")
-        if build:
-            context = COMPOSE_DIR / (build if isinstance(build, str) else build["context"])
-            dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+        dockerfile = _dockerfile_of(service)
+        if dockerfile is not None:
             assert dockerfile.is_file(), f"{name} builds from {dockerfile}, which does not exist"
     assert checked >= 8
 
@@ -393,9 +405,10 @@ def test_every_mounted_file_and_build_context_exists():
 def test_the_redis_configs_are_copied_from_the_mounted_directory():
     for name, service in {**_services_named("redis"), **_services_named("sentinel")}.items():
         mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
-        for path in re.findall(r"cp (/\S+)/(\S+\.conf)", _command(service)):
-            directory, file = path
-            assert (COMPOSE_DIR / mounted[directory] / file).is_file(), name
+        (copied,) = re.findall(r"cp (/\S+)/(\S+\.conf)", _command(service))
+        directory, file = copied
+        assert (COMPOSE_DIR / mounted[directory] / file).is_file(), name
+        assert f"redis-server /data/{file}" in _command(service), name
 
 
 def test_docker_compose_accepts_the_file():
