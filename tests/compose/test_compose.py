@@ -417,7 +417,7 @@ def test_docker_compose_accepts_the_file():
         pytest.skip("docker is not installed")
     version = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
     if version.returncode != 0:
-        pytest.skip(f"the docker compose plugin is not installed: {version.stderr.strip()[:200]}")
+        pytest.skip(f"the docker compose plugin is not installed ({version.stderr.strip().splitlines()[0]})")
     env = dict(
         os.environ,
         CHATTRIO_SECRET="x" * 64,
