@@ -3,6 +3,7 @@ these checks are what keeps the deployment files true. No service is needed."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -197,6 +198,7 @@ def test_kafka_brokers_have_the_ha_topology_settings():
         assert shared == {k: v for k, v in ha.items() if k not in KAFKA_LOCAL_SETTINGS}, name
         voters = {int(voter.split("@")[0]) for voter in env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")}
         assert len(voters) == _ha_count("kafka"), name  # every broker is a voter, as in ha.sh
+        assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16, name  # what storage format takes
         node_ids.add(int(env["KAFKA_NODE_ID"]))
         assert int(env["KAFKA_NODE_ID"]) in voters, name
     assert len(node_ids) == len(brokers)
