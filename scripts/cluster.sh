@@ -12,6 +12,7 @@
 #        scripts/cluster.sh status            nodes, pids, /readyz
 #        scripts/cluster.sh logs              print the log file paths
 #        scripts/cluster.sh nginx-conf N P L  write nginx.conf for N nodes on P+1.. behind L, print its path
+#        scripts/cluster.sh scrape-targets N P FILE  write Prometheus's targets for N nodes on P+1.. to FILE
 # The backing stack must be up (scripts/stack.sh up). Node logs and pid files
 # live in .stack/<stack>/nodes/, nginx in .stack/<stack>/nginx/ (CHATTRIO_NGINX_DIR).
 # Node i's internal port (/metrics, /readyz) is its port + 10000, the node's default.
@@ -121,6 +122,19 @@ stop_node() {  # stop_node I SIGNAL
   rm -f "$(node_pidfile "$i")"
 }
 
+# Prometheus file_sd targets, every node's internal port: the ha topology's prometheus member
+# (scripts/ha.sh) reads $NODES_DIR/scrape-targets.json. Written whole, then renamed: Prometheus
+# re-reads it on change and must never see half of it.
+write_scrape_targets() {  # write_scrape_targets FILE
+  local i sep="" json="["
+  for ((i = 1; i <= NODES; i++)); do
+    json+="$sep{\"targets\": [\"127.0.0.1:$(node_internal_port "$i")\"], \"labels\": {\"node\": \"node-$i\"}}"
+    sep=", "
+  done
+  echo "$json]" > "$1.tmp"
+  mv -f "$1.tmp" "$1"
+}
+
 nginx_bin() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || return 1; }
 nginx_pid() { read_pid "$NGINX_PIDFILE"; }
 nginx_running() { pid_matches "$(nginx_pid)" "$NGINX_CONF"; }
@@ -214,6 +228,7 @@ case "$cmd" in
     mkdir -p "$NODES_DIR"
     printf 'NODES=%s\nBASE_PORT=%s\nLB_PORT=%s\nHOST=%s\nLB_HOST=%s\nLOG_JSON=%s\nLB=%s\nSERVER_CMD_STR=%q\n' \
       "$NODES" "$BASE_PORT" "$LB_PORT" "$HOST" "$LB_HOST" "$LOG_JSON" "$LB" "$SERVER_CMD_STR" > "$STATE"
+    write_scrape_targets "$NODES_DIR/scrape-targets.json"
     for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
     for ((i = 1; i <= NODES; i++)); do wait_node_ready "$i"; done
     [[ "$LB" == yes ]] && start_nginx
@@ -271,6 +286,11 @@ case "$cmd" in
     NODES="$1" BASE_PORT="$2" LB_PORT="$3" LB_HOST=127.0.0.1
     render_nginx_conf
     echo "$NGINX_CONF"
+    exit 0 ;;
+  scrape-targets)
+    [[ $# -eq 3 && "$1$2" =~ ^[0-9]+$ ]] || die "usage: cluster.sh scrape-targets NODES BASE_PORT FILE"
+    NODES="$1" BASE_PORT="$2"
+    write_scrape_targets "$3"
     exit 0 ;;
   logs)
     load_state

@@ -5,6 +5,7 @@
 #   redis-1, redis-2 a Redis primary and its replica
 #   sentinel-1..3    Redis Sentinels (quorum 2) watching them
 #   kafka-1..3       KRaft nodes, each broker and controller (a 3-voter quorum)
+#   prometheus       Prometheus scraping the nodes scripts/cluster.sh starts (compose/'s config and alerts)
 #
 # Usage: scripts/ha.sh up              start every member (idempotent), wait until ready
 #        scripts/ha.sh down            stop every member (idempotent)
@@ -38,6 +39,7 @@ mconf() {
     # Redis replaces its command line with its address once started
     redis-*|sentinel-*) echo "redis-server" ;;
     kafka-*) echo "$STACK_DIR/$1/server.properties" ;;
+    prometheus) echo "$STACK_DIR/$1/prometheus.yml" ;;
   esac
 }
 mrunning() { pid_matches "$(mpid "$1")" "$(mconf "$1")"; }
@@ -419,8 +421,38 @@ kafka_load_leads() {
     "$PYTHON" "$SCRIPTS/ha/kafka_leaders.py" "$(kafka_bootstrap)" 2>/dev/null || true)
 }
 
+# ================================================================ Prometheus
+# compose/prometheus's config and alert rules; the nodes come from the file_sd targets file
+# scripts/cluster.sh writes when it starts nodes on this stack (none until then).
+PROMETHEUS_TARGETS="$STACK_DIR/nodes/scrape-targets.json"
+
+prometheus_start() {
+  local m=prometheus
+  need_bin prometheus "apt-get install prometheus"
+  mrunning "$m" && return 0
+  check_port_free "$m" "$(prometheus_port)"
+  mkdir -p "$(mdir "$m")"
+  local python="$PYTHON"
+  [[ -x "$python" ]] || python=python3  # a checkout without its own .venv
+  "$python" "$SCRIPTS/ha/prometheus_config.py" "$(mconf "$m")" "$PROMETHEUS_TARGETS" \
+    || die "could not write $(mconf "$m") (needs PyYAML, in the virtualenv; run scripts/install.sh)"
+  log "starting $m on 127.0.0.1:$(prometheus_port)"
+  spawn "$m" prometheus --config.file="$(mconf "$m")" --storage.tsdb.path="$(mdir "$m")/data" \
+    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$(prometheus_port)"
+}
+
+prometheus_ready() { curl -sf -m 2 "http://127.0.0.1:$(prometheus_port)/-/ready" >/dev/null 2>&1; }
+prometheus_role() {
+  local targets total up
+  targets="$(curl -sf -m 2 "http://127.0.0.1:$(prometheus_port)/api/v1/targets?state=active" 2>/dev/null)" \
+    || { echo "not answering"; return 1; }
+  total="$({ grep -o '"health":"[a-z]*"' <<<"$targets" || true; } | wc -l)"
+  up="$({ grep -o '"health":"up"' <<<"$targets" || true; } | wc -l)"
+  echo "scrapes $total node(s), $up up"
+}
+
 # ================================================================ members
-MEMBERS=(etcd-1 etcd-2 etcd-3 pg-1 pg-2 redis-1 redis-2 sentinel-1 sentinel-2 sentinel-3 kafka-1 kafka-2 kafka-3)
+MEMBERS=(etcd-1 etcd-2 etcd-3 pg-1 pg-2 redis-1 redis-2 sentinel-1 sentinel-2 sentinel-3 kafka-1 kafka-2 kafka-3 prometheus)
 
 member_start() {
   case "$1" in
@@ -429,6 +461,7 @@ member_start() {
     redis-*) redis_start_member "$1" ;;
     sentinel-*) sentinel_start "$1" ;;
     kafka-*) kafka_start_member "$1" ;;
+    prometheus) prometheus_start ;;
   esac
 }
 
@@ -439,6 +472,7 @@ member_wait() {
     redis-*) wait_for "$1" "PING" redis_member_ready "$1" ;;
     sentinel-*) wait_for "$1" "PING" sentinel_ready "$1" ;;
     kafka-*) wait_for "$1" "'Kafka Server started'" kafka_member_ready "$1" ;;
+    prometheus) wait_for "$1" "/-/ready" prometheus_ready ;;
   esac
 }
 
@@ -449,6 +483,7 @@ member_role() {
     redis-*) redis_role "$1" ;;
     sentinel-*) sentinel_role "$1" ;;
     kafka-*) kafka_role "$1" ;;
+    prometheus) prometheus_role ;;
   esac
 }
 
@@ -459,6 +494,7 @@ member_port() {
     redis-*) redis_member_port "$(idx "$1")" ;;
     sentinel-*) sentinel_port "$(idx "$1")" ;;
     kafka-*) kafka_member_port "$(idx "$1")" ;;
+    prometheus) prometheus_port ;;
   esac
 }
 
@@ -499,7 +535,8 @@ status_member() {
 }
 
 # Start order: etcd before Patroni; the Redis primary before its replica and the Sentinels; the
-# three Kafka nodes together (a controller quorum needs two of them to elect a leader).
+# three Kafka nodes together (a controller quorum needs two of them to elect a leader); Prometheus
+# last.
 ha_up() {
   local m
   mkdir -p "$STACK_DIR"
@@ -515,15 +552,16 @@ ha_up() {
   # Until Patroni names the synchronous standby, commits are not replicated before they return.
   wait_for pg-1 "a synchronous standby" pg_has_sync_standby
   pg_create_database
+  member_start prometheus; member_wait prometheus
   log "up: $(scripts_env_summary)"
 }
 
-# Stop order: Kafka, the Sentinels and Redis, then Patroni while etcd still holds its lock, etcd
+# Stop order: Prometheus, Kafka, the Sentinels and Redis, then Patroni while etcd still holds its lock, etcd
 # last. The members of a group stop together: a Kafka node stopped after the other two waits out
 # its timeout for a controller quorum that is gone.
 ha_down() {
   local group m
-  for group in "kafka-3 kafka-2 kafka-1" "sentinel-3 sentinel-2 sentinel-1" "redis-2 redis-1" "pg-2 pg-1" \
+  for group in prometheus "kafka-3 kafka-2 kafka-1" "sentinel-3 sentinel-2 sentinel-1" "redis-2 redis-1" "pg-2 pg-1" \
                "etcd-3 etcd-2 etcd-1"; do
     for m in $group; do member_stop "$m" & done
     wait

@@ -61,6 +61,10 @@ if ((NODES == 1)); then
   port_open "$PORT" && port_taken_error "chattrio" "$PORT" "PORT"
   export CHATTRIO_NODE_ID=node-1
   extra=(); [[ -n "${LOG_JSON:-}" ]] && extra+=(--log-json)
+  if [[ "$STACK" == ha ]]; then  # the ha stack's Prometheus scrapes this node as cluster.sh's node-1
+    mkdir -p "$STACK_DIR/nodes"
+    "$SCRIPTS/cluster.sh" scrape-targets 1 $((PORT - 1)) "$STACK_DIR/nodes/scrape-targets.json"
+  fi
   log "chattrio serve on http://$HOST:$PORT (Ctrl-C to stop)"
   cd "$REPO"
   set +e

@@ -13,6 +13,7 @@ redis_member_port()     { echo $((HA_BASE + 60 + $1)); }  # 57461-57462
 sentinel_port()         { echo $((HA_BASE + 70 + $1)); }  # 57471-57473
 kafka_member_port()     { echo $((HA_BASE + 90 + $1)); }  # 57491-57493
 kafka_controller_port() { echo $((HA_BASE + 95 + $1)); }  # 57496-57498
+prometheus_port()       { echo $((HA_BASE + 80)); }       # 57480
 
 ha_all_ports() {
   local i
@@ -20,6 +21,7 @@ ha_all_ports() {
     etcd_client_port "$i"; etcd_peer_port "$i"; sentinel_port "$i"; kafka_member_port "$i"; kafka_controller_port "$i"
   done
   for i in 1 2; do patroni_port "$i"; pg_member_port "$i"; redis_member_port "$i"; done
+  prometheus_port
 }
 
 _join() { local IFS=,; echo "$*"; }
