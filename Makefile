@@ -5,6 +5,7 @@
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
 #   make test-unit        the tests that need no service (no stack started), in under a minute
 #   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
+#   make chaos            scripts/chaos.sh matrix: faults under load on the ha topology, with verdicts
 SHELL := /bin/bash
 NODES ?= 1
 TOPOLOGY ?= single
@@ -16,7 +17,7 @@ export NODES PORT PYTEST_ARGS TOPOLOGY
 .PHONY: run test test-unit test-py bench install up down status env wipe cluster-status chaos help
 
 help:
-	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
 
 run:
 	@scripts/run.sh $(NODES)
@@ -58,5 +59,6 @@ wipe:
 cluster-status:
 	@scripts/cluster.sh status
 
+# every fault on every target of the ha topology under load, each with a verdict (docs/reliability.md)
 chaos:
-	@scripts/chaos.sh
+	@scripts/chaos.sh matrix --doc docs/reliability.md

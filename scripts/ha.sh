@@ -14,6 +14,8 @@
 #        scripts/ha.sh kill MEMBER     SIGKILL a member (pg-N: Patroni and its PostgreSQL)
 #        scripts/ha.sh start MEMBER    start one member again, wait until it answers
 #        scripts/ha.sh stop MEMBER     stop one member gracefully
+#        scripts/ha.sh signal MEMBER SIG  send SIG (STOP, CONT, ...) to the member's processes
+#                                      (pg-N: Patroni, its postmaster and the postmaster's children)
 #        scripts/ha.sh running         exit 0 if every member runs (quiet)
 #        scripts/ha.sh members         list the members
 #        scripts/ha.sh wipe            down + delete .stack/ha
@@ -516,6 +518,25 @@ member_kill() {
   for ((n = 0; n < 50; n++)); do mrunning "$m" || return 0; sleep 0.1; done
 }
 
+member_pids() {  # every process of a member: a hung member is all of them stopped
+  local m="$1" ppid
+  mrunning "$m" || return 0
+  mpid "$m"
+  case "$m" in
+    pg-*)
+      ppid="$( [[ -f "$(pg_data "$m")/postmaster.pid" ]] && read_pid "$(pg_data "$m")/postmaster.pid" || true)"
+      if pid_matches "$ppid" "$(pg_data "$m")"; then echo "$ppid"; pgrep -P "$ppid" || true; fi ;;
+  esac
+}
+
+member_signal() {
+  local m="$1" sig="$2" pids
+  mapfile -t pids < <(member_pids "$m")
+  ((${#pids[@]})) || die "$m is not running"
+  log "SIG$sig $m (pids ${pids[*]})"
+  kill "-$sig" "${pids[@]}" 2>/dev/null || true
+}
+
 check_member() {
   local m
   for m in "${MEMBERS[@]}"; do [[ "$m" == "$1" ]] && return 0; done
@@ -593,6 +614,9 @@ case "$cmd" in
   restart)
     [[ $# -eq 1 ]] || die "usage: ha.sh restart MEMBER"
     check_member "$1"; member_stop "$1"; member_start "$1"; member_wait "$1" ;;
+  signal)
+    [[ $# -eq 2 && "$2" =~ ^[A-Z]+$ ]] || die "usage: ha.sh signal MEMBER SIG (e.g. STOP, CONT)"
+    check_member "$1"; member_signal "$1" "$2" ;;
   kill)
     [[ $# -eq 1 ]] || die "usage: ha.sh kill MEMBER"
     check_member "$1"; member_kill "$1" ;;

@@ -10,7 +10,7 @@ import sys
 import trio
 
 from chattrio.bot.config import load_config
-from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports
+from chattrio.bot.report import append_bench_record, summarize, text_summary, write_records, write_reports
 from chattrio.bot.runner import Progress, run
 from chattrio.bot.stats import Histogram
 
@@ -56,6 +56,9 @@ def main(argv: list[str]) -> int:
     print(text_summary(summary))
     json_path, html_path = write_reports(summary, cfg.output_dir)
     print(f"reports    {json_path}  {html_path}")
+    if cfg.records_file:
+        write_records(outcome, summary, cfg.records_file)
+        print(f"records    {cfg.records_file}")
     if cfg.bench_log:
         append_bench_record(summary, cfg.bench_log)
         print(f"bench log  record appended to {cfg.bench_log}")

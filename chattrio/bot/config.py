@@ -46,6 +46,16 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # Hostile users in the first room, each with its own connections sending as fast as the
     # nodes allow (chattrio/bot/flooder.py); the report's figures are the other users'.
     flooders: int = 0
+    # Seconds of silence before the keepalive PING, and as long again for any answer before the
+    # connection is dropped and resumed elsewhere; short in chaos runs, where a node may hang.
+    keepalive_seconds: float = 20.0
+    # Writes during the chat, spread over the nodes (chattrio/bot/writes.py): new users signing
+    # up and new rooms created, each answer recorded for a chaos run's verdict.
+    signups_per_second: float = 0.0
+    room_creations_per_second: float = 0.0
+    # A JSON file that gets the run's records: every acknowledged message, the writes, the rooms
+    # announced (scripts/chaos.sh checks them against PostgreSQL).
+    records_file: str | None = None
     output_dir: str = "bench-results"
     bench_log: str | None = None  # JSON Lines file that gets one record per run
     command_line: str = ""  # filled in by the CLI, recorded in reports
@@ -64,6 +74,10 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("workers must be >= 1")
         if self.flooders < 0:
             problems.append("flooders must be >= 0")
+        if self.keepalive_seconds <= 0:
+            problems.append("keepaliveSeconds must be > 0")
+        if min(self.signups_per_second, self.room_creations_per_second) < 0:
+            problems.append("signupsPerSecond and roomCreationsPerSecond must be >= 0")
         if min(self.ramp_up_time_seconds, self.chat_duration_seconds, self.loss_grace_seconds) < 0:
             problems.append("durations must be >= 0")
         if not self.nodes and not self.rest_api_base_url:
@@ -131,6 +145,10 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--exec", "execCommand", str, "shell command to run during the chat"),
     ("--flooders", "flooders", int, "hostile users flooding the first room during the chat"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),
+    ("--keepalive", "keepaliveSeconds", float, "seconds of silence before a PING, and then before giving up"),
+    ("--signups", "signupsPerSecond", float, "new users signing up per second during the chat"),
+    ("--room-creations", "roomCreationsPerSecond", float, "rooms created per second during the chat"),
+    ("--records", "recordsFile", str, "JSON file for the run's records (acked messages, writes, announcements)"),
     ("--out", "outputDir", str, "directory for the JSON and HTML reports"),
     ("--bench-log", "benchLog", str, "JSON Lines file to append a result record to"),
 ]

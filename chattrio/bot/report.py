@@ -153,7 +153,15 @@ def summarize(outcome: RunOutcome) -> dict:
             "reconnects": c.get("reconnects", 0),
             "timeMs": ledger.reconnect.summary_ms(),
         },
-        "latencyMs": {"endToEnd": e2e.summary_ms(), "ack": ledger.ack.summary_ms()},
+        "latencyMs": {
+            "endToEnd": e2e.summary_ms(),
+            "ack": ledger.ack.summary_ms(),
+            "answerWait": ledger.answer_wait.summary_ms(),
+        },
+        "announcements": {
+            "rooms": {int(k.split(":", 1)[1]): n for k, n in c.items() if k.startswith("announced:")},
+            "duplicates": c.get("announcementDuplicates", 0),
+        },
         "protocolViolations": c.get("protocolViolations", 0),
         "bot": {
             "workers": cfg.workers,
@@ -430,6 +438,17 @@ def write_reports(s: dict, output_dir: str) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(s, indent=1))
     html_path.write_text(html_report(s))
     return json_path, html_path
+
+
+def write_records(outcome: RunOutcome, s: dict, path: str) -> None:
+    """The run's records for a chaos verdict (scripts/chaos.sh): the summary, every acknowledged
+    message as [clientMsgId, roomId, seq, ACK time], and the writes with their answers."""
+    acked = [
+        [cmid, sent.room_id, sent.ack_seq, sent.acked_at] for cmid, sent in outcome.ledger.sent.items() if sent.acked
+    ]
+    records = {"summary": s, "acked": acked, "writes": outcome.writes or []}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(records))
 
 
 def bench_record(s: dict) -> dict:

@@ -32,6 +32,7 @@ from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
 from chattrio.bot.user import SimUser
+from chattrio.bot.writes import WriteProbe
 
 PROGRESS_INTERVAL = 1.0
 # During the ramp-up, what exists is frozen this often (see freeze_while_ramping).
@@ -292,6 +293,7 @@ class RunOutcome:
     load_before: float  # 1-minute load average at the start: was the machine busy with other work?
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
+    writes: list[dict] | None = None  # the sign-ups and room creations of the chat (WriteProbe)
 
 
 async def _setup_request(
@@ -442,6 +444,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
             progress_line(time.time() - t0, *Progress.combine(progress))
 
     flood_tally: Counter = Counter()
+    probe = WriteProbe(nodes, run_id, cfg.user_id_prefix)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)
         nursery.start_soon(sample_peak)
@@ -462,7 +465,17 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         async with trio.open_nursery() as workers:
             for w in range(len(plans)):
                 workers.start_soon(one_worker, w)
+            if cfg.signups_per_second or cfg.room_creations_per_second:
+                # awaited like the workers: every write's answer is in before the run ends
+                workers.start_soon(
+                    probe.run,
+                    cfg.signups_per_second,
+                    cfg.room_creations_per_second,
+                    schedule.chat_start + to_trio,
+                    schedule.chat_end + to_trio,
+                )
         nursery.cancel_scope.cancel()
+    await probe.aclose()
     metrics["end"] = await scrape(metrics_pools)
     rss["end"] = read_rss(cfg.node_pid_files)
     for pool in pools + metrics_pools:
@@ -486,4 +499,5 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         load_before,
         host_cpu,
         dict(flood_tally) if cfg.flooders else None,
+        probe.records if cfg.signups_per_second or cfg.room_creations_per_second else None,
     )

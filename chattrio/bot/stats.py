@@ -216,6 +216,7 @@ class SentMessage:
     sent_at: float
     acked: bool = False
     ack_seq: int | None = None
+    acked_at: float | None = None  # wall clock
 
 
 @dataclass(slots=True)
@@ -255,6 +256,8 @@ class Ledger:
     # room id -> the lastSeq of each member's first subscription (-1 for null)
     members: dict[int, list[int]] = field(default_factory=dict)
     ack: Histogram = field(default_factory=Histogram)
+    # Per SEND written: until its ACK or ERROR, or until the connection it was written on was lost.
+    answer_wait: Histogram = field(default_factory=Histogram)
     reconnect: Histogram = field(default_factory=Histogram)
     # How late the worker's event loop wakes a 100 ms sleep: high values mean the bot itself
     # (or a starved CPU) is distorting the figures.
@@ -267,10 +270,11 @@ class Ledger:
     def to_wire(self) -> dict:
         return {
             "counters": self.counters,
-            "sent": {k: [m.room_id, m.sent_at, m.acked, m.ack_seq] for k, m in self.sent.items()},
+            "sent": {k: [m.room_id, m.sent_at, m.acked, m.ack_seq, m.acked_at] for k, m in self.sent.items()},
             "seen": {k: [m.seq, m.receivers] for k, m in self.seen.items()},
             "members": {str(r): v for r, v in self.members.items()},
             "ack": self.ack.to_wire(),
+            "answerWait": self.answer_wait.to_wire(),
             "reconnect": self.reconnect.to_wire(),
             "loopLag": self.loop_lag.to_wire(),
             "timeline": self.timeline.to_wire(),
@@ -284,6 +288,7 @@ class Ledger:
             seen={k: SeenMessage(*v) for k, v in data["seen"].items()},
             members={int(r): list(v) for r, v in data["members"].items()},
             ack=Histogram.from_wire(data["ack"]),
+            answer_wait=Histogram.from_wire(data["answerWait"]),
             reconnect=Histogram.from_wire(data["reconnect"]),
             loop_lag=Histogram.from_wire(data["loopLag"]),
             timeline=Timeline.from_wire(data["timeline"]),
@@ -305,6 +310,7 @@ class Ledger:
         for room, seqs in other.members.items():
             self.members.setdefault(room, []).extend(seqs)
         self.ack.merge(other.ack)
+        self.answer_wait.merge(other.answer_wait)
         self.reconnect.merge(other.reconnect)
         self.loop_lag.merge(other.loop_lag)
         self.timeline.merge(other.timeline)

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 15.0
-# With no frame for this long the connection gets a PING; without any answer for as long
-# again it is considered dead (a half-open TCP connection would otherwise hang forever).
-KEEPALIVE_SECONDS = 20.0
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 UNAVAILABLE_RETRY_SECONDS = 1.0
 # After ERROR REPLAY_TOO_LONG what the user misses comes over REST, this many messages a request.
@@ -71,6 +68,10 @@ class SimUser:
         self.token = ""
         self.conn: WsConnection | None = None
         self.pending: dict[str, bytes] = {}  # clientMsgId -> encoded SEND, until ACKed
+        # clientMsgId -> when its SEND was last written (trio clock), until an answer or the loss
+        # of the connection: how long the server left a SEND unanswered.
+        self.written_at: dict[str, float] = {}
+        self.rooms_announced: set[int] = set()
         self.track = RoomTrack()
         self.awaiting_subscribed = False
         self.subscribe_unavailable = False  # the room's SUBSCRIBE was answered UNAVAILABLE: retry
@@ -148,8 +149,9 @@ class SimUser:
                     self.dispatch_all(payloads)
             # From here new sends go straight to `conn`; the snapshot holds the earlier ones.
             self.conn = conn
-            unacked = list(self.pending.values())
-            for payload in unacked:
+            unacked = list(self.pending.items())
+            for cmid, payload in unacked:
+                self.written_at[cmid] = trio.current_time()
                 await conn.send_text(payload)
             self.ctx.ledger.inc("resent", len(unacked))
         except BaseException:
@@ -216,17 +218,19 @@ class SimUser:
             self.dispatch_all(payloads)
 
     async def _keepalive(self) -> None:
-        """PING a connection that has been silent for KEEPALIVE_SECONDS and close it when that
-        gets no answer either (closing wakes this user's task, which reconnects). One timer per
-        user rather than a timeout around every receive keeps the receive path cheap."""
+        """PING a connection that has been silent for `keepaliveSeconds` and close it when that
+        gets no answer within as long again (closing wakes this user's task, which reconnects):
+        a hung node is left at most twice that after its last frame. One timer per user rather
+        than a timeout around every receive keeps the receive path cheap."""
+        keepalive = self.ctx.config.keepalive_seconds
         while True:
-            await trio.sleep(KEEPALIVE_SECONDS)
+            await trio.sleep_until(max(self.last_received + keepalive, trio.current_time() + keepalive / 4))
             conn = self.conn
-            if conn is None or trio.current_time() - self.last_received < KEEPALIVE_SECONDS:
+            if conn is None or trio.current_time() - self.last_received < keepalive:
                 continue
             self._send_soon(_encode(frames.Ping(ref="keepalive")))
-            await trio.sleep(KEEPALIVE_SECONDS)
-            if self.conn is conn and trio.current_time() - self.last_received >= 2 * KEEPALIVE_SECONDS:
+            await trio.sleep_until(self.last_received + 2 * keepalive)
+            if self.conn is conn and trio.current_time() - self.last_received >= 2 * keepalive:
                 self.ctx.ledger.inc("keepaliveTimeouts")
                 await conn.aclose_now()
 
@@ -236,6 +240,7 @@ class SimUser:
         if self.conn is not None:
             conn, self.conn = self.conn, None  # first, so that the send clock stops using it
             await conn.aclose_now()
+        self._give_up_answers()
         ctx.ledger.inc("disconnects")
         ctx.note("disconnect", cause)
         attempt = 0
@@ -251,8 +256,20 @@ class SimUser:
         ctx.ledger.inc("reconnects")
         ctx.ledger.reconnect.record(int((trio.current_time() - lost_at) * 1e6))
 
+    def _answered(self, cmid: str) -> None:
+        written = self.written_at.pop(cmid, None)
+        if written is not None:
+            self.ctx.ledger.answer_wait.record(int((trio.current_time() - written) * 1e6))
+
+    def _give_up_answers(self) -> None:
+        """The connection is gone (or the user leaves): the SENDs written on it waited this long,
+        unanswered, and are written again on the next one."""
+        for cmid in list(self.written_at):
+            self._answered(cmid)
+
     async def _leave(self) -> None:
         self.ctx.live -= 1
+        self._give_up_answers()
         conn = self.conn
         if conn is None:
             self.ctx.ledger.inc("usersNotResumed")
@@ -283,6 +300,8 @@ class SimUser:
         self.messages_sent += 1
         payload = _encode(frames.Send(self.room_id, ctx.text, cmid, cmid))
         self.pending[cmid] = payload
+        if self.conn is not None:
+            self.written_at[cmid] = trio.current_time()
         ctx.ledger.sent[cmid] = SentMessage(self.room_id, now)
         ctx.ledger.timeline.add("sent", now)
         return payload
@@ -316,6 +335,8 @@ class SimUser:
         payload = self.pending.get(cmid)
         if payload is not None:
             self.ctx.ledger.inc("resent")
+            if self.conn is not None:
+                self.written_at[cmid] = trio.current_time()
             self._send_soon(payload)
 
     # -- receiving (the hot path) -------------------------------------------------------------
@@ -403,19 +424,36 @@ class SimUser:
             self._on_subscribed(frame)
         elif type(frame) is frames.Error:
             self._on_error(frame)
-        # session-info, ROOM_CREATED, UNSUBSCRIBED and PONG need nothing
+        elif type(frame) is frames.RoomCreated:
+            self._on_room_created(frame)
+        # session-info, UNSUBSCRIBED and PONG need nothing
         return None
 
     def _on_ack(self, ack: frames.Ack, now: float) -> None:
         cmid = ack.clientMsgId
         if cmid is None or self.pending.pop(cmid, None) is None:
             return  # the second ACK of a message re-sent before its first ACK came
+        self._answered(cmid)
         ledger = self.ctx.ledger
         sent = ledger.sent[cmid]
         sent.acked = True
         sent.ack_seq = ack.seq
+        sent.acked_at = now
         ledger.ack.record(int((now - sent.sent_at) * 1e6))
         ledger.timeline.add("acked", now)
+
+    def _on_room_created(self, frame: frames.RoomCreated) -> None:
+        """Counts, per room, the users it was announced to; a second announcement to the same
+        user is a duplicate."""
+        room_id = frame.room.get("id")
+        if not isinstance(room_id, int):
+            self.ctx.protocol_violation(f"ROOM_CREATED without an integer room id: {frame.room!r}"[:300])
+            return
+        if room_id in self.rooms_announced:
+            self.ctx.ledger.inc("announcementDuplicates")
+            return
+        self.rooms_announced.add(room_id)
+        self.ctx.ledger.inc(f"announced:{room_id}")
 
     def _on_subscribed(self, frame: frames.Subscribed) -> None:
         if frame.destination != self.topic:
@@ -433,6 +471,7 @@ class SimUser:
         ctx.ledger.inc(f"error.{frame.code}")
         ref = frame.ref
         if ref is not None and ref in self.pending:
+            self._answered(ref)
             if frame.code == "UNAVAILABLE" and self._nursery is not None:
                 self._nursery.start_soon(self._retry_later, ref)
             else:

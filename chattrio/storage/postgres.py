@@ -88,6 +88,9 @@ class Database:
             OSError,
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,
+            # a pooled connection left mid-operation by a cancelled call (seen while the primary
+            # was failing over): an outage of that connection, not a bug of the request
+            asyncpg.InternalClientError,
             AsyncioCancelled,
             trio.TooSlowError,
         ) as exc:

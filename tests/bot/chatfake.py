@@ -5,7 +5,10 @@ wsproto so that the bot's hand-written client meets an independent implementatio
 Faults on demand: `kill(node)` drops every connection of a node and refuses new ones;
 `drop_next`/`duplicate_next` lose or double the next delivery to a given user;
 `unavailable_next` answers a user's next room SUBSCRIBE with ERROR UNAVAILABLE, `too_long_next`
-with ERROR REPLAY_TOO_LONG (the history is then served by `GET /api/room/{id}/messages`).
+with ERROR REPLAY_TOO_LONG (the history is then served by `GET /api/room/{id}/messages`);
+`hang(node)` makes a node a hung process: its connections stay open and nothing answers.
+A room created is announced (ROOM_CREATED) to the clients watching /topic/rooms, twice while
+`announce_twice` is set.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class _Client:
     stream: trio.SocketStream
     ws: WSConnection
     rooms: set[int] = field(default_factory=set)
+    watches_rooms: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     async def send(self, frame: dict) -> None:
@@ -41,6 +45,8 @@ class FakeChat:
         self.stored: dict[tuple[str, str], dict] = {}
         self.clients: dict[int, set[_Client]] = {}  # node index -> open clients
         self.dead: set[int] = set()
+        self.hung: set[int] = set()
+        self.announce_twice = False
         self.drop_next: set[str] = set()
         self.duplicate_next: set[str] = set()
         self.unavailable_next: set[str] = set()
@@ -62,6 +68,13 @@ class FakeChat:
         for client in list(self.clients[node]):
             await client.stream.aclose()
 
+    def hang(self, node: int) -> None:
+        self.hung.add(node)
+
+    async def _hang_if_hung(self, node: int) -> None:
+        if node in self.hung:
+            await trio.sleep_forever()
+
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def _handle(self, node: int, stream: trio.SocketStream) -> None:
@@ -75,6 +88,7 @@ class FakeChat:
                     head += chunk
                 if node in self.dead:
                     return
+                await self._hang_if_hung(node)
                 if b"upgrade: websocket" in head.lower():
                     await self._websocket(node, stream, head)
                     return
@@ -103,6 +117,8 @@ class FakeChat:
                 201,
                 {"id": room_id, "name": self.room_names[room_id], "createdBy": "x", "createdAt": "", "memberCount": 0},
             )
+            for _ in range(2 if self.announce_twice else 1):
+                await self._announce(data)
         elif method == "GET" and path.startswith("/api/room/") and "/messages" in path:
             status, data = 200, self._history(path)
         elif method == "GET" and path.startswith("/api/room?"):
@@ -169,6 +185,7 @@ class FakeChat:
                 data = await stream.receive_some(65536)
                 if not data:
                     return
+                await self._hang_if_hung(node)
                 ws.receive_data(data)
         finally:
             if client is not None:
@@ -179,6 +196,7 @@ class FakeChat:
         if kind == "SUBSCRIBE":
             dest = frame["destination"]
             if dest == "/topic/rooms":
+                client.watches_rooms = True
                 await client.send({"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": None})
                 return
             room = int(dest.rsplit("/", 1)[1])
@@ -242,10 +260,19 @@ class FakeChat:
             await self._broadcast(room, message)
         return message
 
+    async def _announce(self, room: dict) -> None:
+        for node, clients in self.clients.items():
+            for client in list(clients):
+                if client.watches_rooms and node not in self.hung:
+                    try:
+                        await client.send({"type": "ROOM_CREATED", "room": room})
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        clients.discard(client)
+
     async def _broadcast(self, room: int, message: dict) -> None:
-        for clients in self.clients.values():
+        for node, clients in self.clients.items():
             for other in list(clients):
-                if room not in other.rooms:
+                if room not in other.rooms or node in self.hung:
                     continue
                 if other.user_id in self.drop_next:
                     self.drop_next.discard(other.user_id)

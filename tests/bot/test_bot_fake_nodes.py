@@ -7,7 +7,7 @@ from chatfake import FakeChat
 
 from chattrio.bot.config import Node, load_config
 from chattrio.bot.http import HttpPool
-from chattrio.bot.report import append_bench_record, summarize, text_summary, write_reports
+from chattrio.bot.report import append_bench_record, summarize, text_summary, write_records, write_reports
 from chattrio.bot.runner import listed_room_ids, run
 
 
@@ -158,3 +158,58 @@ async def test_the_run_s_rooms_are_found_page_by_page_in_the_room_list(nursery):
     pool = HttpPool(Node.from_base_url(fake.urls[0]))
     listed = await listed_room_ids(pool, "rooms-run7-")
     assert listed == [k for k in range(451, 0, -1) if k % 10]
+
+
+async def test_users_of_a_hung_node_notice_the_missed_pong_and_resume_elsewhere(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    # time for a resume on a slow, shared machine: the chat goes on 6 s
+    cfg = _config(fake.urls, "--duration", "6", "--keepalive", "0.3")
+
+    async def hang():
+        await _mid_chat(fake)
+        fake.hang(0)  # its connections stay open, nothing answers
+
+    nursery.start_soon(hang)
+    summary = summarize(await run(cfg, None))
+    d = summary["deliveries"]
+    assert summary["reconnects"]["reconnects"] == 3  # users 0, 2, 4 lived on node 0
+    assert summary["users"]["notResumed"] == 0
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0)
+    assert d["expected"] == d["delivered"] > 0
+    # Every SEND written got an answer or saw its connection given up (then written again).
+    assert summary["latencyMs"]["answerWait"]["count"] >= summary["messages"]["acked"]
+
+
+async def test_writes_and_room_announcements_are_recorded(nursery, tmp_path):
+    fake = FakeChat()
+    await fake.serve(nursery, 2)
+    records_file = tmp_path / "records.json"
+    cfg = _config(fake.urls, "--signups", "4", "--room-creations", "2", "--records", str(records_file))
+    outcome = await run(cfg, None)
+    summary = summarize(outcome)
+    write_records(outcome, summary, str(records_file))
+    records = json.loads(records_file.read_text())
+    signups = [w for w in records["writes"] if w["kind"] == "signup"]
+    rooms = [w for w in records["writes"] if w["kind"] == "room"]
+    assert len(signups) == 6 and len(rooms) == 3  # 1.5 s of chat
+    assert all(w["status"] == 201 and len(w["attempts"]) == 1 for w in records["writes"])
+    announced = summary["announcements"]
+    # to the users subscribed by then (on a slow machine the last may still be joining)
+    assert all(1 <= announced["rooms"][w["roomId"]] <= 6 for w in rooms)
+    assert announced["duplicates"] == 0
+    acked = {cmid for cmid, _room, _seq, _at in records["acked"]}
+    assert len(acked) == summary["messages"]["acked"] > 0
+    assert summary["latencyMs"]["answerWait"]["count"] == summary["messages"]["acked"]
+
+
+async def test_a_room_announced_twice_is_a_duplicate(nursery):
+    fake = FakeChat()
+    await fake.serve(nursery, 1)
+    fake.announce_twice = True
+    summary = summarize(await run(_config(fake.urls, "--room-creations", "2"), None))
+    announced = summary["announcements"]
+    # the users that got a room's announcement got it twice (but for one leaving between the two)
+    created = [room for room in announced["rooms"] if room not in summary["rooms"]]
+    assert len(created) == 3
+    assert 0 < announced["duplicates"] <= sum(announced["rooms"][room] for room in created)

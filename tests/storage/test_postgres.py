@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 import trio
 
 from chattrio.models import DeadLetter, Message
 from chattrio.storage.bridge import open_asyncio_bridge
-from chattrio.storage.postgres import DataRefused, LookalikeTaken, open_database
+from chattrio.storage.postgres import DatabaseUnavailable, DataRefused, LookalikeTaken, open_database
 from chattrio.validation import skeleton
 
 
@@ -77,3 +78,12 @@ async def test_of_two_look_alikes_entering_at_once_one_is_created(db):
         nursery.start_soon(enter, one)
         nursery.start_soon(enter, other)
     assert sorted(outcomes) == ["created", "refused"]
+
+
+async def test_a_connection_left_mid_operation_is_an_outage_not_a_crash(db):
+    async def broken_connection():
+        # what asyncpg raises on a pooled connection whose earlier operation was cancelled
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+    with pytest.raises(DatabaseUnavailable, match="another operation"):
+        await db._run(broken_connection)
