@@ -40,6 +40,8 @@ failed=()
 phase "ruff: lint and format of chattrio/ and tests/"
 (cd "$REPO" && "$REPO/.venv/bin/ruff" check chattrio tests && "$REPO/.venv/bin/ruff" format --check chattrio tests) \
   || failed+=("ruff")
+phase "mypy: types of chattrio/ (strict but for the bot) and tests/ (pyproject.toml)"
+(cd "$REPO" && "$REPO/.venv/bin/mypy") || failed+=("mypy")
 
 pytest_args=()
 [[ -n "${PYTEST_ARGS:-}" ]] && eval "pytest_args=($PYTEST_ARGS)"
