@@ -59,6 +59,8 @@ esac
 if [[ "${WEB_TESTS:-1}" == 0 ]]; then
   log "WEB_TESTS=0: skipping web tests"
 elif [[ -f "$REPO/web/package.json" ]]; then
+  phase "web lint and types (ESLint, tsc --noEmit)"
+  limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" lint || failed+=("web lint (exit $?)")
   phase "web tests"
   limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" test || failed+=("web tests (exit $?)")
 fi
