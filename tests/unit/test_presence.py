@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from chattrio import presence
 from unit.harness import CoreNode, RecordingSession, Shared
 
 POLL = 0.05
@@ -102,3 +103,31 @@ async def test_the_users_of_a_dead_node_leave_once_their_heartbeats_expire(autoj
         nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join", "leave"]
     assert _announcements(shared, "bob") == ["join"]  # the live node's heartbeats keep bob
+
+
+async def test_a_mass_disconnect_over_the_change_queue_still_announces_each_leave_once(autojump_clock, monkeypatch):
+    """More leaves at once than the change queue holds: the ones it drops never reach Redis, so
+    their heartbeats expire and the sweep announces them, more at once than the announcement queue
+    holds. Every user leaves once, no more."""
+    monkeypatch.setattr(presence, "PENDING_CHANGES", 4)
+    monkeypatch.setattr(presence, "PENDING_ANNOUNCEMENTS", 4)
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    users = [f"user-{n}" for n in range(12)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        sessions = [RecordingSession(user) for user in users]
+        for session in sessions:
+            await node.subscribe(session, room)
+            await _wait_for(shared, session.user_id, ["join"])
+        for session in sessions:  # all in one go: the queue cannot drain in between
+            node.chat.disconnected(session)
+        assert node.metrics.counter("chattrio_presence_dropped_total", "").value() == len(users) - 4
+        for user in users:
+            await _wait_for(shared, user, ["join", "leave"])
+        await trio.sleep(shared.settings.presence_ttl_seconds * 2)  # more sweeps and grace checks
+        await _marker(node, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert {user: _announcements(shared, user) for user in users} == {user: ["join", "leave"] for user in users}
+    assert await shared.cache.members(room) == ["marker"]
