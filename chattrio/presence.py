@@ -110,7 +110,8 @@ class Presence:
             "chattrio_presence_dropped_total", "Presence changes not recorded (queue full or Redis down)"
         )
         self._announcements_dropped = metrics.counter(
-            "chattrio_announcements_dropped_total", "Join and leave messages not produced (Kafka down, or a join with the queue full)"
+            "chattrio_announcements_dropped_total",
+            "Join and leave messages not produced (Kafka down, or a join with the queue full)",
         )
 
     def entered(self, session: Session, room_id: int) -> None:
