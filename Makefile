@@ -3,7 +3,7 @@
 #   make run NODES=3      three nodes on :8081-8083 behind nginx on :8080
 #   make run NODES=3 TOPOLOGY=ha   the same on the ha stack (scripts/ha.sh, docs/ha.md)
 #   make test             test stack + pytest (PYTEST_ARGS=...) + web tests
-#   make test-unit        the tests that need no service (no stack started), in under a minute
+#   make test-unit        the tests that need no service (no stack started) and mypy, in under a minute
 #   make bench            scripts/bench.sh (BENCH_ARGS="seed failover")
 #   make chaos            scripts/chaos.sh matrix: faults under load on the ha topology, with verdicts
 SHELL := /bin/bash
@@ -26,7 +26,7 @@ test:
 	@scripts/test.sh
 
 test-unit:
-	@scripts/install.sh --no-web-deps && .venv/bin/pytest -m "not services" $(PYTEST_ARGS)
+	@scripts/install.sh --no-web-deps && .venv/bin/pytest -m "not services" $(PYTEST_ARGS) && .venv/bin/mypy
 
 test-py:
 	@WEB_TESTS=0 scripts/test.sh

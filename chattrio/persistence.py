@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, DeadLetter, Message, RoomCreated, UserCreated, chat_record_encoder
-from chattrio.storage.contracts import MessageStore, StoredEventCache
+from chattrio.storage.contracts import GroupReader, MessageStore, StoredEventCache
 from chattrio.storage.kafka import ReadBatch, open_topic_reader
 from chattrio.storage.postgres import DatabaseUnavailable, DataRefused
 from chattrio.storage.redis import CacheUnavailable
@@ -40,8 +41,17 @@ T = TypeVar("T")
 
 
 class Persistence:
-    def __init__(self, settings: Settings, db: MessageStore, cache: StoredEventCache, metrics: Registry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: MessageStore,
+        cache: StoredEventCache,
+        metrics: Registry,
+        open_reader: Callable[[], AbstractAsyncContextManager[GroupReader]] | None = None,
+    ) -> None:
+        """`open_reader`: joins the consumer group; by default through Kafka (open_topic_reader)."""
         self._settings = settings
+        self._open_reader = open_reader or (lambda: open_topic_reader(settings, self.group_id))
         self._db = db
         self._cache = cache
         self._rooms_with_holes: set[int] = set()
@@ -64,7 +74,7 @@ class Persistence:
         return f"{self._settings.topic_prefix}-persistence"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with open_topic_reader(self._settings, group_id=self.group_id) as reader:
+        async with self._open_reader() as reader:
             task_status.started()
             next_lag = trio.current_time()
             while True:

@@ -26,6 +26,10 @@ from chattrio.storage.redis import CacheUnavailable
 log = logging.getLogger(__name__)
 
 PENDING_CHANGES = 10_000
+# Joins and leaves waiting for Kafka. A leave is announced after Redis let the user go, so nothing
+# would announce it again: the sweep after a node died (thousands of leaves at once) and the grace
+# checks wait for room here rather than drop one. A join that finds the queue full is dropped.
+PENDING_ANNOUNCEMENTS = 10_000
 # Heartbeats (and sweeps for expired users) run three times per presence TTL, so a live session
 # never expires between two heartbeats.
 BEATS_PER_TTL = 3
@@ -101,12 +105,13 @@ class Presence:
         # Joins and leaves go to Kafka from a task of their own, in the order they were decided:
         # a produce waits for the broker (up to 5 s while it is away), and presence in Redis must
         # not wait with it.
-        self._announcements_in, self._announcements_out = trio.open_memory_channel[_Announcement](PENDING_CHANGES)
+        self._announcements_in, self._announcements_out = trio.open_memory_channel[_Announcement](PENDING_ANNOUNCEMENTS)
         self._dropped = metrics.counter(
             "chattrio_presence_dropped_total", "Presence changes not recorded (queue full or Redis down)"
         )
         self._announcements_dropped = metrics.counter(
-            "chattrio_announcements_dropped_total", "Join and leave messages not produced (queue full or Kafka down)"
+            "chattrio_announcements_dropped_total",
+            "Join and leave messages not produced (Kafka down, or a join with the queue full)",
         )
 
     def entered(self, session: Session, room_id: int) -> None:
@@ -144,7 +149,7 @@ class Presence:
     async def _enter(self, change: _Change) -> None:
         ttl = self._settings.presence_ttl_seconds
         if await self._cache.enter(change.room_id, change.user_id, change.session_id, ttl):
-            self._announce(change.room_id, change.user_id, "join")
+            self._announce_join(change.room_id, change.user_id)
 
     async def _leave(self, change: _Change) -> None:
         grace = self._settings.leave_grace_seconds
@@ -177,7 +182,7 @@ class Presence:
         rooms = await self._cache.presence_rooms()
         for start in range(0, len(rooms), SWEEP_ROOMS_PER_CALL):
             for room_id, user_id in await self._cache.sweep_gone(rooms[start : start + SWEEP_ROOMS_PER_CALL]):
-                self._announce(room_id, user_id, "leave")
+                await self._announcements_in.send(_Announcement(room_id, user_id, "leave"))
 
     async def _announce_gone(self, room_id: int, user_id: str) -> None:
         try:
@@ -186,11 +191,12 @@ class Presence:
             log.warning("presence check skipped: %s", exc)
             return
         if gone:
-            self._announce(room_id, user_id, "leave")
+            await self._announcements_in.send(_Announcement(room_id, user_id, "leave"))
 
-    def _announce(self, room_id: int, user_id: str, kind: str) -> None:
+    def _announce_join(self, room_id: int, user_id: str) -> None:
+        """Without waiting: entering a room must not wait for Kafka."""
         try:
-            self._announcements_in.send_nowait(_Announcement(room_id, user_id, kind))
+            self._announcements_in.send_nowait(_Announcement(room_id, user_id, "join"))
         except trio.WouldBlock:
             self._announcements_dropped.inc()
 

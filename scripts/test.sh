@@ -40,6 +40,8 @@ failed=()
 phase "ruff: lint and format of chattrio/ and tests/"
 (cd "$REPO" && "$REPO/.venv/bin/ruff" check chattrio tests && "$REPO/.venv/bin/ruff" format --check chattrio tests) \
   || failed+=("ruff")
+phase "mypy: types of chattrio/ (strict but for the bot) and tests/ (pyproject.toml)"
+(cd "$REPO" && "$REPO/.venv/bin/mypy") || failed+=("mypy")
 
 pytest_args=()
 [[ -n "${PYTEST_ARGS:-}" ]] && eval "pytest_args=($PYTEST_ARGS)"
@@ -71,6 +73,8 @@ fi
 if [[ "${WEB_TESTS:-1}" == 0 ]]; then
   log "WEB_TESTS=0: skipping web tests"
 elif [[ -f "$REPO/web/package.json" ]]; then
+  phase "web lint and types (ESLint, tsc --noEmit)"
+  limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" lint || failed+=("web lint (exit $?)")
   phase "web tests"
   limit "${CHATTRIO_WEB_TEST_TIMEOUT:-1200}" "$SCRIPTS/web.sh" test || failed+=("web tests (exit $?)")
 fi

@@ -3,6 +3,7 @@
 # Usage: scripts/web.sh deps    npm ci, only if node_modules is missing or the lock file changed
 #        scripts/web.sh build   deps + npm run build (-> web/dist, served by the nodes)
 #        scripts/web.sh test    deps + npm run test:unit / test:e2e (--if-present)
+#        scripts/web.sh lint    deps + npm run typecheck (tsc --noEmit) and npm run lint (ESLint)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -44,5 +45,13 @@ case "${1:-}" in
     log "npm run test:e2e"
     npm run test:e2e --if-present || { r=$?; warn "web e2e tests failed (exit $r)"; rc=$r; }
     exit "$rc" ;;
-  *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  lint)
+    deps
+    rc=0
+    log "npm run typecheck"
+    npm run typecheck --silent || { rc=$?; warn "web type check failed (exit $rc)"; }
+    log "npm run lint"
+    npm run lint --silent || { r=$?; warn "web lint failed (exit $r)"; rc=$r; }
+    exit "$rc" ;;
+  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

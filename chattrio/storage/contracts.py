@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from chattrio.models import ChatRecord, DeadLetter, Message, Room
-from chattrio.storage.kafka import Produced
+from chattrio.storage.kafka import Produced, ReadBatch
 from chattrio.storage.postgres import OutboxRow
 
 
@@ -25,6 +25,18 @@ class MessageLog(Protocol):
 
     async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
         """Publish outbox rows to the events topic; returns once all are acknowledged."""
+
+
+class GroupReader(Protocol):
+    """A member of the persistence consumer group (kafka.TopicReader): what it fetches of its
+    partitions, and the offsets it commits once they are stored."""
+
+    async def fetch(self, timeout: float) -> ReadBatch: ...
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> bool:
+        """False when a rebalance took the partitions away first: the new owner reads them again."""
+
+    async def lag(self, last_known: int) -> int: ...
 
 
 class MessageStore(Protocol):

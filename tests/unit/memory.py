@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -70,6 +71,80 @@ class MemoryLog:
             batch.events.append(event_decoder.decode(row.payload))
         batch.positions[events_key] = positions[events_key] = len(self.events)
         return batch
+
+
+class MemoryGroup:
+    """The persistence consumer group over a MemoryLog's messages topic: committed offsets, and
+    which member holds which partition. `assign` is a rebalance: the new holder reads a partition
+    from its committed offset, and the old one's commits of it are refused, as Kafka refuses them."""
+
+    def __init__(self, log: MemoryLog, settings: Settings) -> None:
+        self._log = log
+        self._topic = settings.messages_topic
+        self.committed: dict[tuple[str, int], int] = {}
+        self.holder: dict[int, MemoryGroupMember] = {}  # partition -> member
+        self.lose_commits = False  # a member that dies between storing and committing
+
+    def member(self) -> MemoryGroupMember:
+        return MemoryGroupMember(self)
+
+    def assign(self, member: MemoryGroupMember, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            key = (self._topic, partition)
+            previous = self.holder.get(partition)
+            if previous is not None:
+                previous.positions.pop(key, None)
+            self.holder[partition] = member
+            member.positions[key] = self.committed.get(key, 0)
+
+    def ends(self) -> dict[tuple[str, int], int]:
+        """The next offset of each partition that has records."""
+        return {(self._topic, p): len(records) for p, records in enumerate(self._log.partitions) if records}
+
+    def read(self, positions: dict[tuple[str, int], int]) -> ReadBatch:
+        """The records after `positions`, which move on."""
+        batch = ReadBatch([], [], {})
+        for (topic, partition), start in positions.items():
+            records = self._log.partitions[partition]
+            for offset in range(start, len(records)):
+                record, timestamp = records[offset]
+                batch.messages.append((partition, record.to_message(offset, timestamp)))
+            if len(records) > start:
+                batch.positions[(topic, partition)] = positions[(topic, partition)] = len(records)
+        return batch
+
+
+class MemoryGroupMember:
+    """One member's reader (storage/contracts.GroupReader)."""
+
+    def __init__(self, group: MemoryGroup) -> None:
+        self._group = group
+        self.positions: dict[tuple[str, int], int] = {}
+        self.refused_commits = 0
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[MemoryGroupMember]:
+        yield self
+
+    async def fetch(self, timeout: float) -> ReadBatch:
+        await trio.lowlevel.checkpoint()
+        batch = self._group.read(self.positions)
+        if not batch.positions:
+            await trio.sleep(timeout)  # the long poll: nothing new
+        return batch
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> bool:
+        await trio.lowlevel.checkpoint()
+        if any(self._group.holder.get(partition) is not self for _, partition in positions):
+            self.refused_commits += 1
+            return False
+        if not self._group.lose_commits:
+            self._group.committed.update(positions)
+        return True
+
+    async def lag(self, last_known: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return sum(end - self.positions[key] for key, end in self._group.ends().items() if key in self.positions)
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from chattrio import presence
 from chattrio.fanout import RECENT_PER_ROOM
-from chattrio.presence import BEATS_PER_TTL
 from unit.harness import CoreNode, RecordingSession, Shared
 
 POLL = 0.05
@@ -106,6 +106,34 @@ async def test_the_users_of_a_dead_node_leave_once_their_heartbeats_expire(autoj
     assert _announcements(shared, "bob") == ["join"]  # the live node's heartbeats keep bob
 
 
+async def test_a_mass_disconnect_over_the_change_queue_still_announces_each_leave_once(autojump_clock, monkeypatch):
+    """More leaves at once than the change queue holds: the ones it drops never reach Redis, so
+    their heartbeats expire and the sweep announces them, more at once than the announcement queue
+    holds. Every user leaves once, no more."""
+    monkeypatch.setattr(presence, "PENDING_CHANGES", 4)
+    monkeypatch.setattr(presence, "PENDING_ANNOUNCEMENTS", 4)
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    users = [f"user-{n}" for n in range(12)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        sessions = [RecordingSession(user) for user in users]
+        for session in sessions:
+            await node.subscribe(session, room)
+            await _wait_for(shared, session.user_id, ["join"])
+        for session in sessions:  # all in one go: the queue cannot drain in between
+            node.chat.disconnected(session)
+        assert node.metrics.counter("chattrio_presence_dropped_total", "").value() == len(users) - 4
+        for user in users:
+            await _wait_for(shared, user, ["join", "leave"])
+        await trio.sleep(shared.settings.presence_ttl_seconds * 2)  # more sweeps and grace checks
+        await _marker(node, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert {user: _announcements(shared, user) for user in users} == {user: ["join", "leave"] for user in users}
+    assert await shared.cache.members(room) == ["marker"]
+
+
 async def test_a_resubscribe_that_fails_leaves_the_room_after_the_grace(autojump_clock):
     async with _two_nodes() as (shared, a, _, room):
         alice = RecordingSession("alice")
@@ -116,7 +144,7 @@ async def test_a_resubscribe_that_fails_leaves_the_room_after_the_grace(autojump
         answer = await a.subscribe(alice, room, since=acks[0]["seq"])  # nothing stored: unavailable
         assert answer["code"] == "UNAVAILABLE" and room not in alice.rooms
         # The heartbeat would expire only after TTL - TTL/BEATS_PER_TTL: the leave must come sooner.
-        heartbeat_expiry = shared.settings.presence_ttl_seconds * (1 - 1 / BEATS_PER_TTL)
+        heartbeat_expiry = shared.settings.presence_ttl_seconds * (1 - 1 / presence.BEATS_PER_TTL)
         with trio.fail_after(heartbeat_expiry - 1):
             while _announcements(shared, "alice") != ["join", "leave"]:
                 await trio.sleep(POLL)

@@ -152,7 +152,7 @@ async function startTarget() {
 }
 
 async function main() {
-  const deadline = setTimeout(async () => {
+  setTimeout(async () => {
     if (finished) return;
     log(`whole run exceeded ${DEADLINE_MS} ms: stopping`);
     results.push({ name: 'deadline', ok: false, error: `run exceeded ${DEADLINE_MS} ms` });

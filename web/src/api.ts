@@ -37,7 +37,7 @@ async function call<T>(method: string, path: string, opts: { body?: unknown; tok
     if ((e as Error).name === 'AbortError') throw e;
     throw new ApiError(0, 'network error');
   }
-  let env: Envelope<T> | null = null;
+  let env: Envelope<T> | null;
   try {
     env = (await res.json()) as Envelope<T>;
   } catch {

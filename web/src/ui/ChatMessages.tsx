@@ -1,5 +1,5 @@
 /** The scrolled message list of a room: history edge, messages, pending sends, scroll keeping. */
-import { memo, useCallback, useLayoutEffect, useRef, useState } from 'react';
+import { memo, useCallback, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { describeError, useI18n, type Lang, type TFunc } from '../i18n';
 import type { ChatClient, PendingMessage, RoomView } from '../protocol/client';
 import type { ChatMessage } from '../protocol/types';
@@ -120,8 +120,9 @@ function useScrollKeeping(view: RoomView | undefined, sent: number, loadOlderNow
   const stickNext = useRef(false);
   const lastId = useRef<string | null>(null);
   const [unseen, setUnseen] = useState(false);
-  const messages = view?.messages ?? [];
-  const pending = view?.pending ?? [];
+  // memoised: a fresh [] on every render would re-run the layout effect below each time
+  const messages = useMemo(() => view?.messages ?? [], [view?.messages]);
+  const pending = useMemo(() => view?.pending ?? [], [view?.pending]);
 
   const loadOlder = useCallback(() => {
     const el = scroller.current;

@@ -126,6 +126,7 @@ function TokenLogin({
   useEffect(() => {
     if (initialToken) void signIn(initialToken);
     // once, for the token the identity service handed over in the URL fragment
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- on mount only, whatever the props become
   }, []);
 
   function submit(e: FormEvent) {
