@@ -77,3 +77,18 @@ async def test_of_two_look_alikes_entering_at_once_one_is_created(db):
         nursery.start_soon(enter, one)
         nursery.start_soon(enter, other)
     assert sorted(outcomes) == ["created", "refused"]
+
+
+async def test_a_new_outbox_row_wakes_the_listener(db):
+    wakes = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(db.listen_outbox, lambda: wakes.append("row"))
+        with trio.fail_after(10):
+            while not wakes:  # the first call says it listens
+                await trio.sleep(0.01)
+        owner = _name("owner")
+        await db.enter_user(owner, skeleton(owner))
+        with trio.fail_after(10):
+            while len(wakes) < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
