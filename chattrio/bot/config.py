@@ -28,6 +28,12 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # The nodes' internal base URLs (/metrics), in the order of `nodes`; empty: each node's
     # port + the node's default internal port offset.
     metrics_urls: list[str] = []
+    # Connect every user through this base URL (a load balancer in front of `nodes`) instead of
+    # a node of its own; `nodes` are still the ones whose metrics and memory are read.
+    load_balancer: str | None = None
+    # Users' WebSockets bind to 127.0.0.1 .. 127.0.0.N in turn: each source address has its own
+    # ~28,000 ephemeral ports towards one destination, which one load balancer port needs.
+    source_addresses: int = 1
     loss_grace_seconds: float = 5.0
     workers: int = 1
     max_loss: int = 0
@@ -62,6 +68,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messagesPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
+        if not 1 <= self.source_addresses <= 254:
+            problems.append("sourceAddresses must be 1-254")
         if self.flooders < 0:
             problems.append("flooders must be >= 0")
         if min(self.ramp_up_time_seconds, self.chat_duration_seconds, self.loss_grace_seconds) < 0:
@@ -80,6 +88,18 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
             for node in self.node_endpoints()
         ]
+
+    def connect_endpoints(self) -> list[Node]:
+        """Where users connect: the load balancer, or the nodes themselves."""
+        if self.load_balancer:
+            return [Node.from_base_url(self.load_balancer)]
+        return self.node_endpoints()
+
+    def source_address(self, user_index: int) -> str | None:
+        """The loopback address user `user_index` connects from; None: the kernel's choice."""
+        if self.source_addresses == 1:
+            return None
+        return f"127.0.0.{1 + user_index % self.source_addresses}"
 
     def node_endpoints(self) -> list[Node]:
         if self.nodes:
@@ -120,6 +140,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--rate", "messagesPerSecond", float, "messages per second per user (0: idle)"),
     ("--rooms", "rooms", int, "number of rooms, users spread evenly"),
     ("--rest-url", "restApiBaseUrl", str, "REST base URL of a single node"),
+    ("--via", "loadBalancer", str, "connect every user through this base URL (a load balancer before --node)"),
+    ("--source-addresses", "sourceAddresses", int, "WebSockets bind to 127.0.0.1..127.0.0.N in turn"),
     ("--ws-url", "webSocketEndpoint", str, "WebSocket URL of that node"),
     ("--loss-grace", "lossGraceSeconds", float, "seconds to wait for late deliveries"),
     ("--workers", "workers", int, "worker processes (users split, results merged)"),
@@ -200,6 +222,7 @@ def load_config(argv: list[str]) -> BotConfig:
     try:
         cfg = msgspec.convert(merged, BotConfig)
         cfg.node_endpoints()
+        cfg.connect_endpoints()
         cfg.metrics_endpoints()
     except msgspec.ValidationError as exc:
         raise ValueError(str(exc)) from None

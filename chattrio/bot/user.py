@@ -124,7 +124,8 @@ class SimUser:
         """Connect to the current node, enter the room (resuming after what we hold), and
         re-send what is unacknowledged. Only returns once the room subscription is live."""
         node = self.nodes[self.node_turn % len(self.nodes)]
-        conn = await WsConnection.connect(node.ws_host, node.ws_port, node.ws_path, CONNECT_TIMEOUT, self.token)
+        source = self.ctx.config.source_address(self.index)
+        conn = await WsConnection.connect(node.ws_host, node.ws_port, node.ws_path, CONNECT_TIMEOUT, self.token, source)
         try:
             await conn.send_text(_encode(frames.Subscribe(frames.ROOMS_TOPIC, ref="rooms")))
             await conn.send_text(self._room_subscribe())
