@@ -34,6 +34,9 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # Users' WebSockets bind to 127.0.0.1 .. 127.0.0.N in turn: each source address has its own
     # ~28,000 ephemeral ports towards one destination, which one load balancer port needs.
     source_addresses: int = 1
+    # A user PINGs after this long without receiving anything; the node pings quiet sessions
+    # after CHATTRIO_PING_INTERVAL_SECONDS (25), so a longer keepalive leaves liveness to the node.
+    keepalive_seconds: float = 20.0
     loss_grace_seconds: float = 5.0
     workers: int = 1
     max_loss: int = 0
@@ -68,6 +71,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messagesPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
+        if self.keepalive_seconds <= 0:
+            problems.append("keepaliveSeconds must be > 0")
         if not 1 <= self.source_addresses <= 254:
             problems.append("sourceAddresses must be 1-254")
         if self.flooders < 0:
@@ -142,6 +147,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--rest-url", "restApiBaseUrl", str, "REST base URL of a single node"),
     ("--via", "loadBalancer", str, "connect every user through this base URL (a load balancer before --node)"),
     ("--source-addresses", "sourceAddresses", int, "WebSockets bind to 127.0.0.1..127.0.0.N in turn"),
+    ("--keepalive", "keepaliveSeconds", float, "seconds without receiving anything before a user PINGs"),
     ("--ws-url", "webSocketEndpoint", str, "WebSocket URL of that node"),
     ("--loss-grace", "lossGraceSeconds", float, "seconds to wait for late deliveries"),
     ("--workers", "workers", int, "worker processes (users split, results merged)"),

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 15.0
-# With no frame for this long the connection gets a PING; without any answer for as long
-# again it is considered dead (a half-open TCP connection would otherwise hang forever).
-KEEPALIVE_SECONDS = 20.0
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 UNAVAILABLE_RETRY_SECONDS = 1.0
 # After ERROR REPLAY_TOO_LONG what the user misses comes over REST, this many messages a request.
@@ -217,17 +214,21 @@ class SimUser:
             self.dispatch_all(payloads)
 
     async def _keepalive(self) -> None:
-        """PING a connection that has been silent for KEEPALIVE_SECONDS and close it when that
-        gets no answer either (closing wakes this user's task, which reconnects). One timer per
-        user rather than a timeout around every receive keeps the receive path cheap."""
+        """PING a connection that has been silent for `keepaliveSeconds` and close it when that
+        gets no answer either: a half-open TCP connection would otherwise hang forever (closing
+        wakes this user's task, which reconnects). One timer per
+        user rather than a timeout around every receive keeps the receive path cheap. The node's
+        own pings (any bytes) count as an answer: with a keepalive longer than the node's ping
+        interval, only the node pings."""
+        keepalive = self.ctx.config.keepalive_seconds
         while True:
-            await trio.sleep(KEEPALIVE_SECONDS)
+            await trio.sleep(keepalive)
             conn = self.conn
-            if conn is None or trio.current_time() - self.last_received < KEEPALIVE_SECONDS:
+            if conn is None or trio.current_time() - self.last_received < keepalive:
                 continue
             self._send_soon(_encode(frames.Ping(ref="keepalive")))
-            await trio.sleep(KEEPALIVE_SECONDS)
-            if self.conn is conn and trio.current_time() - self.last_received >= 2 * KEEPALIVE_SECONDS:
+            await trio.sleep(keepalive)
+            if self.conn is conn and trio.current_time() - self.last_received >= 2 * keepalive:
                 self.ctx.ledger.inc("keepaliveTimeouts")
                 await conn.aclose_now()
 

@@ -42,6 +42,7 @@ def test_single_node_urls():
         ["--node", "https://h:1"],
         ["--node", "http://h:1", "--message-length", "5000"],
         ["--node", "http://h:1", "--source-addresses", "0"],
+        ["--node", "http://h:1", "--keepalive", "0"],
         ["--node", "http://h:1", "--via", "https://lb:1"],
     ],
 )
@@ -76,3 +77,8 @@ def test_through_a_load_balancer_users_connect_to_it_and_the_nodes_are_measured(
     assert [cfg.source_address(i) for i in range(4)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]
     direct = load_config(["--node", "http://127.0.0.1:8081"])
     assert [n.port for n in direct.connect_endpoints()] == [8081] and direct.source_address(5) is None
+
+
+def test_the_keepalive_can_be_left_to_the_node_s_pings():
+    assert load_config(["--node", "http://h:1"]).keepalive_seconds == 20.0
+    assert load_config(["--node", "http://h:1", "--keepalive", "60"]).keepalive_seconds == 60.0
