@@ -109,8 +109,8 @@ class OutboxRelay:
                     published = 0
                     self._rows_added.set()  # the rows are still there: retry after the spacing
                 self._published.inc(published)
-                await trio.sleep_until(spaced)
-                if published < BATCH_SIZE:
+                if published < BATCH_SIZE:  # a full batch: more may be waiting, poll again at once
+                    await trio.sleep_until(spaced)
                     with trio.move_on_after(FALLBACK_POLL):
                         await self._rows_added.wait()
 

@@ -98,3 +98,16 @@ async def test_an_idle_relay_polls_slowly_and_a_new_row_wakes_it_at_once(autojum
                 await trio.sleep(outbox.POLL_SPACING / 10)
         nursery.cancel_scope.cancel()
     assert [row.id for row in shared.log.events] == [1]
+
+
+async def test_a_backlog_of_several_batches_is_published_without_pausing_between_them(autojump_clock):
+    shared = Shared()
+    async with trio.open_nursery() as nursery:
+        relay = _relay(shared, "a")
+        await nursery.start(relay.run)
+        await _wait_until(lambda: relay.holding)
+        await _rooms(shared, outbox.BATCH_SIZE * 2 + 50)
+        with trio.fail_after(outbox.POLL_SPACING * 1.5):  # Trio's mock clock: one spacing at most
+            while len(shared.log.events) < outbox.BATCH_SIZE * 2 + 50:
+                await trio.sleep(outbox.POLL_SPACING / 20)
+        nursery.cancel_scope.cancel()
