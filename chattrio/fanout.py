@@ -19,7 +19,7 @@ from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.kafka import ReadBatch, partition_of
+from chattrio.storage.kafka import FETCH_LONG_POLL_MS, ReadBatch, partition_of
 from chattrio.storage.partition_reader import PartitionReader, open_partition_reader
 from chattrio.websocket import text_frame
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 RECENT_PER_ROOM = 256
 ROOMS_REMEMBERED = 2_000
 IDS_REMEMBERED = 200_000
-FETCH_WAIT = 0.5
+FETCH_WAIT = FETCH_LONG_POLL_MS / 1000  # the whole long poll: a record ends it
 # At most one fetch per interval: under load a fetch, and a write to each session, then carry
 # all the messages of the interval instead of one each; it adds at most this much latency.
 FETCH_INTERVAL = 0.01

@@ -1,5 +1,7 @@
 """The outbox poller: publishes committed users and rooms to Kafka, one node at a time.
 
+The relay does not poll on a timer: each transaction that adds a row notifies the holder through
+PostgreSQL (LISTEN/NOTIFY), and a slow poll catches what a lost notification would leave behind.
 The Redis lock keeps the other nodes idle; it is not what makes the relay correct. Rows are
 claimed in the database (FOR UPDATE SKIP LOCKED) in the transaction that marks them published,
 and consumers are idempotent by event id, so two pollers, or a crash after publishing, cost at
@@ -26,7 +28,12 @@ LOCK_NAME = "outbox"
 LOCK_TTL = 6.0
 LOCK_RENEW_EVERY = 2.0
 LOCK_RETRY_EVERY = 1.0
-POLL_INTERVAL = 0.2
+# Polls start at least this far apart, so that a burst of new rows is published in batches.
+POLL_SPACING = 0.2
+# Without a notification (the listening connection is being re-opened, or was cut silently), new
+# rows are still found within this long.
+FALLBACK_POLL = 5.0
+LISTEN_RETRY = 1.0
 BATCH_SIZE = 200
 BACKLOG_EVERY = 5.0
 
@@ -43,6 +50,7 @@ class OutboxRelay:
         self.backlog = 0
         self.backlog_age = 0.0
         self.holding = False
+        self._rows_added = trio.Event()
         self._published = metrics.counter("chattrio_outbox_published_total", "Outbox events published to Kafka")
         metrics.gauge("chattrio_outbox_backlog", "Unpublished outbox rows", lambda: self.backlog)
         metrics.gauge(
@@ -89,15 +97,35 @@ class OutboxRelay:
                     pass
 
     async def _poll(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen)
+            while True:
+                spaced = trio.current_time() + POLL_SPACING
+                # A fresh event before the query: a row committed during it wakes the next wait.
+                self._rows_added = trio.Event()
+                try:
+                    published = await self._db.relay_outbox(BATCH_SIZE, self._producer.publish_events)
+                except (DatabaseUnavailable, KafkaUnavailable) as exc:
+                    log.warning("outbox relay failed, retrying: %s", exc)
+                    published = 0
+                    self._rows_added.set()  # the rows are still there: retry after the spacing
+                self._published.inc(published)
+                if published < BATCH_SIZE:  # a full batch: more may be waiting, poll again at once
+                    await trio.sleep_until(spaced)
+                    with trio.move_on_after(FALLBACK_POLL):
+                        await self._rows_added.wait()
+
+    async def _listen(self) -> None:
+        """Wake the poll for every new row; a lost connection is opened again."""
         while True:
             try:
-                published = await self._db.relay_outbox(BATCH_SIZE, self._producer.publish_events)
-            except (DatabaseUnavailable, KafkaUnavailable) as exc:
-                log.warning("outbox relay failed, retrying: %s", exc)
-                published = 0
-            self._published.inc(published)
-            if published < BATCH_SIZE:
-                await trio.sleep(POLL_INTERVAL)
+                await self._db.listen_outbox(self._rows_added_now)
+            except Exception as exc:  # the fallback poll goes on meanwhile
+                log.warning("not listening for outbox rows, retrying: %s", exc)
+            await trio.sleep(LISTEN_RETRY)
+
+    def _rows_added_now(self) -> None:
+        self._rows_added.set()
 
     async def _watch_backlog(self) -> None:
         while True:

@@ -23,13 +23,13 @@ from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, DeadLetter, Message, RoomCreated, UserCreated, chat_record_encoder
 from chattrio.storage.contracts import GroupReader, MessageStore, StoredEventCache
-from chattrio.storage.kafka import ReadBatch, open_topic_reader
+from chattrio.storage.kafka import FETCH_LONG_POLL_MS, ReadBatch, open_topic_reader
 from chattrio.storage.postgres import DatabaseUnavailable, DataRefused
 from chattrio.storage.redis import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
-FETCH_WAIT = 0.5
+FETCH_WAIT = FETCH_LONG_POLL_MS / 1000  # the whole long poll: a record ends it
 # Storing is off the delivery path: at most one fetch per interval makes fuller batches, so
 # fewer fetches and PostgreSQL round trips.
 FETCH_INTERVAL = 0.1

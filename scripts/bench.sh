@@ -22,6 +22,8 @@
 #   SEED_PATIENCE=2                            until that many steps in a row fail
 #   ROOMS_USERS=5000 ROOMS_RAMP=60             rooms scenario size and ramp-up
 #   ROOMS_RATES="0.01 0.05 0.1 0.2"            rooms-rates: messages per second per user
+#   IDLE_VIA_LB=0                              idle: 1 connects every user through nginx (BENCH_LB_PORT)
+#                                              from enough loopback source addresses for them all
 #   IDLE_PER_NODE=20000 IDLE_RAMP=1000         idle: connections per node, ramp-up seconds (60,000
 #                                              users at 60/s: each new user costs the servers
 #                                              ~14 ms of CPU here, and 250/s timed most out)
@@ -199,11 +201,17 @@ for scenario in "${SCENARIOS[@]}"; do
         "$([[ -n "${ROOMS_RATES:-}" ]] && printf 'ROOMS_RATES="%s" ' "$ROOMS_RATES")scripts/bench.sh rooms-rates"
       ;;
     idle)
-      per_node="${IDLE_PER_NODE:-20000}"
+      per_node="${IDLE_PER_NODE:-20000}" via=()
+      # ~28,000 ephemeral ports per source address towards nginx's one port: one address per 20,000
+      [[ "${IDLE_VIA_LB:-0}" == 1 ]] \
+        && via=(--via "http://127.0.0.1:$LB_PORT" --source-addresses "$((per_node * 3 / 20000 + 1))")
       # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal). Rooms of
       # 20 keep the join messages' fan-out small (30 rooms of 2,000 meant tens of millions of frames).
+      # The users' keepalive outlasts the nodes' 25 s ping: the nodes' pings are what is measured.
       bot --scenario idle --users "$((per_node * 3))" --rooms "$((per_node * 3 / 20))" --rate 0 --duration 10 \
-        --ramp-up "${IDLE_RAMP:-1000}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal || failed=1
+        --keepalive 60 \
+        --ramp-up "${IDLE_RAMP:-1000}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal "${via[@]}" \
+        || failed=1
       ;;
     failover)
       # Node 2 is SIGKILLed 10 s into the chat; its users must resume on nodes 1 and 3.

@@ -139,9 +139,26 @@ nginx_bin() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo
 nginx_pid() { read_pid "$NGINX_PIDFILE"; }
 nginx_running() { pid_matches "$(nginx_pid)" "$NGINX_CONF"; }
 
+NGINX_SPARE_FILES=1024  # a worker's descriptors besides its connections: logs, listeners, temp files
 # every node full of WebSockets, two connections each, plus room for plain requests
-nginx_worker_connections() { echo $((2 * NODE_MAX_CONNECTIONS * NODES + 1024)); }
-nginx_worker_nofile() { echo $(($(nginx_worker_connections) + 1024)); }
+nginx_connections_needed() { echo $((2 * NODE_MAX_CONNECTIONS * NODES + 1024)); }
+nginx_descriptor_hard_limit() { local hard; hard="$(ulimit -Hn)"; [[ "$hard" == unlimited ]] && hard=1048576; echo "$hard"; }
+# Each worker may hold every connection, as far as the descriptor hard limit allows (raising it
+# needs CAP_SYS_RESOURCE: an unprivileged or containerised nginx keeps the limit it inherits).
+nginx_worker_nofile() {
+  local want=$(($(nginx_connections_needed) + NGINX_SPARE_FILES)) hard; hard="$(nginx_descriptor_hard_limit)"
+  echo $((want < hard ? want : hard))
+}
+nginx_worker_connections() { echo $(($(nginx_worker_nofile) - NGINX_SPARE_FILES)); }
+# One worker per core when one can hold everything; under a lower limit, as many workers as it
+# takes, a tenth more for the kernel's uneven spread of new connections over them (reuseport).
+nginx_worker_processes() {
+  local needed per cores; needed="$(nginx_connections_needed)" per="$(nginx_worker_connections)"
+  if ((per >= needed)); then echo auto; return; fi
+  cores="$(nproc)"
+  local workers=$(((needed * 11 / 10 + per - 1) / per))
+  echo $((workers > cores ? workers : cores))
+}
 
 # Write $NGINX_CONF for NODES nodes, and create its log files readable by their owner only
 # (nginx keeps the mode of a log file that exists).
@@ -155,10 +172,10 @@ render_nginx_conf() {
   local tmpl="$SCRIPTS/nginx.conf.tmpl"
   [[ -f "$tmpl" ]] || die "missing $tmpl"
   awk -v ups="$ups" -v prefix="$NGINX_DIR" -v port="$LB_PORT" -v host="$LB_HOST" -v userline="$user_line" \
-      -v conns="$(nginx_worker_connections)" -v nofile="$(nginx_worker_nofile)" '
+      -v conns="$(nginx_worker_connections)" -v nofile="$(nginx_worker_nofile)" -v workers="$(nginx_worker_processes)" '
     /^@UPSTREAMS@$/ { printf "%s", ups; next }
     { gsub(/@PREFIX@/, prefix); gsub(/@LB_PORT@/, port); gsub(/@LB_HOST@/, host); gsub(/@USER_LINE@/, userline)
-      gsub(/@WORKER_CONNECTIONS@/, conns); gsub(/@WORKER_RLIMIT_NOFILE@/, nofile); print }
+      gsub(/@WORKER_CONNECTIONS@/, conns); gsub(/@WORKER_RLIMIT_NOFILE@/, nofile); gsub(/@WORKER_PROCESSES@/, workers); print }
   ' "$tmpl" > "$NGINX_CONF"
   (umask 077 && touch "$NGINX_DIR/access.log" "$NGINX_DIR/error.log")
   chmod 600 "$NGINX_DIR/access.log" "$NGINX_DIR/error.log"
@@ -169,11 +186,8 @@ start_nginx() {
   if nginx_running; then return 0; fi
   port_open "$LB_PORT" && port_taken_error nginx "$LB_PORT" "--lb-port"
   render_nginx_conf
-  local hard; hard="$(ulimit -Hn)"
-  # above the hard limit, nginx's setrlimit fails (an alert in its error log) and each worker
-  # keeps this limit: fewer WebSockets than the nodes behind it can hold
-  [[ "$hard" == unlimited || "$hard" -ge "$(nginx_worker_nofile)" ]] \
-    || warn "descriptor hard limit $hard is below nginx's worker_rlimit_nofile $(nginx_worker_nofile): each nginx worker holds at most $hard connections"
+  [[ "$(nginx_worker_processes)" == auto ]] \
+    || log "descriptor hard limit $(nginx_descriptor_hard_limit): nginx runs $(nginx_worker_processes) workers of $(nginx_worker_connections) connections each"
   "$bin" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" \
     || die "generated nginx config is invalid: $NGINX_CONF"
   setsid nohup "$bin" -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_CONF" </dev/null >>"$NGINX_DIR/nginx.out" 2>&1 8>&- 9>&- &

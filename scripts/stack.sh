@@ -208,6 +208,8 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=67108864
 log.retention.check.interval.ms=60000
+# the controller appends a no-op record to the metadata log this often (default 500 ms): idle CPU
+metadata.max.idle.interval.ms=5000
 EOF
   cat > "$KAFKA_DIR/log4j.properties" <<'EOF'
 log4j.rootLogger=INFO, stdout

@@ -28,6 +28,12 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # The nodes' internal base URLs (/metrics), in the order of `nodes`; empty: each node's
     # port + the node's default internal port offset.
     metrics_urls: list[str] = []
+    # Connect every user through this base URL (a load balancer in front of `nodes`) instead of
+    # a node of its own; `nodes` are still the ones whose metrics and memory are read.
+    load_balancer: str | None = None
+    # Users' WebSockets bind to 127.0.0.1 .. 127.0.0.N in turn: each source address has its own
+    # ~28,000 ephemeral ports towards one destination, which one load balancer port needs.
+    source_addresses: int = 1
     loss_grace_seconds: float = 5.0
     workers: int = 1
     max_loss: int = 0
@@ -48,6 +54,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     flooders: int = 0
     # Seconds of silence before the keepalive PING, and as long again for any answer before the
     # connection is dropped and resumed elsewhere; short in chaos runs, where a node may hang.
+    # The node pings quiet sessions after CHATTRIO_PING_INTERVAL_SECONDS (25), so a keepalive
+    # longer than that leaves liveness to the node (the idle scenario).
     keepalive_seconds: float = 20.0
     # Writes during the chat, spread over the nodes (chattrio/bot/writes.py): new users signing
     # up and new rooms created, each answer recorded for a chaos run's verdict.
@@ -72,6 +80,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messagesPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
+        if not 1 <= self.source_addresses <= 254:
+            problems.append("sourceAddresses must be 1-254")
         if self.flooders < 0:
             problems.append("flooders must be >= 0")
         if self.keepalive_seconds <= 0:
@@ -94,6 +104,18 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
             for node in self.node_endpoints()
         ]
+
+    def connect_endpoints(self) -> list[Node]:
+        """Where users connect: the load balancer, or the nodes themselves."""
+        if self.load_balancer:
+            return [Node.from_base_url(self.load_balancer)]
+        return self.node_endpoints()
+
+    def source_address(self, user_index: int) -> str | None:
+        """The loopback address user `user_index` connects from; None: the kernel's choice."""
+        if self.source_addresses == 1:
+            return None
+        return f"127.0.0.{1 + user_index % self.source_addresses}"
 
     def node_endpoints(self) -> list[Node]:
         if self.nodes:
@@ -134,6 +156,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--rate", "messagesPerSecond", float, "messages per second per user (0: idle)"),
     ("--rooms", "rooms", int, "number of rooms, users spread evenly"),
     ("--rest-url", "restApiBaseUrl", str, "REST base URL of a single node"),
+    ("--via", "loadBalancer", str, "connect every user through this base URL (a load balancer before --node)"),
+    ("--source-addresses", "sourceAddresses", int, "WebSockets bind to 127.0.0.1..127.0.0.N in turn"),
     ("--ws-url", "webSocketEndpoint", str, "WebSocket URL of that node"),
     ("--loss-grace", "lossGraceSeconds", float, "seconds to wait for late deliveries"),
     ("--workers", "workers", int, "worker processes (users split, results merged)"),
@@ -218,6 +242,7 @@ def load_config(argv: list[str]) -> BotConfig:
     try:
         cfg = msgspec.convert(merged, BotConfig)
         cfg.node_endpoints()
+        cfg.connect_endpoints()
         cfg.metrics_endpoints()
     except msgspec.ValidationError as exc:
         raise ValueError(str(exc)) from None

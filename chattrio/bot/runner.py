@@ -232,7 +232,7 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
     raise_fd_limit()
     ctx = WorkerContext(plan)
     cfg = plan.config
-    nodes = cfg.node_endpoints()
+    nodes = cfg.connect_endpoints()
     async with trio.open_nursery() as outer:
 
         async def report_progress() -> None:

@@ -125,7 +125,8 @@ class SimUser:
         """Connect to the current node, enter the room (resuming after what we hold), and
         re-send what is unacknowledged. Only returns once the room subscription is live."""
         node = self.nodes[self.node_turn % len(self.nodes)]
-        conn = await WsConnection.connect(node.ws_host, node.ws_port, node.ws_path, CONNECT_TIMEOUT, self.token)
+        source = self.ctx.config.source_address(self.index)
+        conn = await WsConnection.connect(node.ws_host, node.ws_port, node.ws_path, CONNECT_TIMEOUT, self.token, source)
         try:
             await conn.send_text(_encode(frames.Subscribe(frames.ROOMS_TOPIC, ref="rooms")))
             await conn.send_text(self._room_subscribe())
@@ -221,7 +222,9 @@ class SimUser:
         """PING a connection that has been silent for `keepaliveSeconds` and close it when that
         gets no answer within as long again (closing wakes this user's task, which reconnects):
         a hung node is left at most twice that after its last frame. One timer per user rather
-        than a timeout around every receive keeps the receive path cheap."""
+        than a timeout around every receive keeps the receive path cheap. The node's
+        own pings (any bytes) count as an answer: with a keepalive longer than the node's ping
+        interval, only the node pings."""
         keepalive = self.ctx.config.keepalive_seconds
         while True:
             await trio.sleep_until(max(self.last_received + keepalive, trio.current_time() + keepalive / 4))

@@ -34,6 +34,8 @@ _MAX_HEADER_BYTES = 16 * 1024
 _RECEIVE_BYTES = 64 * 1024
 # The server caps frames at 64 KiB; anything far larger means we lost framing.
 MAX_MESSAGE_BYTES = 1 << 20
+# Linux's IP_BIND_ADDRESS_NO_PORT (not in every Python's socket module)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 class WsError(Exception):
@@ -201,14 +203,18 @@ def parse_upgrade_response(head: bytes, key: str) -> None:
         raise WsError("wrong Sec-WebSocket-Accept")
 
 
-async def _open_tcp(host: str, port: int) -> tuple[socket.socket, trio.SocketStream]:
+async def _open_tcp(host: str, port: int, source: str | None = None) -> tuple[socket.socket, trio.SocketStream]:
     """A connected SocketStream built on a stdlib socket we keep a handle on (first address only:
-    the bot talks to known local nodes, it needs no happy eyeballs)."""
+    the bot talks to known local nodes, it needs no happy eyeballs), from `source` if given."""
     family, kind, proto, _, address = (await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
     sock = socket.socket(family, kind, proto)
     sock.setblocking(False)
     tsock = trio.socket.from_stdlib_socket(sock)
     try:
+        if source is not None:
+            # the port is chosen at connect(), unique per destination, not per source address alone
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
         await tsock.connect(address)
     except BaseException:
         tsock.close()
@@ -260,9 +266,11 @@ class WsConnection:
         self.close_info: CloseInfo | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, target: str, timeout: float, token: str | None = None) -> WsConnection:
+    async def connect(
+        cls, host: str, port: int, target: str, timeout: float, token: str | None = None, source: str | None = None
+    ) -> WsConnection:
         with trio.fail_after(timeout):
-            sock, stream = await _open_tcp(host, port)
+            sock, stream = await _open_tcp(host, port, source)
             try:
                 request, key = build_upgrade_request(host, port, target, token)
                 await stream.send_all(request)

@@ -83,6 +83,9 @@ class OutboxStore(Protocol):
 
     async def outbox_backlog(self) -> tuple[int, float]: ...
 
+    async def listen_outbox(self, on_row: Callable[[], None]) -> None:
+        """Call `on_row` when a row was added, and once when listening starts; until cancelled."""
+
 
 class MessageCache(Protocol):
     """The recent messages of each room (Redis): a read path only, never holes."""

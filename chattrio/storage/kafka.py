@@ -61,8 +61,9 @@ PRODUCE_QUEUE = 100_000
 # the producer closes.
 DELIVERY_POLL = 0.1
 FETCH_MAX_RECORDS = 5_000
-# An idle reader's fetch waits this long on the broker; a record ends the wait at once.
-FETCH_LONG_POLL_MS = 500
+# An idle reader's fetch waits this long on the broker; a record ends the wait at once, so the
+# wait costs no latency, and a longer one wakes the broker and the node less often when idle.
+FETCH_LONG_POLL_MS = 5_000
 # aiokafka fetches again for a reader's other partitions once fetched records have waited 0.1 s
 # (its `prefetch_backoff`, not a consumer setting). When those partitions are quiet, that fetch
 # waits out the whole long poll at the broker, and the busy partitions wait behind it (one fetch

@@ -22,6 +22,9 @@ QUERY_TIMEOUT = 10.0
 MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
 ROOM_QUOTA_LOCK_ID = 0x71756F74  # with the user's hash: one room creation per user at a time under a quota
 POOL_SIZE = 8
+# A transaction that adds an outbox row announces it here on commit, with the row's topic as the
+# payload, so the relay is woken instead of polling.
+OUTBOX_CHANNEL = "chattrio_outbox"
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # generic in asyncpg-stubs only
@@ -76,9 +79,10 @@ def _message(row: asyncpg.Record) -> Message:
 
 
 class Database:
-    def __init__(self, pool: asyncpg.Pool, outbox_topic: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox_topic: str, dsn: str) -> None:
         self._pool = pool
         self._outbox_topic = outbox_topic
+        self._dsn = dsn
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         try:
@@ -213,12 +217,46 @@ class Database:
 
     async def _insert_outbox(self, conn: Connection, event_id: str, key: str, payload: bytes) -> None:
         await conn.execute(
-            "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
+            "WITH added AS (INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)"
+            " RETURNING topic) SELECT pg_notify($5, topic) FROM added",
             uuid.UUID(event_id),
             self._outbox_topic,
             key,
             payload,
+            OUTBOX_CHANNEL,
         )
+
+    async def listen_outbox(self, on_row: Callable[[], None]) -> None:
+        """Call `on_row` (in Trio) whenever a committed transaction added an outbox row of this
+        node's topic, and once as soon as it listens, for the rows committed before. Runs until
+        cancelled on a connection of its own; raises DatabaseUnavailable when that connection
+        cannot be opened or is lost."""
+        token = trio.lowlevel.current_trio_token()
+        lost = trio.Event()
+        topic = self._outbox_topic
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: object) -> None:  # on the asyncio thread
+            if payload == topic:
+                _run_in_trio(token, on_row)
+
+        async def open_listener() -> asyncpg.Connection:
+            conn = await asyncpg.connect(self._dsn, timeout=QUERY_TIMEOUT, command_timeout=QUERY_TIMEOUT)
+            conn.add_termination_listener(lambda _conn: _run_in_trio(token, lost.set))
+            try:
+                await conn.add_listener(OUTBOX_CHANNEL, notified)
+            except BaseException:
+                conn.terminate()
+                raise
+            return conn
+
+        conn = await self._run(open_listener)
+        try:
+            on_row()
+            await lost.wait()
+            raise DatabaseUnavailable("PostgreSQL closed the connection listening for outbox rows")
+        finally:
+            with trio.CancelScope(shield=True):
+                await run_asyncio(_terminate, conn)
 
     async def relay_outbox(self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]) -> int:
         """Claim up to `limit` unpublished rows in id order, publish them, mark them; one transaction.
@@ -380,6 +418,18 @@ def _storable(reason: str) -> str:
     return reason.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
+def _run_in_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], None]) -> None:
+    """From the asyncio thread: run `fn` in Trio, unless the Trio run is over."""
+    try:
+        token.run_sync_soon(fn)
+    except trio.RunFinishedError:
+        pass
+
+
+async def _terminate(conn: asyncpg.Connection) -> None:
+    conn.terminate()  # no goodbye to wait for: the listening connection holds nothing
+
+
 def _message_tuple(m: Message) -> tuple[object, ...]:
     return (m.id, m.room_id, m.seq, m.sender_id, m.kind, m.text, m.client_msg_id, m.sent_at)
 
@@ -395,7 +445,7 @@ async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
     except (OSError, asyncpg.PostgresError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
     try:
-        yield Database(pool, outbox_topic)
+        yield Database(pool, outbox_topic, dsn)
     finally:
         with trio.move_on_after(5) as scope:
             scope.shield = True

@@ -41,6 +41,9 @@ def test_single_node_urls():
         ["--node", "http://h:1", "--users", "0"],
         ["--node", "https://h:1"],
         ["--node", "http://h:1", "--message-length", "5000"],
+        ["--node", "http://h:1", "--source-addresses", "0"],
+        ["--node", "http://h:1", "--keepalive", "0"],
+        ["--node", "http://h:1", "--via", "https://lb:1"],
     ],
 )
 def test_bad_configurations(argv):
@@ -62,3 +65,20 @@ def test_metrics_are_read_from_the_internal_port():
     assert [(n.host, n.port) for n in given] == [("h", 9100)]
     with pytest.raises(ValueError, match="one metricsUrl per node"):
         load_config(["--node", "http://h:1,http://h:2", "--metrics-url", "http://h:9100"])
+
+
+def test_through_a_load_balancer_users_connect_to_it_and_the_nodes_are_measured():
+    cfg = load_config(
+        ["--node", "http://127.0.0.1:8081,http://127.0.0.1:8082", "--via", "http://127.0.0.1:8080"]
+        + ["--source-addresses", "3"]
+    )
+    assert [n.port for n in cfg.connect_endpoints()] == [8080]
+    assert [n.port for n in cfg.metrics_endpoints()] == [18081, 18082]
+    assert [cfg.source_address(i) for i in range(4)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]
+    direct = load_config(["--node", "http://127.0.0.1:8081"])
+    assert [n.port for n in direct.connect_endpoints()] == [8081] and direct.source_address(5) is None
+
+
+def test_the_keepalive_can_be_left_to_the_node_s_pings():
+    assert load_config(["--node", "http://h:1"]).keepalive_seconds == 20.0
+    assert load_config(["--node", "http://h:1", "--keepalive", "60"]).keepalive_seconds == 60.0

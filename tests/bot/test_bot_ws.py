@@ -14,6 +14,7 @@ from chattrio.bot.ws import (
     HandshakeRefused,
     WsConnection,
     WsError,
+    _open_tcp,
     accept_key,
     build_upgrade_request,
     encode_client_frame,
@@ -183,3 +184,15 @@ async def test_the_rest_of_a_partial_write_goes_out_before_any_other_frame(nurse
     await conn.aclose_now()
     await reading.wait()
     assert _client_frames(received[0]) == [(OP_TEXT, big), (OP_PONG, b"pong"), (OP_TEXT, b"third")]
+
+
+async def test_a_connection_comes_from_the_source_address_it_is_given():
+    """Through one load balancer port, each loopback source address has ports of its own."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with listener:
+        _, stream = await _open_tcp("127.0.0.1", port, "127.0.0.3")
+        async with stream:
+            accepted = await listener.accept()
+            async with accepted:
+                assert accepted.socket.getpeername()[0] == "127.0.0.3"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import stat
 import subprocess
@@ -21,9 +22,13 @@ LB_PORT = SESSION_CLUSTER_BASE_PORT + 800
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def _render(nginx_dir: Path, nodes: int, base_port: int) -> Path:
+def _render(nginx_dir: Path, nodes: int, base_port: int, descriptor_limit: int | None = None) -> Path:
+    """cluster.sh's nginx.conf; with `descriptor_limit`, rendered under that hard limit."""
+    command = [str(REPO / "scripts" / "cluster.sh"), "nginx-conf", str(nodes), str(base_port), str(LB_PORT)]
+    if descriptor_limit is not None:
+        command = ["bash", "-c", f'ulimit -n {descriptor_limit} && exec "$@"', "bash", *command]
     out = subprocess.run(
-        [str(REPO / "scripts" / "cluster.sh"), "nginx-conf", str(nodes), str(base_port), str(LB_PORT)],
+        command,
         env=dict(os.environ, CHATTRIO_NGINX_DIR=str(nginx_dir)),
         capture_output=True,
         text=True,
@@ -38,13 +43,24 @@ def _directive(conf: str, name: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.parametrize("descriptor_limit", [None, 4096])
 @pytest.mark.parametrize("nodes", [1, 3])
-def test_nginx_is_sized_for_every_node_full_of_websockets(tmp_path, nodes):
-    conf = _render(tmp_path, nodes, 18000).read_text()
+def test_nginx_is_sized_for_every_node_full_of_websockets(tmp_path, nodes, descriptor_limit):
+    """Every node full of WebSockets passes through nginx, within the descriptor hard limit a
+    worker can have (this machine's, and a lower one): where one worker per core cannot hold
+    them all, there are more workers."""
+    conf = _render(tmp_path, nodes, 18000, descriptor_limit).read_text()
+    hard_limit = descriptor_limit or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     connections = int(_directive(conf, "worker_connections"))
-    assert connections >= 2 * NODE_MAX_CONNECTIONS * nodes  # client side + node side per WebSocket
-    assert int(_directive(conf, "worker_rlimit_nofile")) > connections
-    assert _directive(conf, "worker_processes") == "auto"
+    nofile = int(_directive(conf, "worker_rlimit_nofile"))
+    workers = _directive(conf, "worker_processes")
+    assert connections < nofile <= hard_limit or hard_limit == resource.RLIM_INFINITY
+    needed = 2 * NODE_MAX_CONNECTIONS * nodes  # client side + node side per WebSocket
+    if workers == "auto":  # one per core, each able to hold them all
+        assert connections >= needed
+    else:
+        assert int(workers) * connections >= needed * 1.1  # a tenth to spare for an uneven spread
+        assert int(workers) >= os.cpu_count()
 
 
 def test_nginx_hides_its_version_and_logs_no_query_strings(tmp_path):

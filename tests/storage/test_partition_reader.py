@@ -16,7 +16,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Producer
 
 from chattrio.config import settings_from_env
+from chattrio.fanout import Fanout, RoomLog
+from chattrio.metrics import Registry
 from chattrio.models import ChatRecord
+from chattrio.sessions import SessionRegistry
 from chattrio.storage import kafka, partition_reader
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, partition_of
@@ -283,3 +286,24 @@ async def test_a_broker_without_the_fetch_version_is_refused_with_a_clear_error(
     async with open_partition_reader(settings) as reader:
         with pytest.raises(KafkaIncompatible, match=r"request 1 version 10 \(it serves 4-4\)"):
             await reader.check_versions()
+
+
+async def test_an_idle_fanout_asks_the_broker_to_hold_its_fetch_for_the_whole_long_poll(kafka_settings, monkeypatch):
+    """Each fetch an idle node sends wakes it and the broker: the fan-out must not cut the long
+    poll short (a record ends it anyway)."""
+    waits: list[int] = []
+    fetch_request = PartitionReader._fetch_request
+
+    def recording(self, partitions, wait_ms):
+        waits.append(wait_ms)
+        return fetch_request(self, partitions, wait_ms)
+
+    monkeypatch.setattr(PartitionReader, "_fetch_request", recording)
+    fan = Fanout(kafka_settings, SessionRegistry(), RoomLog(kafka_settings.messages_topic), None, Registry())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fan.run)
+        with trio.fail_after(30):
+            while not waits:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert waits[0] == kafka.FETCH_LONG_POLL_MS >= 5_000

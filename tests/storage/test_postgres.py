@@ -87,3 +87,18 @@ async def test_a_connection_left_mid_operation_is_an_outage_not_a_crash(db):
 
     with pytest.raises(DatabaseUnavailable, match="another operation"):
         await db._run(broken_connection)
+
+
+async def test_a_new_outbox_row_wakes_the_listener(db):
+    wakes = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(db.listen_outbox, lambda: wakes.append("row"))
+        with trio.fail_after(10):
+            while not wakes:  # the first call says it listens
+                await trio.sleep(0.01)
+        owner = _name("owner")
+        await db.enter_user(owner, skeleton(owner))
+        with trio.fail_after(10):
+            while len(wakes) < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

@@ -169,6 +169,8 @@ class MemoryDatabase:
         # Fails the next relay after `publish` returned, before the rows are marked published
         # (a crash between the two): the rows are published again later.
         self.fail_next_mark = False
+        self.relay_calls = 0
+        self._outbox_listeners: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -202,6 +204,18 @@ class MemoryDatabase:
 
     def _add_outbox(self, event_id: str, key: str, payload: bytes) -> None:
         self.outbox.append(_OutboxEntry(OutboxRow(len(self.outbox) + 1, event_id, key, payload)))
+        for on_row in self._outbox_listeners:
+            on_row()
+
+    async def listen_outbox(self, on_row: Callable[[], None]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        self._outbox_listeners.append(on_row)
+        try:
+            on_row()
+            await trio.sleep_forever()
+        finally:
+            self._outbox_listeners.remove(on_row)
 
     async def list_rooms(self, limit: int, before_id: int | None = None, search: str = "") -> list[Room]:
         await trio.lowlevel.checkpoint()
@@ -214,6 +228,7 @@ class MemoryDatabase:
         return self.rooms.get(room_id)
 
     async def relay_outbox(self, limit: int, publish: Callable[[Sequence[OutboxRow]], Awaitable[None]]) -> int:
+        self.relay_calls += 1
         await trio.lowlevel.checkpoint()
         self._check()
         # FOR UPDATE SKIP LOCKED: rows another relay holds are skipped, not waited for.

@@ -21,7 +21,7 @@ def _relay(shared: Shared, node_id: str) -> OutboxRelay:
 async def _wait_until(condition) -> None:
     with trio.fail_after(600):  # seconds of Trio's mock clock: a wrong outcome fails, not hangs
         while not condition():
-            await trio.sleep(outbox.POLL_INTERVAL)
+            await trio.sleep(outbox.POLL_SPACING)
 
 
 async def _rooms(shared: Shared, count: int) -> None:
@@ -37,7 +37,7 @@ async def test_rows_are_published_in_order_after_a_publish_failure(autojump_cloc
         relay = _relay(shared, "a")
         await nursery.start(relay.run)
         await _wait_until(lambda: relay.holding)
-        await trio.sleep(outbox.POLL_INTERVAL * 5)  # polls whose publishing fails
+        await trio.sleep(outbox.POLL_SPACING * 5)  # polls whose publishing fails
         shared.log.unavailable = False
         await _wait_until(lambda: len(shared.log.events) == 3)
         nursery.cancel_scope.cancel()
@@ -80,3 +80,34 @@ async def test_an_event_published_twice_is_announced_once(autojump_clock):
     assert [row.id for row in shared.log.events] == [1, 1]
     node.deliver()
     assert [f["room"]["name"] for f in watcher.of_type("ROOM_CREATED")] == ["room 0"]
+
+
+async def test_an_idle_relay_polls_slowly_and_a_new_row_wakes_it_at_once(autojump_clock):
+    shared = Shared()
+    async with trio.open_nursery() as nursery:
+        relay = _relay(shared, "a")
+        await nursery.start(relay.run)
+        await _wait_until(lambda: relay.holding)
+        polls = shared.db.relay_calls
+        await trio.sleep(outbox.FALLBACK_POLL * 10)
+        assert shared.db.relay_calls - polls <= 11, "idle: one poll per fallback interval"
+
+        await _rooms(shared, 1)
+        with trio.fail_after(outbox.POLL_SPACING * 2):  # Trio's mock clock, not wall time
+            while not shared.log.events:
+                await trio.sleep(outbox.POLL_SPACING / 10)
+        nursery.cancel_scope.cancel()
+    assert [row.id for row in shared.log.events] == [1]
+
+
+async def test_a_backlog_of_several_batches_is_published_without_pausing_between_them(autojump_clock):
+    shared = Shared()
+    async with trio.open_nursery() as nursery:
+        relay = _relay(shared, "a")
+        await nursery.start(relay.run)
+        await _wait_until(lambda: relay.holding)
+        await _rooms(shared, outbox.BATCH_SIZE * 2 + 50)
+        with trio.fail_after(outbox.POLL_SPACING * 1.5):  # Trio's mock clock: one spacing at most
+            while len(shared.log.events) < outbox.BATCH_SIZE * 2 + 50:
+                await trio.sleep(outbox.POLL_SPACING / 20)
+        nursery.cancel_scope.cancel()
