@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import REPO
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
-
-from tests.conftest import REPO
 
 AUTOBAHN = REPO / "scripts" / "autobahn.sh"
 AGENT = "chattrio"
