@@ -35,6 +35,7 @@ from chattrio.metrics import Registry
 from chattrio.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
 from chattrio.tokens import Identity
 from chattrio.websocket import (
+    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
@@ -43,7 +44,9 @@ from chattrio.websocket import (
     MAX_FRAGMENTS,
     FrameReader,
     IncomingText,
+    binary_frame,
     handshake_response,
+    text_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,18 @@ HANDSHAKE_TIMEOUT = 10.0
 AUTH_TIMEOUT = 10.0
 # A refused connection (the plain-HTTP cap, a bad request head) gets this long to take its answer.
 REFUSAL_TIMEOUT = 1.0
+# The test-only echo route (CHATTRIO_TEST_ECHO, tests/test_autobahn.py): the Autobahn TestSuite sends
+# messages of up to 16 MiB, and 4 MiB ones in 64-byte fragments (65,537 frames: the last is an empty
+# one); the route's caps let them through.
+ECHO_PATH = "/ws-echo"
+ECHO_MAX_MESSAGE_BYTES = 16 << 20
+ECHO_MAX_FRAGMENTS = 1 << 17
+ECHO_SEND_BUFFER_BYTES = 2 * ECHO_MAX_MESSAGE_BYTES
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
+
+
+class EchoRoute:
+    """A handshake for the test echo route, which has no identity."""
 
 
 class HttpServer:
@@ -91,6 +105,8 @@ class HttpServer:
         )
         timeouts = metrics.counter("chattrio_idle_timeout_closes_total", "Sessions closed for not answering pings")
         self._liveness = Liveness(settings.ping_interval_seconds, settings.idle_timeout_seconds, timeouts.inc)
+        if settings.test_echo:
+            log.warning("CHATTRIO_TEST_ECHO is on: %s echoes every message, without auth; tests only", ECHO_PATH)
 
     def request_drain(self) -> None:
         self._drain_requested.set()
@@ -146,7 +162,11 @@ class HttpServer:
             finally:
                 self._http_connections -= 1
             if upgraded is not None:
-                await self._serve_session(stream, *upgraded)
+                identity, leftover = upgraded
+                if isinstance(identity, EchoRoute):
+                    await self._serve_echo(stream, leftover)
+                else:
+                    await self._serve_session(stream, identity, leftover)
         except* _EXPECTED_ERRORS as ended:
             # A session's reader and writer run in a nursery, so its errors arrive grouped.
             log.debug("connection ended: %r", ended.exceptions[0])
@@ -164,11 +184,12 @@ class HttpServer:
 
     async def _serve_http(
         self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
-    ) -> tuple[Identity | None, bytes] | None:
+    ) -> tuple[Identity | EchoRoute | None, bytes] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
         succeeds: then (the token's identity, None when an AUTH frame is due; bytes already read
         past the handshake). Returning, rather than running the session from here, lets the HTTP
-        parser and the request go while the session lives."""
+        parser and the request go while the session lives. The test echo route's identity is
+        EchoRoute."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
@@ -214,7 +235,7 @@ class HttpServer:
             or request.headers.get("sec-websocket-version") != "13"
         ):
             return 400, "bad WebSocket handshake"
-        if request.path != "/ws":
+        if request.path != "/ws" and not self._is_echo(request):
             return 404, "WebSocket endpoint is /ws"
         if not origin_allowed(request, self._settings.allowed_origins):
             return 403, "origin not allowed"
@@ -245,16 +266,23 @@ class HttpServer:
             return 429, f"too many connections: at most {cap} per user on a node; close one first"
         return None
 
+    def _is_echo(self, request: Request) -> bool:
+        return self._settings.test_echo and request.path == ECHO_PATH
+
     async def _handshake(
         self, conn: h11.Connection, stream: trio.SocketStream, request: Request
-    ) -> tuple[Identity | None, bytes] | None:
-        verdict = self._refusal(request) or await self._handshake_user(request)
+    ) -> tuple[Identity | EchoRoute | None, bytes] | None:
+        verdict: Identity | EchoRoute | tuple[int, str] | None
+        if self._is_echo(request):
+            verdict = self._refusal(request) or EchoRoute()
+        else:
+            verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
             await self._answer(conn, stream, request, closing_error_response(*verdict))
             return None
         # Counted until the session is registered (synchronously after this returns), so that
         # handshakes of one user in flight at once cannot pass the per-user cap together.
-        user_id = verdict.user_id if verdict is not None else ""
+        user_id = verdict.user_id if isinstance(verdict, Identity) else ""
         self._handshaking[user_id] = self._handshaking.get(user_id, 0) + 1
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
@@ -285,7 +313,8 @@ class HttpServer:
                 # A deadline on the reading costs no task; the writer then sends the close frame.
                 with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
                     self._token_lifetimes[session] = token_lifetime
-                    await self._read_frames(session, stream, leftover, read_ended)
+                    reader = FrameReader(self._settings.max_frame_bytes)
+                    await self._read_frames(session, stream, leftover, read_ended, reader, self._on_message)
                 session.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 await trio.sleep_forever()  # the writer sends the close frame, then cancels us
         finally:
@@ -296,6 +325,16 @@ class HttpServer:
             log.debug(
                 "session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code}
             )
+
+    async def _serve_echo(self, stream: trio.SocketStream, leftover: bytes) -> None:
+        """The test echo route: every message back as it came, through the framing, buffering and
+        close handshake of /ws (with the route's larger caps)."""
+        session = Session("", ECHO_SEND_BUFFER_BYTES)
+        reader = FrameReader(ECHO_MAX_MESSAGE_BYTES, max_fragments=ECHO_MAX_FRAGMENTS, keep_binary=True)
+        read_ended = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_until_closed, session, stream, read_ended, nursery.cancel_scope)
+            await self._read_frames(session, stream, leftover, read_ended, reader, _echo)
 
     def _open_session(self, session: Session) -> None:
         self._sessions.add(session)
@@ -344,11 +383,17 @@ class HttpServer:
         scope.cancel()
 
     async def _read_frames(
-        self, session: Session, stream: trio.SocketStream, data: bytes, read_ended: trio.Event
+        self,
+        session: Session,
+        stream: trio.SocketStream,
+        data: bytes,
+        read_ended: trio.Event,
+        reader: FrameReader,
+        on_message: Callable[[Session, IncomingText], Awaitable[None]],
     ) -> None:
-        """Handle the client's frames until its close frame or the end of the stream; after the
-        server's close frame, data frames are read but dropped (the client's close is awaited)."""
-        reader = FrameReader(self._settings.max_frame_bytes)
+        """Handle the client's frames with `on_message` until its close frame or the end of the
+        stream; after the server's close frame, data frames are read but dropped (the client's
+        close is awaited)."""
         while True:
             if not data:
                 data = await stream.receive_some(READ_SIZE)
@@ -362,7 +407,7 @@ class HttpServer:
                 if session.closing:
                     break
                 self._frames_in.inc()
-                await self._on_message(session, message)
+                await on_message(session, message)
             if reader.peer_close_code is not None:
                 break
             data = b""
@@ -394,6 +439,16 @@ class HttpServer:
         except Exception:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))
+
+
+async def _echo(session: Session, message: IncomingText) -> None:
+    if message.too_large:
+        limit = f"{ECHO_MAX_MESSAGE_BYTES} bytes or {ECHO_MAX_FRAGMENTS} fragments"
+        session.close(CLOSE_MESSAGE_TOO_BIG, f"message over {limit}")
+    elif message.data is not None:
+        session.push(binary_frame(message.data))
+    elif message.text is not None:
+        session.push(text_frame(message.text.encode()))
 
 
 async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, reason: str) -> None:

@@ -24,6 +24,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOKEN_EXPIRED = 4001  # application code (4000-4999): the session's token reached its `exp`
@@ -63,6 +64,11 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(OPCODE_TEXT, payload)
 
 
+def binary_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented binary frame (only the test echo route sends them)."""
+    return _frame(OPCODE_BINARY, payload)
+
+
 def ping_frame() -> bytes:
     """An empty server ping; any frame the client sends back, the pong included, shows it is alive."""
     return _frame(OPCODE_PING, b"")
@@ -75,12 +81,15 @@ def close_frame(code: int, reason: str) -> bytes:
 
 
 class IncomingText:
-    """A complete client message: its text, or why there is none (binary, too large)."""
+    """A complete client message: its text, or why there is none (binary, too large). `data` is
+    a binary message's payload when the reader keeps binary messages (the test echo route)."""
 
-    __slots__ = ("text", "too_large", "binary")
+    __slots__ = ("text", "too_large", "binary", "data")
 
-    def __init__(self, text: str | None, *, too_large: bool = False, binary: bool = False) -> None:
-        self.text, self.too_large, self.binary = text, too_large, binary
+    def __init__(
+        self, text: str | None, *, too_large: bool = False, binary: bool = False, data: bytes | None = None
+    ) -> None:
+        self.text, self.too_large, self.binary, self.data = text, too_large, binary, data
 
 
 class FrameReader:
@@ -88,13 +97,15 @@ class FrameReader:
 
     Written for the common case, one small complete text frame per read, which a general
     WebSocket library (wsproto) parsed at ~32 µs a frame through its event objects. A frame or
-    message over the limit (in bytes, or in fragments), or a binary one, is skipped as it streams
-    in, never buffered. A fragmented message grows one bytearray. A protocol error sets
+    message over the limit (in bytes, or in fragments), or a binary one (unless `keep_binary`), is
+    skipped as it streams in, never buffered. A fragmented message grows one bytearray. A protocol error sets
     `peer_close_code` (1002, or 1007 for invalid UTF-8) and stops parsing.
     """
 
     __slots__ = (
         "_max",
+        "_max_fragments",
+        "_keep_binary",
         "_buf",
         "_parts",
         "_fragments",
@@ -106,14 +117,18 @@ class FrameReader:
         "peer_close_code",
     )
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(
+        self, max_message_bytes: int, *, max_fragments: int = MAX_FRAGMENTS, keep_binary: bool = False
+    ) -> None:
         self._max = max_message_bytes
+        self._max_fragments = max_fragments
+        self._keep_binary = keep_binary
         self._buf = b""
         self._parts: bytearray | None = None  # the payload so far of an unfinished message
         self._fragments = 0  # frames of the unfinished message so far
         self._discard = False  # the unfinished message is dropped (too large or binary)
         self._oversized = False
-        self._binary = False
+        self._binary = False  # the unfinished message is binary
         self._skip = 0  # payload bytes of the current frame still to drop
         self._skip_fin = False
         self.peer_close_code: int | None = None
@@ -140,14 +155,14 @@ class FrameReader:
                     break
                 reply += self._control(opcode, _unmask(buf, start - 4, length))
                 pos = start + length
-            elif opcode == OPCODE_BINARY or self._discard or self._over_limit(length):
-                self._start_discarding(opcode == OPCODE_BINARY)
+            elif self._discard or self._over_limit(length) or (opcode == OPCODE_BINARY and not self._keep_binary):
+                self._start_discarding(opcode, length)
                 self._skip, self._skip_fin = length, fin
                 pos = self._skip_payload(buf, start, end, messages)
             else:
                 if end - start < length:
                     break
-                self._data(fin, _unmask(buf, start - 4, length), messages)
+                self._data(fin, opcode, _unmask(buf, start - 4, length), messages)
                 pos = start + length
         self._buf = buf[pos:] if pos < end and self.peer_close_code is None else b""
         return messages, reply
@@ -185,12 +200,14 @@ class FrameReader:
         """True when a data frame of `length` bytes would take its message over a cap."""
         if self._parts is None:
             return length > self._max
-        return len(self._parts) + length > self._max or self._fragments >= MAX_FRAGMENTS
+        return len(self._parts) + length > self._max or self._fragments >= self._max_fragments
 
-    def _start_discarding(self, binary: bool) -> None:
+    def _start_discarding(self, opcode: int, length: int) -> None:
         """The current message is dropped (binary, or too large); its frames are skipped."""
         if not self._discard:
-            self._binary, self._oversized = binary, not binary
+            if opcode != OPCODE_CONTINUATION:
+                self._binary = opcode == OPCODE_BINARY
+            self._oversized = self._over_limit(length)
             self._discard, self._parts = True, None
 
     def _skip_payload(self, buf: bytes, pos: int, end: int, messages: list[IncomingText]) -> int:
@@ -200,7 +217,9 @@ class FrameReader:
             self._finish(None, messages)
         return pos + taken
 
-    def _data(self, fin: bool, payload: bytes, messages: list[IncomingText]) -> None:
+    def _data(self, fin: bool, opcode: int, payload: bytes, messages: list[IncomingText]) -> None:
+        if opcode != OPCODE_CONTINUATION:
+            self._binary = opcode == OPCODE_BINARY
         if fin and self._parts is None:
             self._finish(payload, messages)  # the usual case: one frame, one message
             return
@@ -212,14 +231,16 @@ class FrameReader:
             self._finish(self._parts, messages)
 
     def _finish(self, payload: bytes | bytearray | None, messages: list[IncomingText]) -> None:
-        text = None
-        if payload is not None:
+        text = data = None
+        if payload is not None and self._binary:
+            data = bytes(payload)
+        elif payload is not None:
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 self.peer_close_code = CLOSE_INVALID_DATA
                 return
-        messages.append(IncomingText(text, too_large=self._oversized, binary=self._binary))
+        messages.append(IncomingText(text, too_large=self._oversized, binary=self._binary, data=data))
         self._parts, self._fragments, self._discard, self._oversized, self._binary = None, 0, False, False, False
 
     def _control(self, opcode: int, payload: bytes) -> bytes:

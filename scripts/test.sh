@@ -37,6 +37,9 @@ limit() {
 }
 
 failed=()
+phase "Autobahn TestSuite set-up for tests/test_autobahn.py (scripts/autobahn.sh; cached in .cache/py27)"
+limit 1800 "$SCRIPTS/autobahn.sh" install || failed+=("autobahn set-up (exit $?)")
+
 phase "ruff: lint and format of chattrio/ and tests/"
 (cd "$REPO" && "$REPO/.venv/bin/ruff" check chattrio tests && "$REPO/.venv/bin/ruff" format --check chattrio tests) \
   || failed+=("ruff")

@@ -330,3 +330,36 @@ def test_valid_utf8_split_across_fragments_is_joined():
     encoded = "é".encode()
     messages, _ = reader.feed(_raw_masked(0x01, encoded[:1]) + _raw_masked(0x80, encoded[1:]))
     assert [m.text for m in messages] == ["é"]
+
+
+# keep_binary and max_fragments: the test echo route's reader (CHATTRIO_TEST_ECHO) ----------------
+
+
+def test_kept_binary_message_carries_its_payload_and_the_next_text_is_fine():
+    reader = FrameReader(LIMIT, keep_binary=True)
+    data = _masked(Message(data=b"\x00\x01", message_finished=False), Message(data=b"\xff"), Message(data="t"))
+    messages, _ = reader.feed(data)
+    assert [(m.data, m.text, m.binary, m.too_large) for m in messages] == [
+        (b"\x00\x01\xff", None, True, False),
+        (None, "t", False, False),
+    ]
+
+
+def test_kept_binary_message_over_the_limit_is_too_large_without_payload():
+    reader = FrameReader(LIMIT, keep_binary=True)
+    messages, _ = reader.feed(_masked(Message(data=b"z" * (LIMIT + 1)), Message(data=b"ok")))
+    assert [(m.data, m.binary, m.too_large) for m in messages] == [(None, True, True), (b"ok", True, False)]
+
+
+def test_binary_payload_is_not_kept_by_default():
+    reader = FrameReader(LIMIT)
+    messages, _ = reader.feed(_masked(Message(data=b"\x00\x01")))
+    assert [(m.data, m.binary) for m in messages] == [(None, True)]
+
+
+def test_max_fragments_is_the_readers_own():
+    reader = FrameReader(LIMIT, max_fragments=3)
+    three = _raw_masked(0x01, b"a") + _raw_masked(0x00, b"b") + _raw_masked(0x80, b"c")
+    four = _raw_masked(0x01, b"a") + _raw_masked(0x00, b"b") * 2 + _raw_masked(0x80, b"c")
+    messages, _ = reader.feed(three + four)
+    assert [(m.text, m.too_large) for m in messages] == [("abc", False), (None, True)]
