@@ -16,18 +16,20 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import trio
 
+from chattrio.bot.centrifugo import CentrifugoUser
 from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.flooder import flood
 from chattrio.bot.frames import ChatMessage
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
+from chattrio.bot.proccpu import cpu_seconds
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
@@ -154,6 +156,7 @@ class WorkerContext:
         return pool
 
     def user_connected(self, node: Node) -> None:
+        self.ledger.connected_at.record(int((time.time() - self.schedule.t0) * 1e6))
         self.ledger.inc("usersConnected")
         self.ledger.inc(f"connectedAt:{node.base_url}")
         self.live += 1
@@ -261,10 +264,11 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
         outer.start_soon(ctx.receiver.run)
         outer.start_soon(ctx.send_clock.run)
         outer.start_soon(freeze_while_ramping, ctx.chat_start)
+        user_class = CentrifugoUser if cfg.system == "centrifugo" else SimUser
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)
-                user = SimUser(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
+                user = user_class(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
                 users.start_soon(user.run, ctx.schedule.user_start(i, cfg.user_count) + ctx.clock_offset)
         outer.cancel_scope.cancel()
     on_progress(ctx.progress())
@@ -292,6 +296,9 @@ class RunOutcome:
     load_before: float  # 1-minute load average at the start: was the machine busy with other work?
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
+    # CPU seconds so far of each node's and each backing service's processes, at the run's start
+    # (t0), the chat's start and its end: "nodes"/"services" -> instant -> one value per pid file
+    process_cpu: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
 
 async def _setup_request(
@@ -402,13 +409,24 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(metrics_pools)}
     rss = {"start": read_rss(cfg.node_pid_files)}
     try:
-        room_ids = await create_rooms(cfg, pools[0], run_id)
+        # Centrifugo has no rooms to create: a room is a channel named after the run (centrifugo.py).
+        room_ids = list(range(cfg.rooms)) if cfg.system == "centrifugo" else await create_rooms(cfg, pools[0], run_id)
     except (HttpError, OSError, trio.TooSlowError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"setting up rooms on {nodes[0].base_url} failed: {exc!r}") from exc
     # Leave the workers time to start (imports take ~0.3 s per process) before the first user.
     t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
     schedule = Schedule.of(cfg, t0)
     host_cpu = HostCpu(t0)
+    process_cpu: dict[str, dict[str, list[float | None]]] = {"nodes": {}, "services": {}}
+
+    def sample_process_cpu(instant: str) -> None:
+        process_cpu["nodes"][instant] = cpu_seconds(cfg.node_pid_files)
+        process_cpu["services"][instant] = cpu_seconds(cfg.service_pid_files)
+
+    async def sample_process_cpu_at(instant: str, at: float) -> None:
+        await trio.sleep_until(at - time.time() + trio.current_time())
+        sample_process_cpu(instant)
+
     plans = [
         WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers))) for w in range(cfg.workers)
     ]
@@ -445,6 +463,9 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)
         nursery.start_soon(sample_peak)
+        nursery.start_soon(sample_process_cpu_at, "start", t0)
+        nursery.start_soon(sample_process_cpu_at, "chatStart", schedule.chat_start)
+        nursery.start_soon(sample_process_cpu_at, "chatEnd", schedule.chat_end)
         nursery.start_soon(host_cpu.run)
         to_trio = trio.current_time() - time.time()
         for k in range(cfg.flooders):
@@ -486,4 +507,5 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         load_before,
         host_cpu,
         dict(flood_tally) if cfg.flooders else None,
+        process_cpu,
     )

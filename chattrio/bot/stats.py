@@ -256,6 +256,9 @@ class Ledger:
     members: dict[int, list[int]] = field(default_factory=dict)
     ack: Histogram = field(default_factory=Histogram)
     reconnect: Histogram = field(default_factory=Histogram)
+    # When each user's session was ready (entered its room), µs since the run's t0: the last one
+    # over the number of users is the connect rate.
+    connected_at: Histogram = field(default_factory=Histogram)
     # How late the worker's event loop wakes a 100 ms sleep: high values mean the bot itself
     # (or a starved CPU) is distorting the figures.
     loop_lag: Histogram = field(default_factory=Histogram)
@@ -272,6 +275,7 @@ class Ledger:
             "members": {str(r): v for r, v in self.members.items()},
             "ack": self.ack.to_wire(),
             "reconnect": self.reconnect.to_wire(),
+            "connectedAt": self.connected_at.to_wire(),
             "loopLag": self.loop_lag.to_wire(),
             "timeline": self.timeline.to_wire(),
         }
@@ -285,6 +289,7 @@ class Ledger:
             members={int(r): list(v) for r, v in data["members"].items()},
             ack=Histogram.from_wire(data["ack"]),
             reconnect=Histogram.from_wire(data["reconnect"]),
+            connected_at=Histogram.from_wire(data["connectedAt"]),
             loop_lag=Histogram.from_wire(data["loopLag"]),
             timeline=Timeline.from_wire(data["timeline"]),
         )
@@ -306,6 +311,7 @@ class Ledger:
             self.members.setdefault(room, []).extend(seqs)
         self.ack.merge(other.ack)
         self.reconnect.merge(other.reconnect)
+        self.connected_at.merge(other.connected_at)
         self.loop_lag.merge(other.loop_lag)
         self.timeline.merge(other.timeline)
 
