@@ -65,14 +65,16 @@ def _chat_window_rate(series: list[int], first: int, last: int) -> float:
 
 
 def server_cpu(outcome: RunOutcome, connected: int, chat_deliveries: int) -> dict:
-    """CPU seconds of the nodes' and the backing services' processes while users connected (the
-    ramp-up) and during the chat, and what that is per connection and per delivery."""
+    """CPU seconds of the nodes' and the backing services' processes during the ramp-up, from the
+    start until every user had connected (or failed), and during the chat; and what that is per
+    connection and per delivery."""
     out: dict = {}
     for group in ("nodes", "services"):
         samples = outcome.process_cpu.get(group, {})
         ramp = spent(samples.get("start", []), samples.get("chatStart", []))
+        connecting = spent(samples.get("start", []), samples.get("connected", samples.get("chatStart", [])))
         chat = spent(samples.get("chatStart", []), samples.get("chatEnd", []))
-        out[group] = {"rampSeconds": ramp, "chatSeconds": chat}
+        out[group] = {"rampSeconds": ramp, "connectingSeconds": connecting, "chatSeconds": chat}
     nodes, services = out["nodes"], out["services"]
 
     def per(unit: int, scale: float, *values: float | None) -> float | None:
@@ -82,8 +84,8 @@ def server_cpu(outcome: RunOutcome, connected: int, chat_deliveries: int) -> dic
 
     with_services = bool(outcome.config.service_pid_files)
     out["perConnectionMs"] = {
-        "nodes": per(connected, 1e3, nodes.get("rampSeconds")),
-        "withServices": per(connected, 1e3, nodes.get("rampSeconds"), services.get("rampSeconds"))
+        "nodes": per(connected, 1e3, nodes.get("connectingSeconds")),
+        "withServices": per(connected, 1e3, nodes.get("connectingSeconds"), services.get("connectingSeconds"))
         if with_services
         else None,
     }

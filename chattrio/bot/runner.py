@@ -36,6 +36,7 @@ from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, 
 from chattrio.bot.user import SimUser
 
 PROGRESS_INTERVAL = 1.0
+CONNECTED_POLL_SECONDS = 0.2
 # During the ramp-up, what exists is frozen this often (see freeze_while_ramping).
 FREEZE_INTERVAL = 2.0
 LAG_PROBE_SECONDS = 0.1
@@ -297,7 +298,8 @@ class RunOutcome:
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
     # CPU seconds so far of each node's and each backing service's processes, at the run's start
-    # (t0), the chat's start and its end: "nodes"/"services" -> instant -> one value per pid file
+    # (t0), once every user has connected or failed, at the chat's start and at its end:
+    # "nodes"/"services" -> instant -> one value per pid file
     process_cpu: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
 
@@ -427,6 +429,13 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         await trio.sleep_until(at - time.time() + trio.current_time())
         sample_process_cpu(instant)
 
+    async def sample_process_cpu_when_all_connected() -> None:
+        # The cost of connecting: when users take longer than the ramp-up, the chat's first
+        # seconds still carry connections (progress comes once a second from each worker).
+        while sum(p.connected + p.failed for p in progress) < cfg.user_count:
+            await trio.sleep(CONNECTED_POLL_SECONDS)
+        sample_process_cpu("connected")
+
     plans = [
         WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers))) for w in range(cfg.workers)
     ]
@@ -466,6 +475,7 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         nursery.start_soon(sample_process_cpu_at, "start", t0)
         nursery.start_soon(sample_process_cpu_at, "chatStart", schedule.chat_start)
         nursery.start_soon(sample_process_cpu_at, "chatEnd", schedule.chat_end)
+        nursery.start_soon(sample_process_cpu_when_all_connected)
         nursery.start_soon(host_cpu.run)
         to_trio = trio.current_time() - time.time()
         for k in range(cfg.flooders):

@@ -489,17 +489,17 @@ def test_server_cpu_is_reported_per_connection_and_per_delivery(fixed_host, tmp_
     cfg = _config("--pid-file", "/run/node.pid", "--service-pid-file", "/run/kafka.pid")
     outcome = _outcome(cfg)
     outcome.process_cpu = {
-        "nodes": {"start": [10.0], "chatStart": [10.5], "chatEnd": [10.8]},
-        "services": {"start": [2.0], "chatStart": [2.1], "chatEnd": [2.16]},
+        "nodes": {"start": [10.0], "connected": [10.4], "chatStart": [10.5], "chatEnd": [10.8]},
+        "services": {"start": [2.0], "connected": [2.1], "chatStart": [2.1], "chatEnd": [2.16]},
     }
     # the two users' sessions were ready 0.4 s and 0.8 s after the run's start
     outcome.ledger.connected_at.record(400_000)
     outcome.ledger.connected_at.record(800_000)
     s = summarize(outcome)
     cpu = s["server"]["cpu"]
-    assert cpu["nodes"] == {"rampSeconds": 0.5, "chatSeconds": 0.3}
-    assert cpu["services"] == {"rampSeconds": 0.1, "chatSeconds": 0.06}
-    assert cpu["perConnectionMs"] == {"nodes": 250.0, "withServices": 300.0}  # over 2 users
+    assert cpu["nodes"] == {"rampSeconds": 0.5, "connectingSeconds": 0.4, "chatSeconds": 0.3}
+    assert cpu["services"] == {"rampSeconds": 0.1, "connectingSeconds": 0.1, "chatSeconds": 0.06}
+    assert cpu["perConnectionMs"] == {"nodes": 200.0, "withServices": 250.0}  # until both were connected
     assert cpu["perDeliveryUs"] == {"nodes": 25000.0, "withServices": 30000.0}  # over 12 deliveries
     assert s["users"]["connectPerSecond"] == 2.5
     path = tmp_path / "runs.jsonl"
