@@ -24,7 +24,7 @@
 #                                         a system stops after 2 failures in a row
 #   PEERS_SEED_FIXED=300                  the N whose p99 is compared
 #   PEERS_ROOMS_USERS=5000 PEERS_ROOMS_RAMP=60 PEERS_ROOMS_SECONDS=60
-#   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=20
+#   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=30
 #                                         idle, scaled down from 60,000: these users connect
 #                                         within the ramp (as fast as the servers let them: the
 #                                         connect rate), then hold their sessions for the seconds
