@@ -132,6 +132,7 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
         ),
         Figure("rooms: end-to-end p50, ms", per_run("peers-rooms", lambda r: _get(r, "endToEndMs", "p50")), 1),
         Figure("rooms: end-to-end p99, ms", per_run("peers-rooms", lambda r: _get(r, "endToEndMs", "p99")), 1),
+        Figure("rooms: users connected", per_run("peers-rooms", lambda r: _get(r, "usersConnected")), 0),
         Figure("rooms: lost deliveries", per_run("peers-rooms", lambda r: _get(r, "lost")), 0),
         Figure(
             "rooms: node CPU per delivery, µs",
@@ -140,6 +141,11 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
         Figure(
             "rooms: nodes + backing services CPU per delivery, µs",
             per_run("peers-rooms", lambda r: _get(r, "serverCpu", "perDeliveryUs", "withServices")),
+        ),
+        Figure(
+            f"connecting {idle_users:,} users: connected",
+            per_run("peers-idle", lambda r: _get(r, "usersConnected")),
+            0,
         ),
         Figure(
             f"connecting {idle_users:,} users: per second",

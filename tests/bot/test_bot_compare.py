@@ -50,6 +50,7 @@ def _records():
             "chattrio",
             "peers-idle",
             3000,
+            usersConnected=2990,
             connect=600.0,
             cpu=_cpu(None, None, 2.0, 2.5, 0.2, 0.4),
             parameters={"memoryPerConnectionKiB": 7.0},
@@ -60,6 +61,7 @@ def _records():
             "centrifugo",
             "peers-idle",
             3000,
+            usersConnected=3000,
             connect=1500.0,
             cpu=_cpu(None, None, 0.5, 0.5, 0.1, 0.02),
             parameters={"memoryPerConnectionKiB": 56.0},
@@ -91,6 +93,7 @@ def test_each_figure_per_run_and_the_ratio_of_medians():
     assert p99.values == {"chattrio": [150.0, 150.0], "centrifugo": [30.0, 30.0]} and p99.ratio() == 5.0
     assert _figure(figures, "seed N=100: nodes + backing services").ratio() == 4.0
     assert _figure(figures, "connecting 3,000 users: per second").ratio() == 0.4
+    assert _figure(figures, "connecting 3,000 users: connected").values == {"chattrio": [2990], "centrifugo": [3000]}
     assert _figure(figures, "idle, 3,000 sessions: backing services").values == {
         "chattrio": [0.02],
         "centrifugo": [0.001],
