@@ -3,11 +3,13 @@
 # JSON record per run to bench-results/runs.jsonl, then stop what it started. See docs/bot.md;
 # docs/benchmarks.md describes the scenarios and the current results.
 #
-# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates]
+# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates] [peers]
 #   (default: the first five, in that order)
 #   receive: the bot's own receive path in one process (frames/s), no server involved
 #   rooms-rates: the rooms scenario at several message rates, for the largest one that keeps
 #                zero loss and p99 <= 50 ms on this machine (how far the rooms target is)
+#   peers: seed, rooms and idle against chattrio and Centrifugo v6 alternately, with ratios
+#          (scripts/peers.sh: its settings, and the Centrifugo it builds and starts)
 # Environment (all optional):
 #   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55562, Redis 56509,
 #                               Kafka 59522/59523) so it never touches the dev or test stacks
@@ -68,6 +70,7 @@ started=()
 cleanup() {
   local rc=$?
   trap '' INT TERM
+  if declare -F peers_down >/dev/null; then peers_down; fi
   scripts/cluster.sh down >/dev/null 2>&1 || true
   if ((${#started[@]})); then scripts/stack.sh down "${started[@]}" || true; fi
   log "done, exit $rc"
@@ -219,8 +222,13 @@ for scenario in "${SCENARIOS[@]}"; do
         --loss-grace 15 --workers "$WORKERS" --exec "scripts/cluster.sh kill 2" --exec-at 10 || failed=1
       scripts/cluster.sh start 2
       ;;
+    peers)
+      # shellcheck source=scripts/peers.sh
+      source scripts/peers.sh
+      peers_compare
+      ;;
     *)
-      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle, rooms-rates)"; exit 2 ;;
+      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle, rooms-rates, peers)"; exit 2 ;;
   esac
 done
 exit "$failed"

@@ -12,6 +12,9 @@ import msgspec
 
 from chattrio.config import INTERNAL_PORT_OFFSET
 
+SYSTEMS = ("chattrio", "centrifugo")
+CENTRIFUGO_WS_PATH = "/connection/websocket"
+
 
 class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     scenario: str = "adhoc"
@@ -44,8 +47,16 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     max_p99_ms: float | None = None
     # Idle capacity runs: stop opening connections after the first refusal.
     stop_on_refusal: bool = False
-    # Node process pid files (same machine): their RSS is sampled for memory per connection.
+    # Node process pid files (same machine): their RSS is sampled for memory per connection,
+    # and their CPU time (with their children's) for CPU per delivery and per connection.
     node_pid_files: list[str] = []
+    # Pid files of the backing services (e.g. Kafka, PostgreSQL, Redis): their CPU time, with
+    # their children's, is counted apart from the nodes'.
+    service_pid_files: list[str] = []
+    # The server under test: "chattrio", or "centrifugo" (chattrio/bot/centrifugo.py: its JSON
+    # client protocol, users signed in with HS256 tokens made from `centrifugoSecret`).
+    system: str = "chattrio"
+    centrifugo_secret: str | None = None
     # A shell command run `execAtSeconds` after the chat starts (e.g. killing a node).
     exec_command: str | None = None
     exec_at_seconds: float = 10.0
@@ -94,12 +105,18 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("give nodes (or restApiBaseUrl)")
         if self.metrics_urls and len(self.metrics_urls) != len(self.nodes or [self.rest_api_base_url]):
             problems.append("give one metricsUrl per node")
+        if self.system not in SYSTEMS:
+            problems.append(f"system must be one of {', '.join(SYSTEMS)}")
+        if self.system == "centrifugo" and not self.centrifugo_secret:
+            problems.append("system centrifugo needs centrifugoSecret (its client.token.hmac_secret_key)")
         if problems:
             raise msgspec.ValidationError("; ".join(problems))
 
     def metrics_endpoints(self) -> list[Node]:
         if self.metrics_urls:
             return [Node.from_base_url(u) for u in self.metrics_urls]
+        if self.system == "centrifugo":  # /metrics on its one port when no internal port is set
+            return self.node_endpoints()
         return [
             Node.from_base_url(f"http://{node.host}:{node.port + INTERNAL_PORT_OFFSET}")
             for node in self.node_endpoints()
@@ -119,9 +136,14 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
 
     def node_endpoints(self) -> list[Node]:
         if self.nodes:
-            return [Node.from_base_url(u) for u in self.nodes]
+            return [Node.from_base_url(u, self._default_ws_url(u)) for u in self.nodes]
         assert self.rest_api_base_url is not None
         return [Node.from_base_url(self.rest_api_base_url, self.web_socket_endpoint)]
+
+    def _default_ws_url(self, base_url: str) -> str | None:
+        if self.system == "centrifugo":
+            return f"ws://{urlsplit(base_url).netloc}{CENTRIFUGO_WS_PATH}"
+        return None  # chattrio's /ws
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +190,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--max-p99-ms", "maxP99Ms", float, "fail when end-to-end p99 exceeds this"),
     ("--exec", "execCommand", str, "shell command to run during the chat"),
     ("--flooders", "flooders", int, "hostile users flooding the first room during the chat"),
+    ("--system", "system", str, "the server under test: chattrio (default) or centrifugo"),
+    ("--centrifugo-secret", "centrifugoSecret", str, "centrifugo: the HS256 secret of its connection tokens"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),
     ("--keepalive", "keepaliveSeconds", float, "seconds of silence before a PING, and then before giving up"),
     ("--signups", "signupsPerSecond", float, "new users signing up per second during the chat"),
@@ -207,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="nodePidFiles",
         metavar="PATH",
         help="pid file of a node process on this machine (repeatable)",
+    )
+    p.add_argument(
+        "--service-pid-file",
+        action="append",
+        dest="servicePidFiles",
+        metavar="PATH",
+        help="pid file of a backing service on this machine (repeatable): its CPU time is reported",
     )
     p.add_argument(
         "--stop-on-refusal",

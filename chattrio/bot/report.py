@@ -16,6 +16,7 @@ import msgspec
 
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.metrics import metric_deltas
+from chattrio.bot.proccpu import spent
 from chattrio.bot.runner import RunOutcome
 from chattrio.bot.stats import Histogram, settle
 
@@ -63,6 +64,40 @@ def _chat_window_rate(series: list[int], first: int, last: int) -> float:
     return sum(window) / len(window) if window else 0.0
 
 
+def server_cpu(outcome: RunOutcome, connected: int, chat_deliveries: int) -> dict:
+    """CPU seconds of the nodes' and the backing services' processes during the ramp-up, from the
+    start until every user had connected (or failed), and during the chat; and what that is per
+    connection and per delivery."""
+    out: dict = {}
+    for group in ("nodes", "services"):
+        samples = outcome.process_cpu.get(group, {})
+        ramp = spent(samples.get("start", []), samples.get("chatStart", []))
+        connecting = spent(samples.get("start", []), samples.get("connected", samples.get("chatStart", [])))
+        chat = spent(samples.get("chatStart", []), samples.get("chatEnd", []))
+        out[group] = {"rampSeconds": ramp, "connectingSeconds": connecting, "chatSeconds": chat}
+    nodes, services = out["nodes"], out["services"]
+
+    def per(unit: int, scale: float, *values: float | None) -> float | None:
+        if not unit or None in values:
+            return None
+        return round(sum(values) * scale / unit, 3)  # type: ignore[arg-type]
+
+    with_services = bool(outcome.config.service_pid_files)
+    out["perConnectionMs"] = {
+        "nodes": per(connected, 1e3, nodes.get("connectingSeconds")),
+        "withServices": per(connected, 1e3, nodes.get("connectingSeconds"), services.get("connectingSeconds"))
+        if with_services
+        else None,
+    }
+    out["perDeliveryUs"] = {
+        "nodes": per(chat_deliveries, 1e6, nodes.get("chatSeconds")),
+        "withServices": per(chat_deliveries, 1e6, nodes.get("chatSeconds"), services.get("chatSeconds"))
+        if with_services
+        else None,
+    }
+    return out
+
+
 def _when(second: int | None, timeline: dict) -> str:
     """Where in the run the worst lag was, against the chat window."""
     if second is None:
@@ -96,7 +131,9 @@ def summarize(outcome: RunOutcome) -> dict:
     nodes = [n.base_url for n in cfg.node_endpoints()]
     rss_start, rss_peak = outcome.rss.get("start", []), outcome.rss.get("peak", [])
     rss_growth = [p - s for s, p in zip(rss_start, rss_peak) if s is not None and p is not None]
+    connected_s = ledger.connected_at.max / 1e6
     summary = {
+        "system": cfg.system,
         "scenario": cfg.scenario,
         "runId": outcome.run_id,
         "startedAt": dt.datetime.fromtimestamp(outcome.started_at, dt.UTC).isoformat(timespec="seconds"),
@@ -116,6 +153,8 @@ def summarize(outcome: RunOutcome) -> dict:
             "subscribeRetries": c.get("subscribeRetries", 0),
             "restCatchUps": c.get("restCatchUps", 0),
             "connectedPerNode": {n: c.get(f"connectedAt:{n}", 0) for n in nodes},
+            # users connected over the time from the first one's start to the last one's session
+            "connectPerSecond": round(connected / connected_s, 1) if connected and connected_s else None,
             "failureKinds": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("failure:")},
         },
         "messages": {
@@ -187,6 +226,7 @@ def summarize(outcome: RunOutcome) -> dict:
             "memoryPerConnectionBytes": round(sum(rss_growth) / connected) if rss_growth and connected else None,
             # The nodes' own count of open WebSocket connections just before users left.
             "connectionsAtPeak": [snap.get("chattrio_connections") if snap else None for snap in peak or []],
+            "cpu": server_cpu(outcome, connected, sum(series.get("delivered", [])[chat_first:chat_last])),
         },
         "exec": outcome.exec_result,
         "flood": outcome.flood,
@@ -240,6 +280,18 @@ def text_summary(s: dict) -> str:
         lines.append(
             f"machine    {mc['chatBusyCores']} of {mc['cores']} cores busy during the chat (all processes),"
             f" {mc['chatStealCores']} stolen by the hypervisor"
+        )
+    cpu = s["server"]["cpu"]
+    if cpu["nodes"]["chatSeconds"] is not None:
+        lines.append(
+            f"server cpu nodes {cpu['nodes']['rampSeconds']} s ramp-up, {cpu['nodes']['chatSeconds']} s chat"
+            + (
+                f"; services {cpu['services']['rampSeconds']} s ramp-up, {cpu['services']['chatSeconds']} s chat"
+                if cpu["services"]["chatSeconds"] is not None
+                else ""
+            )
+            + f"; per connection {cpu['perConnectionMs']} ms, per delivery {cpu['perDeliveryUs']} µs"
+            + f"; {s['users']['connectPerSecond']} connections/s"
         )
     b = s["bot"]
     lines.append(
@@ -478,6 +530,7 @@ def bench_record(s: dict) -> dict:
         "date": s["startedAt"][:16].replace("T", " "),
         "commit": s["commit"],
         "machine": machine,
+        "system": s["system"],
         "scenario": s["scenario"],
         "parameters": parameters,
         "exec": {"command": s["exec"]["command"], "secondsIntoChat": s["exec"]["secondsIntoChat"]}
@@ -491,6 +544,7 @@ def bench_record(s: dict) -> dict:
         "outOfOrder": d["outOfOrder"],
         "usersConnected": s["users"]["connected"],
         "usersFailed": s["users"]["failed"],
+        "connectPerSecond": s["users"]["connectPerSecond"],
         "reconnects": r["reconnects"],
         "reconnectMs": {"p50": r["timeMs"]["p50"], "max": r["timeMs"]["max"]} if r["reconnects"] else None,
         "passed": s["verdict"]["passed"],
@@ -500,7 +554,10 @@ def bench_record(s: dict) -> dict:
 
 def append_bench_record(s: dict, path: str) -> None:
     """One line per run, appended (the directory is created when missing)."""
+    record = bench_record(s)
+    if s["config"]["nodePidFiles"]:  # the server processes' CPU was measured
+        record["serverCpu"] = s["server"]["cpu"]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("a") as results:
-        results.write(json.dumps(bench_record(s)) + "\n")
+        results.write(json.dumps(record) + "\n")

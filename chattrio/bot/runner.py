@@ -16,18 +16,20 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import trio
 
+from chattrio.bot.centrifugo import CentrifugoUser
 from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.flooder import flood
 from chattrio.bot.frames import ChatMessage
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
+from chattrio.bot.proccpu import cpu_seconds
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
@@ -35,6 +37,7 @@ from chattrio.bot.user import SimUser
 from chattrio.bot.writes import WriteProbe
 
 PROGRESS_INTERVAL = 1.0
+CONNECTED_POLL_SECONDS = 0.2
 # During the ramp-up, what exists is frozen this often (see freeze_while_ramping).
 FREEZE_INTERVAL = 2.0
 LAG_PROBE_SECONDS = 0.1
@@ -155,6 +158,7 @@ class WorkerContext:
         return pool
 
     def user_connected(self, node: Node) -> None:
+        self.ledger.connected_at.record(int((time.time() - self.schedule.t0) * 1e6))
         self.ledger.inc("usersConnected")
         self.ledger.inc(f"connectedAt:{node.base_url}")
         self.live += 1
@@ -262,10 +266,11 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
         outer.start_soon(ctx.receiver.run)
         outer.start_soon(ctx.send_clock.run)
         outer.start_soon(freeze_while_ramping, ctx.chat_start)
+        user_class = CentrifugoUser if cfg.system == "centrifugo" else SimUser
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)
-                user = SimUser(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
+                user = user_class(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
                 users.start_soon(user.run, ctx.schedule.user_start(i, cfg.user_count) + ctx.clock_offset)
         outer.cancel_scope.cancel()
     on_progress(ctx.progress())
@@ -294,6 +299,10 @@ class RunOutcome:
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
     writes: list[dict] | None = None  # the sign-ups and room creations of the chat (WriteProbe)
+    # CPU seconds so far of each node's and each backing service's processes, at the run's start
+    # (t0), once every user has connected or failed, at the chat's start and at its end:
+    # "nodes"/"services" -> instant -> one value per pid file
+    process_cpu: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
 
 async def _setup_request(
@@ -404,13 +413,31 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     metrics: dict[str, list[dict[str, float] | None]] = {"start": await scrape(metrics_pools)}
     rss = {"start": read_rss(cfg.node_pid_files)}
     try:
-        room_ids = await create_rooms(cfg, pools[0], run_id)
+        # Centrifugo has no rooms to create: a room is a channel named after the run (centrifugo.py).
+        room_ids = list(range(cfg.rooms)) if cfg.system == "centrifugo" else await create_rooms(cfg, pools[0], run_id)
     except (HttpError, OSError, trio.TooSlowError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"setting up rooms on {nodes[0].base_url} failed: {exc!r}") from exc
     # Leave the workers time to start (imports take ~0.3 s per process) before the first user.
     t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
     schedule = Schedule.of(cfg, t0)
     host_cpu = HostCpu(t0)
+    process_cpu: dict[str, dict[str, list[float | None]]] = {"nodes": {}, "services": {}}
+
+    def sample_process_cpu(instant: str) -> None:
+        process_cpu["nodes"][instant] = cpu_seconds(cfg.node_pid_files)
+        process_cpu["services"][instant] = cpu_seconds(cfg.service_pid_files)
+
+    async def sample_process_cpu_at(instant: str, at: float) -> None:
+        await trio.sleep_until(at - time.time() + trio.current_time())
+        sample_process_cpu(instant)
+
+    async def sample_process_cpu_when_all_connected() -> None:
+        # The cost of connecting: when users take longer than the ramp-up, the chat's first
+        # seconds still carry connections (progress comes once a second from each worker).
+        while sum(p.connected + p.failed for p in progress) < cfg.user_count:
+            await trio.sleep(CONNECTED_POLL_SECONDS)
+        sample_process_cpu("connected")
+
     plans = [
         WorkerPlan(cfg, run_id, t0, room_ids, list(range(w, cfg.user_count, cfg.workers))) for w in range(cfg.workers)
     ]
@@ -448,6 +475,10 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     async with trio.open_nursery() as nursery:
         nursery.start_soon(show_progress)
         nursery.start_soon(sample_peak)
+        nursery.start_soon(sample_process_cpu_at, "start", t0)
+        nursery.start_soon(sample_process_cpu_at, "chatStart", schedule.chat_start)
+        nursery.start_soon(sample_process_cpu_at, "chatEnd", schedule.chat_end)
+        nursery.start_soon(sample_process_cpu_when_all_connected)
         nursery.start_soon(host_cpu.run)
         to_trio = trio.current_time() - time.time()
         for k in range(cfg.flooders):
@@ -500,4 +531,5 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         host_cpu,
         dict(flood_tally) if cfg.flooders else None,
         probe.records if cfg.signups_per_second or cfg.room_creations_per_second else None,
+        process_cpu,
     )

@@ -259,6 +259,9 @@ class Ledger:
     # Per SEND written: until its ACK or ERROR, or until the connection it was written on was lost.
     answer_wait: Histogram = field(default_factory=Histogram)
     reconnect: Histogram = field(default_factory=Histogram)
+    # When each user's session was ready (entered its room), µs since the run's t0: the last one
+    # over the number of users is the connect rate.
+    connected_at: Histogram = field(default_factory=Histogram)
     # How late the worker's event loop wakes a 100 ms sleep: high values mean the bot itself
     # (or a starved CPU) is distorting the figures.
     loop_lag: Histogram = field(default_factory=Histogram)
@@ -276,6 +279,7 @@ class Ledger:
             "ack": self.ack.to_wire(),
             "answerWait": self.answer_wait.to_wire(),
             "reconnect": self.reconnect.to_wire(),
+            "connectedAt": self.connected_at.to_wire(),
             "loopLag": self.loop_lag.to_wire(),
             "timeline": self.timeline.to_wire(),
         }
@@ -290,6 +294,7 @@ class Ledger:
             ack=Histogram.from_wire(data["ack"]),
             answer_wait=Histogram.from_wire(data["answerWait"]),
             reconnect=Histogram.from_wire(data["reconnect"]),
+            connected_at=Histogram.from_wire(data["connectedAt"]),
             loop_lag=Histogram.from_wire(data["loopLag"]),
             timeline=Timeline.from_wire(data["timeline"]),
         )
@@ -312,6 +317,7 @@ class Ledger:
         self.ack.merge(other.ack)
         self.answer_wait.merge(other.answer_wait)
         self.reconnect.merge(other.reconnect)
+        self.connected_at.merge(other.connected_at)
         self.loop_lag.merge(other.loop_lag)
         self.timeline.merge(other.timeline)
 

@@ -216,6 +216,7 @@ def test_bench_record_fields(fixed_host):
             "chatBusyCores": 1.4,
             "chatStealCores": 0.1,
         },
+        "system": "chattrio",
         "scenario": "unit",
         "parameters": {
             "users": 2,
@@ -235,6 +236,7 @@ def test_bench_record_fields(fixed_host):
         "outOfOrder": 0,
         "usersConnected": 2,
         "usersFailed": 0,
+        "connectPerSecond": None,
         "reconnects": 0,
         "reconnectMs": None,
         "passed": True,
@@ -481,3 +483,37 @@ def test_the_exit_status_follows_the_verdict(
     assert len(records) == 1
     assert records[0]["command"] == shlex.join(["python", "-m", "chattrio", "bot", *argv])
     assert records[0]["passed"] is (status == 0)
+
+
+def test_server_cpu_is_reported_per_connection_and_per_delivery(fixed_host, tmp_path):
+    cfg = _config("--pid-file", "/run/node.pid", "--service-pid-file", "/run/kafka.pid")
+    outcome = _outcome(cfg)
+    outcome.process_cpu = {
+        "nodes": {"start": [10.0], "connected": [10.4], "chatStart": [10.5], "chatEnd": [10.8]},
+        "services": {"start": [2.0], "connected": [2.1], "chatStart": [2.1], "chatEnd": [2.16]},
+    }
+    # the two users' sessions were ready 0.4 s and 0.8 s after the run's start
+    outcome.ledger.connected_at.record(400_000)
+    outcome.ledger.connected_at.record(800_000)
+    s = summarize(outcome)
+    cpu = s["server"]["cpu"]
+    assert cpu["nodes"] == {"rampSeconds": 0.5, "connectingSeconds": 0.4, "chatSeconds": 0.3}
+    assert cpu["services"] == {"rampSeconds": 0.1, "connectingSeconds": 0.1, "chatSeconds": 0.06}
+    assert cpu["perConnectionMs"] == {"nodes": 200.0, "withServices": 250.0}  # until both were connected
+    assert cpu["perDeliveryUs"] == {"nodes": 25000.0, "withServices": 30000.0}  # over 12 deliveries
+    assert s["users"]["connectPerSecond"] == 2.5
+    path = tmp_path / "runs.jsonl"
+    append_bench_record(s, str(path))
+    record = json.loads(path.read_text())
+    assert (record["system"], record["connectPerSecond"], record["serverCpu"]) == ("chattrio", 2.5, cpu)
+
+
+def test_without_service_pid_files_only_the_nodes_cpu_is_reported(fixed_host):
+    outcome = _outcome(_config("--pid-file", "/run/node.pid"))
+    outcome.process_cpu = {
+        "nodes": {"start": [10.0], "chatStart": [10.5], "chatEnd": [10.8]},
+        "services": {"start": [], "chatStart": [], "chatEnd": []},
+    }
+    cpu = summarize(outcome)["server"]["cpu"]
+    assert cpu["perDeliveryUs"] == {"nodes": 25000.0, "withServices": None}
+    assert cpu["perConnectionMs"] == {"nodes": 250.0, "withServices": None}
