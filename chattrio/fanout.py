@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 import trio
 
 from chattrio.config import Settings
-from chattrio.frames import RoomCreatedFrame, RoomMessageFrame, encode_frame
+from chattrio.frames import MessagesFrame, RoomCreatedFrame, RoomMessageFrame, encode_frame
 from chattrio.metrics import Registry
 from chattrio.models import Message, RoomCreated
 from chattrio.rooms import RoomDirectory
@@ -34,6 +34,10 @@ FETCH_WAIT = FETCH_LONG_POLL_MS / 1000  # the whole long poll: a record ends it
 FETCH_INTERVAL = 0.01
 PARTITION_CHECK_INTERVAL = 30.0
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# A MESSAGES frame carries at most this many messages and (about) this many bytes, so a backlog
+# read in one fetch after an outage does not become one huge frame for a client to parse.
+MESSAGES_PER_FRAME = 100
+MESSAGES_FRAME_BYTES = 65_536
 
 
 class _RoomTail:
@@ -171,7 +175,7 @@ class Fanout:
         self._log = room_log
         self._rooms = rooms
         self.lag = 0
-        self._delivered = metrics.counter("chattrio_messages_delivered_total", "Frames queued to local sessions")
+        self._delivered = metrics.counter("chattrio_messages_delivered_total", "Messages queued to local sessions")
         self._consumed = metrics.counter("chattrio_messages_consumed_total", "Chat messages read by the fan-out")
         self._duplicates = metrics.counter(
             "chattrio_fanout_duplicates_total", "Retried sends recognised by id and not delivered again"
@@ -204,17 +208,21 @@ class Fanout:
 
     def apply(self, batch: ReadBatch) -> None:
         now_ms = time.time() * 1000
-        to_flush: list[Session] = []
+        fresh: dict[int, list[tuple[Message, bytes]]] = {}  # per room, in the order read
         for partition, message in batch.messages:
             self._consumed.inc()
             frame = text_frame(encode_frame(RoomMessageFrame(message)))
             if not self._log.record(partition, message, frame):
                 self._duplicates.inc()
                 continue
-            delivered = self._sessions.queue_to_room(message.room_id, frame, to_flush)
+            fresh.setdefault(message.room_id, []).append((message, frame))
+        to_flush: list[Session] = []
+        for room_id, messages in fresh.items():
+            delivered = self._queue_to_room(room_id, messages, to_flush)
             if delivered:
-                self._delivered.inc(delivered)
-                self._latency.observe_many(max(0.0, now_ms - message.sent_at), delivered)
+                self._delivered.inc(delivered * len(messages))
+                for message, _ in messages:
+                    self._latency.observe_many(max(0.0, now_ms - message.sent_at), delivered)
         # One write per session for the whole batch, in the same synchronous step.
         for session in to_flush:
             session.flush()
@@ -223,3 +231,28 @@ class Fanout:
                 self._rooms.learn(event.room)
                 self._sessions.deliver_to_room_watchers(text_frame(encode_frame(RoomCreatedFrame(event.room))))
         self._log.positions.update(batch.positions)
+
+    def _queue_to_room(self, room_id: int, messages: list[tuple[Message, bytes]], to_flush: list[Session]) -> int:
+        """Queue a room's new messages to its local sessions: a session that batches gets them in
+        MESSAGES frames (encoded once for all of them), the others one ROOM_MESSAGE each."""
+        if len(messages) == 1:
+            return self._sessions.queue_to_room(room_id, messages[0][1], to_flush)
+        return self._sessions.queue_many_to_room(
+            room_id, [frame for _, frame in messages], lambda: messages_frames(room_id, messages), to_flush
+        )
+
+
+def messages_frames(room_id: int, messages: list[tuple[Message, bytes]]) -> list[bytes]:
+    """MESSAGES frames carrying `messages` (with their ROOM_MESSAGE frames, whose sizes bound each
+    MESSAGES frame) in order."""
+    frames: list[bytes] = []
+    chunk: list[Message] = []
+    size = 0
+    for message, frame in messages:
+        if chunk and (len(chunk) == MESSAGES_PER_FRAME or size + len(frame) > MESSAGES_FRAME_BYTES):
+            frames.append(text_frame(encode_frame(MessagesFrame(room_id, chunk))))
+            chunk, size = [], 0
+        chunk.append(message)
+        size += len(frame)
+    frames.append(text_frame(encode_frame(MessagesFrame(room_id, chunk))))
+    return frames

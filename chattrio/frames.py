@@ -108,6 +108,13 @@ class RoomMessageFrame(msgspec.Struct, tag="ROOM_MESSAGE"):
     message: Message
 
 
+class MessagesFrame(msgspec.Struct, tag="MESSAGES", rename="camel"):
+    """Several live messages of one room, in order, for a session that asked for them batched."""
+
+    room_id: int
+    messages: list[Message]
+
+
 class RoomCreatedFrame(msgspec.Struct, tag="ROOM_CREATED"):
     room: Room
 

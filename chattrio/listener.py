@@ -162,11 +162,11 @@ class HttpServer:
             finally:
                 self._http_connections -= 1
             if upgraded is not None:
-                identity, leftover = upgraded
+                identity, leftover, batches = upgraded
                 if isinstance(identity, EchoRoute):
                     await self._serve_echo(stream, leftover)
                 else:
-                    await self._serve_session(stream, identity, leftover)
+                    await self._serve_session(stream, identity, leftover, batches)
         except* _EXPECTED_ERRORS as ended:
             # A session's reader and writer run in a nursery, so its errors arrive grouped.
             log.debug("connection ended: %r", ended.exceptions[0])
@@ -184,12 +184,12 @@ class HttpServer:
 
     async def _serve_http(
         self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
-    ) -> tuple[Identity | EchoRoute | None, bytes] | None:
+    ) -> tuple[Identity | EchoRoute | None, bytes, bool] | None:
         """Serve HTTP requests until the connection ends, or until a WebSocket handshake
         succeeds: then (the token's identity, None when an AUTH frame is due; bytes already read
-        past the handshake). Returning, rather than running the session from here, lets the HTTP
-        parser and the request go while the session lives. The test echo route's identity is
-        EchoRoute."""
+        past the handshake; whether the client asked for batched messages). Returning, rather than
+        running the session from here, lets the HTTP parser and the request go while the session
+        lives. The test echo route's identity is EchoRoute."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
@@ -241,6 +241,8 @@ class HttpServer:
             return 403, "origin not allowed"
         if "token" in request.query:
             return 400, TOKEN_IN_URL
+        if request.query.get("batch", "0") not in ("0", "1"):
+            return 400, "batch must be 0 or 1"
         if len(self._sessions.sessions) + len(self._awaiting_auth) >= self._settings.max_connections:
             return 503, "node full, try another"
         return None
@@ -271,7 +273,7 @@ class HttpServer:
 
     async def _handshake(
         self, conn: h11.Connection, stream: trio.SocketStream, request: Request
-    ) -> tuple[Identity | EchoRoute | None, bytes] | None:
+    ) -> tuple[Identity | EchoRoute | None, bytes, bool] | None:
         verdict: Identity | EchoRoute | tuple[int, str] | None
         if self._is_echo(request):
             verdict = self._refusal(request) or EchoRoute()
@@ -291,13 +293,16 @@ class HttpServer:
             self._handshaking[user_id] -= 1
             if not self._handshaking[user_id]:
                 del self._handshaking[user_id]
-        return verdict, conn.trailing_data[0]
+        return verdict, conn.trailing_data[0], request.query.get("batch") == "1"
 
-    async def _serve_session(self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes) -> None:
+    async def _serve_session(
+        self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes, batches: bool = False
+    ) -> None:
         session = Session(
             identity.user_id if identity is not None else "",
             self._settings.send_buffer_bytes,
             on_slow=self._slow_closes.inc,
+            batches=batches,
         )
         session.last_received = trio.current_time()
         self._liveness.watch(session)

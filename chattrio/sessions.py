@@ -26,7 +26,8 @@ class Session:
     deliveries cost one system call and no task switch. What the kernel does not take is queued
     and written by the session's writer task, which merges everything pending into one write.
     `last_received` is the time (trio's clock) the connection last received bytes: the liveness
-    sweep reads it.
+    sweep reads it. `batches`: the client asked for a room's messages of one fan-out cycle in one
+    MESSAGES frame (`/ws?batch=1`).
     """
 
     __slots__ = (
@@ -47,9 +48,12 @@ class Session:
         "_writing",
         "_head_started",
         "last_received",
+        "batches",
     )
 
-    def __init__(self, user_id: str, buffer_limit: int, on_slow: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, user_id: str, buffer_limit: int, on_slow: Callable[[], object] | None = None, batches: bool = False
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.user_id = user_id
         self.rooms: set[int] = set()
@@ -69,6 +73,7 @@ class Session:
         # drop it, or the client would read the close frame as that frame's payload.
         self._head_started = False
         self.last_received = 0.0
+        self.batches = batches
 
     @property
     def closing(self) -> bool:
@@ -234,6 +239,28 @@ class SessionRegistry:
         for session in members:
             if session.queue(frame):
                 to_flush.append(session)
+        return len(members)
+
+    def queue_many_to_room(
+        self, room_id: int, frames: list[bytes], batched: Callable[[], list[bytes]], to_flush: list[Session]
+    ) -> int:
+        """Queue several frames of a room, in order, to every local session in it: `frames` one by
+        one, or to a session that batches, `batched()` (called at most once). Returns the number
+        of sessions."""
+        members = self._rooms.get(room_id)
+        if not members:
+            return 0
+        combined: list[bytes] | None = None
+        for session in members:
+            if session.batches:
+                if combined is None:
+                    combined = batched()
+                queued = combined
+            else:
+                queued = frames
+            for frame in queued:
+                if session.queue(frame):
+                    to_flush.append(session)
         return len(members)
 
     def deliver_to_room(self, room_id: int, frame: bytes) -> int:

@@ -27,7 +27,7 @@ import trio
 from chattrio.bot import frames
 from chattrio.bot.config import Node
 from chattrio.bot.stats import RoomMessageSeen, SentMessage
-from chattrio.bot.user import CONNECT_TIMEOUT, KEEPALIVE_SECONDS, SUBSCRIBE_TIMEOUT, SimUser
+from chattrio.bot.user import CONNECT_TIMEOUT, SUBSCRIBE_TIMEOUT, SimUser
 from chattrio.bot.ws import WsConnection, WsError
 
 if TYPE_CHECKING:
@@ -163,11 +163,12 @@ class CentrifugoUser(SimUser):
 
     async def _keepalive(self) -> None:
         """Centrifugo pings every client (25 s by default): a connection silent for twice
-        KEEPALIVE_SECONDS is dead, and closing it makes the user reconnect."""
+        `keepaliveSeconds` is dead, and closing it makes the user reconnect."""
+        keepalive = self.ctx.config.keepalive_seconds
         while True:
-            await trio.sleep(KEEPALIVE_SECONDS)
+            await trio.sleep(keepalive)
             conn = self.conn
-            if conn is not None and trio.current_time() - self.last_received >= 2 * KEEPALIVE_SECONDS:
+            if conn is not None and trio.current_time() - self.last_received >= 2 * keepalive:
                 self.ctx.ledger.inc("keepaliveTimeouts")
                 await conn.aclose_now()
 

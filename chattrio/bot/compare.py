@@ -84,7 +84,7 @@ class Figure:
 
 
 def figures(records: list[dict], fixed_n: int) -> list[Figure]:
-    by = {s: {} for s in SYSTEMS}
+    by: dict[str, dict[str, list[dict]]] = {s: {} for s in SYSTEMS}
     for r in records:
         if r.get("system") in by:
             by[r["system"]].setdefault(r["scenario"], []).append(r)

@@ -47,6 +47,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     max_p99_ms: float | None = None
     # Idle capacity runs: stop opening connections after the first refusal.
     stop_on_refusal: bool = False
+    # Ask the nodes for several messages of a room in one MESSAGES frame (/ws?batch=1).
+    batch_frames: bool = True
     # Node process pid files (same machine): their RSS is sampled for memory per connection,
     # and their CPU time (with their children's) for CPU per delivery and per connection.
     node_pid_files: list[str] = []
@@ -245,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         dest="stopOnRefusal",
         help="stop opening connections after the first refused one",
+    )
+    p.add_argument(
+        "--no-batch-frames",
+        action="store_const",
+        const=False,
+        dest="batchFrames",
+        help="one ROOM_MESSAGE frame per message: do not ask for MESSAGES frames (/ws?batch=1)",
     )
     for flag, key, typ, help_text in _FLAGS:
         p.add_argument(flag, dest=key, type=typ, help=help_text)

@@ -21,6 +21,13 @@ class RoomMessage(msgspec.Struct, tag="ROOM_MESSAGE", gc=False):
     message: ChatMessage
 
 
+class Messages(msgspec.Struct, tag="MESSAGES", gc=False):
+    """Several live messages of one room, in order (a connection opened with /ws?batch=1)."""
+
+    roomId: int
+    messages: list[ChatMessage]
+
+
 class Ack(msgspec.Struct, tag="ACK", gc=False):
     clientMsgId: str | None
     id: str
@@ -61,7 +68,7 @@ class Pong(msgspec.Struct, tag="PONG", gc=False):
     ref: str | None = None
 
 
-ServerFrame = RoomMessage | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong
+ServerFrame = RoomMessage | Messages | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong
 server_decoder = msgspec.json.Decoder(ServerFrame)
 
 

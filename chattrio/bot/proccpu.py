@@ -73,6 +73,7 @@ def cpu_seconds(pid_files: list[str]) -> list[float | None]:
 
 def spent(before: list[float | None], after: list[float | None]) -> float | None:
     """CPU seconds spent between two samples, over all processes; None when any is missing."""
-    if not before or len(before) != len(after) or None in before or None in after:
+    pairs = [(a, b) for a, b in zip(after, before) if a is not None and b is not None]
+    if not before or len(before) != len(after) or len(pairs) != len(before):
         return None
-    return round(sum(a - b for a, b in zip(after, before)), 3)  # type: ignore[operator]
+    return round(sum(a - b for a, b in pairs), 3)

@@ -124,7 +124,8 @@ class WorkerContext:
         self.leave_at = schedule.leave_at + offset
         self.clock_offset = offset
         self.ledger = Ledger(timeline=Timeline(plan.t0))
-        self.room_messages: dict[bytes, RoomMessageSeen] = {}
+        # A ROOM_MESSAGE's bytes -> its record; a MESSAGES frame's -> the records of its messages.
+        self.room_messages: dict[bytes, RoomMessageSeen | tuple[RoomMessageSeen, ...]] = {}
         for name in _HOT_COUNTERS:
             self.ledger.counters[name] = 0
         self.stop_opening = False
@@ -138,6 +139,17 @@ class WorkerContext:
     def remember_room_message(self, payload: bytes, message: ChatMessage) -> RoomMessageSeen:
         """The receive path's record of a ROOM_MESSAGE, kept for the other users who get the
         same bytes. The send time rides at the end of the bot's clientMsgIds."""
+        entry = self._seen_entry(message)
+        self._remember(payload, entry)
+        return entry
+
+    def remember_messages(self, payload: bytes, messages: list[ChatMessage]) -> tuple[RoomMessageSeen, ...]:
+        """The same for a MESSAGES frame: one record per message, in order."""
+        entries = tuple(self._seen_entry(message) for message in messages)
+        self._remember(payload, entries)
+        return entries
+
+    def _seen_entry(self, message: ChatMessage) -> RoomMessageSeen:
         cmid = message.clientMsgId
         seen = sent_us = None
         if cmid is not None and cmid.startswith(self.run_prefix):
@@ -145,11 +157,12 @@ class WorkerContext:
             if seen is None:
                 seen = self.ledger.seen[cmid] = SeenMessage(message.seq)
             sent_us = int(cmid[cmid.rindex(".") + 1 :])
-        entry = RoomMessageSeen(message.roomId, message.seq, message.kind, seen, sent_us)
+        return RoomMessageSeen(message.roomId, message.seq, message.kind, seen, sent_us)
+
+    def _remember(self, payload: bytes, entry: RoomMessageSeen | tuple[RoomMessageSeen, ...]) -> None:
         if len(self.room_messages) >= ROOM_MESSAGES_REMEMBERED:
             self.room_messages.clear()  # the members of a room get a message within moments
         self.room_messages[payload] = entry
-        return entry
 
     def http_pool(self, node: Node) -> HttpPool:
         pool = self._pools.get(node)

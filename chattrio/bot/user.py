@@ -126,7 +126,8 @@ class SimUser:
         re-send what is unacknowledged. Only returns once the room subscription is live."""
         node = self.nodes[self.node_turn % len(self.nodes)]
         source = self.ctx.config.source_address(self.index)
-        conn = await WsConnection.connect(node.ws_host, node.ws_port, node.ws_path, CONNECT_TIMEOUT, self.token, source)
+        target = f"{node.ws_path}?batch=1" if self.ctx.config.batch_frames else node.ws_path
+        conn = await WsConnection.connect(node.ws_host, node.ws_port, target, CONNECT_TIMEOUT, self.token, source)
         try:
             await conn.send_text(_encode(frames.Subscribe(frames.ROOMS_TOPIC, ref="rooms")))
             await conn.send_text(self._room_subscribe())
@@ -367,39 +368,40 @@ class SimUser:
         latencies: list[int] = []
         duplicates = out_of_order = 0
         for payload in payloads:
-            message = known.get(payload)
-            if message is None:
-                message = self._first_sight(payload, now)
-                if message is None:
+            entry = known.get(payload)
+            if entry is None:
+                entry = self._first_sight(payload, now)
+                if entry is None:
                     if track.first_last_seq is not None:
                         floor = track.first_last_seq  # it may have been our SUBSCRIBED
                     continue
-            if message.room_id != room_id:
-                ctx.protocol_violation(f"{self.user_id} got a message of room {message.room_id}, not entered")
-                continue
-            seq = message.seq
-            if seq in seen_seqs:
-                duplicates += 1
-                continue
-            seen_seqs.add(seq)
-            if seq <= floor:
-                # Covered by neither our subscription (lastSeq) nor a `since` replay.
-                ctx.protocol_violation(
-                    f"{self.user_id} got {message.kind} seq {seq} live after SUBSCRIBED lastSeq={floor} (no since)"
-                )
-            if seq < highest:
-                out_of_order += 1
-            else:
-                highest = seq
-            seen = message.seen
-            if seen is None:
-                continue  # join/leave, or a message from outside this run
-            if seen.seq != seq:
-                duplicates += 1  # the same clientMsgId stored twice
-                continue
-            seen.receivers += 1
-            assert message.sent_us is not None  # set together with `seen`
-            latencies.append(now_us - message.sent_us)
+            for message in entry if isinstance(entry, tuple) else (entry,):  # a MESSAGES frame: several
+                if message.room_id != room_id:
+                    ctx.protocol_violation(f"{self.user_id} got a message of room {message.room_id}, not entered")
+                    continue
+                seq = message.seq
+                if seq in seen_seqs:
+                    duplicates += 1
+                    continue
+                seen_seqs.add(seq)
+                if seq <= floor:
+                    # Covered by neither our subscription (lastSeq) nor a `since` replay.
+                    ctx.protocol_violation(
+                        f"{self.user_id} got {message.kind} seq {seq} live after SUBSCRIBED lastSeq={floor} (no since)"
+                    )
+                if seq < highest:
+                    out_of_order += 1
+                else:
+                    highest = seq
+                seen = message.seen
+                if seen is None:
+                    continue  # join/leave, or a message from outside this run
+                if seen.seq != seq:
+                    duplicates += 1  # the same clientMsgId stored twice
+                    continue
+                seen.receivers += 1
+                assert message.sent_us is not None  # set together with `seen`
+                latencies.append(now_us - message.sent_us)
         track.highest = highest
         counters = ctx.ledger.counters
         if duplicates:
@@ -410,9 +412,10 @@ class SimUser:
             counters["delivered"] += len(latencies)
             ctx.ledger.timeline.record_deliveries(now, latencies)
 
-    def _first_sight(self, payload: bytes, now: float) -> RoomMessageSeen | None:
-        """Decode a frame this worker has not seen yet. A ROOM_MESSAGE is returned (and
-        remembered for the other users); anything else is handled here and gives None."""
+    def _first_sight(self, payload: bytes, now: float) -> RoomMessageSeen | tuple[RoomMessageSeen, ...] | None:
+        """Decode a frame this worker has not seen yet. A ROOM_MESSAGE or MESSAGES frame is
+        returned (and remembered for the other users); anything else is handled here and gives
+        None."""
         ctx = self.ctx
         try:
             frame = _decode(payload)
@@ -421,6 +424,8 @@ class SimUser:
             return None
         if type(frame) is frames.RoomMessage:
             return ctx.remember_room_message(payload, frame.message)
+        if type(frame) is frames.Messages:
+            return ctx.remember_messages(payload, frame.messages)
         if type(frame) is frames.Ack:
             self._on_ack(frame, now)
         elif type(frame) is frames.Subscribed:

@@ -37,6 +37,7 @@ class RecordingSession:
         self.user_id = user_id
         self.rooms: set[int] = set()
         self.wants_room_events = False
+        self.batches = False  # a session opened with /ws?batch=1 sets it
         self.closing = False
         self.must_drain = False  # everything sent is taken at once
         self.received: list[dict] = []

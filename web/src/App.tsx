@@ -11,10 +11,11 @@ import { LanguageSwitch } from './ui/LanguageSwitch';
 import { StatusBadge } from './ui/StatusBadge';
 
 /** The token never goes in the URL: the same-origin WebSocket carries the HttpOnly cookie that
- * sign-in set (docs/protocol.md, "Tokens"). */
+ * sign-in set (docs/protocol.md, "Tokens"). `batch=1`: several messages of a room may come in one
+ * MESSAGES frame (docs/protocol.md, "Batched messages"). */
 function wsUrl(): string {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/ws`;
+  return `${proto}//${location.host}/ws?batch=1`;
 }
 
 function makeClient(session: Session): ChatClient {

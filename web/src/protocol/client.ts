@@ -653,6 +653,9 @@ export class ChatClient {
       case 'ROOM_MESSAGE':
         this.onRoomMessage(frame.message);
         break;
+      case 'MESSAGES':
+        if (Array.isArray(frame.messages)) frame.messages.forEach((m) => this.onRoomMessage(m));
+        break;
       case 'ROOM_CREATED':
         this.emit('roomCreated', frame.room);
         break;

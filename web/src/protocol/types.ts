@@ -24,6 +24,8 @@ export interface Room {
 export type ServerFrame =
   | { type: 'session-info'; sessionId: string; userId: string; nodeId: string }
   | { type: 'ROOM_MESSAGE'; message: ChatMessage }
+  // several live messages of one room, in order, on a WebSocket opened as /ws?batch=1
+  | { type: 'MESSAGES'; roomId: number; messages: ChatMessage[] }
   | { type: 'ROOM_CREATED'; room: Room }
   | { type: 'ACK'; ref?: string; clientMsgId: string | null; id: string; roomId: number; seq: number }
   | { type: 'SUBSCRIBED'; ref?: string; destination: string; lastSeq: number | null }
