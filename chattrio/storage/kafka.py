@@ -243,11 +243,14 @@ class ChatProducer:
         reports = self._reports
         while reports:
             pending, error, message = reports.popleft()
+            partition, offset = message.partition(), message.offset()
             if error is not None:
                 pending.error = str(error)
+            elif partition is None or offset is None:
+                # librdkafka sets both on every delivered record; a report without them is
+                # answered as a failure rather than taking the delivery loop down.
+                pending.error = "delivery report without partition or offset"
             else:
-                partition, offset = message.partition(), message.offset()
-                assert partition is not None and offset is not None  # set on every delivered record
                 pending.result = Produced(partition, offset, message.timestamp()[1])
             pending.done.set()
 

@@ -73,3 +73,25 @@ async def test_a_caller_that_comes_late_gets_the_next_record_without_waiting_out
             await chat.produce(_record("second"))
             second = await reader.fetch(LONG_POLL_MS / 1000 / 2)
     assert [m.text for _, m in second.messages] == ["second"], "the record waited behind a long poll"
+
+
+class _ReportWithoutPosition:
+    """A delivery report as librdkafka never should give one: no partition, no offset."""
+
+    def partition(self) -> None:
+        return None
+
+    def offset(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+def test_a_delivery_report_without_a_position_fails_that_send_not_the_delivery_loop():
+    producer = kafka.ChatProducer(None, settings_from_env({}))  # type: ignore[arg-type]  # never produces here
+    pending = kafka._PendingSend()
+    producer._on_delivery(pending, None, _ReportWithoutPosition())  # type: ignore[arg-type]
+    producer._settle_reports()
+    assert pending.done.is_set() and pending.result is None
+    assert pending.error == "delivery report without partition or offset"
