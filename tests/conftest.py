@@ -137,10 +137,16 @@ class Cluster:
         return [node.url for node in self.nodes]
 
     def start(self) -> Cluster:
-        for node in self.nodes:
-            node.start()
-        for node in self.nodes:
-            node.wait_ready()
+        """Start every node and wait until each is ready; a node that is not stops them all, so
+        no later test meets a leftover node on its ports."""
+        try:
+            for node in self.nodes:
+                node.start()
+            for node in self.nodes:
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -180,11 +186,11 @@ def make_cluster(stack_env, run_prefix):
     async def make(count: int, **settings) -> Cluster:
         n = next(counter)
         prefix = f"{run_prefix}x{uuid.uuid4().hex[:6]}"
-        base_port = ISOLATED_BASE_PORT + (len(started) + n) * 10
+        base_port = ISOLATED_BASE_PORT + n * 20  # 20 ports per cluster of a test
         cluster = Cluster(stack_env, count, base_port, prefix, **settings)
+        started.append(cluster)  # stopped at the end even if a cancelled start left it running
         # Starting waits for /readyz with blocking calls: on a thread, so the Trio loop runs on.
-        started.append(await trio.to_thread.run_sync(cluster.start))
-        return started[-1]
+        return await trio.to_thread.run_sync(cluster.start)
 
     yield make
     for c in started:
