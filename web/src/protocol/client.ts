@@ -14,7 +14,9 @@
 import { Backoff, type BackoffOptions } from './backoff';
 import { Heartbeat } from './heartbeat';
 import { addHistoryPage, markNotLive, newRoomState, viewOf, type PendingMessage, type RoomState, type RoomView } from './roomState';
+import { ReadPositions } from './readPositions';
 import { SendTracker } from './sendTracker';
+import { TypingThrottle, TypingUsers } from './typing';
 import { MessageList } from './roomStore';
 import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 import {
@@ -64,6 +66,8 @@ export interface ClientEvents {
   /** the server says this connection is another user's (the shared cookie of another tab's
    * sign-in): the client has stopped; log in again */
   userMismatch: (info: { userId: string }) => void;
+  /** the user's read position in a room moved (READ_POSITION: this tab, another tab or device) */
+  readPosition: (info: { roomId: number; lastReadSeq: number }) => void;
   /** ERROR frames that belong to no send or subscription of ours */
   error: (err: { code: string; message: string; ref?: string }) => void;
 }
@@ -141,6 +145,9 @@ export class ChatClient {
   private readonly refs = new Map<string, RefInfo>();
   private readonly sends: SendTracker;
   private readonly resubscribed = new Set<string>();
+  private readonly reads: ReadPositions;
+  private readonly typingUsers: TypingUsers;
+  private readonly typingThrottle: TypingThrottle;
 
   private watchingRooms = false;
   private readonly rooms = new Map<number, RoomState>();
@@ -160,6 +167,7 @@ export class ChatClient {
     connected: new Set(),
     authExpired: new Set(),
     userMismatch: new Set(),
+    readPosition: new Set(),
     error: new Set(),
   };
 
@@ -188,6 +196,14 @@ export class ChatClient {
       () => this.dropConnection('heartbeat timeout'),
     );
     this.sends = new SendTracker(this.timers, this.opts.sendTimeoutMs);
+    this.reads = new ReadPositions(this.timers, (roomId, seq) => this.rooms.get(roomId)?.live === true && this.sendFrame({ type: 'READ', roomId, seq }));
+    this.typingUsers = new TypingUsers(this.timers, (roomId) => {
+      const room = this.rooms.get(roomId);
+      if (!room) return;
+      room.typing = this.typingUsers.users(roomId);
+      this.changed(room);
+    });
+    this.typingThrottle = new TypingThrottle(this.timers);
   }
 
   // ---------------------------------------------------------------- observation
@@ -514,6 +530,8 @@ export class ChatClient {
     if (!room) return;
     if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
     for (const p of room.pending.keys()) this.sends.forget(p);
+    this.reads.forget(roomId);
+    this.typingUsers.forget(roomId);
     this.rooms.delete(roomId);
     this.changed();
   }
@@ -542,6 +560,28 @@ export class ChatClient {
       room.loadingOlder = false;
       this.changed(room);
     }
+  }
+
+  // ---------------------------------------------------------------- read positions, typing
+
+  /** The user's read position in the room as far as this client knows (null: never read). */
+  readPosition(roomId: number): number | null {
+    return this.reads.position(roomId);
+  }
+
+  /** A position from the room list (REST). */
+  learnReadPosition(roomId: number, seq: number): void {
+    this.reads.learn(roomId, seq);
+  }
+
+  /** Messages up to `seq` of an open room are on screen in a visible tab: report it (throttled). */
+  markRead(roomId: number, seq: number): void {
+    this.reads.report(roomId, seq);
+  }
+
+  /** The user typed in an open room's composer: tell the others, at most every few seconds. */
+  typing(roomId: number): void {
+    if (this.rooms.get(roomId)?.live && this.typingThrottle.take(roomId)) this.sendFrame({ type: 'TYPING', roomId });
   }
 
   // ---------------------------------------------------------------- sending
@@ -665,6 +705,13 @@ export class ChatClient {
       case 'ERROR':
         this.onError(frame);
         break;
+      case 'READ_POSITION':
+        if (this.reads.learn(frame.roomId, frame.lastReadSeq)) this.changed();
+        this.emit('readPosition', { roomId: frame.roomId, lastReadSeq: frame.lastReadSeq });
+        break;
+      case 'TYPING':
+        if (this.rooms.has(frame.roomId) && frame.userId !== this.userId) this.typingUsers.typing(frame.roomId, frame.userId);
+        break;
       default:
         break;
     }
@@ -675,6 +722,7 @@ export class ChatClient {
     const room = this.rooms.get(msg.roomId);
     if (!room) return;
     const isNew = room.list.upsert(msg);
+    if (msg.kind === 'chat') this.typingUsers.stopped(msg.roomId, msg.senderId);
     if (msg.clientMsgId && msg.senderId === this.userId && room.pending.has(msg.clientMsgId)) {
       this.settle(room, msg.clientMsgId);
     }
