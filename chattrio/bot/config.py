@@ -22,6 +22,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     message_length: int = 32
     messages_per_second: float = 1.0  # per user; 0 connects users without chatting (idle)
     rooms: int = 1
+    # TYPING frames per second per user (the server passes on one per 3 s per session and room).
+    typing_per_second: float = 0.0
     rest_api_base_url: str | None = None
     web_socket_endpoint: str | None = None
     nodes: list[str] = []  # base URLs; users are spread round-robin across them
@@ -60,6 +62,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messageLength must be 1-4000")
         if self.messages_per_second < 0:
             problems.append("messagesPerSecond must be >= 0")
+        if self.typing_per_second < 0:
+            problems.append("typingPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
         if self.flooders < 0:
@@ -119,6 +123,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--message-length", "messageLength", int, "characters per message"),
     ("--rate", "messagesPerSecond", float, "messages per second per user (0: idle)"),
     ("--rooms", "rooms", int, "number of rooms, users spread evenly"),
+    ("--typing-rate", "typingPerSecond", float, "TYPING frames per second per user (0: none)"),
     ("--rest-url", "restApiBaseUrl", str, "REST base URL of a single node"),
     ("--ws-url", "webSocketEndpoint", str, "WebSocket URL of that node"),
     ("--loss-grace", "lossGraceSeconds", float, "seconds to wait for late deliveries"),

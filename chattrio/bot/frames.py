@@ -61,7 +61,12 @@ class Pong(msgspec.Struct, tag="PONG", gc=False):
     ref: str | None = None
 
 
-ServerFrame = RoomMessage | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong
+class TypingNotice(msgspec.Struct, tag="TYPING", gc=False):
+    roomId: int
+    userId: str
+
+
+ServerFrame = RoomMessage | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong | TypingNotice
 server_decoder = msgspec.json.Decoder(ServerFrame)
 
 
@@ -88,6 +93,10 @@ class Send(msgspec.Struct, tag="SEND"):
 
 class Ping(msgspec.Struct, tag="PING", omit_defaults=True):
     ref: str | None = None
+
+
+class Typing(msgspec.Struct, tag="TYPING"):
+    roomId: int
 
 
 client_encoder = msgspec.json.Encoder()
