@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from chattrio.config import Settings
-from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated, event_decoder, json_encoder
+from chattrio.models import (
+    ChatRecord,
+    Message,
+    Room,
+    RoomCreated,
+    TypingRecord,
+    UserCreated,
+    event_decoder,
+    json_encoder,
+)
 from chattrio.rooms import page_of_rooms
 from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
@@ -28,6 +37,7 @@ class MemoryLog:
         self._settings = settings
         self.partitions: list[list[tuple[ChatRecord, int]]] = [[] for _ in range(settings.topic_partitions)]
         self.events: list[OutboxRow] = []
+        self.typing: list[TypingRecord] = []
         self.unavailable = False
 
     async def produce(self, record: ChatRecord) -> Produced:
@@ -45,6 +55,12 @@ class MemoryLog:
             raise KafkaUnavailable("memory log switched off")
         self.events.extend(rows)
 
+    def produce_typing(self, record: TypingRecord) -> bool:
+        if self.unavailable:
+            return False
+        self.typing.append(record)
+        return True
+
     def read(self, positions: dict[tuple[str, int], int]) -> ReadBatch:
         """Everything after `positions` (the next offsets), as a reader would fetch it; the
         positions move on. Events are read from the start of the events topic."""
@@ -60,6 +76,9 @@ class MemoryLog:
         for row in self.events[positions.get(events_key, 0) :]:
             batch.events.append(event_decoder.decode(row.payload))
         batch.positions[events_key] = positions[events_key] = len(self.events)
+        typing_key = (self._settings.typing_topic, 0)
+        batch.typing += self.typing[positions.get(typing_key, 0) :]
+        batch.positions[typing_key] = positions[typing_key] = len(self.typing)
         return batch
 
 
