@@ -92,6 +92,7 @@ const en = {
   unreadLabel: { one: '{n} unread message', other: '{n} unread messages' },
   unreadMany: 'More than 99 unread messages',
   jumpToUnread: 'First unread',
+  messageHistory: 'Message history',
   typingOne: '{user} is typing…',
   typingMany: { one: '{user} and {n} other are typing…', other: '{user} and {n} others are typing…' },
   // the server's ERROR codes (docs/protocol.md), and the client's own TIMEOUT
@@ -190,6 +191,7 @@ const ko: Record<MessageKey, Entry> = {
   unreadLabel: '읽지 않은 메시지 {n}개',
   unreadMany: '읽지 않은 메시지 99개 이상',
   jumpToUnread: '처음 안 읽은 메시지',
+  messageHistory: '메시지 기록',
   typingOne: '{user}님이 입력 중…',
   typingMany: '{user}님 외 {n}명이 입력 중…',
   error_BAD_FRAME: '서버가 요청을 이해하지 못했습니다',

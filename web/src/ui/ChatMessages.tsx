@@ -255,6 +255,10 @@ export function ChatMessages({ client, roomId, userId, view, sent }: { client: C
       <div
         className="scroller"
         ref={scroller}
+        // a scrolled region must be reachable from the keyboard (arrow keys, Page Up/Down)
+        tabIndex={0}
+        role="region"
+        aria-label={t('messageHistory')}
         onScroll={() => {
           onScroll();
           report();
