@@ -177,6 +177,11 @@ function useScrollKeeping(view: RoomView | undefined, sent: number, loadOlderNow
   return { scroller, atBottom, onScroll, unseen, jumpToNewest, loadOlder };
 }
 
+/** Scroll only the message list (scrollIntoView would scroll the page around it too). */
+function scrollToTop(box: HTMLElement, el: HTMLElement): void {
+  box.scrollTop += el.getBoundingClientRect().top - box.getBoundingClientRect().top;
+}
+
 const isVisible = () => typeof document === 'undefined' || document.visibilityState === 'visible';
 
 /**
@@ -205,7 +210,7 @@ function useReadPosition(client: ChatClient, roomId: number, view: RoomView | un
     const box = scroller.current;
     if (!el || !box || placed.current) return;
     placed.current = true;
-    el.scrollIntoView({ block: 'start' });
+    scrollToTop(box, el);
     atBottom.current = box.scrollHeight - box.scrollTop - box.clientHeight < AT_BOTTOM_PX;
   });
 
@@ -230,7 +235,7 @@ function useReadPosition(client: ChatClient, roomId: number, view: RoomView | un
   });
 
   const jumpToUnread = () => {
-    divider.current?.scrollIntoView({ block: 'start' });
+    if (divider.current && scroller.current) scrollToTop(scroller.current, divider.current);
     setDividerSeen(true);
   };
   return { dividerSeq, divider, dividerSeen, report, jumpToUnread };
