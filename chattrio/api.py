@@ -21,7 +21,9 @@ from chattrio.config import Settings
 from chattrio.http import BadRequest, Request, Response, error_response, json_response
 from chattrio.limits import AddressLimits, client_address, in_networks, parse_networks, retry_after_ms
 from chattrio.metrics import Registry
+from chattrio.models import Room
 from chattrio.rooms import RoomDirectory
+from chattrio.signals import UNREAD_CAP
 from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import Identity, InvalidToken, issue_token, verifier_from_settings
@@ -328,8 +330,25 @@ class Api:
         search = _room_search(request.query.get("q", ""))
         rooms = await self._rooms.list(limit + 1, int(cursor) if cursor else None, search)
         page, more = rooms[:limit], len(rooms) > limit
+        page = await self._with_read_positions(request, page)
         data = {"rooms": page, "nextCursor": str(page[-1].id) if more else None, "hasMore": more}
         return json_response(200, "rooms", data)
+
+    async def _with_read_positions(self, request: Request, rooms: list[Room]) -> list[Room]:
+        """For a signed-in user (a token in the header or cookie; reading needs no origin check),
+        each room with `unread` and `lastReadSeq`; left out when PostgreSQL cannot tell."""
+        if "token" in request.query:
+            raise BadRequest(400, TOKEN_IN_URL)
+        token = token_of(request)
+        if token is None or not rooms:
+            return rooms
+        user_id = (await self._identity_of(token)).user_id
+        try:
+            positions = await self._db.read_positions(user_id, [room.id for room in rooms], UNREAD_CAP)
+        except DatabaseUnavailable as exc:
+            log.warning("room list without read positions: %s", exc)
+            return rooms
+        return [_with_position(room, positions.get(room.id)) for room in rooms]
 
     async def _create_room(self, request: Request) -> Response:
         user_id = await self._user_of(request)
@@ -384,6 +403,13 @@ class Api:
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         cache = "no-cache" if target.name == "index.html" else "public, max-age=31536000, immutable"
         return Response(200, target.read_bytes(), content_type, [("Cache-Control", cache)])
+
+
+def _with_position(room: Room, position: tuple[int, int] | None) -> Room:
+    """A room never read has no position and nothing counted unread (only rooms a user has read
+    in are followed)."""
+    last_read, unread = position if position is not None else (None, 0)
+    return msgspec.structs.replace(room, unread=unread, last_read_seq=last_read)
 
 
 def _subject_user_id(subject: str) -> str:

@@ -16,10 +16,12 @@ from chattrio.frames import (
     ErrorFrame,
     Ping,
     PongFrame,
+    Read,
     RoomMessageFrame,
     Send,
     Subscribe,
     SubscribedFrame,
+    Typing,
     Unsubscribe,
     UnsubscribedFrame,
     encode_frame,
@@ -31,7 +33,8 @@ from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
-from chattrio.storage.contracts import MessageCache, MessageLog, MessageStore
+from chattrio.signals import Signals
+from chattrio.storage.contracts import ChatStore, MessageCache, MessageLog
 from chattrio.storage.kafka import KafkaUnavailable
 from chattrio.storage.postgres import DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable
@@ -53,7 +56,15 @@ RESUME_CATCH_UP_POLL = 0.25
 RECENT_ACKS = 100_000
 PRODUCE_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # The rate-limit buckets (chattrio/limits.py) each client frame draws from.
-LIMIT_KIND = {Send: "send", Subscribe: "subscribe", Unsubscribe: "subscribe", Ping: "ping"}
+# READ and TYPING are a user's state changes, like entering and leaving a room.
+LIMIT_KIND = {
+    Send: "send",
+    Subscribe: "subscribe",
+    Unsubscribe: "subscribe",
+    Ping: "ping",
+    Read: "subscribe",
+    Typing: "subscribe",
+}
 
 
 class HistoryNotStored(Exception):
@@ -72,7 +83,7 @@ class ChatService:
         room_log: RoomLog,
         rooms: RoomDirectory,
         producer: MessageLog,
-        db: MessageStore,
+        db: ChatStore,
         cache: MessageCache,
         presence: Presence,
         metrics: Registry,
@@ -86,6 +97,7 @@ class ChatService:
         self._cache = cache
         self._presence = presence
         self._frame_limits = FrameLimits(settings, metrics)
+        self._signals = Signals(db, producer, room_log, metrics, self.error)
         self._connection_limits: dict[Session, ConnectionLimits] = {}
         # Sends this node acknowledged, by message id: a retry answers the same ACK even before
         # the fan-out has read the original back (the fan-out's ids cover the other nodes' sends).
@@ -141,11 +153,16 @@ class ChatService:
             self._unsubscribe(session, frame)
         elif isinstance(frame, Ping):
             session.send(PongFrame(frame.ref))
+        elif isinstance(frame, Read):
+            await self._signals.read(session, frame)
+        elif isinstance(frame, Typing):
+            self._signals.typing(session, frame)
 
     def disconnected(self, session: Session) -> None:
         limits = self._connection_limits.pop(session, None)
         if limits is not None:
             self._frame_limits.close(limits)
+        self._signals.forget(session)
         for room_id in self._sessions.remove(session):
             self._presence.left(session, room_id)
 

@@ -48,6 +48,9 @@ class Settings:
     # How long the producer waits to fill a batch: fewer, larger produce requests under load,
     # at this much added latency per message.
     kafka_linger_ms: int = 1
+    # How long the typing topic keeps its records (they are never replayed; this only bounds
+    # the disk they use). Applies when this node creates the topic.
+    typing_retention_seconds: float = 60.0
     secret: str = "dev-secret-change-me"
     token_ttl_seconds: int = 24 * 3600
     # "open": log in by id alone, the node issues the token; "jwt": tokens come from the operator's
@@ -117,6 +120,10 @@ class Settings:
     @property
     def events_topic(self) -> str:
         return f"{self.topic_prefix}.events"
+
+    @property
+    def typing_topic(self) -> str:
+        return f"{self.topic_prefix}.typing"
 
 
 # Field annotations are strings (postponed evaluation), so converters are keyed by them.

@@ -14,9 +14,16 @@ from collections import OrderedDict, deque
 import trio
 
 from chattrio.config import Settings
-from chattrio.frames import MessagesFrame, RoomCreatedFrame, RoomMessageFrame, encode_frame
+from chattrio.frames import (
+    MessagesFrame,
+    ReadPositionFrame,
+    RoomCreatedFrame,
+    RoomMessageFrame,
+    TypingFrame,
+    encode_frame,
+)
 from chattrio.metrics import Registry
-from chattrio.models import Message, RoomCreated
+from chattrio.models import Message, ReadPositionMoved, RoomCreated
 from chattrio.rooms import RoomDirectory
 from chattrio.sessions import Session, SessionRegistry
 from chattrio.storage.kafka import FETCH_LONG_POLL_MS, ReadBatch, partition_of
@@ -184,6 +191,9 @@ class Fanout:
             "chattrio_fanout_latency_ms", "Broker timestamp to local delivery, milliseconds", LATENCY_BUCKETS_MS
         )
         metrics.gauge("chattrio_fanout_lag", "Messages the fan-out consumer has not fetched yet", lambda: self.lag)
+        self._typing_delivered = metrics.counter(
+            "chattrio_typing_delivered_total", "TYPING frames queued to local sessions"
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with open_partition_reader(self._settings) as reader:
@@ -226,10 +236,14 @@ class Fanout:
         # One write per session for the whole batch, in the same synchronous step.
         for session in to_flush:
             session.flush()
+        self._deliver_typing(batch)
         for event in batch.events:
             if isinstance(event, RoomCreated) and self._log.first_time_event(event.event_id):
                 self._rooms.learn(event.room)
                 self._sessions.deliver_to_room_watchers(text_frame(encode_frame(RoomCreatedFrame(event.room))))
+            elif isinstance(event, ReadPositionMoved) and self._log.first_time_event(event.event_id):
+                position = ReadPositionFrame(event.room_id, event.last_read_seq)
+                self._sessions.deliver_to_user(event.user_id, text_frame(encode_frame(position)))
         self._log.positions.update(batch.positions)
 
     def _queue_to_room(self, room_id: int, messages: list[tuple[Message, bytes]], to_flush: list[Session]) -> int:
@@ -240,6 +254,16 @@ class Fanout:
         return self._sessions.queue_many_to_room(
             room_id, [frame for _, frame in messages], lambda: messages_frames(room_id, messages), to_flush
         )
+
+    def _deliver_typing(self, batch: ReadBatch) -> None:
+        """Each TYPING to the room's sessions of other users, one write per session."""
+        to_flush: list[Session] = []
+        for record in batch.typing:
+            frame = text_frame(encode_frame(TypingFrame(record.room_id, record.user_id)))
+            delivered = self._sessions.queue_to_room_except_user(record.room_id, record.user_id, frame, to_flush)
+            self._typing_delivered.inc(delivered)
+        for session in to_flush:
+            session.flush()
 
 
 def messages_frames(room_id: int, messages: list[tuple[Message, bytes]]) -> list[bytes]:

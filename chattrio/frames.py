@@ -41,6 +41,21 @@ class Ping(msgspec.Struct, tag="PING", frozen=True):
     ref: Ref | None = None
 
 
+class Read(msgspec.Struct, tag="READ", frozen=True, rename={"room_id": "roomId"}):
+    """The client has shown the room's messages up to `seq`: the user's read position moves there."""
+
+    room_id: int
+    seq: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+    ref: Ref | None = None
+
+
+class Typing(msgspec.Struct, tag="TYPING", frozen=True, rename={"room_id": "roomId"}):
+    """The user is typing in the room (a client sends it at most every TYPING_INTERVAL seconds)."""
+
+    room_id: int
+    ref: Ref | None = None
+
+
 class Auth(msgspec.Struct, tag="AUTH", frozen=True):
     """The first frame of a WebSocket opened without a header or cookie token."""
 
@@ -48,8 +63,8 @@ class Auth(msgspec.Struct, tag="AUTH", frozen=True):
     ref: Ref | None = None
 
 
-ClientFrame = Subscribe | Unsubscribe | Send | Ping | Auth
-KNOWN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SEND", "PING", "AUTH"})
+ClientFrame = Subscribe | Unsubscribe | Send | Ping | Read | Typing | Auth
+KNOWN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "SEND", "PING", "READ", "TYPING", "AUTH"})
 
 
 class FrameError(Exception):
@@ -148,6 +163,16 @@ class ErrorFrame(msgspec.Struct, tag="ERROR", rename={"retry_after_ms": "retryAf
 
 class PongFrame(msgspec.Struct, tag="PONG"):
     ref: str | None = None
+
+
+class ReadPositionFrame(msgspec.Struct, tag="READ_POSITION", rename="camel"):
+    room_id: int
+    last_read_seq: int
+
+
+class TypingFrame(msgspec.Struct, tag="TYPING", rename="camel"):
+    room_id: int
+    user_id: str
 
 
 _server_encoder = msgspec.json.Encoder()

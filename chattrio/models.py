@@ -15,6 +15,10 @@ class Room(msgspec.Struct, rename="camel", frozen=True):
     created_by: str
     created_at: str
     member_count: int = 0
+    # Only in a signed-in user's room list (UNSET is left out of the JSON): how many chat messages
+    # of others follow the user's read position (at most UNREAD_CAP), and that position.
+    unread: int | msgspec.UnsetType = msgspec.UNSET
+    last_read_seq: int | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class Message(msgspec.Struct, rename="camel", frozen=True):
@@ -55,7 +59,23 @@ class RoomCreated(msgspec.Struct, tag="room_created", rename="camel", frozen=Tru
     room: Room
 
 
-DomainEvent = UserCreated | RoomCreated
+class ReadPositionMoved(msgspec.Struct, tag="read_position", rename="camel", frozen=True):
+    """A user's read position in a room moved forward (stored first; delivered to the user's sessions)."""
+
+    event_id: str
+    user_id: str
+    room_id: int
+    last_read_seq: int
+
+
+DomainEvent = UserCreated | RoomCreated | ReadPositionMoved
+
+
+class TypingRecord(msgspec.Struct, frozen=True, array_like=True):
+    """The value of a record on the typing topic: a user is typing in a room (never stored)."""
+
+    room_id: int
+    user_id: str
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -72,6 +92,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
 chat_record_encoder = msgspec.json.Encoder()
 chat_record_decoder = msgspec.json.Decoder(ChatRecord)
 event_decoder = msgspec.json.Decoder(DomainEvent)
+typing_record_decoder = msgspec.json.Decoder(TypingRecord)
 message_decoder = msgspec.json.Decoder(Message)
 json_encoder = msgspec.json.Encoder()
 

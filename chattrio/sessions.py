@@ -186,12 +186,14 @@ class SessionRegistry:
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
+        self._of_user: dict[str, dict[Session, None]] = {}
         self._rooms: dict[int, dict[Session, None]] = {}
         self._room_watchers: dict[Session, None] = {}
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
         self._per_user[session.user_id] = self._per_user.get(session.user_id, 0) + 1
+        self._of_user.setdefault(session.user_id, {})[session] = None
 
     def sessions_of_user(self, user_id: str) -> int:
         return self._per_user.get(user_id, 0)
@@ -202,6 +204,10 @@ class SessionRegistry:
             left = self._per_user.pop(session.user_id) - 1
             if left:
                 self._per_user[session.user_id] = left
+            mine = self._of_user[session.user_id]
+            del mine[session]
+            if not mine:
+                del self._of_user[session.user_id]
         self.sessions.discard(session)
         self._room_watchers.pop(session, None)
         rooms = list(session.rooms)
@@ -268,6 +274,23 @@ class SessionRegistry:
         delivered = self.queue_to_room(room_id, frame, to_flush)
         for session in to_flush:
             session.flush()
+        return delivered
+
+    def deliver_to_user(self, user_id: str, frame: bytes) -> int:
+        """Send a frame to every local session of the user; returns how many."""
+        sessions = self._of_user.get(user_id, {})
+        for session in sessions:
+            session.push(frame)
+        return len(sessions)
+
+    def queue_to_room_except_user(self, room_id: int, user_id: str, frame: bytes, to_flush: list[Session]) -> int:
+        """queue_to_room, leaving out the sessions of `user_id` (what a user does, told to the others)."""
+        delivered = 0
+        for session in self._rooms.get(room_id, ()):
+            if session.user_id != user_id:
+                delivered += 1
+                if session.queue(frame):
+                    to_flush.append(session)
         return delivered
 
     def deliver_to_room_watchers(self, frame: bytes) -> int:

@@ -25,6 +25,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     message_length: int = 32
     messages_per_second: float = 1.0  # per user; 0 connects users without chatting (idle)
     rooms: int = 1
+    # TYPING frames per second per user (the server passes on one per 3 s per session and room).
+    typing_per_second: float = 0.0
     rest_api_base_url: str | None = None
     web_socket_endpoint: str | None = None
     nodes: list[str] = []  # base URLs; users are spread round-robin across them
@@ -91,6 +93,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("messageLength must be 1-4000")
         if self.messages_per_second < 0:
             problems.append("messagesPerSecond must be >= 0")
+        if self.typing_per_second < 0:
+            problems.append("typingPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
         if not 1 <= self.source_addresses <= 254:
@@ -179,6 +183,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--message-length", "messageLength", int, "characters per message"),
     ("--rate", "messagesPerSecond", float, "messages per second per user (0: idle)"),
     ("--rooms", "rooms", int, "number of rooms, users spread evenly"),
+    ("--typing-rate", "typingPerSecond", float, "TYPING frames per second per user (0: none)"),
     ("--rest-url", "restApiBaseUrl", str, "REST base URL of a single node"),
     ("--via", "loadBalancer", str, "connect every user through this base URL (a load balancer before --node)"),
     ("--source-addresses", "sourceAddresses", int, "WebSockets bind to 127.0.0.1..127.0.0.N in turn"),

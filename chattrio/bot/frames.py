@@ -68,7 +68,14 @@ class Pong(msgspec.Struct, tag="PONG", gc=False):
     ref: str | None = None
 
 
-ServerFrame = RoomMessage | Messages | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong
+class TypingNotice(msgspec.Struct, tag="TYPING", gc=False):
+    roomId: int
+    userId: str
+
+
+ServerFrame = (
+    RoomMessage | Messages | Ack | Subscribed | Unsubscribed | Error | SessionInfo | RoomCreated | Pong | TypingNotice
+)
 server_decoder = msgspec.json.Decoder(ServerFrame)
 
 
@@ -95,6 +102,10 @@ class Send(msgspec.Struct, tag="SEND"):
 
 class Ping(msgspec.Struct, tag="PING", omit_defaults=True):
     ref: str | None = None
+
+
+class Typing(msgspec.Struct, tag="TYPING"):
+    roomId: int
 
 
 client_encoder = msgspec.json.Encoder()

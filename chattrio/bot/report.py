@@ -164,6 +164,9 @@ def summarize(outcome: RunOutcome) -> dict:
             "resent": c.get("resent", 0),
             "errors": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("error.")},
         },
+        # TYPING frames the users sent and received (--typing-rate); their server cost is in
+        # the nodes' metric deltas (chattrio_typing_*, process CPU).
+        "typing": {"sent": c.get("typingSent", 0), "received": c.get("typingReceived", 0)},
         "deliveries": {
             "expected": delivery.expected,
             "delivered": delivery.delivered,

@@ -100,6 +100,8 @@ class SimUser:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._keepalive)
+            if ctx.config.typing_per_second > 0:
+                nursery.start_soon(self._type)
             with ctx.send_clock.schedule(self):
                 await self._receive_until(ctx.leave_at)
             nursery.cancel_scope.cancel()
@@ -237,6 +239,16 @@ class SimUser:
             if self.conn is conn and trio.current_time() - self.last_received >= 2 * keepalive:
                 self.ctx.ledger.inc("keepaliveTimeouts")
                 await conn.aclose_now()
+
+    async def _type(self) -> None:
+        """TYPING frames at the configured rate, each interval jittered so users do not type in step."""
+        typing = _encode(frames.Typing(self.room_id))
+        interval = 1 / self.ctx.config.typing_per_second
+        while True:
+            await trio.sleep(interval * (0.5 + random.random()))
+            if self.conn is not None:
+                self._send_soon(typing)
+                self.ctx.ledger.inc("typingSent")
 
     async def _reconnect(self, cause: BaseException) -> None:
         ctx = self.ctx
@@ -434,6 +446,8 @@ class SimUser:
             self._on_error(frame)
         elif type(frame) is frames.RoomCreated:
             self._on_room_created(frame)
+        elif type(frame) is frames.TypingNotice:
+            ctx.ledger.inc("typingReceived")
         # session-info, UNSUBSCRIBED and PONG need nothing
         return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from chattrio.models import ChatRecord, DeadLetter, Message, Room
+from chattrio.models import ChatRecord, DeadLetter, Message, Room, TypingRecord
 from chattrio.storage.kafka import Produced, ReadBatch
 from chattrio.storage.postgres import OutboxRow
 
@@ -25,6 +25,18 @@ class MessageLog(Protocol):
 
     async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
         """Publish outbox rows to the events topic; returns once all are acknowledged."""
+
+    def produce_typing(self, record: TypingRecord) -> bool:
+        """Hand a typing record to the typing topic without waiting; False when it was refused."""
+
+
+class ReadPositionStore(Protocol):
+    """Read positions (PostgreSQL): moved forward only, each move announced through the outbox."""
+
+    async def mark_read(self, user_id: str, room_id: int, seq: int) -> bool:
+        """False when the position was at `seq` or beyond already."""
+
+    async def last_seq(self, room_id: int) -> int | None: ...
 
 
 class GroupReader(Protocol):
@@ -60,6 +72,10 @@ class MessageStore(Protocol):
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:
         """Keep records that cannot be stored, with the reason; returns how many were new."""
+
+
+class ChatStore(MessageStore, ReadPositionStore, Protocol):
+    """What the chat service keeps in PostgreSQL: stored messages and read positions."""
 
 
 class Directory(Protocol):

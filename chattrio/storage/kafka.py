@@ -41,9 +41,11 @@ from chattrio.models import (
     DeadLetter,
     DomainEvent,
     Message,
+    TypingRecord,
     chat_record_decoder,
     chat_record_encoder,
     event_decoder,
+    typing_record_decoder,
 )
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 from chattrio.storage.postgres import OutboxRow
@@ -101,6 +103,7 @@ class ReadBatch:
     events: list[DomainEvent]
     positions: dict[tuple[str, int], int]
     undecodable: list[DeadLetter] = dataclasses.field(default_factory=list)
+    typing: list[TypingRecord] = dataclasses.field(default_factory=list)
 
 
 def _room_key(room_id: int) -> bytes:
@@ -126,8 +129,8 @@ async def ensure_topics(settings: Settings) -> None:
         try:
             existing = set(await admin.list_topics())
             wanted = [
-                NewTopic(name, settings.topic_partitions, settings.topic_replication)
-                for name in (settings.messages_topic, settings.events_topic)
+                NewTopic(name, settings.topic_partitions, settings.topic_replication, topic_configs=configs)
+                for name, configs in _topic_configs(settings).items()
                 if name not in existing
             ]
             if wanted:
@@ -148,6 +151,17 @@ async def ensure_topics(settings: Settings) -> None:
         raise KafkaUnavailable(
             f"no Kafka broker of {settings.kafka_bootstrap!r} (CHATTRIO_KAFKA_BOOTSTRAP) answered: {exc.__cause__!r}"
         ) from exc
+
+
+def _topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each topic and the settings it is created with. The typing topic keeps its records only
+    briefly: its segments roll as often as they expire, since retention deletes whole segments."""
+    typing_ms = str(int(settings.typing_retention_seconds * 1000))
+    return {
+        settings.messages_topic: {},
+        settings.events_topic: {},
+        settings.typing_topic: {"retention.ms": typing_ms, "segment.ms": typing_ms},
+    }
 
 
 def _raise_refused_topics(topic_errors: Iterable[tuple[Any, ...]], settings: Settings) -> None:
@@ -211,6 +225,7 @@ class ChatProducer:
         self._producer = producer
         self._topic = settings.messages_topic
         self._events_topic = settings.events_topic
+        self._typing_topic = settings.typing_topic
         # Filled by delivery callbacks, which librdkafka runs inside poll() on the polling thread.
         self._reports: deque[tuple[_PendingSend, DeliveryError | None, confluent_kafka.Message]] = deque()
 
@@ -233,6 +248,18 @@ class ChatProducer:
         if pending.error is not None:
             raise KafkaUnavailable(f"Kafka did not take the record: {pending.error}")
         raise KafkaUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT:g}s")
+
+    def produce_typing(self, record: TypingRecord) -> bool:
+        """Hand a typing record to librdkafka without waiting for the broker: a typing signal
+        that is lost matters less than a session kept waiting. False when the producer refused it."""
+        try:
+            self._producer.produce(
+                self._typing_topic, chat_record_encoder.encode(record), key=_room_key(record.room_id)
+            )
+        except (BufferError, KafkaException) as exc:
+            log.warning("typing record not produced: %r", exc)
+            return False
+        return True
 
     def _on_delivery(
         self, pending: _PendingSend, error: DeliveryError | None, message: confluent_kafka.Message
@@ -336,10 +363,11 @@ async def open_chat_producer(settings: Settings) -> AsyncIterator[ChatProducer]:
 
 
 def decode_records(
-    topic: str, partition: int, records: Iterable[FetchedRecord], batch: ReadBatch, topics: tuple[str, str]
+    topic: str, partition: int, records: Iterable[FetchedRecord], batch: ReadBatch, topics: tuple[str, ...]
 ) -> None:
-    """Decode one partition's records (anything with offset, timestamp and value) into `batch`."""
-    messages_topic, events_topic = topics
+    """Decode one partition's records (anything with offset, timestamp and value) into `batch`;
+    `topics` are the messages and events topics, then (the fan-out's) the typing topic."""
+    messages_topic, events_topic, *typing_topic = topics
     for record in records:
         batch.positions[(topic, partition)] = record.offset + 1
         try:
@@ -350,6 +378,8 @@ def decode_records(
                 batch.messages.append((partition, chat.to_message(record.offset, record.timestamp)))
             elif topic == events_topic:
                 batch.events.append(event_decoder.decode(record.value))
+            elif topic in typing_topic:
+                batch.typing.append(typing_record_decoder.decode(record.value))
         except msgspec.DecodeError as exc:
             log.warning(
                 "skipped undecodable record", extra={"topic": topic, "partition": partition, "offset": record.offset}

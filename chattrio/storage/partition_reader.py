@@ -1,4 +1,4 @@
-"""The fan-out's Kafka reader: every partition of both topics, fetched over Trio sockets.
+"""The fan-out's Kafka reader: every partition of the three topics, fetched over Trio sockets.
 
 aiokafka's consumer spent about 2 ms of CPU per fetch cycle in Python, however few the records
 (building the request, decoding the response, its fetcher's bookkeeping per partition), plus a
@@ -186,10 +186,11 @@ def _addresses(bootstrap: str) -> list[tuple[str, int]]:
 
 
 class PartitionReader:
-    """Reads every partition of both topics from positions its caller keeps (see module doc)."""
+    """Reads every partition of the messages, events and typing topics from positions its caller
+    keeps (see module doc)."""
 
     def __init__(self, settings: Settings, nursery: trio.Nursery) -> None:
-        self._topics = (settings.messages_topic, settings.events_topic)
+        self._topics = (settings.messages_topic, settings.events_topic, settings.typing_topic)
         self._client_id = f"chattrio-fanout-{settings.node_id}"
         self._bootstrap = _addresses(settings.kafka_bootstrap)
         self._nursery = nursery
@@ -211,7 +212,7 @@ class PartitionReader:
     # Assignment ---------------------------------------------------------------------------------
 
     async def assign_all(self, positions: dict[Partition, int]) -> int:
-        """Read every partition of both topics, keeping known positions.
+        """Read every partition of the topics, keeping known positions.
 
         New partitions are read from their beginning, known ones from `positions`, and the rest
         (first start) from the end. `positions` is updated to where reading starts. Returns the

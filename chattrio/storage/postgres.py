@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import trio
 
-from chattrio.models import DeadLetter, Message, Room, RoomCreated, UserCreated, json_encoder
+from chattrio.models import DeadLetter, Message, ReadPositionMoved, Room, RoomCreated, UserCreated, json_encoder
 from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 
 log = logging.getLogger(__name__)
@@ -398,6 +398,48 @@ class Database:
 
     async def last_seq(self, room_id: int) -> int | None:
         return await self._run(self._pool.fetchval, "SELECT max(seq) FROM messages WHERE room_id = $1", room_id)
+
+    # Read positions ----------------------------------------------------------------------------
+
+    async def mark_read(self, user_id: str, room_id: int, seq: int) -> bool:
+        """Move the user's read position in the room forward to `seq` (never back), with an
+        outbox row announcing it in the same transaction; False when it was there already."""
+
+        async def mark() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                moved = await conn.fetchval(
+                    "INSERT INTO read_positions (user_id, room_id, last_read_seq) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (user_id, room_id) DO UPDATE"
+                    " SET last_read_seq = EXCLUDED.last_read_seq, updated_at = now()"
+                    " WHERE read_positions.last_read_seq < EXCLUDED.last_read_seq"
+                    " RETURNING last_read_seq",
+                    user_id,
+                    room_id,
+                    seq,
+                )
+                if moved is None:
+                    return False
+                event = ReadPositionMoved(str(uuid.uuid4()), user_id, room_id, moved)
+                await self._insert_outbox(conn, event.event_id, user_id, json_encoder.encode(event))
+                return True
+
+        return await self._run(mark)
+
+    async def read_positions(self, user_id: str, room_ids: Sequence[int], cap: int) -> dict[int, tuple[int, int]]:
+        """room id -> (last read seq, unread) for the rooms the user has a position in; unread
+        counts the chat messages of others after the position, no further than `cap`: a range
+        of the (room_id, seq) index from the position on, never the whole room."""
+        rows = await self._run(
+            self._pool.fetch,
+            "SELECT p.room_id, p.last_read_seq, (SELECT count(*) FROM (SELECT 1 FROM messages m"
+            "  WHERE m.room_id = p.room_id AND m.seq > p.last_read_seq AND m.kind = 'chat' AND m.sender_id <> $1"
+            "  LIMIT $3) AS after) AS unread"
+            " FROM read_positions p WHERE p.user_id = $1 AND p.room_id = ANY($2::bigint[])",
+            user_id,
+            list(room_ids),
+            cap,
+        )
+        return {r["room_id"]: (r["last_read_seq"], r["unread"]) for r in rows}
 
 
 async def _adopt_skeleton(conn: Connection, user_id: str, skeleton: str) -> None:

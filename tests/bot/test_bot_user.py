@@ -5,6 +5,7 @@ import socket
 import time
 
 import msgspec
+import pytest
 import trio
 
 from chattrio.bot import runner as runner_module
@@ -153,3 +154,18 @@ async def test_forgetting_decoded_frames_loses_no_accounting(monkeypatch):
     assert {v.receivers for v in ctx.ledger.seen.values()} == {2}
     assert len(ctx.ledger.seen) == 5 and len(ctx.room_messages) <= 2
     assert ctx.ledger.counters["duplicates"] == 0
+
+
+async def test_typing_frames_are_counted_not_taken_for_a_protocol_violation():
+    ctx, user = _user()
+    notice = msgspec.json.encode({"type": "TYPING", "roomId": 7, "userId": "bot1"})
+    user.dispatch_all([notice, notice])
+    assert ctx.ledger.counters.get("typingReceived") == 2
+    assert not [k for k in ctx.ledger.counters if "violation" in k.lower()]
+
+
+def test_the_typing_rate_is_a_flag_and_must_not_be_negative():
+    assert load_config(["--node", "http://127.0.0.1:1", "--typing-rate", "0.5"]).typing_per_second == 0.5
+    assert load_config(["--node", "http://127.0.0.1:1"]).typing_per_second == 0
+    with pytest.raises(ValueError, match="typingPerSecond must be >= 0"):
+        load_config(["--node", "http://127.0.0.1:1", "--typing-rate", "-1"])

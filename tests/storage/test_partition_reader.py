@@ -64,7 +64,7 @@ async def test_the_first_assignment_starts_at_the_end_and_new_records_arrive_in_
     await _produce(kafka_settings, _record(1, "before"))
     positions: dict[tuple[str, int], int] = {}
     async with open_partition_reader(kafka_settings) as reader:
-        assert await reader.assign_all(positions) == 4  # 2 partitions of each topic
+        assert await reader.assign_all(positions) == 6  # 2 partitions of each of the 3 topics
         await _produce(kafka_settings, *(_record(1, f"m{i}") for i in range(5)))
         texts, batch = await _fetch_texts(reader, 5)
     assert texts == [f"m{i}" for i in range(5)]
@@ -114,7 +114,7 @@ async def test_known_positions_are_kept_and_new_partitions_are_read_from_their_b
     await _produce(kafka_settings, _record(room_in_new_partition, "in the new partition"))
     async with open_partition_reader(kafka_settings) as reader:
         with trio.fail_after(10):
-            while await reader.assign_all(positions) < 5:  # the new partition may take a moment
+            while await reader.assign_all(positions) < 7:  # the new partition may take a moment
                 await trio.sleep(0.2)
         texts, _ = await _fetch_texts(reader, 2)
     assert sorted(texts) == ["in the new partition", "while away"]
@@ -175,7 +175,7 @@ async def test_the_first_assignment_waits_for_topics_being_created(stack_env, ru
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: _assign_into(reader, assigned))
             await kafka.ensure_topics(settings)
-        assert assigned == [4]  # both topics, 2 partitions each
+        assert assigned == [6]  # the 3 topics, 2 partitions each
 
 
 async def _assign_into(reader: PartitionReader, assigned: list[int]) -> None:

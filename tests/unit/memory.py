@@ -19,8 +19,10 @@ from chattrio.models import (
     ChatRecord,
     DeadLetter,
     Message,
+    ReadPositionMoved,
     Room,
     RoomCreated,
+    TypingRecord,
     UserCreated,
     event_decoder,
     json_encoder,
@@ -38,6 +40,7 @@ class MemoryLog:
         self._settings = settings
         self.partitions: list[list[tuple[ChatRecord, int]]] = [[] for _ in range(settings.topic_partitions)]
         self.events: list[OutboxRow] = []
+        self.typing: list[TypingRecord] = []
         self.unavailable = False
 
     async def produce(self, record: ChatRecord) -> Produced:
@@ -55,6 +58,12 @@ class MemoryLog:
             raise KafkaUnavailable("memory log switched off")
         self.events.extend(rows)
 
+    def produce_typing(self, record: TypingRecord) -> bool:
+        if self.unavailable:
+            return False
+        self.typing.append(record)
+        return True
+
     def read(self, positions: dict[tuple[str, int], int]) -> ReadBatch:
         """Everything after `positions` (the next offsets), as a reader would fetch it; the
         positions move on. Events are read from the start of the events topic."""
@@ -70,6 +79,9 @@ class MemoryLog:
         for row in self.events[positions.get(events_key, 0) :]:
             batch.events.append(event_decoder.decode(row.payload))
         batch.positions[events_key] = positions[events_key] = len(self.events)
+        typing_key = (self._settings.typing_topic, 0)
+        batch.typing += self.typing[positions.get(typing_key, 0) :]
+        batch.positions[typing_key] = positions[typing_key] = len(self.typing)
         return batch
 
 
@@ -165,6 +177,7 @@ class MemoryDatabase:
         self.messages: dict[str, Message] = {}
         self.stored_offsets: dict[tuple[str, int], int] = {}
         self.dead_letters: dict[tuple[str, int, int], DeadLetter] = {}  # (topic, partition, offset) -> letter
+        self.read_positions: dict[tuple[str, int], int] = {}  # (user, room) -> last read seq
         self.unavailable = False
         # Fails the next relay after `publish` returned, before the rows are marked published
         # (a crash between the two): the rows are published again later.
@@ -201,6 +214,16 @@ class MemoryDatabase:
         event = RoomCreated(f"room-{room.id}", room)
         self._add_outbox(event.event_id, str(room.id), json_encoder.encode(event))
         return room
+
+    async def mark_read(self, user_id: str, room_id: int, seq: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if self.read_positions.get((user_id, room_id), -1) >= seq:
+            return False
+        self.read_positions[(user_id, room_id)] = seq
+        event = ReadPositionMoved(f"read-{user_id}-{room_id}-{seq}", user_id, room_id, seq)
+        self._add_outbox(event.event_id, user_id, json_encoder.encode(event))
+        return True
 
     def _add_outbox(self, event_id: str, key: str, payload: bytes) -> None:
         self.outbox.append(_OutboxEntry(OutboxRow(len(self.outbox) + 1, event_id, key, payload)))

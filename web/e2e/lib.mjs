@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROME_BIN || '/usr/bin/chromium';
@@ -189,4 +190,19 @@ export async function shoot(page, dir, file) {
   mkdirSync(dir, { recursive: true });
   await page.screenshot({ path: join(dir, file), fullPage: false });
   log(`screenshot ${join(dir, file)}`);
+}
+
+const AXE_SOURCE = new URL('../node_modules/axe-core/axe.min.js', import.meta.url);
+
+/** Run axe-core in the page (injected, WCAG 2.x A/AA rules); throws on serious or critical violations. */
+export async function checkA11y(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.addScriptTag({ path: fileURLToPath(AXE_SOURCE) });
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  });
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const minor = violations.filter((v) => !bad.includes(v)).map((v) => `${v.id} (${v.impact})`);
+  log(`   axe ${what}: ${bad.length} serious/critical${minor.length ? `; minor: ${minor.join(', ')}` : ''}`);
+  if (bad.length) throw new Error(`axe on ${what}: ${JSON.stringify(bad)}`);
 }

@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import {
   STEP_MS,
   chatTexts,
+  checkA11y,
   createRoom,
   expectChat,
   findRoom,
@@ -482,6 +483,73 @@ async function main() {
       return first === current ? true : notYet({ first, current });
     });
   });
+
+  if (TARGET !== 'mock') {
+    await step('axe-core: login, room list and chat at 360 and 1280 px, in English and Korean', async () => {
+      for (const width of [360, 1280]) {
+        const Y = await newUserPage(browser, { baseUrl: target.nodes[width === 360 ? 2 : 0], name: `Y${width}`, viewport: { width, height: width === 360 ? 740 : 800 } });
+        const bothLanguages = async (screen) => {
+          for (const lang of ['en', 'ko']) {
+            await Y.page.getByTestId('lang').selectOption(lang);
+            await waitFor(`html lang ${lang}`, async () => (await Y.page.getAttribute('html', 'lang')) === lang);
+            await checkA11y(Y.page, `${screen} ${width}px ${lang}`);
+          }
+        };
+        await bothLanguages('login');
+        await Y.page.getByTestId('lang').selectOption('en');
+        await login(Y.page, `yuna${width}_${tag}`);
+        await findRoom(Y.page, roomName);
+        await bothLanguages('room list');
+        await Y.page.getByTestId('lang').selectOption('en');
+        await openRoom(Y.page, roomName);
+        await bothLanguages('chat');
+        await Y.context.close();
+      }
+    }, STEP_MS * 15);
+
+    await step('two devices of one user: reading on one clears the unread badge on the other', async () => {
+      // alice's second device, on another node, at the room list
+      const A2 = await newUserPage(browser, { baseUrl: target.nodes[2], name: 'A2' });
+      await login(A2.page, alice);
+      // alice has read the conversation (at the bottom of a visible tab) and leaves it; bob writes on
+      await openRoom(A.page, `paging ${tag}`);
+      for (const text of ['unread one', 'unread two']) {
+        await sendMessage(B.page, text);
+        expected.push(text);
+      }
+      await expectChat(B.page, expected, 'B');
+      const badgeOn = (P) => P.page.getByTestId('room-item').filter({ hasText: roomName }).getByTestId('unread-badge');
+      // the list polls every 10 s; the count is taken from stored messages
+      await findRoom(A2.page, roomName);
+      await waitFor('badge "2" on the second device', async () => {
+        const n = await badgeOn(A2).getAttribute('data-unread', { timeout: 500 }).catch(() => null);
+        return n === '2' ? true : notYet({ n });
+      }, 30000, 300);
+      await shoot(A2.page, SHOTS, 'rooms-unread-badge-desktop.png');
+      // alice opens it on the first device: the divider marks where she stopped
+      await openRoom(A.page, roomName);
+      await expectChat(A.page, expected, 'A back in the room');
+      const divided = await A.page.getByTestId('unread-divider').locator('xpath=following-sibling::li[1]').getByTestId('msg-text').textContent();
+      if (divided !== 'unread one') throw new Error(`the divider is before ${JSON.stringify(divided)}, not the first unread message`);
+      await shoot(A.page, SHOTS, 'chat-unread-divider-desktop.png');
+      await waitFor('badge gone on the second device', async () => ((await badgeOn(A2).count()) === 0 ? true : notYet('badge still shown')), 5000, 100);
+      await A2.context.close();
+    });
+
+    await step('typing on one node shows "… is typing" on another, until the message arrives', async () => {
+      await waitFor('A live', async () => (await A.page.getByTestId('chat').getAttribute('data-live')) === 'true');
+      await waitFor('B live', async () => (await B.page.getByTestId('chat').getAttribute('data-live')) === 'true');
+      await A.page.getByTestId('composer').pressSequentially('still typ', { delay: 30 });
+      const line = B.page.getByTestId('typing');
+      await waitFor('typing shown on B', async () => ((await line.textContent()) === `${alice} is typing…` ? true : notYet(await line.textContent())));
+      await shoot(B.page, SHOTS, 'chat-typing-desktop.png');
+      await A.page.getByTestId('composer').pressSequentially('ing, sent', { delay: 10 });
+      await A.page.getByTestId('composer').press('Enter');
+      expected.push('still typing, sent');
+      await expectChat(B.page, expected, 'B');
+      await waitFor('typing gone on B', async () => ((await line.textContent()) === '' ? true : notYet(await line.textContent())), 2000, 50);
+    });
+  }
 
   if (TARGET === 'mock') {
     // the mock node answers ERROR UNAVAILABLE to the first try of a text containing FAILONCE

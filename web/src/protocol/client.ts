@@ -13,12 +13,13 @@
  */
 import { Backoff, type BackoffOptions } from './backoff';
 import { Heartbeat } from './heartbeat';
-import { addHistoryPage, markNotLive, newRoomState, viewOf, type PendingMessage, type RoomState, type RoomView } from './roomState';
-import { SendTracker } from './sendTracker';
+import { addHistoryPage, markNotLive, newRoomState, viewOf, type RoomState, type RoomView } from './roomState';
+import { ReadPositions } from './readPositions';
+import { PendingSends } from './pendingSends';
+import { TypingThrottle, TypingUsers } from './typing';
 import { MessageList } from './roomStore';
 import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 import {
-  MAX_TEXT,
   ROOMS_TOPIC,
   parseRoomTopic,
   roomTopic,
@@ -30,6 +31,7 @@ import {
 
 export { realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 export type { PendingMessage, PendingStatus, RoomView } from './roomState';
+export { textLength } from './pendingSends';
 
 export interface HistoryApi {
   /** REST history: newest first, at most `limit`, only seq < before when before is given. */
@@ -64,6 +66,8 @@ export interface ClientEvents {
   /** the server says this connection is another user's (the shared cookie of another tab's
    * sign-in): the client has stopped; log in again */
   userMismatch: (info: { userId: string }) => void;
+  /** the user's read position in a room moved (READ_POSITION: this tab, another tab or device) */
+  readPosition: (info: { roomId: number; lastReadSeq: number }) => void;
   /** ERROR frames that belong to no send or subscription of ours */
   error: (err: { code: string; message: string; ref?: string }) => void;
 }
@@ -100,13 +104,6 @@ const AUTH_CLOSE_CODES = new Set([1008, 4001]);
 const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
 const RESUBSCRIBE_AFTER_UNAVAILABLE_MS = 1500;
 
-/** Length in code points, as the server counts it. */
-export function textLength(text: string): number {
-  let n = 0;
-  for (const _ of text) n += 1;
-  return n;
-}
-
 let idCounter = 0;
 function defaultClientMsgId(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
@@ -139,8 +136,10 @@ export class ChatClient {
   private readonly heartbeat: Heartbeat;
   private refCounter = 0;
   private readonly refs = new Map<string, RefInfo>();
-  private readonly sends: SendTracker;
-  private readonly resubscribed = new Set<string>();
+  private readonly sends: PendingSends;
+  private readonly reads: ReadPositions;
+  private readonly typingUsers: TypingUsers;
+  private readonly typingThrottle: TypingThrottle;
 
   private watchingRooms = false;
   private readonly rooms = new Map<number, RoomState>();
@@ -160,6 +159,7 @@ export class ChatClient {
     connected: new Set(),
     authExpired: new Set(),
     userMismatch: new Set(),
+    readPosition: new Set(),
     error: new Set(),
   };
 
@@ -187,7 +187,40 @@ export class ChatClient {
       () => this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) }),
       () => this.dropConnection('heartbeat timeout'),
     );
-    this.sends = new SendTracker(this.timers, this.opts.sendTimeoutMs);
+    this.sends = new PendingSends(
+      {
+        userId: this.userId,
+        room: (roomId) => this.rooms.get(roomId),
+        rooms: () => this.rooms.values(),
+        changed: (room) => this.changed(room),
+        gen: () => this.gen,
+        transmitSend: (room, p) =>
+          this.sendFrame({
+            type: 'SEND',
+            roomId: room.roomId,
+            text: p.text,
+            clientMsgId: p.clientMsgId,
+            ref: this.ref({ kind: 'send', clientMsgId: p.clientMsgId, roomId: room.roomId }),
+          }),
+        resubscribe: (room) => {
+          room.live = false;
+          room.subscribedGen = null;
+          this.subscribeRoom(room);
+          this.changed(room);
+        },
+      },
+      this.timers,
+      this.opts.sendTimeoutMs,
+      this.newClientMsgId,
+    );
+    this.reads = new ReadPositions(this.timers, (roomId, seq) => this.rooms.get(roomId)?.live === true && this.sendFrame({ type: 'READ', roomId, seq }));
+    this.typingUsers = new TypingUsers(this.timers, (roomId) => {
+      const room = this.rooms.get(roomId);
+      if (!room) return;
+      room.typing = this.typingUsers.users(roomId);
+      this.changed(room);
+    });
+    this.typingThrottle = new TypingThrottle(this.timers);
   }
 
   // ---------------------------------------------------------------- observation
@@ -384,7 +417,7 @@ export class ChatClient {
   }
 
   private markDisconnected(): void {
-    this.sends.forgetAll();
+    this.sends.disconnected();
     this.refs.clear();
     for (const room of this.rooms.values()) markNotLive(room);
   }
@@ -513,7 +546,9 @@ export class ChatClient {
     const room = this.rooms.get(roomId);
     if (!room) return;
     if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
-    for (const p of room.pending.keys()) this.sends.forget(p);
+    this.sends.forgetRoom(room);
+    this.reads.forget(roomId);
+    this.typingUsers.forget(roomId);
     this.rooms.delete(roomId);
     this.changed();
   }
@@ -544,85 +579,43 @@ export class ChatClient {
     }
   }
 
+  // ---------------------------------------------------------------- read positions, typing
+
+  /** The user's read position in the room as far as this client knows (null: never read). */
+  readPosition(roomId: number): number | null {
+    return this.reads.position(roomId);
+  }
+
+  /** A position from the room list (REST). */
+  learnReadPosition(roomId: number, seq: number): void {
+    this.reads.learn(roomId, seq);
+  }
+
+  /** Messages up to `seq` of an open room are on screen in a visible tab: report it (throttled). */
+  markRead(roomId: number, seq: number): void {
+    this.reads.report(roomId, seq);
+  }
+
+  /** The user typed in an open room's composer: tell the others, at most every few seconds. */
+  typing(roomId: number): void {
+    if (this.rooms.get(roomId)?.live && this.typingThrottle.take(roomId)) this.sendFrame({ type: 'TYPING', roomId });
+  }
+
   // ---------------------------------------------------------------- sending
 
   /** Queue a chat message; returns its clientMsgId. Throws on empty or too long text. */
   send(roomId: number, text: string): string {
-    if (text.trim().length === 0) throw new Error('empty message');
-    if (textLength(text) > MAX_TEXT) throw new Error('message too long');
-    const room = this.rooms.get(roomId);
-    if (!room) throw new Error(`room ${roomId} is not open`);
-    const clientMsgId = this.newClientMsgId();
-    const p: PendingMessage = {
-      clientMsgId,
-      roomId,
-      text,
-      status: 'pending',
-      createdAt: this.timers.now(),
-      error: null,
-    };
-    room.pending.set(clientMsgId, p);
-    this.changed(room);
-    this.transmit(room, p);
-    return clientMsgId;
+    return this.sends.send(roomId, text);
   }
 
   /** Send a failed message again with the same clientMsgId (the server stores it once). */
   retry(clientMsgId: string): void {
-    for (const room of this.rooms.values()) {
-      const p = room.pending.get(clientMsgId);
-      if (!p) continue;
-      const np: PendingMessage = { ...p, status: 'pending', error: null };
-      room.pending.set(clientMsgId, np);
-      this.changed(room);
-      this.transmit(room, np);
-      return;
-    }
+    this.sends.retry(clientMsgId);
   }
 
   /** Forget a failed message. */
   discard(clientMsgId: string): void {
-    for (const room of this.rooms.values()) {
-      if (room.pending.delete(clientMsgId)) {
-        this.sends.forget(clientMsgId);
-        this.changed(room);
-        return;
-      }
-    }
-  }
-
-  private transmit(room: RoomState, p: PendingMessage): void {
-    if (p.status !== 'pending') return;
-    if (!room.live || this.sends.isInFlight(p.clientMsgId, this.gen)) return; // flushed on SUBSCRIBED
-    const ok = this.sendFrame({
-      type: 'SEND',
-      roomId: room.roomId,
-      text: p.text,
-      clientMsgId: p.clientMsgId,
-      ref: this.ref({ kind: 'send', clientMsgId: p.clientMsgId, roomId: room.roomId }),
-    });
-    if (!ok) return;
-    this.sends.sent(p.clientMsgId, this.gen, () =>
-      this.fail(room.roomId, p.clientMsgId, { code: 'TIMEOUT', message: 'no answer from the server' }),
-    );
-  }
-
-  private flushPending(room: RoomState): void {
-    for (const p of room.pending.values()) this.transmit(room, p);
-  }
-
-  private fail(roomId: number, clientMsgId: string, error: { code: string; message: string }): void {
-    const room = this.rooms.get(roomId);
-    const p = room?.pending.get(clientMsgId);
-    if (!room || !p) return;
-    this.sends.forget(clientMsgId);
-    room.pending.set(clientMsgId, { ...p, status: 'failed', error });
-    this.changed(room);
-  }
-
-  private settle(room: RoomState, clientMsgId: string): void {
-    this.sends.forget(clientMsgId);
-    room.pending.delete(clientMsgId);
+    this.sends.discard(clientMsgId);
   }
 
   // ---------------------------------------------------------------- frames in
@@ -668,6 +661,13 @@ export class ChatClient {
       case 'ERROR':
         this.onError(frame);
         break;
+      case 'READ_POSITION':
+        if (this.reads.learn(frame.roomId, frame.lastReadSeq)) this.changed();
+        this.emit('readPosition', { roomId: frame.roomId, lastReadSeq: frame.lastReadSeq });
+        break;
+      case 'TYPING':
+        if (this.rooms.has(frame.roomId) && frame.userId !== this.userId) this.typingUsers.typing(frame.roomId, frame.userId);
+        break;
       default:
         break;
     }
@@ -678,9 +678,8 @@ export class ChatClient {
     const room = this.rooms.get(msg.roomId);
     if (!room) return;
     const isNew = room.list.upsert(msg);
-    if (msg.clientMsgId && msg.senderId === this.userId && room.pending.has(msg.clientMsgId)) {
-      this.settle(room, msg.clientMsgId);
-    }
+    if (msg.kind === 'chat') this.typingUsers.stopped(msg.roomId, msg.senderId);
+    if (msg.clientMsgId && msg.senderId === this.userId) this.sends.delivered(room, msg.clientMsgId);
     this.changed(room);
     if (isNew) this.emit('message', msg);
   }
@@ -688,28 +687,7 @@ export class ChatClient {
   private onAck(frame: Extract<ServerFrame, { type: 'ACK' }>): void {
     const info = frame.ref ? this.refs.get(frame.ref) : undefined;
     if (frame.ref) this.refs.delete(frame.ref);
-    const clientMsgId = frame.clientMsgId ?? (info?.kind === 'send' ? info.clientMsgId : null);
-    const roomId = frame.roomId ?? (info?.kind === 'send' ? info.roomId : null);
-    if (!clientMsgId || roomId === null) return;
-    const room = this.rooms.get(roomId);
-    const p = room?.pending.get(clientMsgId);
-    if (!room || !p) return;
-    if (!room.list.has(frame.id) && typeof frame.seq === 'number') {
-      // The broadcast copy may still be on its way: show the acknowledged message now;
-      // the ROOM_MESSAGE with the same id replaces it.
-      room.list.upsert({
-        id: frame.id,
-        roomId,
-        seq: frame.seq,
-        senderId: this.userId,
-        kind: 'chat',
-        text: p.text,
-        clientMsgId,
-        sentAt: this.timers.now(),
-      });
-    }
-    this.settle(room, clientMsgId);
-    this.changed(room);
+    this.sends.acked(frame, info?.kind === 'send' ? info : undefined);
   }
 
   private onSubscribed(frame: Extract<ServerFrame, { type: 'SUBSCRIBED' }>): void {
@@ -734,7 +712,7 @@ export class ChatClient {
         () => undefined,
       );
     }
-    this.flushPending(room);
+    this.sends.flush(room);
   }
 
   private onError(frame: Extract<ServerFrame, { type: 'ERROR' }>): void {
@@ -742,23 +720,7 @@ export class ChatClient {
     if (frame.ref) this.refs.delete(frame.ref);
     const err = { code: frame.code, message: frame.message };
     if (info?.kind === 'send') {
-      if (err.code === 'NOT_SUBSCRIBED') {
-        // our subscription was lost on the server side: enter again; the message stays pending
-        const room = this.rooms.get(info.roomId);
-        if (room) {
-          this.sends.forget(info.clientMsgId);
-          const p = room.pending.get(info.clientMsgId);
-          if (p && p.status === 'pending' && room.live && !this.resubscribed.has(p.clientMsgId)) {
-            this.resubscribed.add(p.clientMsgId);
-            room.live = false;
-            room.subscribedGen = null;
-            this.subscribeRoom(room);
-            this.changed(room);
-            return;
-          }
-        }
-      }
-      this.fail(info.roomId, info.clientMsgId, err);
+      this.sends.refused(info, err);
       return;
     }
     if (info?.kind === 'subscribe' && info.roomId !== null) {

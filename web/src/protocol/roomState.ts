@@ -23,6 +23,8 @@ export interface RoomView {
   hasMore: boolean;
   loadingOlder: boolean;
   error: { code: string; message: string } | null;
+  /** other users typing in the room now */
+  typing: readonly string[];
 }
 
 export interface RoomState {
@@ -37,6 +39,7 @@ export interface RoomState {
   hasMore: boolean;
   loadingOlder: boolean;
   error: { code: string; message: string } | null;
+  typing: readonly string[];
   /** cached snapshot; null after a change */
   view: RoomView | null;
 }
@@ -53,6 +56,7 @@ export function newRoomState(roomId: number): RoomState {
     hasMore: true,
     loadingOlder: false,
     error: null,
+    typing: [],
     view: null,
   };
 }
@@ -67,6 +71,7 @@ export function viewOf(r: RoomState): RoomView {
     hasMore: r.hasMore,
     loadingOlder: r.loadingOlder,
     error: r.error,
+    typing: r.typing,
   };
   return r.view;
 }

@@ -19,7 +19,13 @@ export interface Room {
   createdBy: string;
   createdAt: string;
   memberCount: number;
+  /** only in a signed-in user's room list: chat messages of others after lastReadSeq, at most 100 */
+  unread?: number;
+  lastReadSeq?: number | null;
 }
+
+/** The room list's unread counts stop here: the badge then says "99+". */
+export const UNREAD_CAP = 100;
 
 export type ServerFrame =
   | { type: 'session-info'; sessionId: string; userId: string; nodeId: string }
@@ -31,13 +37,17 @@ export type ServerFrame =
   | { type: 'SUBSCRIBED'; ref?: string; destination: string; lastSeq: number | null }
   | { type: 'UNSUBSCRIBED'; ref?: string; destination: string }
   | { type: 'ERROR'; code: string; message: string; ref?: string }
-  | { type: 'PONG'; ref?: string };
+  | { type: 'PONG'; ref?: string }
+  | { type: 'READ_POSITION'; roomId: number; lastReadSeq: number }
+  | { type: 'TYPING'; roomId: number; userId: string };
 
 export type ClientFrame =
   | { type: 'SUBSCRIBE'; destination: string; since?: number; ref?: string }
   | { type: 'UNSUBSCRIBE'; destination: string; ref?: string }
   | { type: 'SEND'; roomId: number; text: string; clientMsgId: string; ref?: string }
-  | { type: 'PING'; ref?: string };
+  | { type: 'PING'; ref?: string }
+  | { type: 'READ'; roomId: number; seq: number; ref?: string }
+  | { type: 'TYPING'; roomId: number; ref?: string };
 
 export const ROOMS_TOPIC = '/topic/rooms';
 export const roomTopic = (roomId: number): string => `/topic/message/${roomId}`;

@@ -1,8 +1,9 @@
 /** The scrolled message list of a room: history edge, messages, pending sends, scroll keeping. */
-import { memo, useCallback, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import { memo, useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type RefObject } from 'react';
 import { describeError, useI18n, type Lang, type TFunc } from '../i18n';
 import type { ChatClient, PendingMessage, RoomView } from '../protocol/client';
 import type { ChatMessage } from '../protocol/types';
+import { firstUnread } from './indicators';
 
 /** a view this close to the bottom counts as at the bottom: new messages keep it there */
 const AT_BOTTOM_PX = 48;
@@ -174,19 +175,102 @@ function useScrollKeeping(view: RoomView | undefined, sent: number, loadOlderNow
     setUnseen(false);
   };
 
-  return { scroller, onScroll, unseen, jumpToNewest, loadOlder };
+  return { scroller, atBottom, onScroll, unseen, jumpToNewest, loadOlder };
+}
+
+/** Scroll only the message list (scrollIntoView would scroll the page around it too). */
+function scrollToTop(box: HTMLElement, el: HTMLElement): void {
+  box.scrollTop += el.getBoundingClientRect().top - box.getBoundingClientRect().top;
+}
+
+const isVisible = () => typeof document === 'undefined' || document.visibilityState === 'visible';
+
+/**
+ * The read position: the divider stays where the position was when the room's history arrived;
+ * the room opens at the divider rather than at the bottom; the newest seq is reported (the client
+ * throttles) whenever the view is at the bottom of a visible tab.
+ */
+function useReadPosition(client: ChatClient, roomId: number, view: RoomView | undefined, scroller: RefObject<HTMLDivElement | null>, atBottom: RefObject<boolean>) {
+  const [dividerSeq, setDividerSeq] = useState<number | null>(null);
+  const captured = useRef(false);
+  const divider = useRef<HTMLLIElement>(null);
+  const [dividerSeen, setDividerSeen] = useState(false);
+  const messages = view?.messages ?? [];
+  const newestSeq = messages.length ? messages[messages.length - 1].seq : null;
+
+  useEffect(() => {
+    if (!view?.historyLoaded || captured.current) return;
+    captured.current = true;
+    setDividerSeq(client.readPosition(roomId));
+  }, [client, roomId, view?.historyLoaded]);
+
+  // open at the divider, once it is placed
+  const placed = useRef(false);
+  useLayoutEffect(() => {
+    const el = divider.current;
+    const box = scroller.current;
+    if (!el || !box || placed.current) return;
+    placed.current = true;
+    scrollToTop(box, el);
+    atBottom.current = box.scrollHeight - box.scrollTop - box.clientHeight < AT_BOTTOM_PX;
+  });
+
+  const report = useCallback(() => {
+    if (newestSeq !== null && atBottom.current && isVisible() && view?.live) client.markRead(roomId, newestSeq);
+  }, [client, roomId, newestSeq, atBottom, view?.live]);
+  useEffect(report, [report]);
+  useEffect(() => {
+    document.addEventListener('visibilitychange', report);
+    return () => document.removeEventListener('visibilitychange', report);
+  }, [report]);
+
+  // the jump button stays until the divider has been on screen
+  useEffect(() => {
+    const el = divider.current;
+    if (!el || dividerSeen || typeof IntersectionObserver === 'undefined') return;
+    const io = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) setDividerSeen(true);
+    }, { root: scroller.current });
+    io.observe(el);
+    return () => io.disconnect();
+  });
+
+  const jumpToUnread = () => {
+    if (divider.current && scroller.current) scrollToTop(scroller.current, divider.current);
+    setDividerSeen(true);
+  };
+  return { dividerSeq, divider, dividerSeen, report, jumpToUnread };
 }
 
 export function ChatMessages({ client, roomId, userId, view, sent }: { client: ChatClient; roomId: number; userId: string; view: RoomView | undefined; sent: number }) {
   const { t, lang } = useI18n();
   const fmt = useFormatters(lang);
   const loadOlderNow = useCallback(() => void client.loadOlder(roomId).catch(() => undefined), [client, roomId]);
-  const { scroller, onScroll, unseen, jumpToNewest, loadOlder } = useScrollKeeping(view, sent, loadOlderNow);
+  const { scroller, atBottom, onScroll, unseen, jumpToNewest, loadOlder } = useScrollKeeping(view, sent, loadOlderNow);
+  const { dividerSeq, divider, dividerSeen, report, jumpToUnread } = useReadPosition(client, roomId, view, scroller, atBottom);
   const messages = view?.messages ?? [];
   const pending = view?.pending ?? [];
+  const unreadFrom = firstUnread(messages, dividerSeq, userId);
   return (
     <>
-      <div className="scroller" ref={scroller} onScroll={onScroll} data-testid="scroller">
+      {unreadFrom && !dividerSeen && (
+        <button type="button" className="btn btn-small jump-unread" onClick={jumpToUnread} data-testid="jump-unread">
+          ↑ {t('jumpToUnread')}
+        </button>
+      )}
+      <div
+        className="scroller"
+        ref={scroller}
+        // a scrolled region must be reachable from the keyboard (arrow keys, Page Up/Down)
+        tabIndex={0}
+        role="region"
+        aria-label={t('messageHistory')}
+        onScroll={() => {
+          onScroll();
+          report();
+        }}
+        data-testid="scroller"
+      >
         <div className="history-edge">
           <HistoryEdge view={view} loadOlder={loadOlder} t={t} />
         </div>
@@ -201,9 +285,14 @@ export function ChatMessages({ client, roomId, userId, view, sent }: { client: C
         )}
         {view?.historyLoaded && messages.length === 0 && pending.length === 0 && <p className="muted center">{t('noMessages')}</p>}
         <ol className="messages" aria-label={t('messages')} data-testid="messages">
-          {messages.map((m) => (
-            <MessageItem key={m.id} m={m} own={m.senderId === userId && m.kind === 'chat'} t={t} fmt={fmt} />
-          ))}
+          {messages.map((m) => [
+            m === unreadFrom && (
+              <li key="unread-divider" ref={divider} className="unread-divider" data-testid="unread-divider" data-seq={dividerSeq ?? undefined}>
+                <span>{t('newMessages')}</span>
+              </li>
+            ),
+            <MessageItem key={m.id} m={m} own={m.senderId === userId && m.kind === 'chat'} t={t} fmt={fmt} />,
+          ])}
           {pending.map((p) => (
             <PendingItem key={p.clientMsgId} p={p} t={t} client={client} />
           ))}

@@ -8,6 +8,7 @@ import { navigate } from '../router';
 import { useRoomView } from '../useClient';
 import { ChatMessages } from './ChatMessages';
 import { Composer } from './Composer';
+import { typingText } from './indicators';
 import { PeoplePanel, useMembers } from './PeoplePanel';
 
 /** The room's details; `missing` when it does not exist. */
@@ -104,6 +105,9 @@ export function ChatView({ client, roomId, userId }: { client: ChatClient; roomI
       <div className="sr-only" aria-live="polite" aria-atomic="true" data-testid="announce">
         {announce}
       </div>
+      <p className="typing-line" data-testid="typing" data-users={view?.typing.join(' ') ?? ''}>
+        {typingText(t, view?.typing ?? [])}
+      </p>
       <Composer client={client} roomId={roomId} onSent={() => setSent((n) => n + 1)} />
     </div>
   );

@@ -66,7 +66,10 @@ export function Composer({ client, roomId, onSent }: { client: ChatClient; roomI
         ref={textarea}
         value={draft}
         rows={1}
-        onChange={(e) => setDraft(e.target.value)}
+        onChange={(e) => {
+          setDraft(e.target.value);
+          if (e.target.value.trim()) client.typing(roomId);
+        }}
         onKeyDown={onKeyDown}
         placeholder={t('composerHint')}
         aria-describedby={`${hintId} ${counterId}`}

@@ -17,9 +17,17 @@ import {
 } from '../roomListModel';
 import type { Session } from '../session';
 import { CreateRoomDialog } from './CreateRoomDialog';
+import { unreadBadge } from './indicators';
 
 const POLL_MS = 10000;
 const SEARCH_DEBOUNCE_MS = 250;
+/** a read position that moved (in this tab or another) refreshes the counts this soon */
+const READ_REFRESH_MS = 150;
+
+/** The client keeps the read positions the list carries: a room opened later places its divider there. */
+function learnPositions(client: ChatClient, page: RoomPage): void {
+  for (const r of page.rooms) if (typeof r.lastReadSeq === 'number') client.learnReadPosition(r.id, r.lastReadSeq);
+}
 
 export function RoomList({ client, session, activeRoomId }: { client: ChatClient; session: Session; activeRoomId: number | null }) {
   const { t } = useI18n();
@@ -46,6 +54,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     const forSearch = searchRef.current;
     try {
       const page = await api.rooms({ q: forSearch });
+      learnPositions(client, page);
       if (forSearch !== searchRef.current) return;
       const sameSearch = pagedFor.current === forSearch;
       pagedFor.current = forSearch;
@@ -54,7 +63,7 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     } catch (e) {
       if (forSearch === searchRef.current) setError((e as Error).message);
     }
-  }, []);
+  }, [client]);
 
   const loadMore = useCallback(async () => {
     if (!paged?.hasMore || loadingMore || pagedFor.current !== search) return;
@@ -62,13 +71,14 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
     setLoadingMore(true);
     try {
       const page = await api.rooms({ q: forSearch, cursor: paged.nextCursor });
+      learnPositions(client, page);
       if (forSearch === searchRef.current) setPaged((prev) => (prev ? appendPage(prev, page) : page));
     } catch (e) {
       setError((e as Error).message);
     } finally {
       setLoadingMore(false);
     }
-  }, [paged, loadingMore, search]);
+  }, [client, paged, loadingMore, search]);
 
   // a new search starts from its first page
   useEffect(() => {
@@ -129,12 +139,20 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
       clearTimeout(soon);
       soon = setTimeout(() => void refresh(), 500);
     });
+    // a tab or device of ours read a room: its badge goes
+    let readSoon: ReturnType<typeof setTimeout> | undefined;
+    const offRead = client.on('readPosition', () => {
+      clearTimeout(readSoon);
+      readSoon = setTimeout(() => void refresh(), READ_REFRESH_MS);
+    });
     const id = setInterval(() => void refresh(), POLL_MS);
     return () => {
       offCreated();
       offConnected();
       offMessage();
+      offRead();
       clearTimeout(soon);
+      clearTimeout(readSoon);
       clearInterval(id);
       client.unwatchRooms();
     };
@@ -175,31 +193,42 @@ export function RoomList({ client, session, activeRoomId }: { client: ChatClient
       {rooms !== null && rooms.length === 0 && <p className="muted">{search ? t('noRoomsFound', { q: search }) : t('noRooms')}</p>}
       {rooms !== null && rooms.length > 0 && (
         <ul className="room-list" aria-labelledby="rooms-heading" data-testid="room-list" data-has-more={paged?.hasMore ? 'true' : 'false'} data-search={pagedFor.current ?? ''}>
-          {rooms.map((r) => (
-            <li key={r.id}>
-              <a
-                href={`/room/${r.id}`}
-                className={`room-item${r.id === activeRoomId ? ' active' : ''}`}
-                aria-current={r.id === activeRoomId ? 'page' : undefined}
-                data-room-id={r.id}
-                data-testid="room-item"
-                onClick={(e) => {
-                  if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
-                  e.preventDefault();
-                  navigate(`/room/${r.id}`);
-                }}
-              >
-                <span className="room-name">{r.name}</span>
-                <span className="room-meta">
-                  <span className={`room-count${r.memberCount > 0 ? '' : ' zero'}`} aria-label={t('peopleLabel', { n: r.memberCount })} data-testid="room-count">
-                    <span aria-hidden="true">● </span>
-                    {t('people', { n: r.memberCount })}
+          {rooms.map((r) => {
+            const badge = r.id === activeRoomId ? null : unreadBadge(t, r.unread);
+            return (
+              <li key={r.id}>
+                <a
+                  href={`/room/${r.id}`}
+                  className={`room-item${r.id === activeRoomId ? ' active' : ''}`}
+                  aria-current={r.id === activeRoomId ? 'page' : undefined}
+                  data-room-id={r.id}
+                  data-testid="room-item"
+                  onClick={(e) => {
+                    if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+                    e.preventDefault();
+                    navigate(`/room/${r.id}`);
+                  }}
+                >
+                  <span className="room-name-row">
+                    <span className="room-name">{r.name}</span>
+                    {badge && (
+                      <span className="unread-badge" data-testid="unread-badge" data-unread={r.unread}>
+                        <span aria-hidden="true">{badge.text}</span>
+                        <span className="sr-only">{badge.label}</span>
+                      </span>
+                    )}
                   </span>
-                  <span className="room-by">{t('createdBy', { user: r.createdBy })}</span>
-                </span>
-              </a>
-            </li>
-          ))}
+                  <span className="room-meta">
+                    <span className={`room-count${r.memberCount > 0 ? '' : ' zero'}`} aria-label={t('peopleLabel', { n: r.memberCount })} data-testid="room-count">
+                      <span aria-hidden="true">● </span>
+                      {t('people', { n: r.memberCount })}
+                    </span>
+                    <span className="room-by">{t('createdBy', { user: r.createdBy })}</span>
+                  </span>
+                </a>
+              </li>
+            );
+          })}
           {paged?.hasMore && (
             <li ref={sentinel} className="room-more">
               <button type="button" className="btn btn-ghost" onClick={() => void loadMore()} disabled={loadingMore} data-testid="more-rooms">
