@@ -18,7 +18,6 @@ import msgspec
 import trio
 
 from chattrio.config import Settings
-from chattrio.http import BadRequest, Request, Response, error_response, json_response
 from chattrio.limits import AddressLimits, client_address, in_networks, parse_networks, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.models import Room
@@ -27,6 +26,7 @@ from chattrio.signals import UNREAD_CAP
 from chattrio.storage.postgres import Database, DatabaseUnavailable, DataRefused, LookalikeTaken, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable, RedisStore
 from chattrio.tokens import Identity, InvalidToken, issue_token, verifier_from_settings
+from chattrio.transport.http11 import BadRequest, Request, Response, error_response, json_response
 from chattrio.validation import InvalidInput, normalize_room_name, normalize_user_id, skeleton
 
 log = logging.getLogger(__name__)

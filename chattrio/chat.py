@@ -8,7 +8,6 @@ from collections import OrderedDict
 import trio
 
 from chattrio.config import Settings
-from chattrio.fanout import RoomLog
 from chattrio.frames import (
     ROOMS_DESTINATION,
     AckFrame,
@@ -31,15 +30,16 @@ from chattrio.limits import ConnectionLimits, FrameLimits, retry_after_ms
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, Message, message_id
 from chattrio.presence import Presence
+from chattrio.roomlog import RoomLog
 from chattrio.rooms import RoomDirectory
-from chattrio.sessions import Session, SessionRegistry
 from chattrio.signals import Signals
 from chattrio.storage.contracts import ChatStore, MessageCache, MessageLog
 from chattrio.storage.kafka import KafkaUnavailable
 from chattrio.storage.postgres import DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable
+from chattrio.transport.sessions import Session, SessionRegistry
+from chattrio.transport.websocket import CLOSE_POLICY_VIOLATION, text_frame
 from chattrio.validation import InvalidInput, check_client_msg_id, check_message_text
-from chattrio.websocket import CLOSE_POLICY_VIOLATION, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ChatService:
     ) -> None:
         self._settings = settings
         self._sessions = sessions
-        self._log = room_log
+        self._room_log = room_log
         self._rooms = rooms
         self._producer = producer
         self._db = db
@@ -221,12 +221,12 @@ class ChatService:
         self._sessions.enter(session, room_id)
         if first_entry:
             self._presence.entered(session, room_id)
-        last = self._log.last_seq(room_id)
+        last = self._room_log.last_seq(room_id)
         if last is None:
             # Storage can be ahead of this node's fan-out; what the fan-out has not passed yet
             # still comes live, so lastSeq must not claim it.
             stored = await self._stored_last_seq(room_id)
-            passed = self._log.passed(room_id)
+            passed = self._room_log.passed(room_id)
             last = stored if stored is None or passed is None else min(stored, passed)
         candidates = [s for s in (last, sent_up_to) if s is not None]
         return max(candidates) if candidates else None
@@ -234,7 +234,7 @@ class ChatService:
     async def _check_replay_limit(self, room_id: int, since: int) -> None:
         """Raise ReplayTooLong when more than REPLAY_LIMIT stored messages follow `since`. The
         room log holds fewer than that, so a resume it covers needs no count."""
-        if self._log.covers(room_id, since):
+        if self._room_log.covers(room_id, since):
             return
         try:
             stored = await self._db.count_messages_after(room_id, since, REPLAY_LIMIT + 1)
@@ -250,11 +250,11 @@ class ChatService:
         it returns right after queueing the log's tail, with no await in between."""
         position, sent_up_to = since, None
         while True:
-            if not self._log.covers(room_id, position):
+            if not self._room_log.covers(room_id, position):
                 replayed_to = await self._replay_up_to_log(session, room_id, position)
                 if replayed_to > position:
                     position = sent_up_to = replayed_to
-            for seq, frame in self._log.after(room_id, position):
+            for seq, frame in self._room_log.after(room_id, position):
                 session.push(frame)
                 position = sent_up_to = seq
                 if session.must_drain:
@@ -277,11 +277,11 @@ class ChatService:
         where the fan-out started, checked before the replay that relies on it."""
         give_up_at = None
         while True:
-            start = self._log.partition_start(room_id)
+            start = self._room_log.partition_start(room_id)
             never_read = start is not None and since + 1 < start[1]  # some of the room predates the fan-out
             stored_to_start = start is None or not never_read or await self._stored_to(start)
             since = await self._replay_stored(session, room_id, since, from_database=never_read)
-            needed = self._log.dropped(room_id)
+            needed = self._room_log.dropped(room_id)
             if session.closing or (stored_to_start and (needed is None or since >= needed)):
                 return since
             if give_up_at is None:
@@ -360,7 +360,7 @@ class ChatService:
         msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)
         seq = self._recent_acks.get(msg_id)
         if seq is None:
-            seq = self._log.seen(msg_id)
+            seq = self._room_log.seen(msg_id)
         if seq is not None:  # a retried send: the id includes the room, so this is the same room
             session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, seq))
             return

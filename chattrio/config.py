@@ -106,7 +106,7 @@ class Settings:
     # Connections still speaking plain HTTP (not WebSocket sessions); more are answered 503.
     # Each holds at most one response while writing it (the web client script: ~0.5 MB).
     max_http_connections: int = 512
-    # Test only: /ws-echo echoes every WebSocket message, without auth (tests/test_autobahn.py).
+    # Test only: /ws-echo echoes every WebSocket message, without auth (tests/transport/test_autobahn.py).
     test_echo: bool = False
 
     @property

@@ -18,10 +18,10 @@ import trio
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord
-from chattrio.sessions import Session, SessionRegistry
 from chattrio.storage.contracts import MessageLog, PresenceStore
 from chattrio.storage.kafka import KafkaUnavailable
 from chattrio.storage.redis import CacheUnavailable
+from chattrio.transport.sessions import Session, SessionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 import trio
 
-from chattrio.fanout import RoomLog
 from chattrio.frames import Read, Typing
 from chattrio.metrics import Registry
 from chattrio.models import TypingRecord
-from chattrio.sessions import Session
+from chattrio.roomlog import RoomLog
 from chattrio.storage.contracts import MessageLog, ReadPositionStore
 from chattrio.storage.postgres import DatabaseUnavailable
+from chattrio.transport.sessions import Session
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Signals:
     ) -> None:
         self._db = db
         self._producer = producer
-        self._log = room_log
+        self._room_log = room_log
         self._error = error
         # session -> room id -> when its last TYPING counted (trio's clock)
         self._typed_at: dict[Session, dict[int, float]] = {}
@@ -78,7 +78,7 @@ class Signals:
         message back: a seq beyond what the node knows gets a moment to arrive."""
         give_up_at = trio.current_time() + READ_SEQ_WAIT
         while True:
-            newest = self._log.last_seq(room_id)
+            newest = self._room_log.last_seq(room_id)
             if newest is not None and seq <= newest:
                 return True
             stored = await self._db.last_seq(room_id)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Autobahn TestSuite's `wstest` (WebSocket conformance, tests/test_autobahn.py). It runs only on
+# The Autobahn TestSuite's `wstest` (WebSocket conformance, tests/transport/test_autobahn.py). It runs only on
 # CPython 2.7, which Debian bookworm no longer ships: this script takes Debian bullseye's 2.7 .debs
 # (checked against pinned SHA-256 sums from bullseye's Packages index), unpacks them into the
 # git-ignored .cache/py27/ (never into the system) and pip-installs scripts/autobahn-requirements.txt

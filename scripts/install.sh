@@ -31,7 +31,7 @@ command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ss >/dev/null 2>&1    || missing+=(iproute2)
 command -v curl >/dev/null 2>&1  || missing+=(curl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # promtool checks compose/'s monitoring config
-# tests/test_autobahn.py: scripts/autobahn.sh compiles wsaccel and ujson for its Python 2.7
+# tests/transport/test_autobahn.py: scripts/autobahn.sh compiles wsaccel and ujson for its Python 2.7
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
 # The ha topology's own tools, only when it is asked for (CHATTRIO_STACK=ha or TOPOLOGY=ha):

@@ -37,7 +37,7 @@ limit() {
 }
 
 failed=()
-phase "Autobahn TestSuite set-up for tests/test_autobahn.py (scripts/autobahn.sh; cached in .cache/py27)"
+phase "Autobahn TestSuite set-up for tests/transport/test_autobahn.py (scripts/autobahn.sh; cached in .cache/py27)"
 limit 1800 "$SCRIPTS/autobahn.sh" install || failed+=("autobahn set-up (exit $?)")
 
 phase "ruff: lint and format of chattrio/ and tests/"

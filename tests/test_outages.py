@@ -10,7 +10,7 @@ import trio
 from client import connect, create_room, login
 from test_failover import stored_messages
 
-from chattrio.fanout import RECENT_PER_ROOM
+from chattrio.roomlog import RECENT_PER_ROOM
 
 
 @asynccontextmanager

@@ -11,20 +11,21 @@ import trio
 from chattrio.api import Api
 from chattrio.chat import ChatService
 from chattrio.config import Settings
-from chattrio.fanout import Fanout, RoomLog
-from chattrio.listener import HttpServer
+from chattrio.fanout import Fanout
 from chattrio.metrics import Registry
 from chattrio.nursery.supervisor import Supervisor
 from chattrio.outbox import OutboxRelay
 from chattrio.persistence import Persistence
 from chattrio.presence import Presence
+from chattrio.roomlog import RoomLog
 from chattrio.rooms import RoomDirectory
-from chattrio.sessions import SessionRegistry
 from chattrio.storage.bridge import open_asyncio_bridge
 from chattrio.storage.kafka import ensure_topics, open_chat_producer
 from chattrio.storage.postgres import open_database
 from chattrio.storage.redis import open_redis
 from chattrio.tokens import verifier_from_settings
+from chattrio.transport.listener import HttpServer
+from chattrio.transport.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Producer
 
 from chattrio.config import settings_from_env
-from chattrio.fanout import Fanout, RoomLog
+from chattrio.fanout import Fanout
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord
-from chattrio.sessions import SessionRegistry
+from chattrio.roomlog import RoomLog
 from chattrio.storage import kafka, partition_reader
 from chattrio.storage.bridge import open_asyncio_bridge, run_asyncio
 from chattrio.storage.kafka import KafkaUnavailable, ReadBatch, partition_of
 from chattrio.storage.partition_reader import KafkaIncompatible, PartitionReader, _Cursor, open_partition_reader
+from chattrio.transport.sessions import SessionRegistry
 
 _topics = itertools.count()
 # Far longer than a record takes to arrive: a fetch that returns with the record was ended by it.

@@ -10,13 +10,14 @@ import msgspec
 
 from chattrio.chat import ChatService
 from chattrio.config import Settings
-from chattrio.fanout import Fanout, RoomLog
+from chattrio.fanout import Fanout
 from chattrio.frames import encode_frame, parse_client_frame
 from chattrio.metrics import Registry
 from chattrio.presence import Presence
+from chattrio.roomlog import RoomLog
 from chattrio.rooms import RoomDirectory
-from chattrio.sessions import Session, SessionRegistry
-from chattrio.websocket import text_frame
+from chattrio.transport.sessions import Session, SessionRegistry
+from chattrio.transport.websocket import text_frame
 from unit.memory import MemoryCache, MemoryDatabase, MemoryLog
 
 _refs = itertools.count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from chattrio import chat
-from chattrio.fanout import RECENT_PER_ROOM
+from chattrio.roomlog import RECENT_PER_ROOM
 from unit.harness import CoreNode, RecordingSession, Shared
 
 

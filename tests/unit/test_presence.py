@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from chattrio import presence
-from chattrio.fanout import RECENT_PER_ROOM
+from chattrio.roomlog import RECENT_PER_ROOM
 from unit.harness import CoreNode, RecordingSession, Shared
 
 POLL = 0.05

@@ -12,8 +12,8 @@ import pytest
 import trio
 from client import connect, login
 
-from chattrio.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
 from chattrio.tokens import issue_token
+from chattrio.transport.http11 import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS
 
 SECRET = "test-secret"  # what conftest gives the nodes
 
@@ -328,8 +328,8 @@ async def test_public_liveness_stays_and_the_internal_port_serves_no_api(cluster
 async def test_openapi_document_missing_from_an_installation_is_404(monkeypatch, tmp_path):
     from chattrio import api
     from chattrio.config import Settings
-    from chattrio.http import Request
     from chattrio.metrics import Registry
+    from chattrio.transport.http11 import Request
 
     monkeypatch.setattr(api, "OPENAPI_PATH", tmp_path / "openapi.yaml")
     node_api = api.Api(Settings(dev_mode=True), None, None, None, Registry(), lambda: [])

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import trio
 
-from chattrio.sessions import Session
-from chattrio.websocket import CLOSE_GOING_AWAY, ping_frame
+from chattrio.transport.sessions import Session
+from chattrio.transport.websocket import CLOSE_GOING_AWAY, ping_frame
 
 # Slices of the session set; the sweep visits one per tick, the whole set once per ping interval.
 LIVENESS_SLOTS = 25

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawws import RawClient, masked_frame
 
-from chattrio.websocket import MAX_FRAGMENTS, FrameReader
+from chattrio.transport.websocket import MAX_FRAGMENTS, FrameReader
 
 LIMIT = 64 * 1024
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x9, 0xA

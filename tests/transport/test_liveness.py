@@ -14,8 +14,8 @@ import trio.testing
 from client import connect, create_room, login
 from rawws import RawClient
 
-from chattrio.liveness import LIVENESS_SLOTS, PING_FRAME, Liveness
-from chattrio.sessions import Session
+from chattrio.transport.liveness import LIVENESS_SLOTS, PING_FRAME, Liveness
+from chattrio.transport.sessions import Session
 
 PING_INTERVAL = 0.5
 IDLE_TIMEOUT = 1.5

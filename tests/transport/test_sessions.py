@@ -17,11 +17,11 @@ import pytest
 import trio
 import trio.testing
 
-from chattrio import sessions as sessions_module
 from chattrio.frames import PongFrame
-from chattrio.sessions import Session, SessionRegistry
 from chattrio.tokens import Identity
-from chattrio.websocket import close_frame, text_frame
+from chattrio.transport import sessions as sessions_module
+from chattrio.transport.sessions import Session, SessionRegistry
+from chattrio.transport.websocket import close_frame, text_frame
 
 SMALL_BUFFER = 4096
 
@@ -474,8 +474,8 @@ class _NoChat:
 
 def _served_session_parts():
     from chattrio.config import Settings
-    from chattrio.listener import HttpServer
     from chattrio.metrics import Registry
+    from chattrio.transport.listener import HttpServer
 
     registry = SessionRegistry()
     server = HttpServer(Settings(), None, _NoChat(), registry, Registry())

@@ -58,7 +58,7 @@ async def test_echo_route_echoes_text_and_binary_and_says_so_in_the_log(make_clu
 
 
 async def test_echo_route_closes_a_message_over_its_cap_with_1009(make_cluster):
-    from chattrio.listener import ECHO_MAX_MESSAGE_BYTES
+    from chattrio.transport.listener import ECHO_MAX_MESSAGE_BYTES
 
     node = (await make_cluster(1, test_echo=1)).nodes[0]
     async with open_websocket_url(f"ws://127.0.0.1:{node.port}/ws-echo", max_message_size=1 << 30) as ws:

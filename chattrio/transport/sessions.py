@@ -11,7 +11,7 @@ import msgspec
 import trio
 
 from chattrio.frames import encode_frame
-from chattrio.websocket import CLOSE_TRY_AGAIN_LATER, close_frame, text_frame
+from chattrio.transport.websocket import CLOSE_TRY_AGAIN_LATER, close_frame, text_frame
 
 log = logging.getLogger(__name__)
 

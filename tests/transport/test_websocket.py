@@ -9,7 +9,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 
-from chattrio.websocket import (
+from chattrio.transport.websocket import (
     FrameReader,
     accept_key,
     close_frame,
@@ -270,7 +270,7 @@ def test_nothing_is_parsed_after_a_close():
 
 
 def test_empty_continuation_frames_hold_no_memory_and_end_as_too_large():
-    from chattrio.websocket import MAX_FRAGMENTS
+    from chattrio.transport.websocket import MAX_FRAGMENTS
 
     reader = FrameReader(LIMIT)
     reader.feed(_raw_masked(0x01, b"start"))
@@ -288,7 +288,7 @@ def test_empty_continuation_frames_hold_no_memory_and_end_as_too_large():
 
 
 def test_a_message_of_max_fragments_frames_is_accepted():
-    from chattrio.websocket import MAX_FRAGMENTS
+    from chattrio.transport.websocket import MAX_FRAGMENTS
 
     reader = FrameReader(LIMIT)
     data = _raw_masked(0x01, b"") + _raw_masked(0x00, b"") * (MAX_FRAGMENTS - 2) + _raw_masked(0x80, b"ok")
@@ -297,7 +297,7 @@ def test_a_message_of_max_fragments_frames_is_accepted():
 
 
 def test_one_fragment_more_than_max_fragments_is_too_large():
-    from chattrio.websocket import MAX_FRAGMENTS
+    from chattrio.transport.websocket import MAX_FRAGMENTS
 
     reader = FrameReader(LIMIT)
     data = _raw_masked(0x01, b"") + _raw_masked(0x00, b"") * (MAX_FRAGMENTS - 1) + _raw_masked(0x80, b"x")

@@ -126,7 +126,7 @@ async def test_valid_utf8_split_mid_character_across_fragments_is_accepted(clust
 
 
 async def test_binary_and_too_many_fragments_are_errors_and_the_connection_stays(cluster):
-    from chattrio.websocket import MAX_FRAGMENTS
+    from chattrio.transport.websocket import MAX_FRAGMENTS
 
     client = await _client(cluster.urls[1])
     await client.send_raw(

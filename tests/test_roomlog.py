@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chattrio import fanout
-from chattrio.fanout import RECENT_PER_ROOM, RoomLog
+from chattrio import roomlog
 from chattrio.models import Message
+from chattrio.roomlog import RECENT_PER_ROOM, RoomLog
 
 PARTITION = 3
 
@@ -104,7 +104,7 @@ def test_events_are_first_time_once():
 
 
 def test_remembered_ids_are_bounded(monkeypatch):
-    monkeypatch.setattr(fanout, "IDS_REMEMBERED", 3)
+    monkeypatch.setattr(roomlog, "IDS_REMEMBERED", 3)
     log = RoomLog()
     for seq in range(5):
         _record(log, 1, seq)
@@ -117,7 +117,7 @@ def test_remembered_ids_are_bounded(monkeypatch):
 
 
 def test_least_recently_active_room_is_forgotten(monkeypatch):
-    monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 2)
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 2)
     log = RoomLog()
     _record(log, 1, 1)
     _record(log, 2, 2)
@@ -128,7 +128,7 @@ def test_least_recently_active_room_is_forgotten(monkeypatch):
 
 
 def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds_without_start(monkeypatch):
-    monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 1)
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
     log = RoomLog()
     _record(log, 1, 10)
     _record(log, 2, 11)  # room 1 forgotten
@@ -138,7 +138,7 @@ def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds_without_sta
 
 
 def test_a_forgotten_room_does_not_claim_messages_it_no_longer_holds(monkeypatch):
-    monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 1)
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
     log = RoomLog()
     log.note_start(PARTITION, 0)
     _record(log, 1, 10)
@@ -171,7 +171,7 @@ def test_partition_start_is_where_the_fan_out_began_reading_the_rooms_partition(
 
 
 def test_dropped_is_the_newest_message_read_and_no_longer_held(monkeypatch):
-    monkeypatch.setattr(fanout, "RECENT_PER_ROOM", 3)
+    monkeypatch.setattr(roomlog, "RECENT_PER_ROOM", 3)
     log = RoomLog()
     log.note_start(PARTITION, 0)
     for seq in (1, 4, 6):
@@ -184,7 +184,7 @@ def test_dropped_is_the_newest_message_read_and_no_longer_held(monkeypatch):
 
 
 def test_a_forgotten_room_remembers_what_it_dropped(monkeypatch):
-    monkeypatch.setattr(fanout, "ROOMS_REMEMBERED", 1)
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
     log = RoomLog()
     _record(log, 1, 10)
     _record(log, 2, 11)  # room 1 forgotten with 10, its newest

@@ -21,7 +21,9 @@ from chattrio.api import TOKEN_IN_URL, Api, origin_allowed, token_of
 from chattrio.chat import ChatService
 from chattrio.config import Settings
 from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
-from chattrio.http import (
+from chattrio.metrics import Registry
+from chattrio.tokens import Identity
+from chattrio.transport.http11 import (
     MAX_HEADER_BYTES,
     BadRequest,
     Request,
@@ -30,11 +32,9 @@ from chattrio.http import (
     receive_request,
     send_response,
 )
-from chattrio.liveness import Liveness
-from chattrio.metrics import Registry
-from chattrio.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
-from chattrio.tokens import Identity
-from chattrio.websocket import (
+from chattrio.transport.liveness import Liveness
+from chattrio.transport.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
+from chattrio.transport.websocket import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
@@ -58,7 +58,7 @@ HANDSHAKE_TIMEOUT = 10.0
 AUTH_TIMEOUT = 10.0
 # A refused connection (the plain-HTTP cap, a bad request head) gets this long to take its answer.
 REFUSAL_TIMEOUT = 1.0
-# The test-only echo route (CHATTRIO_TEST_ECHO, tests/test_autobahn.py): the Autobahn TestSuite sends
+# The test-only echo route (CHATTRIO_TEST_ECHO, tests/transport/test_autobahn.py): the Autobahn TestSuite sends
 # messages of up to 16 MiB, and 4 MiB ones in 64-byte fragments (65,537 frames: the last is an empty
 # one); the route's caps let them through.
 ECHO_PATH = "/ws-echo"
