@@ -34,7 +34,7 @@ from chattrio.roomlog import RoomLog
 from chattrio.rooms import RoomDirectory
 from chattrio.signals import Signals
 from chattrio.storage.contracts import ChatStore, MessageCache, MessageLog
-from chattrio.storage.kafka import KafkaUnavailable
+from chattrio.storage.kafka import KafkaUnavailable, PendingSend
 from chattrio.storage.postgres import DatabaseUnavailable
 from chattrio.storage.redis import CacheUnavailable
 from chattrio.transport.sessions import Session, SessionRegistry
@@ -54,6 +54,9 @@ REPLAY_LIMIT = 1000
 RESUME_CATCH_UP_TIMEOUT = 5.0
 RESUME_CATCH_UP_POLL = 0.25
 RECENT_ACKS = 100_000
+# SENDs of one session handed to Kafka and not answered yet; at this many the session's next SEND
+# waits for one to settle (the reader stops reading: back-pressure, not an error).
+MAX_SENDS_IN_FLIGHT = 32
 PRODUCE_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # The rate-limit buckets (chattrio/limits.py) each client frame draws from.
 # READ and TYPING are a user's state changes, like entering and leaving a room.
@@ -102,6 +105,10 @@ class ChatService:
         # Sends this node acknowledged, by message id: a retry answers the same ACK even before
         # the fan-out has read the original back (the fan-out's ids cover the other nodes' sends).
         self._recent_acks: OrderedDict[str, int] = OrderedDict()  # message id -> seq
+        # Sends handed to Kafka and not settled, by message id: a retry meanwhile waits for the
+        # same delivery instead of producing again. At most MAX_SENDS_IN_FLIGHT per session.
+        self._in_flight: dict[str, PendingSend] = {}
+        self._send_slots: dict[Session, trio.Semaphore] = {}
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
         self._produce_latency = metrics.histogram(
@@ -144,9 +151,11 @@ class ChatService:
         listener asks before `handle`)."""
         return self._admitted(session, LIMIT_KIND[type(frame)], frame.ref)
 
-    async def handle(self, session: Session, frame: ClientFrame) -> None:
+    async def handle(self, session: Session, frame: ClientFrame, tasks: trio.Nursery) -> None:
+        """Act on one frame of the session's reader; a SEND's answer is awaited in a task of
+        `tasks` (the session's nursery), so the reader goes on with the next frame."""
         if isinstance(frame, Send):
-            await self._send(session, frame)
+            await self._send(session, frame, tasks)
         elif isinstance(frame, Subscribe):
             await self._subscribe(session, frame)
         elif isinstance(frame, Unsubscribe):
@@ -163,6 +172,7 @@ class ChatService:
         if limits is not None:
             self._frame_limits.close(limits)
         self._signals.forget(session)
+        self._send_slots.pop(session, None)
         for room_id in self._sessions.remove(session):
             self._presence.left(session, room_id)
 
@@ -349,7 +359,9 @@ class ChatService:
 
     # SEND ---------------------------------------------------------------------------------
 
-    async def _send(self, session: Session, frame: Send) -> None:
+    async def _send(self, session: Session, frame: Send, tasks: trio.Nursery) -> None:
+        """Validate, deduplicate and hand the record to Kafka here, in the order of the frames;
+        the wait for the broker and the answer run in a task, at most MAX_SENDS_IN_FLIGHT at once."""
         if frame.room_id not in session.rooms:
             return self.error(session, "NOT_SUBSCRIBED", f"enter room {frame.room_id} before sending to it", frame.ref)
         try:
@@ -357,27 +369,63 @@ class ChatService:
             check_client_msg_id(frame.client_msg_id)
         except InvalidInput as exc:
             return self.error(session, "BAD_TEXT", str(exc), frame.ref)
+        slots = self._send_slots.setdefault(session, trio.Semaphore(MAX_SENDS_IN_FLIGHT))
+        await slots.acquire()
+        # From the dedupe checks to the hand-over nothing awaits: a retry sees its original.
         msg_id = message_id(session.user_id, frame.room_id, frame.client_msg_id)
         seq = self._recent_acks.get(msg_id)
         if seq is None:
             seq = self._room_log.seen(msg_id)
         if seq is not None:  # a retried send: the id includes the room, so this is the same room
+            slots.release()
             session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, seq))
             return
+        pending = self._in_flight.get(msg_id)
+        if pending is not None:
+            tasks.start_soon(self._answer_send, session, frame, msg_id, pending, slots)
+            return
         record = ChatRecord(msg_id, frame.room_id, session.user_id, "chat", text, frame.client_msg_id)
-        started = trio.current_time()
         try:
-            produced = await self._producer.produce(record)
+            pending = self._producer.enqueue(record)
         except KafkaUnavailable as exc:
-            log.warning("send failed: %s", exc)
-            return self.error(session, "UNAVAILABLE", "message not accepted (broker unavailable), retry", frame.ref)
-        self._produce_latency.observe((trio.current_time() - started) * 1000)
-        self._received.inc()
+            slots.release()
+            return self._send_failed(session, frame, exc)
+        if frame.client_msg_id is not None:
+            self._in_flight[msg_id] = pending
+        tasks.start_soon(self._answer_send, session, frame, msg_id, pending, slots, trio.current_time())
+
+    async def _answer_send(
+        self,
+        session: Session,
+        frame: Send,
+        msg_id: str,
+        pending: PendingSend,
+        slots: trio.Semaphore,
+        handed_over_at: float | None = None,
+    ) -> None:
+        """Wait for the delivery, answer ACK or ERROR, free the slot. The SEND that handed the
+        record over (`handed_over_at` set) owns its in-flight entry and counts it; a retry that
+        joined it only answers."""
+        try:
+            produced = await pending.wait()
+        except KafkaUnavailable as exc:
+            return self._send_failed(session, frame, exc)
+        finally:
+            slots.release()
+            if handed_over_at is not None and self._in_flight.get(msg_id) is pending:
+                del self._in_flight[msg_id]
+        if handed_over_at is not None:
+            self._produce_latency.observe((trio.current_time() - handed_over_at) * 1000)
+            self._received.inc()
         if frame.client_msg_id is not None:
             self._recent_acks[msg_id] = produced.offset
             if len(self._recent_acks) > RECENT_ACKS:
                 self._recent_acks.popitem(last=False)
         session.send(AckFrame(frame.ref, frame.client_msg_id, msg_id, frame.room_id, produced.offset))
+
+    def _send_failed(self, session: Session, frame: Send, exc: KafkaUnavailable) -> None:
+        log.warning("send failed: %s", exc)
+        self.error(session, "UNAVAILABLE", "message not accepted (broker unavailable), retry", frame.ref)
 
 
 def _within_text_bytes(messages: list[Message], limit: int) -> list[Message]:

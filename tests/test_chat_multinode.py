@@ -119,6 +119,30 @@ async def test_retried_send_with_same_client_msg_id_is_delivered_once(cluster):
         assert [m["text"] for m in watcher.messages(room["id"])] == ["once", "after"]
 
 
+async def test_sends_written_without_waiting_are_acked_and_delivered_in_send_order(cluster):
+    a, b, _ = cluster.urls
+    token = await login(a, "pipeliner")
+    room = await create_room(a, token, "pipelined")
+    texts = [f"p{n}" for n in range(8)]
+    async with connect(a, "pipeliner", token) as sender, connect(b, "pipe-watcher") as watcher:
+        await sender.subscribe(room["id"])
+        await watcher.subscribe(room["id"])
+        for text in texts:
+            await sender.send(type="SEND", roomId=room["id"], text=text, clientMsgId=f"c-{text}", ref=text)
+        await sender.send(type="SEND", roomId=room["id"], text="p2", clientMsgId="c-p2", ref="retry")
+        refs = [*texts, "retry"]
+        await sender.wait_until(lambda: all(any(f.get("ref") == ref for f in sender.frames) for ref in refs))
+        answers = {f["ref"]: f for f in sender.frames if f.get("ref") in refs}
+        assert {answer["type"] for answer in answers.values()} == {"ACK"}
+        seqs = [answers[text]["seq"] for text in texts]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(texts)
+        assert (answers["retry"]["id"], answers["retry"]["seq"]) == (answers["p2"]["id"], answers["p2"]["seq"])
+        await watcher.wait_until(lambda: len(watcher.messages(room["id"])) == len(texts))
+        await sender.send_chat(room["id"], "marker", client_msg_id="c-marker")
+        await watcher.wait_until(lambda: watcher.messages(room["id"])[-1]["text"] == "marker")
+        assert [m["text"] for m in watcher.messages(room["id"])] == [*texts, "marker"]
+
+
 async def test_room_created_reaches_subscribers_on_every_node(cluster):
     a, b, c = cluster.urls
     async with connect(b, "lister") as lister, connect(c, "lister2") as lister2:

@@ -129,3 +129,20 @@ async def test_a_room_s_messages_go_to_the_partition_partition_of_names(stack_en
             for room_id in range(1, 41):
                 produced = await chat.produce(_record(room_id))
                 assert produced.partition == kafka.partition_of(room_id, 4), room_id
+
+
+async def test_enqueue_hands_records_over_in_order_without_waiting_for_their_reports(client):
+    async with kafka.open_chat_producer(Settings()) as chat:
+        pending = [chat.enqueue(_record(n)) for n in range(3)]
+        assert [chat_record_decoder.decode(value).room_id for _, value, _ in client.produced] == [0, 1, 2]
+        for index in (2, 0, 1):
+            client.deliver(index)
+        offsets = [(await each.wait()).offset for each in pending]
+    assert offsets == [100, 101, 102]
+
+
+async def test_a_full_queue_refuses_enqueue_at_once(client):
+    client.refuse = True
+    async with kafka.open_chat_producer(Settings()) as chat:
+        with pytest.raises(kafka.KafkaUnavailable, match="Queue full"):
+            chat.enqueue(_record(1))

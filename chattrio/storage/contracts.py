@@ -13,12 +13,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from chattrio.models import ChatRecord, DeadLetter, Message, Room, TypingRecord
-from chattrio.storage.kafka import Produced, ReadBatch
+from chattrio.storage.kafka import PendingSend, Produced, ReadBatch
 from chattrio.storage.postgres import OutboxRow
 
 
 class MessageLog(Protocol):
     """Kafka as the core writes it: chat records keyed by room, and outbox events."""
+
+    def enqueue(self, record: ChatRecord) -> PendingSend:
+        """Hand the record over for the room's partition without waiting: records handed over
+        one after the other are appended in that order. KafkaUnavailable at once when refused."""
 
     async def produce(self, record: ChatRecord) -> Produced:
         """Append to the room's partition; returns once the broker acknowledged (acks=all)."""

@@ -203,22 +203,48 @@ def _producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-class _PendingSend:
-    """One produced record until librdkafka reports it delivered or failed."""
+class PendingSend:
+    """One record handed to the producer, until it is reported delivered or failed.
 
-    __slots__ = ("done", "result", "error")
+    The deadline is fixed at the hand-over, so every waiter (a retried SEND joins the first)
+    gets the same answer. librdkafka reports every record within message.timeout.ms; the margin
+    covers the poll.
+    """
+
+    __slots__ = ("deadline", "done", "result", "error")
 
     def __init__(self) -> None:
+        self.deadline = trio.current_time() + PRODUCE_TIMEOUT + DELIVERY_POLL * 2
         self.done = trio.Event()
         self.result: Produced | None = None
         self.error: str | None = None
+
+    def deliver(self, produced: Produced) -> None:
+        self.result = produced
+        self.done.set()
+
+    def fail(self, reason: str) -> None:
+        self.error = reason
+        self.done.set()
+
+    async def wait(self) -> Produced:
+        """The broker's acknowledgement; KafkaUnavailable when it failed or did not come in time."""
+        with trio.move_on_at(self.deadline):
+            await self.done.wait()
+        if self.result is not None:
+            return self.result
+        if self.error is not None:
+            raise KafkaUnavailable(f"Kafka did not take the record: {self.error}")
+        raise KafkaUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT:g}s")
 
 
 class ChatProducer:
     """Produces chat records keyed by room through librdkafka, which batches them in C threads.
 
-    `produce` hands a record over without blocking; a thread of our own polls librdkafka for
-    delivery reports and passes them back to Trio, where the waiting senders are woken.
+    `enqueue` hands a record over without blocking; a thread of our own polls librdkafka for
+    delivery reports and passes them back to Trio, where the waiting senders are woken. The
+    idempotent producer keeps the records of a partition in the order they were handed over, also
+    across retries (librdkafka: up to 5 requests in flight per broker, without reordering).
     """
 
     def __init__(self, producer: Producer, settings: Settings) -> None:
@@ -227,10 +253,14 @@ class ChatProducer:
         self._events_topic = settings.events_topic
         self._typing_topic = settings.typing_topic
         # Filled by delivery callbacks, which librdkafka runs inside poll() on the polling thread.
-        self._reports: deque[tuple[_PendingSend, DeliveryError | None, confluent_kafka.Message]] = deque()
+        self._reports: deque[tuple[PendingSend, DeliveryError | None, confluent_kafka.Message]] = deque()
 
     async def produce(self, record: ChatRecord) -> Produced:
-        pending = _PendingSend()
+        return await self.enqueue(record).wait()
+
+    def enqueue(self, record: ChatRecord) -> PendingSend:
+        """Hand the record to librdkafka; KafkaUnavailable at once when it refuses it."""
+        pending = PendingSend()
         try:
             self._producer.produce(
                 self._topic,
@@ -240,14 +270,7 @@ class ChatProducer:
             )
         except (BufferError, KafkaException) as exc:
             raise KafkaUnavailable(f"Kafka producer refused the record: {exc!r}") from exc
-        # librdkafka reports every record within message.timeout.ms; the margin covers the poll.
-        with trio.move_on_after(PRODUCE_TIMEOUT + DELIVERY_POLL * 2):
-            await pending.done.wait()
-        if pending.result is not None:
-            return pending.result
-        if pending.error is not None:
-            raise KafkaUnavailable(f"Kafka did not take the record: {pending.error}")
-        raise KafkaUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT:g}s")
+        return pending
 
     def produce_typing(self, record: TypingRecord) -> bool:
         """Hand a typing record to librdkafka without waiting for the broker: a typing signal
@@ -262,7 +285,7 @@ class ChatProducer:
         return True
 
     def _on_delivery(
-        self, pending: _PendingSend, error: DeliveryError | None, message: confluent_kafka.Message
+        self, pending: PendingSend, error: DeliveryError | None, message: confluent_kafka.Message
     ) -> None:  # on the polling thread
         self._reports.append((pending, error, message))
 
@@ -272,14 +295,13 @@ class ChatProducer:
             pending, error, message = reports.popleft()
             partition, offset = message.partition(), message.offset()
             if error is not None:
-                pending.error = str(error)
+                pending.fail(str(error))
             elif partition is None or offset is None:
                 # librdkafka sets both on every delivered record; a report without them is
                 # answered as a failure rather than taking the delivery loop down.
-                pending.error = "delivery report without partition or offset"
+                pending.fail("delivery report without partition or offset")
             else:
-                pending.result = Produced(partition, offset, message.timestamp()[1])
-            pending.done.set()
+                pending.deliver(Produced(partition, offset, message.timestamp()[1]))
 
     async def run_delivery_reports(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll librdkafka on a worker thread until cancelled, settling reports in Trio."""

@@ -88,9 +88,9 @@ class _ReportWithoutPosition:
         return (0, 0)
 
 
-def test_a_delivery_report_without_a_position_fails_that_send_not_the_delivery_loop():
+async def test_a_delivery_report_without_a_position_fails_that_send_not_the_delivery_loop():
     producer = kafka.ChatProducer(None, settings_from_env({}))  # type: ignore[arg-type]  # never produces here
-    pending = kafka._PendingSend()
+    pending = kafka.PendingSend()  # its deadline is on Trio's clock
     producer._on_delivery(pending, None, _ReportWithoutPosition())  # type: ignore[arg-type]
     producer._settle_reports()
     assert pending.done.is_set() and pending.result is None

@@ -7,6 +7,7 @@ import uuid
 from typing import cast
 
 import msgspec
+import trio
 
 from chattrio.chat import ChatService
 from chattrio.config import Settings
@@ -117,12 +118,19 @@ class CoreNode:
         self.fanout.apply(self.shared.log.read(dict(self.room_log.positions)))
 
     async def frame(self, session: RecordingSession, raw: dict) -> dict | None:
-        """Handle one client frame; returns the answer that carries its ref, if any."""
+        """Handle one client frame and wait for its answer; returns the answer that carries its
+        ref, if any."""
         ref = raw.setdefault("ref", f"r{next(_refs)}")
-        # RecordingSession has what ChatService uses of a Session (see its docstring).
-        await self.chat.handle(cast(Session, session), parse_client_frame(msgspec.json.encode(raw)))
+        async with trio.open_nursery() as tasks:
+            await self.read(session, raw, tasks)
         answers = [f for f in session.received if f.get("ref") == ref]
         return answers[-1] if answers else None
+
+    async def read(self, session: RecordingSession, raw: dict, tasks: trio.Nursery) -> None:
+        """Handle one client frame as the session's reader does: what answers later (a SEND's
+        ACK) runs in `tasks`, the session's nursery."""
+        # RecordingSession has what ChatService uses of a Session (see its docstring).
+        await self.chat.handle(cast(Session, session), parse_client_frame(msgspec.json.encode(raw)), tasks)
 
     async def subscribe(self, session: RecordingSession, room_id: int, since: int | None = None) -> dict:
         raw: dict[str, object] = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}"}

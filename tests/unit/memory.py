@@ -28,13 +28,16 @@ from chattrio.models import (
     json_encoder,
 )
 from chattrio.rooms import page_of_rooms
-from chattrio.storage.kafka import KafkaUnavailable, Produced, ReadBatch, partition_of
+from chattrio.storage.kafka import KafkaUnavailable, PendingSend, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable
 
 
 class MemoryLog:
-    """The messages and events topics: partitions of records, offsets from 0."""
+    """The messages and events topics: partitions of records, offsets from 0.
+
+    With `hold` on, records handed over wait in `held`, in order, until a test releases them
+    (appended then, as a broker acknowledges) or fails them; one never released times out."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -42,15 +45,43 @@ class MemoryLog:
         self.events: list[OutboxRow] = []
         self.typing: list[TypingRecord] = []
         self.unavailable = False
+        self.hold = False
+        self.held: list[tuple[ChatRecord, PendingSend]] = []
+
+    def enqueue(self, record: ChatRecord) -> PendingSend:
+        if self.unavailable:
+            raise KafkaUnavailable("memory log switched off")
+        pending = PendingSend()
+        if self.hold:
+            self.held.append((record, pending))
+        else:
+            self._append(record, pending)
+        return pending
 
     async def produce(self, record: ChatRecord) -> Produced:
         await trio.lowlevel.checkpoint()
-        if self.unavailable:
-            raise KafkaUnavailable("memory log switched off")
+        return await self.enqueue(record).wait()
+
+    def release(self, positions: Sequence[int] | None = None) -> None:
+        """Acknowledge the held records at these positions of `held` (all by default), in order."""
+        for record, pending in self._take(positions):
+            self._append(record, pending)
+
+    def fail(self, reason: str, positions: Sequence[int] | None = None) -> None:
+        for _, pending in self._take(positions):
+            pending.fail(reason)
+
+    def _take(self, positions: Sequence[int] | None) -> list[tuple[ChatRecord, PendingSend]]:
+        chosen = range(len(self.held)) if positions is None else positions
+        taken = [self.held[position] for position in chosen]
+        self.held = [entry for position, entry in enumerate(self.held) if position not in chosen]
+        return taken
+
+    def _append(self, record: ChatRecord, pending: PendingSend) -> None:
         partition = partition_of(record.room_id, len(self.partitions))
         timestamp = int(trio.current_time() * 1000)
         self.partitions[partition].append((record, timestamp))
-        return Produced(partition, len(self.partitions[partition]) - 1, timestamp)
+        pending.deliver(Produced(partition, len(self.partitions[partition]) - 1, timestamp))
 
     async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
         await trio.lowlevel.checkpoint()
