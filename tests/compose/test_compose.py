@@ -330,6 +330,8 @@ def _render_nginx_template(nodes: list[str], port: int) -> str:
         "@USER_LINE@": "",
         "@WORKER_CONNECTIONS@": str(worker_connections),
         "@WORKER_RLIMIT_NOFILE@": str(worker_connections + 1024),
+        # A container sets its own descriptor limit, so one worker per core holds them all.
+        "@WORKER_PROCESSES@": "auto",
     }
     out = []
     for line in (REPO / "scripts" / "nginx.conf.tmpl").read_text().splitlines():
@@ -339,7 +341,10 @@ def _render_nginx_template(nodes: list[str], port: int) -> str:
         for placeholder, value in values.items():
             line = line.replace(placeholder, value)
         out.append(line)
-    return "\n".join(out) + "\n"
+    rendered = "\n".join(out) + "\n"
+    settings_lines = [line for line in out if not line.lstrip().startswith("#")]
+    assert not re.search(r"@[A-Z_]+@", "\n".join(settings_lines)), "a placeholder of the template is not filled in"
+    return rendered
 
 
 def test_nginx_conf_is_the_template_rendered_for_the_compose_nodes():
