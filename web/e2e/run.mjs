@@ -199,7 +199,7 @@ async function main() {
     A.nodeId = sa.nodeId;
     B.nodeId = sb.nodeId;
     const urls = [...A.wsUrls, ...B.wsUrls];
-    if (urls.length === 0 || urls.some((u) => new URL(u).search !== ''))
+    if (urls.length === 0 || urls.some((u) => new URL(u).searchParams.has('token')))
       throw new Error(`WebSocket URLs must carry no token (the cookie does): ${JSON.stringify(urls)}`);
   });
   if (!loggedIn) return;
