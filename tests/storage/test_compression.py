@@ -31,7 +31,7 @@ async def _create_compressed_topics(settings, codec: str) -> None:
             await admin.create_topics(
                 [
                     NewTopic(name, 1, 1, topic_configs={"compression.type": codec})
-                    for name in (settings.messages_topic, settings.events_topic)
+                    for name in (settings.messages_topic, settings.events_topic, settings.typing_topic)
                 ]
             )
         finally:
