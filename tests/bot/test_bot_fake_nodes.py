@@ -11,7 +11,8 @@ from chattrio.bot.report import append_bench_record, summarize, text_summary, wr
 from chattrio.bot.runner import listed_room_ids, run
 
 
-def _config(urls, *extra):
+def _config(urls, *extra, metrics_urls=None):
+    metrics_urls = urls if metrics_urls is None else metrics_urls
     return load_config(
         [
             "--users",
@@ -28,7 +29,8 @@ def _config(urls, *extra):
             "0.7",
             "--scenario",
             "fake",
-            *[a for u in urls for a in ("--node", u, "--metrics-url", u)],
+            *[a for u in urls for a in ("--node", u)],
+            *[a for u in metrics_urls for a in ("--metrics-url", u)],
             *extra,
         ]
     )
@@ -163,8 +165,10 @@ async def test_the_run_s_rooms_are_found_page_by_page_in_the_room_list(nursery):
 async def test_users_of_a_hung_node_notice_the_missed_pong_and_resume_elsewhere(nursery):
     fake = FakeChat()
     await fake.serve(nursery, 2)
-    # time for a resume on a slow, shared machine: the chat goes on 6 s
-    cfg = _config(fake.urls, "--duration", "6", "--keepalive", "0.3")
+    # time for a resume on a slow, shared machine: the chat goes on 6 s. Both metrics URLs are the
+    # node that stays up: a scrape of the hung one would wait out the bot's 10 s HTTP timeout.
+    live = fake.urls[1]
+    cfg = _config(fake.urls, "--duration", "6", "--keepalive", "0.3", metrics_urls=[live, live])
 
     async def hang():
         await _mid_chat(fake)
