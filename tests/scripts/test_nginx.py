@@ -19,6 +19,7 @@ from conftest import REPO, SESSION_CLUSTER_BASE_PORT
 
 NODE_MAX_CONNECTIONS = 20_000  # Settings.max_connections
 LB_PORT = SESSION_CLUSTER_BASE_PORT + 800
+START_ATTEMPTS = 150  # 0.1 s apart, plus each try's own wait: a hang guard for a starting nginx
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
@@ -99,14 +100,7 @@ def test_through_nginx(cluster, tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{LB_PORT}"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                healthz = httpx.get(f"{url}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and lb.poll() is None, (tmp_path / "error.log").read_text()
-                time.sleep(0.1)
+        healthz = _first_answer(f"{url}/healthz", lb, tmp_path / "error.log")
         assert healthz.status_code == 200 and healthz.headers["server"] == "nginx"
         for path in ("/metrics", "/readyz"):
             assert httpx.get(f"{url}{path}", timeout=5).status_code == 404, path
@@ -119,3 +113,15 @@ def test_through_nginx(cluster, tmp_path):
     log = (tmp_path / "access.log").read_text()
     assert marker in log  # every request above was logged before nginx stopped
     assert "/ws" in log and "secret-in-the-url" not in log and "token=" not in log
+
+
+def _first_answer(url: str, lb: subprocess.Popen, error_log) -> httpx.Response:
+    """The first answer of a freshly started nginx: asked again while it is still binding, as long
+    as it runs, for up to START_ATTEMPTS tries (a hang guard)."""
+    for _ in range(START_ATTEMPTS):
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            assert lb.poll() is None, error_log.read_text()
+            time.sleep(0.1)
+    raise AssertionError(f"nginx did not answer after {START_ATTEMPTS} tries:\n{error_log.read_text()}")
