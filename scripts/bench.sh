@@ -26,6 +26,9 @@
 #   ROOMS_RATES="0.01 0.05 0.1 0.2"            rooms-rates: messages per second per user
 #   IDLE_VIA_LB=0                              idle: 1 connects every user through nginx (BENCH_LB_PORT)
 #                                              from enough loopback source addresses for them all
+#   IDLE_HOLD=10                               idle: seconds every user stays connected after the ramp;
+#                                              the bot's CPU figures of the nodes cover this hold
+#                                              (90 or more spans several of the nodes' 25 s pings)
 #   IDLE_PER_NODE=20000 IDLE_RAMP=1000         idle: connections per node, ramp-up seconds (60,000
 #                                              users at 60/s: each new user costs the servers
 #                                              ~14 ms of CPU here, and 250/s timed most out)
@@ -211,7 +214,7 @@ for scenario in "${SCENARIOS[@]}"; do
       # Thresholds are moot without messages; a refusal ends the ramp (--stop-on-refusal). Rooms of
       # 20 keep the join messages' fan-out small (30 rooms of 2,000 meant tens of millions of frames).
       # The users' keepalive outlasts the nodes' 25 s ping: the nodes' pings are what is measured.
-      bot --scenario idle --users "$((per_node * 3))" --rooms "$((per_node * 3 / 20))" --rate 0 --duration 10 \
+      bot --scenario idle --users "$((per_node * 3))" --rooms "$((per_node * 3 / 20))" --rate 0 --duration "${IDLE_HOLD:-10}" \
         --keepalive 60 \
         --ramp-up "${IDLE_RAMP:-1000}" --loss-grace 0 --workers "$((WORKERS * 2))" --stop-on-refusal "${via[@]}" \
         || failed=1
