@@ -33,6 +33,7 @@ function makeConnection(extra: Partial<ConnectionOptions> = {}): Connection {
       backoff: { baseMs: 500, maxMs: 8000, random: () => 1 },
       pingIntervalMs: 5000,
       pongTimeoutMs: 4000,
+      openTimeoutMs: 3000,
       offlineAfterAttempts: 4,
       ...extra,
     },
@@ -173,6 +174,6 @@ describe('Connection', () => {
     expect(conn.snapshot.status).toBe('offline');
     conn.setNetworkOnline(true);
     expect(sockets.length).toBe(2);
-    expect(timers.count).toBe(0); // the backoff wait was skipped
+    expect(timers.delays()).toEqual([3000]); // the backoff wait was skipped; only the open timeout runs
   });
 });

@@ -61,6 +61,9 @@ export interface ChatClientOptions {
   pingIntervalMs?: number;
   /** the connection is considered dead when nothing arrives this long after a PING */
   pongTimeoutMs?: number;
+  /** a WebSocket not open this long after it was asked for is given up (doubled after each such
+   * failure in a row) */
+  openTimeoutMs?: number;
   /** a SEND without ACK/ERROR after this long is marked failed */
   sendTimeoutMs?: number;
   /** after this many failed attempts in a row the status is `offline` (attempts go on) */
@@ -128,8 +131,12 @@ export class ChatClient {
         wsFactory: options.wsFactory,
         checkAuth: options.checkAuth ?? null,
         backoff: options.backoff,
-        pingIntervalMs: options.pingIntervalMs ?? 20000,
-        pongTimeoutMs: options.pongTimeoutMs ?? 10000,
+        // A hung node is given up 9 s after its last frame, and the rooms resume on another node
+        // within 15 s even when the first new connection lands on the hung node again
+        // (docs/protocol.md, "Liveness: client pings").
+        pingIntervalMs: options.pingIntervalMs ?? 5000,
+        pongTimeoutMs: options.pongTimeoutMs ?? 4000,
+        openTimeoutMs: options.openTimeoutMs ?? 3000,
         offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
       },
       this.timers,

@@ -32,8 +32,13 @@ export interface ConnectionOptions {
   /** asked after AUTH_CHECK_AFTER_FAILED_CONNECTS connects in a row failed before opening */
   checkAuth: (() => Promise<AuthVerdict>) | null;
   backoff?: BackoffOptions;
+  /** a PING is sent after this long without any frame from the server */
   pingIntervalMs: number;
+  /** the connection is given up when nothing arrives this long after a PING */
   pongTimeoutMs: number;
+  /** a socket not open this long after it was asked for is given up; doubled after each such
+   * failure in a row (at most MAX_OPEN_TIMEOUT_MS), so a slow network still gets through */
+  openTimeoutMs: number;
   /** after this many failed attempts in a row the status is `offline` (attempts go on) */
   offlineAfterAttempts: number;
 }
@@ -57,6 +62,7 @@ export interface ConnectionHost {
 /** close codes after which reconnecting with the same token is pointless (docs/protocol.md) */
 const AUTH_CLOSE_CODES = new Set([1008, 4001]);
 const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
+const MAX_OPEN_TIMEOUT_MS = 30000;
 
 export class Connection {
   private ws: WebSocketLike | null = null;
@@ -65,6 +71,8 @@ export class Connection {
   private started = false;
   private networkOnline = true;
   private reconnectTimer: unknown = null;
+  /** gives up a socket that does not open: a hung node's kernel still accepts the TCP connection */
+  private openTimer: unknown = null;
   /** connection attempts in a row that closed before opening */
   private failedConnects = 0;
   private authCheckInFlight = false;
@@ -105,6 +113,7 @@ export class Connection {
   stop(): void {
     this.started = false;
     this.clearReconnect();
+    this.clearOpenTimer();
     this.heartbeat.stop();
     const ws = this.ws;
     this.ws = null;
@@ -139,7 +148,8 @@ export class Connection {
     this.connect();
   }
 
-  /** Drop the current connection as if the network had failed (used by the heartbeat). */
+  /** Drop the current connection, or the attempt, as if the network had failed (used by the
+   * heartbeat and the open timeout). */
   drop(reason = 'dropped'): void {
     const ws = this.ws;
     if (!ws) return;
@@ -191,6 +201,11 @@ export class Connection {
       return;
     }
     this.ws = ws;
+    const openTimeout = Math.min(MAX_OPEN_TIMEOUT_MS, this.opts.openTimeoutMs * 2 ** this.failedConnects);
+    this.openTimer = this.timers.setTimeout(() => {
+      this.openTimer = null;
+      this.drop('open timeout');
+    }, openTimeout);
     ws.onopen = () => this.handleOpen(gen);
     ws.onmessage = (ev) => this.handleMessage(gen, ev.data);
     ws.onclose = (ev) => this.handleClose(gen, ev.code, ev.reason);
@@ -206,6 +221,7 @@ export class Connection {
 
   private handleOpen(gen: number): void {
     if (gen !== this.generation) return;
+    this.clearOpenTimer();
     const reconnect = this.everConnected;
     this.everConnected = true;
     this.failedConnects = 0;
@@ -228,6 +244,7 @@ export class Connection {
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.ws = null;
     this.generation += 1; // ignore anything else from that socket
+    this.clearOpenTimer();
     this.heartbeat.stop();
     this.host.disconnected();
     if (!this.started) {
@@ -272,6 +289,13 @@ export class Connection {
         this.authCheckInFlight = false;
         if (verdict === 'refused' && this.started && this.snap.status !== 'connected') this.expireAuth();
       });
+  }
+
+  private clearOpenTimer(): void {
+    if (this.openTimer !== null) {
+      this.timers.clearTimeout(this.openTimer);
+      this.openTimer = null;
+    }
   }
 
   private clearReconnect(): void {
