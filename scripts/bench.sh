@@ -3,13 +3,16 @@
 # JSON record per run to bench-results/runs.jsonl, then stop what it started. See docs/bot.md;
 # docs/benchmarks.md describes the scenarios and the current results.
 #
-# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates] [peers]
+# Usage: scripts/bench.sh [receive] [seed] [rooms] [failover] [idle] [rooms-rates] [peers] [typing]
 #   (default: the first five, in that order)
 #   receive: the bot's own receive path in one process (frames/s), no server involved
 #   rooms-rates: the rooms scenario at several message rates, for the largest one that keeps
 #                zero loss and p99 <= 50 ms on this machine (how far the rooms target is)
 #   peers: seed, rooms and idle against chattrio and Centrifugo v6 alternately, with ratios
 #          (scripts/peers.sh: its settings, and the Centrifugo it builds and starts)
+#   typing: the same chat without and with TYPING frames (TYPING_USERS=1000 in rooms of 10,
+#           0.1 messages/s, TYPING_RATE=1 frame/s per user, 60 s): the CPU of the nodes and of
+#           the backing services, apart, in each run's serverCpu (what typing costs)
 # Environment (all optional):
 #   BENCH_STACK=bench           stack name; "bench" gets its own ports (PG 55562, Redis 56509,
 #                               Kafka 59522/59523) so it never touches the dev or test stacks
@@ -225,13 +228,26 @@ for scenario in "${SCENARIOS[@]}"; do
         --loss-grace 15 --workers "$WORKERS" --exec "scripts/cluster.sh kill 2" --exec-at 10 || failed=1
       scripts/cluster.sh start 2
       ;;
+    typing)
+      # The backing services' pid files make the report count their CPU apart from the nodes'.
+      users="${TYPING_USERS:-1000}" services=()
+      for f in postgres/data/postmaster.pid redis/redis.pid kafka/kafka.pid; do
+        services+=(--service-pid-file "$REPO/.stack/$CHATTRIO_STACK/$f")
+      done
+      for typing_rate in 0 "${TYPING_RATE:-1}"; do
+        log "typing: $typing_rate TYPING frames/s per user"
+        bot --scenario "typing-$typing_rate" --users "$users" --rooms "$((users / 10))" --rate 0.1 --duration 60 \
+          --ramp-up 30 --loss-grace 15 --workers "$ROOMS_WORKERS" --typing-rate "$typing_rate" "${services[@]}" \
+          || failed=1
+      done
+      ;;
     peers)
       # shellcheck source=scripts/peers.sh
       source scripts/peers.sh
       peers_compare
       ;;
     *)
-      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle, rooms-rates, peers)"; exit 2 ;;
+      log "unknown scenario '$scenario' (receive, seed, rooms, failover, idle, rooms-rates, peers, typing)"; exit 2 ;;
   esac
 done
 exit "$failed"

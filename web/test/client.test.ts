@@ -26,6 +26,19 @@ function makeClient(extra: Partial<ConstructorParameters<typeof ChatClient>[0]> 
 }
 
 const last = (): FakeSocket => sockets[sockets.length - 1];
+
+/** Let `ms` pass on a live node: each heartbeat PING is answered at once. */
+function answerPingsFor(ws: FakeSocket, ms: number): void {
+  let answered = ws.framesOf('PING').length;
+  for (let t = 0; t < ms; t += 100) {
+    timers.advance(100);
+    const pings = ws.framesOf('PING');
+    if (pings.length > answered) {
+      answered = pings.length;
+      ws.push({ type: 'PONG', ref: pings[pings.length - 1].ref });
+    }
+  }
+}
 const texts = (roomId: number): string[] => client.getRoom(roomId)!.messages.map((m) => m.text);
 const seqs = (roomId: number): number[] => client.getRoom(roomId)!.messages.map((m) => m.seq);
 
@@ -192,19 +205,39 @@ describe('ChatClient connection', () => {
     expect(client.getSnapshot().status).not.toBe('closed');
   });
 
-  it('pings when idle and drops a connection that does not answer', () => {
+  it('pings after 5 s of silence and drops a connection whose PONG does not come within 4 s', () => {
     client.start();
     last().open();
-    timers.advance(20000);
+    timers.advance(5000);
     expect(last().framesOf('PING').length).toBe(1);
     last().push({ type: 'PONG', ref: last().lastOf('PING').ref });
-    timers.advance(20000);
+    timers.advance(5000);
     expect(last().framesOf('PING').length).toBe(2);
-    timers.advance(10000); // no answer
-    expect(sockets[0].closedByClient).not.toBeNull();
+    timers.advance(3999);
+    expect(sockets[0].closedByClient).toBeNull();
+    timers.advance(1); // no answer
+    expect(sockets[0].closedByClient).toEqual({ code: 4000, reason: 'heartbeat timeout' });
     expect(client.getSnapshot().status).toBe('reconnecting');
     timers.advance(timers.delays()[0]);
     expect(sockets.length).toBe(2);
+  });
+
+  it('gives up a socket that does not open within 3 s, and waits twice as long after each such failure', () => {
+    client.start();
+    timers.advance(2999);
+    expect(sockets[0].closedByClient).toBeNull();
+    timers.advance(1);
+    expect(sockets[0].closedByClient).toEqual({ code: 4000, reason: 'open timeout' });
+    timers.advance(timers.delays()[0]);
+    expect(sockets.length).toBe(2);
+    timers.advance(5999);
+    expect(sockets[1].closedByClient).toBeNull();
+    timers.advance(1);
+    expect(sockets[1].closedByClient).toEqual({ code: 4000, reason: 'open timeout' });
+    timers.advance(timers.delays()[0]);
+    last().open('node-2'); // a slow network that gets through
+    expect(client.getSnapshot()).toMatchObject({ status: 'connected', nodeId: 'node-2' });
+    expect(timers.delays()).toEqual([5000]); // only the heartbeat's wait: the open timeout is off
   });
 
   it('reconnects after a graceful 1012 close and goes offline/online with the browser', () => {
@@ -231,7 +264,7 @@ describe('ChatClient connection', () => {
     expect(sockets.length).toBe(1);
     client.reconnectNow();
     expect(sockets.length).toBe(2);
-    expect(timers.count).toBe(0);
+    expect(timers.delays()).toEqual([3000]); // no backoff wait left: only the new socket's open timeout
   });
 
   it('ignores frames from an old socket', async () => {
@@ -240,6 +273,62 @@ describe('ChatClient connection', () => {
     old.drop();
     old.push({ type: 'ROOM_MESSAGE', message: msg(1, 5) });
     expect(texts(1)).toEqual([]);
+  });
+});
+
+/** Issue 15's target: the clients of a node that stops answering resume on another node within
+ * 15 s of its last frame (docs/protocol.md, "Liveness: client pings"). Default heartbeat and open
+ * timeout, the default backoff with the longest jitter. */
+describe('ChatClient on a node that stops answering', () => {
+  const TARGET_MS = 15000;
+
+  /** Fire timers, in order, until a new socket is asked for; fails past the target. */
+  function untilNewSocket(since: number): FakeSocket {
+    const n = sockets.length;
+    while (sockets.length === n) {
+      const next = timers.delays()[0];
+      if (next === undefined || timers.now() + next - since > TARGET_MS) throw new Error('no new connection within the target');
+      timers.advance(next);
+    }
+    return last();
+  }
+
+  async function resumedRoom(): Promise<{ hung: FakeSocket; lastFrameAt: number }> {
+    client = makeClient({ backoff: { random: () => 1 } });
+    history.add(msg(1, 1), msg(1, 2));
+    const hung = await openConnectedRoom(1); // its SUBSCRIBED is the node's last frame
+    return { hung, lastFrameAt: timers.now() };
+  }
+
+  function resumeOn(ws: FakeSocket, lastFrameAt: number): number {
+    ws.open('node-2');
+    const sub = ws.lastOf('SUBSCRIBE');
+    expect(sub).toMatchObject({ destination: '/topic/message/1', since: 2 });
+    ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: 3 });
+    ws.push({ type: 'ROOM_MESSAGE', message: msg(1, 3) }); // the replay of what was missed
+    expect(client.getRoom(1)!.live).toBe(true);
+    expect(seqs(1)).toEqual([1, 2, 3]);
+    return timers.now() - lastFrameAt;
+  }
+
+  it('drops it after a missed PONG and resumes on another node 9.5 s after its last frame', async () => {
+    const { hung, lastFrameAt } = await resumedRoom();
+    const next = untilNewSocket(lastFrameAt);
+    expect(hung.framesOf('PING').length).toBe(1);
+    expect(hung.closedByClient?.reason).toBe('heartbeat timeout');
+    const took = resumeOn(next, lastFrameAt);
+    expect(took).toBe(9500); // 5 s silence + 4 s for the PONG + 0.5 s backoff
+    expect(took).toBeLessThan(TARGET_MS);
+  });
+
+  it('still resumes within the target when the first new connection hangs on the same node', async () => {
+    const { lastFrameAt } = await resumedRoom();
+    const again = untilNewSocket(lastFrameAt); // the load balancer picks the hung node: it never opens
+    const next = untilNewSocket(lastFrameAt);
+    expect(again.closedByClient?.reason).toBe('open timeout');
+    const took = resumeOn(next, lastFrameAt);
+    expect(took).toBe(13500); // + 3 s open timeout + 1 s second backoff step
+    expect(took).toBeLessThan(TARGET_MS);
   });
 });
 
@@ -368,9 +457,9 @@ describe('ChatClient rooms', () => {
     const sub98 = ws.lastOf('SUBSCRIBE');
     ws.push({ type: 'ERROR', code: 'UNAVAILABLE', message: 'retry', ref: sub98.ref });
     client.closeRoom(98);
-    const sent = ws.sent.length;
+    const subscribes = ws.framesOf('SUBSCRIBE').length;
     timers.advance(10_000);
-    expect(ws.sent.length).toBe(sent);
+    expect(ws.framesOf('SUBSCRIBE').length).toBe(subscribes);
   });
 
   it('unsubscribes when a room is closed', async () => {
@@ -474,7 +563,7 @@ describe('ChatClient sending', () => {
   it('marks a message failed when no answer comes in time, and can discard it', async () => {
     const ws = await openConnectedRoom(1);
     const cid = client.send(1, 'lost');
-    timers.advance(15000);
+    answerPingsFor(ws, 15000); // the node is alive, only this SEND goes unanswered
     expect(client.getRoom(1)!.pending[0]).toMatchObject({ status: 'failed', error: { code: 'TIMEOUT' } });
     client.discard(cid);
     expect(client.getRoom(1)!.pending).toEqual([]);

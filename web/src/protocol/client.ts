@@ -1,58 +1,33 @@
 /**
- * Framework-free chattrio WebSocket client.
+ * Framework-free chattrio WebSocket client: the facade the React code uses.
  *
- * - one WebSocket at a time, reconnecting with jittered, capped backoff after a drop;
- * - subscriptions (room list, open rooms) are re-sent on every new connection, each room with
- *   `since` = the highest seq held, so a resume shows no gap;
+ * - the connection (connection.ts): one WebSocket at a time, heartbeat, reconnecting with
+ *   jittered, capped backoff after a drop;
+ * - history and resume (history.ts): subscriptions (room list, open rooms) are re-sent on every new
+ *   connection, each room with `since` = the highest seq held, so a resume shows no gap;
  * - messages are keyed by id (no duplicates) and kept in seq order;
- * - sends are tracked per clientMsgId: pending until ACK (or until the message itself arrives),
- *   failed after ERROR or a timeout, retried with the same clientMsgId.
+ * - sends (pendingSends.ts) are tracked per clientMsgId: pending until ACK (or until the message
+ *   itself arrives), failed after ERROR or a timeout, retried with the same clientMsgId.
  *
- * Everything that touches the outside world (WebSocket, timers, clock, randomness, the history REST
- * call) is injectable so the class can be unit-tested with fakes.
+ * This class routes the server's frames to those parts, names what it sends with refs, and tells
+ * the UI about changes. Everything that touches the outside world (WebSocket, timers, clock,
+ * randomness, the history REST call) is injectable so it can be unit-tested with fakes.
  */
-import { Backoff, type BackoffOptions } from './backoff';
-import { Heartbeat } from './heartbeat';
-import { addHistoryPage, markNotLive, newRoomState, viewOf, type RoomState, type RoomView } from './roomState';
+import type { BackoffOptions } from './backoff';
+import { Connection, type AuthVerdict, type ClientSnapshot } from './connection';
+import { RoomHistory, type HistoryApi } from './history';
+import { markNotLive, viewOf, type RoomState, type RoomView } from './roomState';
 import { ReadPositions } from './readPositions';
 import { PendingSends } from './pendingSends';
 import { TypingThrottle, TypingUsers } from './typing';
-import { MessageList } from './roomStore';
-import { OPEN, realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
-import {
-  ROOMS_TOPIC,
-  parseRoomTopic,
-  roomTopic,
-  type ChatMessage,
-  type ClientFrame,
-  type Room,
-  type ServerFrame,
-} from './types';
+import { realTimers, type Timers, type WebSocketFactory } from './transport';
+import { ROOMS_TOPIC, roomTopic, type ChatMessage, type ClientFrame, type Room, type ServerFrame } from './types';
 
 export { realTimers, type Timers, type WebSocketFactory, type WebSocketLike } from './transport';
 export type { PendingMessage, PendingStatus, RoomView } from './roomState';
+export type { AuthVerdict, ClientSnapshot, ConnectionStatus } from './connection';
+export type { HistoryApi } from './history';
 export { textLength } from './pendingSends';
-
-export interface HistoryApi {
-  /** REST history: newest first, at most `limit`, only seq < before when before is given. */
-  fetchMessages(roomId: number, before: number | null, limit: number): Promise<ChatMessage[]>;
-}
-
-/** Whether the server still takes our token: a browser reports a refused WebSocket handshake (HTTP 401)
- * only as close code 1006, so after failed connects the client asks a cheap REST call. */
-export type AuthVerdict = 'valid' | 'refused' | 'unknown';
-
-export type ConnectionStatus = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
-
-export interface ClientSnapshot {
-  status: ConnectionStatus;
-  nodeId: string | null;
-  sessionId: string | null;
-  /** how many reconnect attempts have failed in a row */
-  attempts: number;
-  /** when the next reconnect attempt is due (timers.now() units), or null */
-  nextAttemptAt: number | null;
-}
 
 export interface ClientEvents {
   roomCreated: (room: Room) => void;
@@ -86,6 +61,9 @@ export interface ChatClientOptions {
   pingIntervalMs?: number;
   /** the connection is considered dead when nothing arrives this long after a PING */
   pongTimeoutMs?: number;
+  /** a WebSocket not open this long after it was asked for is given up (doubled after each such
+   * failure in a row) */
+  openTimeoutMs?: number;
   /** a SEND without ACK/ERROR after this long is marked failed */
   sendTimeoutMs?: number;
   /** after this many failed attempts in a row the status is `offline` (attempts go on) */
@@ -99,11 +77,6 @@ type RefInfo =
   | { kind: 'subscribe'; roomId: number | null }
   | { kind: 'other' };
 
-/** close codes after which reconnecting with the same token is pointless (docs/protocol.md) */
-const AUTH_CLOSE_CODES = new Set([1008, 4001]);
-const AUTH_CHECK_AFTER_FAILED_CONNECTS = 2;
-const RESUBSCRIBE_AFTER_UNAVAILABLE_MS = 1500;
-
 let idCounter = 0;
 function defaultClientMsgId(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
@@ -116,24 +89,9 @@ type Listener = () => void;
 
 export class ChatClient {
   readonly userId: string;
-  private readonly opts: Required<
-    Omit<ChatClientOptions, 'backoff' | 'timers' | 'newClientMsgId' | 'checkAuth'>
-  >;
   private readonly timers: Timers;
-  private readonly backoff: Backoff;
-  private readonly newClientMsgId: () => string;
-  private readonly checkAuth: (() => Promise<AuthVerdict>) | null;
-  /** connection attempts in a row that closed before opening */
-  private failedConnects = 0;
-  private authCheckInFlight = false;
-
-  private ws: WebSocketLike | null = null;
-  private gen = 0;
-  private everConnected = false;
-  private started = false;
-  private networkOnline = true;
-  private reconnectTimer: unknown = null;
-  private readonly heartbeat: Heartbeat;
+  private readonly conn: Connection;
+  private readonly history: RoomHistory;
   private refCounter = 0;
   private readonly refs = new Map<string, RefInfo>();
   private readonly sends: PendingSends;
@@ -143,13 +101,6 @@ export class ChatClient {
 
   private watchingRooms = false;
   private readonly rooms = new Map<number, RoomState>();
-  private snapshot: ClientSnapshot = {
-    status: 'idle',
-    nodeId: null,
-    sessionId: null,
-    attempts: 0,
-    nextAttemptAt: null,
-  };
 
   private readonly listeners = new Set<Listener>();
   private readonly handlers: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
@@ -166,26 +117,45 @@ export class ChatClient {
   constructor(options: ChatClientOptions) {
     this.userId = options.userId;
     this.timers = options.timers ?? realTimers;
-    this.backoff = new Backoff(options.backoff);
-    this.newClientMsgId = options.newClientMsgId ?? defaultClientMsgId;
-    this.checkAuth = options.checkAuth ?? null;
-    this.opts = {
-      userId: options.userId,
-      url: options.url,
-      wsFactory: options.wsFactory,
-      history: options.history,
-      pingIntervalMs: options.pingIntervalMs ?? 20000,
-      pongTimeoutMs: options.pongTimeoutMs ?? 10000,
-      sendTimeoutMs: options.sendTimeoutMs ?? 15000,
-      offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
-      pageSize: options.pageSize ?? 50,
-    };
-    this.heartbeat = new Heartbeat(
+    this.conn = new Connection(
+      {
+        opened: (reconnect) => this.onOpened(reconnect),
+        frame: (data) => this.handleMessage(data),
+        disconnected: () => this.markDisconnected(),
+        ping: () => this.conn.send({ type: 'PING', ref: this.ref({ kind: 'other' }) }),
+        authExpired: () => this.emit('authExpired'),
+        changed: () => this.changed(),
+      },
+      {
+        url: options.url,
+        wsFactory: options.wsFactory,
+        checkAuth: options.checkAuth ?? null,
+        backoff: options.backoff,
+        // A hung node is given up 9 s after its last frame, and the rooms resume on another node
+        // within 15 s even when the first new connection lands on the hung node again
+        // (docs/protocol.md, "Liveness: client pings").
+        pingIntervalMs: options.pingIntervalMs ?? 5000,
+        pongTimeoutMs: options.pongTimeoutMs ?? 4000,
+        openTimeoutMs: options.openTimeoutMs ?? 3000,
+        offlineAfterAttempts: options.offlineAfterAttempts ?? 4,
+      },
       this.timers,
-      this.opts.pingIntervalMs,
-      this.opts.pongTimeoutMs,
-      () => this.sendFrame({ type: 'PING', ref: this.ref({ kind: 'other' }) }),
-      () => this.dropConnection('heartbeat timeout'),
+    );
+    this.history = new RoomHistory(
+      {
+        rooms: this.rooms,
+        changed: (room) => this.changed(room),
+        ready: () => this.conn.ready,
+        gen: () => this.conn.gen,
+        sendSubscribe: (roomId, since) => {
+          const frame: ClientFrame = { type: 'SUBSCRIBE', destination: roomTopic(roomId), ref: this.ref({ kind: 'subscribe', roomId }) };
+          if (since !== null) frame.since = since;
+          return this.conn.send(frame);
+        },
+      },
+      options.history,
+      this.timers,
+      options.pageSize ?? 50,
     );
     this.sends = new PendingSends(
       {
@@ -193,9 +163,9 @@ export class ChatClient {
         room: (roomId) => this.rooms.get(roomId),
         rooms: () => this.rooms.values(),
         changed: (room) => this.changed(room),
-        gen: () => this.gen,
+        gen: () => this.conn.gen,
         transmitSend: (room, p) =>
-          this.sendFrame({
+          this.conn.send({
             type: 'SEND',
             roomId: room.roomId,
             text: p.text,
@@ -205,15 +175,15 @@ export class ChatClient {
         resubscribe: (room) => {
           room.live = false;
           room.subscribedGen = null;
-          this.subscribeRoom(room);
+          this.history.subscribe(room);
           this.changed(room);
         },
       },
       this.timers,
-      this.opts.sendTimeoutMs,
-      this.newClientMsgId,
+      options.sendTimeoutMs ?? 15000,
+      options.newClientMsgId ?? defaultClientMsgId,
     );
-    this.reads = new ReadPositions(this.timers, (roomId, seq) => this.rooms.get(roomId)?.live === true && this.sendFrame({ type: 'READ', roomId, seq }));
+    this.reads = new ReadPositions(this.timers, (roomId, seq) => this.rooms.get(roomId)?.live === true && this.conn.send({ type: 'READ', roomId, seq }));
     this.typingUsers = new TypingUsers(this.timers, (roomId) => {
       const room = this.rooms.get(roomId);
       if (!room) return;
@@ -236,7 +206,7 @@ export class ChatClient {
     return () => (this.handlers[event] as Set<ClientEvents[K]>).delete(handler);
   }
 
-  getSnapshot = (): ClientSnapshot => this.snapshot;
+  getSnapshot = (): ClientSnapshot => this.conn.snapshot;
 
   getRoom(roomId: number): RoomView | undefined {
     const r = this.rooms.get(roomId);
@@ -258,175 +228,42 @@ export class ChatClient {
     for (const l of [...this.listeners]) l();
   }
 
-  private setSnapshot(patch: Partial<ClientSnapshot>): void {
-    this.snapshot = { ...this.snapshot, ...patch };
-    this.changed();
-  }
-
   // ---------------------------------------------------------------- lifecycle
 
   start(): void {
-    if (this.started) return;
-    this.started = true;
-    this.connect();
+    this.conn.start();
   }
 
   stop(): void {
-    this.started = false;
-    this.clearReconnect();
-    this.heartbeat.stop();
-    const ws = this.ws;
-    this.ws = null;
-    this.gen += 1;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      try {
-        ws.close(1000, 'bye');
-      } catch {
-        /* ignore */
-      }
-    }
-    this.markDisconnected();
-    this.setSnapshot({ status: 'closed', nextAttemptAt: null });
+    this.conn.stop();
   }
 
   /** Browser online/offline hint. Going online triggers an immediate attempt. */
   setNetworkOnline(online: boolean): void {
-    this.networkOnline = online;
-    if (!this.started) return;
-    if (online) {
-      if (!this.ws) this.reconnectNow();
-    } else if (!this.ws || this.snapshot.status !== 'connected') {
-      this.setSnapshot({ status: 'offline' });
-    }
+    this.conn.setNetworkOnline(online);
   }
 
   /** Skip the backoff wait and try now (e.g. a "retry now" button). */
   reconnectNow(): void {
-    if (!this.started || this.ws) return;
-    this.clearReconnect();
-    this.connect();
+    this.conn.reconnectNow();
   }
 
-  /** Drop the current connection as if the network had failed (used by the heartbeat). */
+  /** Drop the current connection as if the network had failed. */
   dropConnection(reason = 'dropped'): void {
-    const ws = this.ws;
-    if (!ws) return;
-    const gen = this.gen;
-    try {
-      ws.close(4000, reason);
-    } catch {
-      /* ignore */
-    }
-    this.handleClose(gen, 1006, reason);
+    this.conn.drop(reason);
   }
 
-  private connect(): void {
-    this.clearReconnect();
-    this.gen += 1;
-    const gen = this.gen;
-    let ws: WebSocketLike;
-    this.setSnapshot({
-      status: this.everConnected ? this.reconnectingStatus() : 'connecting',
-      nextAttemptAt: null,
-    });
-    try {
-      ws = this.opts.wsFactory(this.opts.url());
-    } catch {
-      this.handleClose(gen, 1006, 'factory failed');
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => this.handleOpen(gen);
-    ws.onmessage = (ev) => this.handleMessage(gen, ev.data);
-    ws.onclose = (ev) => this.handleClose(gen, ev.code, ev.reason);
-    ws.onerror = () => {
-      /* a close event follows */
-    };
-  }
-
-  private reconnectingStatus(): ConnectionStatus {
-    if (!this.networkOnline || this.backoff.attempts >= this.opts.offlineAfterAttempts) return 'offline';
-    return 'reconnecting';
-  }
-
-  private handleOpen(gen: number): void {
-    if (gen !== this.gen) return;
-    const reconnect = this.everConnected;
-    this.everConnected = true;
-    this.failedConnects = 0;
-    this.setSnapshot({ status: 'connected', attempts: 0 });
-    this.heartbeat.arm();
-    if (this.watchingRooms) this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
-    for (const room of this.rooms.values()) {
-      if (room.historyLoaded) this.subscribeRoom(room);
-    }
+  /** A new connection: what we follow is subscribed again, each room from its highest seq. */
+  private onOpened(reconnect: boolean): void {
+    if (this.watchingRooms) this.conn.send({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
+    this.history.resumeAll();
     this.emit('connected', { reconnect });
-  }
-
-  private handleClose(gen: number, code: number, _reason: string): void {
-    if (gen !== this.gen) return;
-    const ws = this.ws;
-    const opened = this.snapshot.status === 'connected';
-    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    this.ws = null;
-    this.gen += 1; // ignore anything else from that socket
-    this.heartbeat.stop();
-    this.markDisconnected();
-    if (!this.started) {
-      this.setSnapshot({ status: 'closed' });
-      return;
-    }
-    if (AUTH_CLOSE_CODES.has(code)) {
-      this.expireAuth();
-      return;
-    }
-    if (!opened) {
-      this.failedConnects += 1;
-      if (this.failedConnects >= AUTH_CHECK_AFTER_FAILED_CONNECTS) this.askAuth();
-    }
-    const delay = this.backoff.next();
-    this.reconnectTimer = this.timers.setTimeout(() => {
-      this.reconnectTimer = null;
-      if (this.started) this.connect();
-    }, delay);
-    this.setSnapshot({
-      status: this.reconnectingStatus(),
-      attempts: this.backoff.attempts,
-      nextAttemptAt: this.timers.now() + delay,
-      nodeId: null,
-      sessionId: null,
-    });
-  }
-
-  private expireAuth(): void {
-    this.stop();
-    this.emit('authExpired');
-  }
-
-  /** Failed connects may be a refused token, which the browser does not tell apart: ask. */
-  private askAuth(): void {
-    if (!this.checkAuth || this.authCheckInFlight) return;
-    this.authCheckInFlight = true;
-    this.checkAuth()
-      .catch((): AuthVerdict => 'unknown')
-      .then((verdict) => {
-        this.authCheckInFlight = false;
-        if (verdict === 'refused' && this.started && this.snapshot.status !== 'connected') this.expireAuth();
-      });
   }
 
   private markDisconnected(): void {
     this.sends.disconnected();
     this.refs.clear();
     for (const room of this.rooms.values()) markNotLive(room);
-  }
-
-  private clearReconnect(): void {
-    if (this.reconnectTimer !== null) {
-      this.timers.clearTimeout(this.reconnectTimer);
-      this.reconnectTimer = null;
-    }
   }
 
   // ---------------------------------------------------------------- frames out
@@ -438,29 +275,18 @@ export class ChatClient {
     return r;
   }
 
-  private sendFrame(frame: ClientFrame): boolean {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== OPEN) return false;
-    try {
-      ws.send(JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
   // ---------------------------------------------------------------- room list
 
   watchRooms(): void {
     if (this.watchingRooms) return;
     this.watchingRooms = true;
-    this.sendFrame({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
+    this.conn.send({ type: 'SUBSCRIBE', destination: ROOMS_TOPIC, ref: this.ref({ kind: 'subscribe', roomId: null }) });
   }
 
   unwatchRooms(): void {
     if (!this.watchingRooms) return;
     this.watchingRooms = false;
-    this.sendFrame({ type: 'UNSUBSCRIBE', destination: ROOMS_TOPIC });
+    this.conn.send({ type: 'UNSUBSCRIBE', destination: ROOMS_TOPIC });
   }
 
   // ---------------------------------------------------------------- rooms
@@ -470,82 +296,13 @@ export class ChatClient {
    * Resolves when the history is loaded (the subscription follows as soon as connected).
    */
   openRoom(roomId: number): Promise<void> {
-    let room = this.rooms.get(roomId);
-    if (!room) {
-      room = newRoomState(roomId);
-      this.rooms.set(roomId, room);
-      this.changed(room);
-    }
-    if (room.historyLoaded) {
-      if (room.subscribedGen === null) this.subscribeRoom(room);
-      return Promise.resolve();
-    }
-    if (!room.historyPromise) {
-      const r = room;
-      r.historyPromise = this.loadLatest(r).finally(() => {
-        r.historyPromise = null;
-      });
-      return r.historyPromise;
-    }
-    return room.historyPromise;
-  }
-
-  private async loadLatest(room: RoomState): Promise<void> {
-    try {
-      const page = await this.opts.history.fetchMessages(room.roomId, null, this.opts.pageSize);
-      if (this.rooms.get(room.roomId) !== room) return;
-      room.hasMore = false;
-      addHistoryPage(room, page, this.opts.pageSize);
-      room.historyLoaded = true;
-      room.error = null;
-      this.changed(room);
-      this.subscribeRoom(room);
-    } catch (e) {
-      if (this.rooms.get(room.roomId) !== room) return;
-      room.error = { code: 'HISTORY', message: e instanceof Error ? e.message : String(e) };
-      this.changed(room);
-      throw e;
-    }
-  }
-
-  /** The server could not replay what we miss yet (a dependency down or catching up): ask again. */
-  private resubscribeLater(room: RoomState): void {
-    this.timers.setTimeout(() => {
-      if (this.rooms.get(room.roomId) === room && room.subscribedGen === null) this.subscribeRoom(room);
-    }, RESUBSCRIBE_AFTER_UNAVAILABLE_MS);
-  }
-
-  /**
-   * Too far behind for a resume (more than the server replays): drop what is held, load the
-   * newest page again, and subscribe from it; older messages come by scrolling back, with no gap.
-   */
-  private reloadLatest(room: RoomState): void {
-    room.list = new MessageList();
-    room.historyLoaded = false;
-    room.hasMore = true;
-    room.error = null;
-    this.changed(room);
-    this.openRoom(room.roomId).catch(() => undefined);
-  }
-
-  private subscribeRoom(room: RoomState): void {
-    if (!this.ws || this.ws.readyState !== OPEN || this.snapshot.status !== 'connected') return;
-    const since = room.list.highestSeq();
-    const frame: ClientFrame = {
-      type: 'SUBSCRIBE',
-      destination: roomTopic(room.roomId),
-      ref: this.ref({ kind: 'subscribe', roomId: room.roomId }),
-    };
-    if (since !== null) frame.since = since;
-    if (this.sendFrame(frame)) {
-      room.subscribedGen = this.gen;
-    }
+    return this.history.open(roomId);
   }
 
   closeRoom(roomId: number): void {
     const room = this.rooms.get(roomId);
     if (!room) return;
-    if (room.subscribedGen !== null) this.sendFrame({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
+    if (room.subscribedGen !== null) this.conn.send({ type: 'UNSUBSCRIBE', destination: roomTopic(roomId) });
     this.sends.forgetRoom(room);
     this.reads.forget(roomId);
     this.typingUsers.forget(roomId);
@@ -558,25 +315,8 @@ export class ChatClient {
   }
 
   /** Load the page before the lowest seq held. Resolves to the number of messages added. */
-  async loadOlder(roomId: number): Promise<number> {
-    const room = this.rooms.get(roomId);
-    if (!room || !room.historyLoaded || room.loadingOlder || !room.hasMore) return 0;
-    const before = room.list.lowestSeq();
-    if (before === null) {
-      room.hasMore = false;
-      this.changed(room);
-      return 0;
-    }
-    room.loadingOlder = true;
-    this.changed(room);
-    try {
-      const page = await this.opts.history.fetchMessages(roomId, before, this.opts.pageSize);
-      room.hasMore = false;
-      return addHistoryPage(room, page, this.opts.pageSize);
-    } finally {
-      room.loadingOlder = false;
-      this.changed(room);
-    }
+  loadOlder(roomId: number): Promise<number> {
+    return this.history.loadOlder(roomId);
   }
 
   // ---------------------------------------------------------------- read positions, typing
@@ -598,7 +338,7 @@ export class ChatClient {
 
   /** The user typed in an open room's composer: tell the others, at most every few seconds. */
   typing(roomId: number): void {
-    if (this.rooms.get(roomId)?.live && this.typingThrottle.take(roomId)) this.sendFrame({ type: 'TYPING', roomId });
+    if (this.rooms.get(roomId)?.live && this.typingThrottle.take(roomId)) this.conn.send({ type: 'TYPING', roomId });
   }
 
   // ---------------------------------------------------------------- sending
@@ -620,10 +360,7 @@ export class ChatClient {
 
   // ---------------------------------------------------------------- frames in
 
-  private handleMessage(gen: number, data: unknown): void {
-    if (gen !== this.gen) return;
-    // any frame proves the connection alive
-    this.heartbeat.alive();
+  private handleMessage(data: unknown): void {
     if (typeof data !== 'string') return;
     let frame: ServerFrame;
     try {
@@ -639,8 +376,7 @@ export class ChatClient {
           this.emit('userMismatch', { userId: frame.userId });
           return;
         }
-        this.backoff.reset();
-        this.setSnapshot({ nodeId: frame.nodeId, sessionId: frame.sessionId, attempts: 0 });
+        this.conn.sessionStarted(frame.nodeId, frame.sessionId);
         this.emit('session', { sessionId: frame.sessionId, userId: frame.userId, nodeId: frame.nodeId });
         break;
       case 'ROOM_MESSAGE':
@@ -692,27 +428,8 @@ export class ChatClient {
 
   private onSubscribed(frame: Extract<ServerFrame, { type: 'SUBSCRIBED' }>): void {
     if (frame.ref) this.refs.delete(frame.ref);
-    const roomId = parseRoomTopic(frame.destination);
-    if (roomId === null) return;
-    const room = this.rooms.get(roomId);
-    if (!room || room.subscribedGen !== this.gen) return;
-    const hadNothing = room.list.size === 0;
-    room.live = true;
-    room.error = null;
-    this.changed(room);
-    if (hadNothing && frame.lastSeq !== null && frame.lastSeq !== undefined) {
-      // We held no message, so we subscribed without `since`: anything that arrived between the
-      // history call and the subscription is fetched again (duplicates are dropped by id).
-      this.opts.history.fetchMessages(roomId, null, this.opts.pageSize).then(
-        (page) => {
-          if (this.rooms.get(roomId) !== room) return;
-          addHistoryPage(room, page, this.opts.pageSize);
-          this.changed(room);
-        },
-        () => undefined,
-      );
-    }
-    this.sends.flush(room);
+    const room = this.history.subscribed(frame);
+    if (room) this.sends.flush(room);
   }
 
   private onError(frame: Extract<ServerFrame, { type: 'ERROR' }>): void {
@@ -723,17 +440,7 @@ export class ChatClient {
       this.sends.refused(info, err);
       return;
     }
-    if (info?.kind === 'subscribe' && info.roomId !== null) {
-      const room = this.rooms.get(info.roomId);
-      if (room) {
-        room.error = err;
-        room.subscribedGen = null;
-        this.changed(room);
-        if (err.code === 'UNAVAILABLE') this.resubscribeLater(room);
-        if (err.code === 'REPLAY_TOO_LONG') this.reloadLatest(room);
-        return;
-      }
-    }
+    if (info?.kind === 'subscribe' && info.roomId !== null && this.history.subscribeFailed(info.roomId, err)) return;
     this.emit('error', { ...err, ref: frame.ref });
   }
 }
