@@ -177,9 +177,10 @@ async def test_users_of_a_hung_node_notice_the_missed_pong_and_resume_elsewhere(
     fake = FakeChat()
     await fake.serve(nursery, 2)
     # Both metrics URLs are the node that stays up: a scrape of the hung one would wait out the
-    # bot's 10 s HTTP timeout.
+    # bot's 10 s HTTP timeout. A connection is given up after 2 s of silence (the keepalive's
+    # twice): shorter, a stalled test process on a busy machine gives up live ones too.
     live = fake.urls[1]
-    cfg = _config(fake.urls, "--keepalive", "0.3", metrics_urls=[live, live])
+    cfg = _config(fake.urls, "--keepalive", "1", metrics_urls=[live, live])
 
     async def hang():
         await _mid_chat(fake)
