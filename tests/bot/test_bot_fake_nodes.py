@@ -64,7 +64,7 @@ async def test_clean_run_delivers_everything(nursery, tmp_path):
     assert summary["messages"]["sent"] == summary["messages"]["acked"] > 0
     # 2 rooms of 3 users, every user also receives its own messages
     assert d["expected"] == summary["messages"]["acked"] * 3 == d["delivered"]
-    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), (d["lostSamples"], summary["notes"])
     assert summary["latencyMs"]["endToEnd"]["count"] == d["delivered"]
     assert summary["server"]["metrics"]["start"][0] is not None
     assert summary["verdict"]["passed"]
@@ -117,7 +117,7 @@ async def test_killed_node_users_resume_elsewhere_without_loss(nursery):
     d = summary["deliveries"]
     assert summary["reconnects"]["reconnects"] == 3  # users 0, 2, 4 lived on node 0
     assert summary["users"]["notResumed"] == 0
-    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), (d["lostSamples"], summary["notes"])
     assert d["expected"] == d["delivered"] > 0
 
 
@@ -138,7 +138,7 @@ async def test_a_resume_answered_unavailable_is_asked_again_on_the_same_connecti
     assert summary["reconnects"]["reconnects"] == 3  # one each: the refusal did not drop the connection
     resumes = [(user, since) for user, since in fake.room_subscribes if since is not None]
     assert len(resumes) == 6 and {user for user, _ in resumes} == {"bot0", "bot2", "bot4"}
-    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), (d["lostSamples"], summary["notes"])
     assert d["expected"] == d["delivered"] > 0
 
 
@@ -158,7 +158,7 @@ async def test_a_resume_answered_replay_too_long_catches_up_over_rest_without_lo
     assert summary["users"]["restCatchUps"] == 3
     assert fake.history_requests >= 3
     assert summary["reconnects"]["reconnects"] == 3  # the refusal did not drop the connection
-    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), (d["lostSamples"], summary["notes"])
     assert d["expected"] == d["delivered"] > 0
 
 
@@ -191,7 +191,7 @@ async def test_users_of_a_hung_node_notice_the_missed_pong_and_resume_elsewhere(
     d = summary["deliveries"]
     assert summary["reconnects"]["reconnects"] == 3  # users 0, 2, 4 lived on node 0
     assert summary["users"]["notResumed"] == 0
-    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
+    assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), (d["lostSamples"], summary["notes"])
     assert d["expected"] == d["delivered"] > 0
     # Every SEND written got an answer or saw its connection given up (then written again).
     assert summary["latencyMs"]["answerWait"]["count"] >= summary["messages"]["acked"]
