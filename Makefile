@@ -25,8 +25,12 @@ run:
 test:
 	@scripts/test.sh
 
+# mypy runs beside pytest: most of these tests wait on sockets and timers, which leaves a core free.
 test-unit:
-	@scripts/install.sh --no-web-deps && .venv/bin/pytest -m "not services" $(PYTEST_ARGS) && .venv/bin/mypy
+	@scripts/install.sh --no-web-deps
+	@log=$$(mktemp); .venv/bin/mypy >"$$log" 2>&1 & mypy=$$!; \
+	.venv/bin/pytest -m "not services" $(PYTEST_ARGS); tests=$$?; \
+	wait $$mypy; types=$$?; cat "$$log"; rm -f "$$log"; exit $$((tests || types))
 
 test-py:
 	@WEB_TESTS=0 scripts/test.sh

@@ -175,6 +175,11 @@ def summarize(outcome: RunOutcome) -> dict:
             "outOfOrder": c.get("outOfOrder", 0),
             "unexpected": delivery.unexpected,
             "ackedMessagesWithLoss": delivery.acked_lost_messages,
+            # --until-settled: seconds after the chat at which the run settled and the grace ended
+            # (None: the grace was waited out)
+            "settledAfterChatSeconds": (
+                None if outcome.settled_after_chat is None else round(outcome.settled_after_chat, 3)
+            ),
             "lostSamples": [
                 {
                     "clientMsgId": cmid,

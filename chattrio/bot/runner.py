@@ -7,7 +7,6 @@ machine; inside a worker it is converted to trio's clock once.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
 import secrets
@@ -32,6 +31,7 @@ from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.proccpu import cpu_seconds
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
+from chattrio.bot.settle import SettleState, settled, state_of
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
 from chattrio.bot.user import SimUser
 from chattrio.bot.writes import WriteProbe
@@ -41,6 +41,11 @@ CONNECTED_POLL_SECONDS = 0.2
 # During the ramp-up, what exists is frozen this often (see freeze_while_ramping).
 FREEZE_INTERVAL = 2.0
 LAG_PROBE_SECONDS = 0.1
+# How often a worker reports its settle state after the chat (--until-settled): the grace
+# ends at most this long after the run settles.
+SETTLE_POLL_SECONDS = 0.1
+# A worker process says it is ready once its imports are done; a busy machine may take seconds.
+WORKER_START_TIMEOUT = 120.0
 SETUP_ATTEMPTS = 4
 ROOM_LIST_PAGE = 200  # the largest page GET /api/room serves
 MAX_NOTES = 30
@@ -131,6 +136,8 @@ class WorkerContext:
         self.stop_opening = False
         self.notes: list[str] = []
         self.live = 0
+        self.users: list[SimUser] = []  # this worker's, for the settle reports
+        self.acked_highest: dict[int, int] = {}  # room -> highest seq acknowledged to our users
         self._pools: dict[Node, HttpPool] = {}
         # The steady-state hot paths of all users: run by run_worker, one task each.
         self.receiver = Receiver()
@@ -208,6 +215,14 @@ class WorkerContext:
             last_second_latency=ledger.timeline.last_complete_second(time.time()).to_wire(),
         )
 
+    def settle_state(self) -> SettleState:
+        return state_of(self.users, self.acked_highest)
+
+    def leave_now(self) -> None:
+        self.leave_at = trio.current_time()
+        for user in self.users:
+            user.leave_now()
+
     async def aclose(self) -> None:
         for pool in self._pools.values():
             await pool.aclose()
@@ -245,7 +260,14 @@ async def freeze_while_ramping(ramp_end: float) -> None:
         gc.unfreeze()
 
 
-async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) -> tuple[Ledger, list[str]]:
+async def run_worker(
+    plan: WorkerPlan,
+    on_progress: Callable[[Progress], None],
+    on_settle: Callable[[SettleState], None] | None = None,
+    leave: trio.Event | None = None,
+) -> tuple[Ledger, list[str]]:
+    """Run the plan's users. With `untilSettled`, report the settle state to `on_settle` from
+    the end of the chat on, and let the users leave once `leave` is set."""
     raise_fd_limit()
     ctx = WorkerContext(plan)
     cfg = plan.config
@@ -279,11 +301,28 @@ async def run_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) 
         outer.start_soon(ctx.receiver.run)
         outer.start_soon(ctx.send_clock.run)
         outer.start_soon(freeze_while_ramping, ctx.chat_start)
+        if cfg.until_settled:
+            assert on_settle is not None and leave is not None
+
+            async def report_settling() -> None:
+                await trio.sleep_until(ctx.chat_end)
+                while True:
+                    on_settle(ctx.settle_state())
+                    await trio.sleep(SETTLE_POLL_SECONDS)
+
+            async def leave_when_settled() -> None:
+                await leave.wait()
+                ctx.leave_now()
+
+            outer.start_soon(report_settling)
+            outer.start_soon(leave_when_settled)
         user_class = CentrifugoUser if cfg.system == "centrifugo" else SimUser
         async with trio.open_nursery() as users:
             for i in plan.user_indices:
                 home = i % len(nodes)
                 user = user_class(ctx, i, plan.room_ids[i % len(plan.room_ids)], nodes[home:] + nodes[:home])
+                if cfg.until_settled:
+                    ctx.users.append(user)
                 users.start_soon(user.run, ctx.schedule.user_start(i, cfg.user_count) + ctx.clock_offset)
         outer.cancel_scope.cancel()
     on_progress(ctx.progress())
@@ -316,6 +355,9 @@ class RunOutcome:
     # (t0), once every user has connected or failed, at the chat's start and at its end:
     # "nodes"/"services" -> instant -> one value per pid file
     process_cpu: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    # --until-settled: how long after the chat's end the run settled and the users left; None
+    # when the grace was waited out.
+    settled_after_chat: float | None = None
 
 
 async def _setup_request(
@@ -384,38 +426,110 @@ async def _run_exec(command: str, at: float, chat_start: float) -> dict:
     return {"command": command, "secondsIntoChat": into_chat, "returncode": None, "output": "timed out"}
 
 
-async def _subprocess_worker(plan: WorkerPlan, on_progress: Callable[[Progress], None]) -> tuple[Ledger, list[str]]:
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = await trio.lowlevel.open_process([sys.executable, "-m", "chattrio.bot.worker"], stdin=-1, stdout=-1, env=env)
-    result: dict | None = None
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        await proc.stdin.send_all(msgspec.json.encode(plan))
-        await proc.stdin.aclose()
-        buf = b""
-        while chunk := await proc.stdout.receive_some(1 << 20):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                message = json.loads(line)
-                if "progress" in message:
-                    on_progress(msgspec.convert(message["progress"], Progress))
-                else:
-                    result = message["result"]
+class WorkerLine(msgspec.Struct):
+    """One line a worker process writes (chattrio/bot/worker.py): exactly one field is set."""
+
+    ready: bool = False
+    progress: Progress | None = None
+    settle: SettleState | None = None
+    result: dict | None = None  # {"ledger": Ledger.to_wire(), "notes": [...]}
+
+
+class WorkerProcess:
+    """A worker in a process of its own (`--workers N`, chattrio/bot/worker.py). It says it is
+    ready once its imports are done, then gets its plan, so that a slow start (a busy machine)
+    delays the run's t0 rather than the users' joining; JSON lines both ways."""
+
+    def __init__(self) -> None:
+        self._proc: trio.Process | None = None
+        self._buf = b""
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "chattrio.bot.worker"], stdin=-1, stdout=-1, env=env
+        )
+        with trio.fail_after(WORKER_START_TIMEOUT):
+            line = await self._next_line()
+        if line is None or not line.ready:
+            raise RuntimeError(f"worker process started with {line!r} instead of ready")
+
+    async def _next_line(self) -> WorkerLine | None:
+        """The worker's next line, None at the end of its output."""
+        assert self._proc is not None and self._proc.stdout is not None
+        while b"\n" not in self._buf:
+            chunk = await self._proc.stdout.receive_some(1 << 20)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return msgspec.json.decode(line, type=WorkerLine)
+
+    async def run(
+        self,
+        plan: WorkerPlan,
+        on_progress: Callable[[Progress], None],
+        on_settle: Callable[[SettleState], None],
+        leave: trio.Event,
+    ) -> tuple[Ledger, list[str]]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        stdin = proc.stdin
+        await stdin.send_all(msgspec.json.encode(plan) + b"\n")
+        result: dict | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def tell_to_leave() -> None:
+                await leave.wait()
+                try:
+                    await stdin.send_all(b"leave\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # it has exited: nothing left to tell
+
+            nursery.start_soon(tell_to_leave)
+            while (line := await self._next_line()) is not None:
+                if line.progress is not None:
+                    on_progress(line.progress)
+                elif line.settle is not None:
+                    on_settle(line.settle)
+                elif line.result is not None:
+                    result = line.result
+            nursery.cancel_scope.cancel()
         await proc.wait()
-    finally:
+        if result is None:
+            raise RuntimeError(f"worker exited with {proc.returncode} and no result")
+        return Ledger.from_wire(result["ledger"]), result["notes"]
+
+    async def stop(self) -> None:
+        """Kill it if it still runs (the run failed or was cancelled)."""
+        proc = self._proc
+        if proc is None:
+            return
         with trio.CancelScope(shield=True):
             if proc.returncode is None:
                 proc.kill()
-                await proc.wait()
-    if result is None:
-        raise RuntimeError(f"worker exited with {proc.returncode} and no result")
-    return Ledger.from_wire(result["ledger"]), result["notes"]
+            await proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    await pipe.aclose()
 
 
 async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogram], None] | None) -> RunOutcome:
+    processes = [WorkerProcess() for _ in range(cfg.workers if cfg.workers > 1 else 0)]
+    try:
+        return await _run(cfg, progress_line, processes)
+    finally:
+        for process in processes:
+            await process.stop()
+
+
+async def _run(
+    cfg: BotConfig,
+    progress_line: Callable[[float, Progress, Histogram], None] | None,
+    processes: list[WorkerProcess],
+) -> RunOutcome:
     raise_fd_limit()
     run_id = secrets.token_hex(3)
     nodes = cfg.node_endpoints()
@@ -430,8 +544,11 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         room_ids = list(range(cfg.rooms)) if cfg.system == "centrifugo" else await create_rooms(cfg, pools[0], run_id)
     except (HttpError, OSError, trio.TooSlowError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"setting up rooms on {nodes[0].base_url} failed: {exc!r}") from exc
-    # Leave the workers time to start (imports take ~0.3 s per process) before the first user.
-    t0 = time.time() + (0.2 if cfg.workers == 1 else 1.5)
+    async with trio.open_nursery() as starting:
+        for process in processes:
+            starting.start_soon(process.start)
+    # Leave the workers time to read their plans before the first user.
+    t0 = time.time() + 0.2
     schedule = Schedule.of(cfg, t0)
     host_cpu = HostCpu(t0)
     process_cpu: dict[str, dict[str, list[float | None]]] = {"nodes": {}, "services": {}}
@@ -458,20 +575,49 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
     ledgers: list[Ledger | None] = [None] * len(plans)
     notes: list[str] = []
     exec_result: dict | None = None
+    # --until-settled: the workers' latest settle reports; `leave` tells them the run settled.
+    settle_states: list[SettleState | None] = [None] * len(plans)
+    leave = trio.Event()
+    peak_sampled = False
+    writing = bool(cfg.signups_per_second or cfg.room_creations_per_second)
+    settled_at: float | None = None
 
     async def one_worker(w: int) -> None:
         def on_progress(snapshot: Progress) -> None:
             progress[w] = snapshot
 
-        runner = run_worker if cfg.workers == 1 else _subprocess_worker
-        ledgers[w], worker_notes = await runner(plans[w], on_progress)
+        def on_settle(state: SettleState) -> None:
+            nonlocal settled_at
+            settle_states[w] = state
+            # Not before the peak's sample (taken as the chat ends, with every user in), nor before
+            # every write is answered: the users would miss the last rooms' announcements.
+            if peak_sampled and not writing and not leave.is_set() and settled(settle_states):
+                settled_at = time.time()
+                leave.set()
+
+        if processes:
+            ledgers[w], worker_notes = await processes[w].run(plans[w], on_progress, on_settle, leave)
+        else:
+            ledgers[w], worker_notes = await run_worker(plans[w], on_progress, on_settle, leave)
         notes.extend(worker_notes)
 
+    async def write() -> None:
+        nonlocal writing
+        await probe.run(
+            cfg.signups_per_second,
+            cfg.room_creations_per_second,
+            schedule.chat_start + to_trio,
+            schedule.chat_end + to_trio,
+        )
+        writing = False
+
     async def sample_peak() -> None:
+        nonlocal peak_sampled
         # Just before users leave: the moment the most connections are open.
         await trio.sleep_until(schedule.chat_end - time.time() + trio.current_time())
         metrics["peak"] = await scrape(metrics_pools)
         rss["peak"] = read_rss(cfg.node_pid_files)
+        peak_sampled = True
 
     async def run_exec() -> None:
         nonlocal exec_result
@@ -509,15 +655,9 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         async with trio.open_nursery() as workers:
             for w in range(len(plans)):
                 workers.start_soon(one_worker, w)
-            if cfg.signups_per_second or cfg.room_creations_per_second:
+            if writing:
                 # awaited like the workers: every write's answer is in before the run ends
-                workers.start_soon(
-                    probe.run,
-                    cfg.signups_per_second,
-                    cfg.room_creations_per_second,
-                    schedule.chat_start + to_trio,
-                    schedule.chat_end + to_trio,
-                )
+                workers.start_soon(write)
         nursery.cancel_scope.cancel()
     await probe.aclose()
     metrics["end"] = await scrape(metrics_pools)
@@ -545,4 +685,5 @@ async def run(cfg: BotConfig, progress_line: Callable[[float, Progress, Histogra
         dict(flood_tally) if cfg.flooders else None,
         probe.records if cfg.signups_per_second or cfg.room_creations_per_second else None,
         process_cpu,
+        None if settled_at is None else settled_at - schedule.chat_end,
     )

@@ -8,6 +8,7 @@ clientMsgId.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -78,7 +79,9 @@ class SimUser:
         self.replay_too_long = False  # ... answered REPLAY_TOO_LONG: catch up over REST, then retry
         self.last_received = 0.0  # trio clock
         self.messages_sent = 0  # numbers the clientMsgIds
+        self.done = False  # failed to join, skipped, or left: nothing more to settle
         self._nursery: trio.Nursery | None = None
+        self._stay: trio.CancelScope | None = None  # the receiving until the user leaves
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class SimUser:
         await trio.sleep_until(start_at)
         if ctx.stop_opening:
             ctx.ledger.inc("usersSkipped")
+            self.done = True
             return
         try:
             # A user still queueing for a slow server when the others leave has failed.
@@ -95,6 +99,7 @@ class SimUser:
                 await self._open_session()
         except (LoginFailed, HttpError, *CONNECTION_ERRORS) as exc:
             ctx.user_failed(exc)
+            self.done = True
             return
         ctx.user_connected(self.nodes[0])
         async with trio.open_nursery() as nursery:
@@ -105,6 +110,7 @@ class SimUser:
             with ctx.send_clock.schedule(self):
                 await self._receive_until(ctx.leave_at)
             nursery.cancel_scope.cancel()
+        self.done = True
         await self._leave()
 
     async def _login(self) -> None:
@@ -203,13 +209,30 @@ class SimUser:
             raise WsError(f"history for a catch-up: unexpected answer {response.body[:200]!r}") from exc
 
     async def _receive_until(self, deadline: float) -> None:
-        with trio.move_on_at(deadline):
+        with trio.move_on_at(deadline) as self._stay:
             while True:
                 assert self.conn is not None
                 try:
                     await self._read(self.conn)
                 except CONNECTION_ERRORS as exc:
                     await self._reconnect(exc)
+
+    def leave_now(self) -> None:
+        """The run has settled (chattrio/bot/settle.py): leave without waiting out the grace."""
+        if self._stay is not None:
+            self._stay.deadline = -math.inf
+
+    def unsettled(self) -> bool:
+        """Still joining, reconnecting, or with a SEND unanswered."""
+        return not self.done and (self.conn is None or bool(self.pending))
+
+    def highest_held(self) -> int | None:
+        """The seq up to which this user holds its room: what came, and what its subscription
+        did not promise (up to the first SUBSCRIBED's lastSeq). None before it entered."""
+        if not self.track.entered:
+            return None
+        first = self.track.first_last_seq
+        return max(self.track.highest, -1 if first is None else first)
 
     async def _read(self, conn: WsConnection) -> None:
         receiver = self.ctx.receiver
@@ -457,6 +480,9 @@ class SimUser:
             return  # the second ACK of a message re-sent before its first ACK came
         self._answered(cmid)
         ledger = self.ctx.ledger
+        # (Centrifugo's publish replies carry no seq: nothing to settle on, see BotConfig.until_settled)
+        if ack.seq is not None and ack.seq > self.ctx.acked_highest.get(self.room_id, -1):
+            self.ctx.acked_highest[self.room_id] = ack.seq
         sent = ledger.sent[cmid]
         sent.acked = True
         sent.ack_seq = ack.seq

@@ -88,6 +88,30 @@ async def test_ack_settles_the_pending_send_once():
     assert ctx.ledger.ack.count == 1 and 240 <= ctx.ledger.ack.percentile(50) / 1000 < 10_000
 
 
+async def test_what_a_user_holds_for_the_settle_reports():
+    ctx, user = _user()
+    assert user.unsettled() and user.highest_held() is None  # not joined yet
+    subscribed = msgspec.json.encode(
+        {"type": "SUBSCRIBED", "ref": "room", "destination": "/topic/message/7", "lastSeq": 50}
+    )
+    user.dispatch_all([subscribed])
+    assert user.highest_held() == 50  # its subscription promised nothing up to lastSeq
+    user.dispatch_all([_message(53, None)])
+    assert user.highest_held() == 53
+    user.conn = object()  # stands for its connection: only whether it has one is read
+    assert not user.unsettled()
+    ack = {"type": "ACK", "ref": "c1", "clientMsgId": "c1", "id": "x", "roomId": 7, "seq": 56}
+    ctx.ledger.sent["c1"] = SentMessage(7, time.time())
+    user.pending["c1"] = b"..."
+    assert user.unsettled()  # a SEND unanswered
+    user.dispatch_all([msgspec.json.encode(ack)])
+    assert ctx.acked_highest == {7: 56} and not user.unsettled()
+    user.conn = None  # reconnecting
+    assert user.unsettled()
+    user.done = True  # it left (or failed to join): nothing more to wait for
+    assert not user.unsettled()
+
+
 async def test_a_message_below_the_subscription_is_a_violation():
     ctx, user = _user()
     subscribed = msgspec.json.encode(
