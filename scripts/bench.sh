@@ -210,7 +210,13 @@ for scenario in "${SCENARIOS[@]}"; do
         "$([[ -n "${ROOMS_RATES:-}" ]] && printf 'ROOMS_RATES="%s" ' "$ROOMS_RATES")scripts/bench.sh rooms-rates"
       ;;
     idle)
-      per_node="${IDLE_PER_NODE:-20000}" via=()
+      # A node holds the sessions its descriptor hard limit leaves room for (at most 20,000):
+      # past that it answers 503 rather than run out of descriptors for Kafka, PostgreSQL and Redis.
+      per_node="${IDLE_PER_NODE:-$("$REPO/.venv/bin/python" -c "import resource
+from chattrio.config import Settings
+from chattrio.nursery.descriptors import sessions_within
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+print(sessions_within(1 << 20 if hard == resource.RLIM_INFINITY else hard, Settings()))")}" via=()
       # ~28,000 ephemeral ports per source address towards nginx's one port: one address per 20,000
       [[ "${IDLE_VIA_LB:-0}" == 1 ]] \
         && via=(--via "http://127.0.0.1:$LB_PORT" --source-addresses "$((per_node * 3 / 20000 + 1))")

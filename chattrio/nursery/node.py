@@ -13,6 +13,7 @@ from chattrio.chat import ChatService
 from chattrio.config import Settings
 from chattrio.fanout import Fanout
 from chattrio.metrics import Registry
+from chattrio.nursery.descriptors import fit_to_descriptor_limit
 from chattrio.nursery.supervisor import Supervisor
 from chattrio.outbox import OutboxRelay
 from chattrio.persistence import Persistence
@@ -35,6 +36,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 async def run_node(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run until SIGTERM/SIGINT (or cancellation); then drain and return."""
     _check_auth(settings)
+    settings = fit_to_descriptor_limit(settings)
     metrics = Registry()
     async with AsyncExitStack() as resources:
         await resources.enter_async_context(open_asyncio_bridge())
