@@ -293,6 +293,7 @@ class Api:
         except LookalikeTaken as exc:
             raise BadRequest(409, f"user id {user_id!r} {exc}: choose another") from None
         token, expires_at = issue_token(user_id, self._settings.secret, self._settings.token_ttl_seconds)
+        self._verifier.remember(token, Identity(user_id, expires_at))
         cookie = token_cookie(token, self._settings.token_ttl_seconds)
         data = {"userId": user_id, "token": token, "expiresAt": expires_at, "created": created}
         message = "user created" if created else "welcome back"

@@ -34,6 +34,10 @@ PENDING_ANNOUNCEMENTS = 10_000
 # never expires between two heartbeats.
 BEATS_PER_TTL = 3
 SWEEP_ROOMS_PER_CALL = 200  # bounds how long one sweep script holds Redis
+# Changes of one kind that wait together go to Redis in one script call: a burst of connections
+# entering rooms costs a round trip per batch, not per SUBSCRIBE. This bounds how long one call
+# holds Redis.
+CHANGES_PER_CALL = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +77,20 @@ class PendingChanges:
         self._arrived.set()
         return True
 
-    async def get(self) -> _Change:
+    async def get_run(self, limit: int) -> list[_Change]:
+        """The oldest waiting changes, up to `limit` and as long as they are of one kind (all
+        enters or all leaves), so that applying them together keeps the arrival order."""
         while not self._changes:
             self._arrived = trio.Event()
             await self._arrived.wait()
-        return self._changes.pop(next(iter(self._changes)))
+        run: list[_Change] = []
+        for change in self._changes.values():
+            if len(run) == limit or (run and change.entered != run[0].entered):
+                break
+            run.append(change)
+        for change in run:
+            del self._changes[(change.room_id, change.session_id)]
+        return run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,29 +149,32 @@ class Presence:
 
     async def _apply_changes(self) -> None:
         while True:
-            change = await self._changes.get()
+            changes = await self._changes.get_run(CHANGES_PER_CALL)
             try:
-                if change.entered:
-                    await self._enter(change)
+                if changes[0].entered:
+                    await self._enter(changes)
                 else:
-                    await self._leave(change)
+                    await self._leave(changes)
             except CacheUnavailable as exc:
-                self._dropped.inc()
-                log.warning("presence change skipped: %s", exc)
+                self._dropped.inc(len(changes))
+                log.warning("presence changes skipped: %s", exc)
 
-    async def _enter(self, change: _Change) -> None:
+    async def _enter(self, changes: list[_Change]) -> None:
         ttl = self._settings.presence_ttl_seconds
-        if await self._cache.enter(change.room_id, change.user_id, change.session_id, ttl):
-            self._announce_join(change.room_id, change.user_id)
+        entries = [(change.room_id, change.user_id, change.session_id) for change in changes]
+        for change, joined in zip(changes, await self._cache.enter(entries, ttl)):
+            if joined:
+                self._announce_join(change.room_id, change.user_id)
 
-    async def _leave(self, change: _Change) -> None:
+    async def _leave(self, changes: list[_Change]) -> None:
         grace = self._settings.leave_grace_seconds
-        remaining = await self._cache.leave(change.room_id, change.user_id, change.session_id, grace)
-        if remaining == 0:
-            try:
-                self._checks_in.send_nowait((trio.current_time() + grace, change.room_id, change.user_id))
-            except trio.WouldBlock:
-                self._dropped.inc()  # the sweeper announces the leave once the heartbeat expires
+        entries = [(change.room_id, change.user_id, change.session_id) for change in changes]
+        for change, remaining in zip(changes, await self._cache.leave(entries, grace)):
+            if remaining == 0:
+                try:
+                    self._checks_in.send_nowait((trio.current_time() + grace, change.room_id, change.user_id))
+                except trio.WouldBlock:
+                    self._dropped.inc()  # the sweeper announces the leave once the heartbeat expires
 
     async def _check_after_grace(self) -> None:
         # Every check waits the same grace, so the queue is in due order.

@@ -10,6 +10,7 @@ only verify. Each node accepts exactly one algorithm, so a token cannot choose h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,11 @@ DEFAULT_SECRET = "dev-secret-change-me"
 # RFC 7518 3.2: an HS256 key at least as long as the hash, or it can be guessed offline from any token.
 MIN_SECRET_BYTES = 32
 REQUIRED_CLAIMS = ["exp", "sub"]
+# Tokens this node verified or issued, remembered by their SHA-256: checking one again (the
+# WebSocket handshake right after the sign-in that issued it, a reconnect, a REST call) costs a hash
+# and a lookup instead of decoding it and checking its signature. An entry answers only until the
+# token's expiry; beyond this many, the oldest are forgotten first.
+VERIFIED_TOKENS_REMEMBERED = 20_000
 
 
 class InvalidToken(Exception):
@@ -42,7 +48,7 @@ class TokenConfigError(Exception):
     """The node's token settings are unsafe or unusable; it refuses to start."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Identity:
     user_id: str
     expires_at: int
@@ -68,12 +74,33 @@ class TokenVerifier:
         self._audience = audience or None
         required = REQUIRED_CLAIMS + ["iss"] * bool(issuer) + ["aud"] * bool(audience)
         self._options: Options = {"require": required, "verify_iat": False}
+        self._verified: dict[bytes, Identity] = {}  # SHA-256 of a token -> its identity, oldest first
 
     @property
     def algorithm(self) -> str:
         return self._algorithm
 
     def verify(self, token: str) -> Identity:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            if time.time() < known.expires_at:
+                return known
+            del self._verified[digest]
+        identity = self._decode(token)
+        self._remember(digest, identity)
+        return identity
+
+    def remember(self, token: str, identity: Identity) -> None:
+        """A token this node has just issued for `identity`: its first check needs no decoding."""
+        self._remember(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest(), identity)
+
+    def _remember(self, digest: bytes, identity: Identity) -> None:
+        self._verified[digest] = identity
+        if len(self._verified) > VERIFIED_TOKENS_REMEMBERED:
+            del self._verified[next(iter(self._verified))]
+
+    def _decode(self, token: str) -> Identity:
         try:
             key = self._key_for(jwt.get_unverified_header(token))
             claims = jwt.decode(

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from chattrio.config import Settings
 from chattrio.tokens import (
     DEFAULT_SECRET,
+    Identity,
     InvalidToken,
     TokenConfigError,
     TokenVerifier,
@@ -79,6 +80,42 @@ def test_changed_payload_is_refused():
     forged = _b64(json.dumps(_claims("mallory")).encode())
     with pytest.raises(InvalidToken, match="signature"):
         OPEN.verify(f"{header}.{forged}.{signature}")
+
+
+def test_a_token_checked_once_is_answered_from_memory_until_its_expiry(monkeypatch):
+    verifier = TokenVerifier("HS256", {None: SECRET})
+    token, expires_at = issue_token("alice", SECRET, 3600)
+    assert verifier.verify(token) == Identity("alice", expires_at)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(jwt, "decode", no_decoding)
+    assert verifier.verify(token) == Identity("alice", expires_at)
+    monkeypatch.setattr(time, "time", lambda: expires_at)  # the token's last second is over
+    with pytest.raises(AssertionError, match="decoded again"):
+        verifier.verify(token)
+
+
+def test_a_token_this_node_issued_needs_no_decoding_but_a_changed_one_does():
+    verifier = TokenVerifier("HS256", {None: SECRET})
+    token, expires_at = issue_token("alice", SECRET, 3600)
+    verifier.remember(token, Identity("alice", expires_at))
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{_b64(json.dumps(_claims('mallory')).encode())}.{signature}"
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(forged)
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(f"{header}.{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}")
+    assert verifier.verify(token).user_id == "alice"
+
+
+def test_a_remembered_token_past_its_expiry_is_refused():
+    verifier = TokenVerifier("HS256", {None: SECRET})
+    token, expires_at = issue_token("alice", SECRET, -10)
+    verifier.remember(token, Identity("alice", expires_at))
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
 
 
 @pytest.mark.parametrize("token", ["", ".", "abc", "a.b", "a.b.c", "abc.é", "é.é.é", "no-dot-at-all"])

@@ -132,13 +132,15 @@ class DirectoryCache(Protocol):
 class PresenceStore(Protocol):
     """Who is in which room across nodes, with expiring heartbeats; each decision made once."""
 
-    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
-        """True when the user was in the room on no node (a "joined" message is due)."""
+    async def enter(self, entries: Sequence[tuple[int, str, str]], ttl: float) -> list[bool]:
+        """(room, user, session) entries, applied in order; per entry True when the user was in
+        the room on no node (a "joined" message is due)."""
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None: ...
 
-    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
-        """The user's live sessions left in the room."""
+    async def leave(self, entries: Sequence[tuple[int, str, str]], grace: float) -> list[int]:
+        """(room, user, session) entries, applied in order; per entry the user's live sessions
+        left in the room."""
 
     async def remove_if_gone(self, room_id: int, user_id: str) -> bool:
         """True for the one caller that removed a user with no live session left."""

@@ -141,6 +141,10 @@ class Database:
         newer look-alike holds it."""
 
         async def enter() -> bool:
+            # A returning user, the usual sign-in, costs one statement instead of a transaction's
+            # three round trips: a user row is never deleted, and its skeleton never unset.
+            if await self._pool.fetchval("SELECT skeleton IS NOT NULL FROM users WHERE id = $1", user_id):
+                return False
             async with self._pool.acquire() as conn, conn.transaction():
                 known = await conn.fetchrow("SELECT skeleton FROM users WHERE id = $1", user_id)
                 if known is not None:

@@ -56,16 +56,24 @@ if #newest == 0 then return false end
 return newest[2]
 """
 
-# KEYS: room users, user sessions, rooms with presence. ARGV: user, session, expiry ms, room id.
-# Returns 1 when the user was not in the room (so a "joined" message is due).
+# Many sessions entering rooms in one round trip (a burst of connections costs one call per
+# batch, not one per SUBSCRIBE). KEYS: the set of rooms with presence, then per entry its room's
+# users and the user's sessions in that room. ARGV: expiry ms, then per entry user, session, room id.
+# Returns per entry 1 when the user was in the room on no node (a "joined" message is due); the
+# entries are applied in order, so of two sessions of a user entering one room only the first is.
 _ENTER = """
-local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('PEXPIREAT', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[4])
-if present then return 0 end
-return 1
+local joined = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local users, sessions = KEYS[2 * i], KEYS[2 * i + 1]
+  local user, session, room = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local present = redis.call('ZSCORE', users, user)
+  redis.call('ZADD', sessions, ARGV[1], session)
+  redis.call('PEXPIREAT', sessions, ARGV[1])
+  redis.call('ZADD', users, 'GT', ARGV[1], user)
+  redis.call('SADD', KEYS[1], room)
+  joined[i] = present and 0 or 1
+end
+return joined
 """
 
 # KEYS: pairs of (room users, user sessions). ARGV: expiry ms, then pairs of (user, session).
@@ -79,13 +87,19 @@ end
 return #KEYS / 2
 """
 
-# KEYS: room users, user sessions. ARGV: user, session, now ms, grace end ms.
-# Returns the user's live sessions left in the room; at 0 the caller checks again after the grace.
+# Many sessions leaving rooms in one round trip. KEYS: per entry its room's users and the user's
+# sessions in that room. ARGV: now ms, grace end ms, then per entry user, session.
+# Returns per entry the user's live sessions left in the room; at 0 the caller checks again after
+# the grace.
 _LEAVE = """
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-local left = redis.call('ZCARD', KEYS[2])
-if left == 0 then redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[1]) end
+local left = {}
+for i = 1, #KEYS / 2 do
+  local users, sessions = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('ZREM', sessions, ARGV[2 * i + 2])
+  redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
+  left[i] = redis.call('ZCARD', sessions)
+  if left[i] == 0 then redis.call('ZADD', users, 'GT', ARGV[2], ARGV[2 * i + 1]) end
+end
 return left
 """
 
@@ -242,14 +256,17 @@ class RedisStore:
 
     # Presence ---------------------------------------------------------------------------------
 
-    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
-        """Record a session in a room; True when the user was not in the room on any node."""
-        keys = [
-            self._room_users_key(room_id),
-            self._user_sessions_prefix(room_id) + user_id,
-            self._presence_rooms_key,
-        ]
-        return bool(await self._script("enter", keys, [user_id, session_id, _now_ms() + int(ttl * 1000), room_id]))
+    async def enter(self, entries: Sequence[tuple[int, str, str]], ttl: float) -> list[bool]:
+        """Record (room, user, session) entries, in order; per entry True when the user was not in
+        the room on any node."""
+        if not entries:
+            return []
+        keys = [self._presence_rooms_key]
+        args: list[ScriptArg] = [_now_ms() + int(ttl * 1000)]
+        for room_id, user_id, session_id in entries:
+            keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+            args += [user_id, session_id, room_id]
+        return [bool(flag) for flag in await self._script("enter", keys, args)]
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
         """Extend (room, user, session) memberships by `ttl` seconds."""
@@ -262,10 +279,18 @@ class RedisStore:
             args += [user_id, session_id]
         await self._script("heartbeat", keys, args)
 
-    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
-        keys = [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+    async def leave(self, entries: Sequence[tuple[int, str, str]], grace: float) -> list[int]:
+        """Forget (room, user, session) entries, in order; per entry the user's live sessions left
+        in the room."""
+        if not entries:
+            return []
+        keys: list[str] = []
         now = _now_ms()
-        return int(await self._script("leave", keys, [user_id, session_id, now, now + int(grace * 1000)]))
+        args: list[ScriptArg] = [now, now + int(grace * 1000)]
+        for room_id, user_id, session_id in entries:
+            keys += [self._room_users_key(room_id), self._user_sessions_prefix(room_id) + user_id]
+            args += [user_id, session_id]
+        return [int(left) for left in await self._script("leave", keys, args)]
 
     async def remove_if_gone(self, room_id: int, user_id: str) -> bool:
         """Remove the user from the room when no live session is left; True when this call did."""

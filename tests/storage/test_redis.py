@@ -12,16 +12,33 @@ async def test_a_sweep_drops_a_room_nobody_is_in_from_the_presence_rooms(stack_e
     ever entered, and every node would sweep all of them every few seconds."""
     deserted, crashed, lively = 1, 2, 3
     async with open_redis(stack_env["CHATTRIO_REDIS_URL"], f"{run_prefix}-sweep") as cache:
-        await cache.enter(deserted, "leaver", "session-1", ttl=30.0)
-        assert await cache.leave(deserted, "leaver", "session-1", grace=0.0) == 0
+        await cache.enter([(deserted, "leaver", "session-1")], ttl=30.0)
+        assert await cache.leave([(deserted, "leaver", "session-1")], grace=0.0) == [0]
         assert await cache.remove_if_gone(deserted, "leaver")
-        await cache.enter(crashed, "ghost", "session-2", ttl=0.5)
-        await cache.enter(lively, "stayer", "session-3", ttl=30.0)
+        await cache.enter([(crashed, "ghost", "session-2")], ttl=0.5)
+        await cache.enter([(lively, "stayer", "session-3")], ttl=30.0)
         await trio.sleep(1.0)
         assert sorted(await cache.presence_rooms()) == [deserted, crashed, lively]
         assert await cache.sweep_gone([deserted, crashed, lively]) == [(crashed, "ghost")]
         assert await cache.presence_rooms() == [lively]
         assert await cache.members(lively) == ["stayer"]
         # Entering again puts the room back.
-        await cache.enter(deserted, "returner", "session-4", ttl=30.0)
+        await cache.enter([(deserted, "returner", "session-4")], ttl=30.0)
         assert sorted(await cache.presence_rooms()) == [deserted, lively]
+
+
+async def test_entries_of_one_call_are_applied_in_order(stack_env, run_prefix):
+    """A batch of enters decides each join as if the entries came one by one: of two sessions of
+    one user entering a room, only the first makes a join; leaves count what is left after each."""
+    room, other = 1, 2
+    async with open_redis(stack_env["CHATTRIO_REDIS_URL"], f"{run_prefix}-batch") as cache:
+        entries = [(room, "ann", "s1"), (room, "ann", "s2"), (room, "bob", "s3"), (other, "ann", "s4")]
+        assert await cache.enter(entries, ttl=30.0) == [True, False, True, True]
+        assert await cache.members(room) == ["ann", "bob"]
+        assert sorted(await cache.presence_rooms()) == [room, other]
+        assert await cache.enter([(room, "ann", "s5")], ttl=30.0) == [False]
+        assert await cache.leave([(room, "ann", "s1"), (room, "ann", "s2"), (room, "bob", "s3")], grace=30.0) == [
+            2,
+            1,
+            0,
+        ]

@@ -442,26 +442,31 @@ class MemoryCache:
             del sessions[session_id]
         return len(sessions)
 
-    async def enter(self, room_id: int, user_id: str, session_id: str, ttl: float) -> bool:
+    async def enter(self, entries: Sequence[tuple[int, str, str]], ttl: float) -> list[bool]:
         now = await self._call()
-        present = user_id in self.room_users.get(room_id, {})
-        self._extend(room_id, user_id, session_id, now + ttl)
-        self.presence_room_ids.add(room_id)
-        return not present
+        joined = []
+        for room_id, user_id, session_id in entries:
+            joined.append(user_id not in self.room_users.get(room_id, {}))
+            self._extend(room_id, user_id, session_id, now + ttl)
+            self.presence_room_ids.add(room_id)
+        return joined
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:
         now = await self._call()
         for room_id, user_id, session_id in memberships:
             self._extend(room_id, user_id, session_id, now + ttl)
 
-    async def leave(self, room_id: int, user_id: str, session_id: str, grace: float) -> int:
+    async def leave(self, entries: Sequence[tuple[int, str, str]], grace: float) -> list[int]:
         now = await self._call()
-        self.user_sessions.get((room_id, user_id), {}).pop(session_id, None)
-        left = self._live_sessions(room_id, user_id, now)
-        if left == 0:
-            users = self.room_users.setdefault(room_id, {})
-            users[user_id] = max(users.get(user_id, now + grace), now + grace)
-        return left
+        remaining = []
+        for room_id, user_id, session_id in entries:
+            self.user_sessions.get((room_id, user_id), {}).pop(session_id, None)
+            left = self._live_sessions(room_id, user_id, now)
+            if left == 0:
+                users = self.room_users.setdefault(room_id, {})
+                users[user_id] = max(users.get(user_id, now + grace), now + grace)
+            remaining.append(left)
+        return remaining
 
     def _remove_if_gone(self, room_id: int, user_id: str, now: float) -> bool:
         users = self.room_users.get(room_id, {})

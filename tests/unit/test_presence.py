@@ -148,3 +148,39 @@ async def test_a_resubscribe_that_fails_leaves_the_room_after_the_grace(autojump
         with trio.fail_after(heartbeat_expiry - 1):
             while _announcements(shared, "alice") != ["join", "leave"]:
                 await trio.sleep(POLL)
+
+
+async def test_changes_waiting_together_reach_the_store_in_one_call_each_kind(autojump_clock, monkeypatch):
+    """Sessions that enter while presence is busy are recorded in one call, and each user still
+    joins once; a second session of a user in the same batch makes no second join. Leaves that
+    wait together go in one call too."""
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    calls: list[tuple[str, int]] = []
+    enter, leave = shared.cache.enter, shared.cache.leave
+
+    async def counted_enter(entries, ttl):
+        calls.append(("enter", len(entries)))
+        return await enter(entries, ttl)
+
+    async def counted_leave(entries, grace):
+        calls.append(("leave", len(entries)))
+        return await leave(entries, grace)
+
+    monkeypatch.setattr(shared.cache, "enter", counted_enter)
+    monkeypatch.setattr(shared.cache, "leave", counted_leave)
+    users = [f"user-{n}" for n in range(30)]
+    sessions = [RecordingSession(user) for user in users] + [RecordingSession("user-0")]
+    for session in sessions:  # queued before presence runs: they wait together
+        await node.subscribe(session, room)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        for user in users:
+            await _wait_for(shared, user, ["join"])
+        for session in sessions:
+            node.chat.disconnected(session)
+        for user in users:
+            await _wait_for(shared, user, ["join", "leave"])
+        nursery.cancel_scope.cancel()
+    assert calls == [("enter", len(sessions)), ("leave", len(sessions))]
