@@ -169,11 +169,21 @@ def run_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(stack_env, run_prefix):
-    """Three nodes shared by the tests that do not stop or kill anything."""
+def shared_cluster(stack_env, run_prefix):
     nodes = Cluster(stack_env, 3, SESSION_CLUSTER_BASE_PORT, run_prefix).start()
     yield nodes
     nodes.stop()
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    """Three nodes shared by the tests that do not stop or kill anything, each ready when a test
+    begins: a test that stops a service of the stack (Kafka in test_presence.py) leaves the
+    shared nodes' children restarting after their backoff, and a message sent meanwhile would
+    reach the other nodes' sessions only once their fan-out is back."""
+    for node in shared_cluster.nodes:
+        node.wait_ready()
+    return shared_cluster
 
 
 @pytest.fixture

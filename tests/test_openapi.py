@@ -34,8 +34,8 @@ EXAMPLES_PER_OPERATION = 40
 
 
 @pytest.fixture(scope="module")
-def bearer(cluster) -> dict[str, str]:
-    response = httpx.post(f"{cluster.urls[0]}/api/user/enter/oa{uuid.uuid4().hex[:10]}", timeout=10)
+def bearer(shared_cluster) -> dict[str, str]:
+    response = httpx.post(f"{shared_cluster.urls[0]}/api/user/enter/oa{uuid.uuid4().hex[:10]}", timeout=10)
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['data']['token']}"}
 

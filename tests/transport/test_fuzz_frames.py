@@ -149,9 +149,10 @@ async def _still_answers(client, marker: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_room(cluster) -> int:
+def fuzz_room(shared_cluster) -> int:
     async def make() -> int:
-        return (await create_room(cluster.urls[0], await login(cluster.urls[0], "fuzzowner"), "fuzz"))["id"]
+        url = shared_cluster.urls[0]
+        return (await create_room(url, await login(url, "fuzzowner"), "fuzz"))["id"]
 
     return trio.run(make)
 
