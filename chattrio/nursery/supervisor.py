@@ -19,7 +19,10 @@ from chattrio.metrics import Registry
 log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF = 0.5
-MAX_BACKOFF = 30.0
+# A child fails mostly while a backing service is away; its users wait for the restart after the
+# service is back (live delivery, storage, presence), so the wait stays a few seconds. A retry
+# every few seconds per child costs the service next to nothing.
+MAX_BACKOFF = 5.0
 HEALTHY_AFTER = 30.0
 
 Child = Callable[..., Awaitable[None]]
