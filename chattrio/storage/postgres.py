@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import trio
@@ -18,10 +19,22 @@ from chattrio.storage.bridge import AsyncioCancelled, run_asyncio
 
 log = logging.getLogger(__name__)
 
-QUERY_TIMEOUT = 10.0
+# Every call, connection included. A hung server (SIGSTOP, a frozen machine) answers nothing, and
+# a call cancelled at this deadline may take run_asyncio's grace (bridge.CANCEL_GRACE, 5 s) more to
+# unwind: the two together stay well within the 15 s a client gives a request.
+QUERY_TIMEOUT = 5.0
+# Migrations may wait for another node's (they take a lock) and run long statements.
+MIGRATION_TIMEOUT = 120.0
+# The pool's first connections, at the node's start: each host may take CONNECT_TIMEOUT_PER_HOST.
+POOL_START_TIMEOUT = 30.0
 MIGRATION_LOCK_ID = 0x63686174  # any constant shared by every node: serialises migrations
 ROOM_QUOTA_LOCK_ID = 0x71756F74  # with the user's hash: one room creation per user at a time under a quota
 POOL_SIZE = 8
+# A new connection gives each host of a several-host DSN this long, the host that answered last
+# first. asyncpg's own timeout covers all hosts together, so a hung first host (a frozen machine:
+# its kernel accepts the connection, nothing answers) would use it all up and the promoted
+# standby behind it would never be tried.
+CONNECT_TIMEOUT_PER_HOST = 3.0
 # A transaction that adds an outbox row announces it here on commit, with the row's topic as the
 # payload, so the relay is woken instead of polling.
 OUTBOX_CHANNEL = "chattrio_outbox"
@@ -78,15 +91,65 @@ def _message(row: asyncpg.Record) -> Message:
     return Message(*row)
 
 
+def _hosts_of(dsn: str) -> list[str]:
+    """The DSN's `host:port` entries (several with a failover pair), or [] when the hosts are not
+    in its address part (a Unix socket or a `host=` parameter)."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    return [h for h in hosts.split(",") if h] if parts.scheme.startswith("postgres") else []
+
+
+def _with_host(dsn: str, host: str) -> str:
+    parts = urlsplit(dsn)
+    user, at, _hosts = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
+
+
+class HostPicker:
+    """Connects to the first host of the DSN that takes the connection (and, with
+    target_session_attrs=read-write, is the primary), each on its own deadline, starting with the
+    host that took the last one."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._hosts = _hosts_of(dsn)
+        self._first = 0
+
+    async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+        """On the asyncio thread; also the pool's `connect` (which passes the DSN back)."""
+        if len(self._hosts) < 2:
+            return await asyncpg.connect(self.dsn, **{"timeout": QUERY_TIMEOUT, **kwargs})
+        error: Exception | None = None
+        for i in range(len(self._hosts)):
+            index = (self._first + i) % len(self._hosts)
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    _with_host(self.dsn, self._hosts[index]), **{**kwargs, "timeout": CONNECT_TIMEOUT_PER_HOST}
+                )
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:
+                error = exc  # down, hung, starting up or a standby: the next host
+                continue
+            self._first = index
+            return conn
+        assert error is not None
+        raise error
+
+
 class Database:
-    def __init__(self, pool: asyncpg.Pool, outbox_topic: str, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox_topic: str, hosts: HostPicker) -> None:
         self._pool = pool
         self._outbox_topic = outbox_topic
-        self._dsn = dsn
+        self._hosts = hosts
 
-    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = QUERY_TIMEOUT) -> T:
         try:
-            with trio.fail_after(QUERY_TIMEOUT):
+            with trio.fail_after(timeout):
                 return await run_asyncio(fn, *args)
         except (
             OSError,
@@ -117,7 +180,7 @@ class Database:
 
         async def apply() -> list[str]:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID, timeout=MIGRATION_TIMEOUT)
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations"
                     " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -126,12 +189,12 @@ class Database:
                 applied = []
                 for name, sql in scripts:
                     if name not in done:
-                        await conn.execute(sql)
+                        await conn.execute(sql, timeout=MIGRATION_TIMEOUT)
                         await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
                         applied.append(name)
                 return applied
 
-        return await self._run(apply)
+        return await self._run(apply, timeout=MIGRATION_TIMEOUT)
 
     # Users and rooms: the row and its outbox event commit together ---------------------------
 
@@ -244,7 +307,7 @@ class Database:
                 _run_in_trio(token, on_row)
 
         async def open_listener() -> asyncpg.Connection:
-            conn = await asyncpg.connect(self._dsn, timeout=QUERY_TIMEOUT, command_timeout=QUERY_TIMEOUT)
+            conn = await self._hosts.connect(command_timeout=QUERY_TIMEOUT)
             conn.add_termination_listener(lambda _conn: _run_in_trio(token, lost.set))
             try:
                 await conn.add_listener(OUTBOX_CHANNEL, notified)
@@ -483,15 +546,21 @@ def _message_tuple(m: Message) -> tuple[object, ...]:
 @asynccontextmanager
 async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
     """A connection pool for the node's lifetime; raises DatabaseUnavailable when unreachable."""
+    hosts = HostPicker(dsn)
     try:
-        with trio.fail_after(QUERY_TIMEOUT):
+        with trio.fail_after(POOL_START_TIMEOUT):
             pool = await run_asyncio(
-                asyncpg.create_pool, dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
+                asyncpg.create_pool,
+                dsn,
+                min_size=POOL_SIZE,
+                max_size=POOL_SIZE,
+                command_timeout=QUERY_TIMEOUT,
+                connect=hosts.connect,
             )
-    except (OSError, asyncpg.PostgresError, trio.TooSlowError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InternalClientError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
     try:
-        yield Database(pool, outbox_topic, dsn)
+        yield Database(pool, outbox_topic, hosts)
     finally:
         with trio.move_on_after(5) as scope:
             scope.shield = True

@@ -1,9 +1,12 @@
 """The PostgreSQL adapter against the test stack's database: values PostgreSQL refuses are
-DataRefused (not an outage, not a crash), dead letters are kept once, look-alike ids collide."""
+DataRefused (not an outage, not a crash), dead letters are kept once, look-alike ids collide, a
+hung first host of a failover pair is passed over."""
 
 from __future__ import annotations
 
+import socket
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -102,3 +105,19 @@ async def test_a_new_outbox_row_wakes_the_listener(db):
             while len(wakes) < 2:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_hung_first_host_is_passed_over_for_the_next(stack_env, run_prefix):
+    """A frozen machine (SIGSTOP): its kernel completes the TCP handshake and nothing answers. A
+    socket listening and never accepting is just that. Listed first in the DSN, it must not use
+    up the connection's whole deadline: the pool opens its connections on the host behind it."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        parts = urlsplit(stack_env["CHATTRIO_PG_DSN"])
+        user, _, real = parts.netloc.rpartition("@")
+        dsn = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{hung.getsockname()[1]},{real}"))
+        async with open_asyncio_bridge(), open_database(dsn, f"{run_prefix}-pg.events") as db:
+            await db.ping()
+            user_id = _name("past")
+            assert await db.enter_user(user_id, skeleton(user_id)) is True
