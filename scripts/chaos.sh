@@ -5,6 +5,7 @@
 # scripts/chaos.sh matrix [--doc FILE]               every target x every fault (`make chaos`)
 #   TARGET: node | kafka | kafka-leader | kafka-controller | redis-primary | pg-primary
 #   FAULT:  kill (SIGKILL, restarted after --kill-pause, 5 s) | stop (SIGSTOP for --stop-seconds, 20 s, then SIGCONT)
+#   --tail S: chat S seconds after the fault ends (20); --loss-grace S: then wait S for late answers (15)
 #   Starts the ha stack and 3 nodes (ports BASE+1..3, CHATTRIO_CHAOS_BASE_PORT, default 22400) when
 #   they are not running, and stops what it started. docs/reliability.md tells the verdict's rules.
 #   Exit 0 when every run passed.

@@ -42,8 +42,8 @@ KAFKA_TIMEOUT = 10.0
 USERS, ROOMS, RATE = 30, 3, 1.0
 RAMP_UP = 3.0
 FAULT_AT = 5.0  # seconds into the chat
-TAIL = 20.0  # chat after the fault ends (a kill's pause, a stop's duration)
-LOSS_GRACE = 15.0
+TAIL = 20.0  # chat after the fault ends (a kill's pause, a stop's duration); --tail
+LOSS_GRACE = 15.0  # after the chat, for late answers and deliveries; --loss-grace
 SIGNUPS_PER_SECOND, ROOMS_PER_SECOND = 1.0, 0.5
 KEEPALIVE = 3.0  # the bot's silence before a PING, and as long again before resuming elsewhere
 
@@ -246,7 +246,9 @@ def running_port(index: int) -> int:
     return next(port for i, port, _pid in running_nodes() if i == index)
 
 
-def run_one(target_kind: str, fault: str, seconds: float, out_dir: Path) -> dict:
+def run_one(
+    target_kind: str, fault: str, seconds: float, out_dir: Path, tail: float = TAIL, loss_grace: float = LOSS_GRACE
+) -> dict:
     env = ha_env()
     nodes = running_nodes()
     if len(nodes) < 3:
@@ -255,11 +257,11 @@ def run_one(target_kind: str, fault: str, seconds: float, out_dir: Path) -> dict
     wait_healthy(env, topic)
     urls = [f"http://127.0.0.1:{port}" for _i, port, _pid in nodes]
     records_file = out_dir / f"chaos-{target_kind}-{fault}-{int(time.time())}.records.json"
-    duration = FAULT_AT + seconds + TAIL
+    duration = FAULT_AT + seconds + tail
     bot = [
         PYTHON, "-m", "chattrio", "bot", "--scenario", f"chaos-{target_kind}-{fault}",
         "--node", ",".join(urls), "--users", str(USERS), "--rooms", str(ROOMS), "--rate", str(RATE),
-        "--ramp-up", str(RAMP_UP), "--duration", str(duration), "--loss-grace", str(LOSS_GRACE),
+        "--ramp-up", str(RAMP_UP), "--duration", str(duration), "--loss-grace", str(loss_grace),
         "--keepalive", str(KEEPALIVE), "--signups", str(SIGNUPS_PER_SECOND),
         "--room-creations", str(ROOMS_PER_SECOND), "--user-id-prefix", "chaos",
         "--records", str(records_file), "--out", str(out_dir),
@@ -272,7 +274,7 @@ def run_one(target_kind: str, fault: str, seconds: float, out_dir: Path) -> dict
     time.sleep(max(0.0, started + 1.0 + RAMP_UP + FAULT_AT - time.time()))
     injector = threading.Thread(target=inject, args=(target_kind, fault, seconds, env, topic, fault_info))
     injector.start()
-    bot_output, _ = proc.communicate(timeout=duration + LOSS_GRACE + 300)
+    bot_output, _ = proc.communicate(timeout=duration + loss_grace + 300)
     injector.join(timeout=HEALTHY_TIMEOUT)
     if proc.returncode not in (0, 1) or not records_file.exists():
         raise RuntimeError(f"the bot failed (exit {proc.returncode}):\n{bot_output[-3000:]}")
@@ -455,6 +457,8 @@ def main(argv: list[str]) -> int:
     for p in (one, matrix):
         p.add_argument("--kill-pause", type=float, default=5.0)
         p.add_argument("--stop-seconds", type=float, default=20.0)
+        p.add_argument("--tail", type=float, default=TAIL, help="seconds of chat after the fault ends")
+        p.add_argument("--loss-grace", type=float, default=LOSS_GRACE, help="seconds for late answers after the chat")
         p.add_argument("--out", type=Path, default=REPO / "bench-results" / "chaos")
         p.add_argument("--command-line", default="")
     args = parser.parse_args(argv)
@@ -469,7 +473,7 @@ def main(argv: list[str]) -> int:
     for target_kind, fault in cells:
         seconds = getattr(args, "seconds", None) or (args.kill_pause if fault == "kill" else args.stop_seconds)
         try:
-            row = run_one(target_kind, fault, seconds, args.out)
+            row = run_one(target_kind, fault, seconds, args.out, args.tail, args.loss_grace)
         except (RuntimeError, subprocess.SubprocessError) as exc:
             log(f"{target_kind} {fault}: the run failed: {exc}")
             row = {"target": target_kind, "fault": "SIGKILL" if fault == "kill" else "SIGSTOP", "seconds": seconds,
