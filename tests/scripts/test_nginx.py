@@ -11,10 +11,15 @@ import shutil
 import stat
 import subprocess
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
+from client import connect, login
 from conftest import REPO, SESSION_CLUSTER_BASE_PORT
 
 NODE_MAX_CONNECTIONS = 20_000  # Settings.max_connections
@@ -125,3 +130,49 @@ def _first_answer(url: str, lb: subprocess.Popen, error_log) -> httpx.Response:
             assert lb.poll() is None, error_log.read_text()
             time.sleep(0.1)
     raise AssertionError(f"nginx did not answer after {START_ATTEMPTS} tries:\n{error_log.read_text()}")
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
+async def test_a_websocket_meant_for_a_full_node_goes_to_another(make_cluster, tmp_path):
+    """A node at its session cap answers 503; nginx passes the handshake to the next node, so the
+    cluster's whole capacity is reachable through it."""
+    cluster = await make_cluster(2, max_connections=1)
+    full, spare = cluster.nodes
+    conf = await _render_async(tmp_path, 2, full.port - 1)
+    async with _running_nginx(tmp_path, conf) as lb_url:
+        holder = f"full{uuid.uuid4().hex[:8]}"
+        async with connect(full.url, holder, await login(full.url, holder)):
+            for attempt in range(10):  # nginx's workers each pick the first node by turns
+                user = f"spill{attempt}{uuid.uuid4().hex[:6]}"
+                async with connect(lb_url, user, await login(spare.url, user)) as client:
+                    info = await client.wait_for(lambda f: f["type"] == "session-info")
+                    assert info["nodeId"] == spare.node_id, info
+
+
+async def _render_async(nginx_dir: Path, nodes: int, base_port: int) -> Path:
+    command = [str(REPO / "scripts" / "cluster.sh"), "nginx-conf", str(nodes), str(base_port), str(LB_PORT)]
+    done = await trio.run_process(command, env=dict(os.environ, CHATTRIO_NGINX_DIR=str(nginx_dir)), capture_stdout=True)
+    return Path(done.stdout.decode().strip())
+
+
+@asynccontextmanager
+async def _running_nginx(prefix: Path, conf: Path) -> AsyncIterator[str]:
+    args = [NGINX or "nginx", "-p", f"{prefix}/", "-e", str(prefix / "error.log"), "-c", str(conf)]
+    lb = await trio.lowlevel.open_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{LB_PORT}"
+        async with httpx.AsyncClient(timeout=2) as http:
+            for _ in range(START_ATTEMPTS):
+                try:
+                    await http.get(f"{url}/lb-health")
+                    break
+                except httpx.TransportError:
+                    assert lb.poll() is None, (prefix / "error.log").read_text()
+                    await trio.sleep(0.1)
+            else:
+                raise AssertionError(f"nginx did not answer after {START_ATTEMPTS} tries")
+        yield url
+    finally:
+        lb.terminate()
+        with trio.move_on_after(10):
+            await lb.wait()
