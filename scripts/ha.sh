@@ -176,7 +176,7 @@ EOF
 
 pg_start() {
   local m="$1" i; i="$(idx "$1")"
-  need_bin patroni "apt-get install patroni"
+  [[ -x "$PATRONI_BIN" ]] || die "Patroni $PATRONI_VERSION is not installed: run CHATTRIO_STACK=ha scripts/install.sh"
   mrunning "$m" && return 0
   check_port_free "$m" "$(patroni_port "$i")"; check_port_free "$m" "$(pg_member_port "$i")"
   is_root && { id -u "$PG_OS_USER" >/dev/null 2>&1 || die "system user '$PG_OS_USER' missing; run scripts/install.sh"; }
@@ -185,13 +185,14 @@ pg_start() {
   if is_root; then
     chown -R "$PG_OS_USER:" "$(mdir "$m")"
     ensure_traversable "$PG_OS_USER" "$(mdir "$m")"
+    ensure_traversable "$PG_OS_USER" "$PATRONI_VENV"
   fi
   log "starting $m (Patroni REST 127.0.0.1:$(patroni_port "$i"), PostgreSQL 127.0.0.1:$(pg_member_port "$i"))"
   if is_root; then
     # PostgreSQL refuses to run as root; setpriv execs, so the pid file holds Patroni's pid.
-    spawn "$m" setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --clear-groups patroni "$(mdir "$m")/patroni.yml"
+    spawn "$m" setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --clear-groups "$PATRONI_BIN" "$(mdir "$m")/patroni.yml"
   else
-    spawn "$m" patroni "$(mdir "$m")/patroni.yml"
+    spawn "$m" "$PATRONI_BIN" "$(mdir "$m")/patroni.yml"
   fi
 }
 

@@ -38,8 +38,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 # Debian's etcd-server starts an etcd service of its own where systemd runs, which the
 # single-instance stack has no use for.
 if [[ "$STACK" == ha ]]; then
-  command -v patroni >/dev/null 2>&1 || missing+=(patroni)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)  # Patroni's virtualenv
 fi
 if [[ -f "$REPO/web/package.json" && "$WEB_DEPS" == 1 ]]; then
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
@@ -93,6 +93,20 @@ if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]; then
     (cd "$REPO" && "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[dev]'); } >"$piplog" 2>&1 \
     || { tail -n 40 "$piplog" >&2; die "pip install failed (full log: $piplog)"; }
   echo "$want" > "$STAMP"
+fi
+
+# ---------------------------------------------------------------- Patroni (ha topology only)
+# Pinned from PyPI rather than Debian's 3.0.2, which never repairs a /sync key naming another
+# leader: after the primary hung (SIGSTOP) past the lock's ttl, the standby that took the lock
+# for a moment left one behind, and the primary never named a synchronous standby again. The
+# system Python, because PostgreSQL's user runs Patroni and cannot reach a Python under /root.
+if [[ "$STACK" == ha && "$("$PATRONI_BIN" --version 2>/dev/null || true)" != "patroni $PATRONI_VERSION" ]]; then
+  log "installing Patroni $PATRONI_VERSION into ${PATRONI_VENV#"$REPO"/}"
+  rm -rf "$PATRONI_VENV"
+  { /usr/bin/python3 -m venv "$PATRONI_VENV" &&
+    "$PATRONI_VENV/bin/python" -m pip install --disable-pip-version-check \
+      "patroni[etcd3,psycopg3]==$PATRONI_VERSION"; } >"$STACK_ROOT/patroni-install.log" 2>&1 \
+    || { tail -n 30 "$STACK_ROOT/patroni-install.log" >&2; die "installing Patroni failed (log: $STACK_ROOT/patroni-install.log)"; }
 fi
 
 # ---------------------------------------------------------------- kafka jars

@@ -15,6 +15,10 @@ STACK="${CHATTRIO_STACK:-dev}"
 STACK_ROOT="$REPO/.stack"
 SERVICES=(postgres redis kafka)
 PG_OS_USER="${CHATTRIO_PG_OS_USER:-chattrio}"
+# The ha topology's Patroni, from PyPI into a virtualenv of its own (scripts/install.sh, docs/ha.md)
+PATRONI_VERSION=4.0.11
+PATRONI_VENV="$REPO/.cache/patroni-$PATRONI_VERSION"
+PATRONI_BIN="$PATRONI_VENV/bin/patroni"
 
 case "$STACK" in
   dev)  _pg=55432 _redis=56379 _kafka=59092 _ctrl=59093 ;;

@@ -233,6 +233,13 @@ def test_patroni_has_the_ha_topology_settings():
         assert _environment(member)["PATRONI_NAME"] == name
 
 
+def test_the_patroni_image_runs_the_version_of_the_ha_topology():
+    version = re.search(r"^PATRONI_VERSION=(\S+)$", (REPO / "scripts" / "lib.sh").read_text(), re.M)
+    assert version is not None, "scripts/lib.sh sets no PATRONI_VERSION"
+    dockerfile = (COMPOSE_DIR / "patroni" / "Dockerfile").read_text()
+    assert f'"patroni[etcd3,psycopg3]=={version.group(1)}"' in dockerfile
+
+
 def test_etcd_has_as_many_members_as_in_the_ha_topology():
     members = _services_named("etcd")
     assert len(members) == _ha_count("etcd")
