@@ -321,7 +321,7 @@ async def test_a_churning_session_holds_one_pending_presence_change_and_others_s
     assert pending.put(_change(True, 3, "other"))
     assert not pending.put(_change(True, 4, "late"))  # the bound holds
     assert pending.put(_change(False, 2, "churner"))  # undoing a waiting change always goes in
-    assert [await pending.get() for _ in range(2)] == [_change(True, 1, "calm"), _change(True, 3, "other")]
+    assert await pending.get_run(10) == [_change(True, 1, "calm"), _change(True, 3, "other")]
     assert len(pending) == 0
 
 
@@ -333,7 +333,7 @@ async def test_a_change_that_arrives_later_is_applied_after_the_waiting_ones():
 
     async def consume() -> None:
         for _ in range(2):
-            got.append(await pending.get())
+            got.extend(await pending.get_run(1))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
@@ -398,3 +398,14 @@ async def test_handshakes_of_one_user_at_the_same_instant_cannot_pass_the_cap_to
     for sock in socks:
         sock.close()
     assert sorted(statuses) == [b"101", b"101"] + [b"429"] * 6
+
+
+async def test_a_run_of_presence_changes_is_of_one_kind_and_keeps_the_arrival_order():
+    from chattrio.presence import PendingChanges
+
+    pending = PendingChanges(limit=10)
+    for change in [_change(True, 1, "a"), _change(True, 2, "b"), _change(False, 3, "c"), _change(True, 4, "d")]:
+        pending.put(change)
+    assert [c.session_id for c in await pending.get_run(10)] == ["a", "b"]
+    assert [c.session_id for c in await pending.get_run(10)] == ["c"]
+    assert [c.session_id for c in await pending.get_run(10)] == ["d"]
