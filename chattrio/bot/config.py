@@ -80,6 +80,10 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # up and new rooms created, each answer recorded for a chaos run's verdict.
     signups_per_second: float = 0.0
     room_creations_per_second: float = 0.0
+    # Users entering a room of their own per second during the chat, and an observer noting their
+    # "joined" messages and every room announced (chattrio/bot/presenceprobe.py): a chaos run's
+    # measure of presence and the outbox lock after a Redis fault.
+    presence_probes_per_second: float = 0.0
     # A JSON file that gets the run's records: every acknowledged message, the writes, the rooms
     # announced (scripts/chaos.sh checks them against PostgreSQL).
     records_file: str | None = None
@@ -107,8 +111,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("flooders must be >= 0")
         if self.keepalive_seconds <= 0:
             problems.append("keepaliveSeconds must be > 0")
-        if min(self.signups_per_second, self.room_creations_per_second) < 0:
-            problems.append("signupsPerSecond and roomCreationsPerSecond must be >= 0")
+        if min(self.signups_per_second, self.room_creations_per_second, self.presence_probes_per_second) < 0:
+            problems.append("signupsPerSecond, roomCreationsPerSecond and presenceProbesPerSecond must be >= 0")
         if min(self.ramp_up_time_seconds, self.chat_duration_seconds, self.loss_grace_seconds) < 0:
             problems.append("durations must be >= 0")
         if not self.nodes and not self.rest_api_base_url:
@@ -209,6 +213,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--keepalive", "keepaliveSeconds", float, "seconds of silence before a PING, and then before giving up"),
     ("--signups", "signupsPerSecond", float, "new users signing up per second during the chat"),
     ("--room-creations", "roomCreationsPerSecond", float, "rooms created per second during the chat"),
+    ("--presence-probes", "presenceProbesPerSecond", float, "users entering a probe room per second (chaos)"),
     ("--records", "recordsFile", str, "JSON file for the run's records (acked messages, writes, announcements)"),
     ("--out", "outputDir", str, "directory for the JSON and HTML reports"),
     ("--bench-log", "benchLog", str, "JSON Lines file to append a result record to"),

@@ -502,11 +502,12 @@ def write_reports(s: dict, output_dir: str) -> tuple[Path, Path]:
 
 def write_records(outcome: RunOutcome, s: dict, path: str) -> None:
     """The run's records for a chaos verdict (scripts/chaos.sh): the summary, every acknowledged
-    message as [clientMsgId, roomId, seq, ACK time], and the writes with their answers."""
+    message as [clientMsgId, roomId, seq, ACK time], the writes with their answers, and the
+    presence probe's records."""
     acked = [
         [cmid, sent.room_id, sent.ack_seq, sent.acked_at] for cmid, sent in outcome.ledger.sent.items() if sent.acked
     ]
-    records = {"summary": s, "acked": acked, "writes": outcome.writes or []}
+    records = {"summary": s, "acked": acked, "writes": outcome.writes or [], "presence": outcome.presence}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(records))
 

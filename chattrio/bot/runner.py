@@ -7,6 +7,7 @@ machine; inside a worker it is converted to trio's clock once.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import resource
 import secrets
@@ -28,6 +29,7 @@ from chattrio.bot.frames import ChatMessage
 from chattrio.bot.hostcpu import HostCpu
 from chattrio.bot.http import HttpError, HttpPool, Response
 from chattrio.bot.metrics import read_rss, scrape
+from chattrio.bot.presenceprobe import PresenceProbe
 from chattrio.bot.proccpu import cpu_seconds
 from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
@@ -351,6 +353,7 @@ class RunOutcome:
     host_cpu: HostCpu  # the machine's busy and stolen cores, second by second
     flood: dict[str, int] | None = None  # what the flooders did (sent, acked, rateLimited, ...)
     writes: list[dict] | None = None  # the sign-ups and room creations of the chat (WriteProbe)
+    presence: dict | None = None  # the presence probe's entries, joins and announcements
     # CPU seconds so far of each node's and each backing service's processes, at the run's start
     # (t0), once every user has connected or failed, at the chat's start and at its end:
     # "nodes"/"services" -> instant -> one value per pid file
@@ -544,6 +547,9 @@ async def _run(
         room_ids = list(range(cfg.rooms)) if cfg.system == "centrifugo" else await create_rooms(cfg, pools[0], run_id)
     except (HttpError, OSError, trio.TooSlowError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"setting up rooms on {nodes[0].base_url} failed: {exc!r}") from exc
+    presence = PresenceProbe(nodes, run_id, cfg.user_id_prefix) if cfg.presence_probes_per_second else None
+    if presence is not None:
+        await presence.set_up(math.ceil(cfg.chat_duration_seconds * cfg.presence_probes_per_second) + 1)
     async with trio.open_nursery() as starting:
         for process in processes:
             starting.start_soon(process.start)
@@ -658,6 +664,13 @@ async def _run(
             if writing:
                 # awaited like the workers: every write's answer is in before the run ends
                 workers.start_soon(write)
+            if presence is not None:
+                await workers.start(
+                    presence.run,
+                    1 / cfg.presence_probes_per_second,
+                    schedule.chat_start + to_trio,
+                    schedule.chat_end + to_trio,
+                )
         nursery.cancel_scope.cancel()
     await probe.aclose()
     metrics["end"] = await scrape(metrics_pools)
@@ -684,6 +697,7 @@ async def _run(
         host_cpu,
         dict(flood_tally) if cfg.flooders else None,
         probe.records if cfg.signups_per_second or cfg.room_creations_per_second else None,
+        None if presence is None else presence.records(),
         process_cpu,
         None if settled_at is None else settled_at - schedule.chat_end,
     )

@@ -8,7 +8,9 @@ target; the bot's records and a PostgreSQL query then decide the verdict:
 - every ACKed message stored exactly once in PostgreSQL;
 - no SEND left more than MAX_ANSWER_WAIT without an answer (ACK or ERROR) on its connection;
 - every sign-up and room creation answered 200/201 or 503, and every 201 row present after;
-- every room created announced (ROOM_CREATED) to the users, and to none of them twice.
+- every room created announced (ROOM_CREATED) to the users, and to none of them twice;
+- after a fault of the Redis primary, presence ("joined" messages) and the outbox lock (new rooms
+  announced) work again within BACK_AFTER_FAILOVER of Sentinel's failover.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ TAIL = 20.0  # chat after the fault ends (a kill's pause, a stop's duration); --
 LOSS_GRACE = 15.0  # after the chat, for late answers and deliveries; --loss-grace
 SIGNUPS_PER_SECOND, ROOMS_PER_SECOND = 1.0, 0.5
 KEEPALIVE = 3.0  # the bot's silence before a PING, and as long again before resuming elsewhere
+PRESENCE_PROBES_PER_SECOND = 1.0  # users entering the presence probe's room (chattrio/bot/presenceprobe.py)
+# A "joined" message or a new room's announcement that comes later than this after the entry or the
+# creation's answer did not work at once: presence or the outbox was not working then.
+PROMPT = 5.0
+BACK_AFTER_FAILOVER = 15.0  # seconds after Sentinel's failover for presence and the outbox lock
+FAILOVER_WATCH = 60.0  # how long after the fault Sentinel is watched for a new primary
 
 
 def log(text: str) -> None:
@@ -223,6 +231,8 @@ def inject(target_kind: str, fault: str, seconds: float, env: dict[str, str], to
     the victim was whole again (restarted, or continued)."""
     target = pick_target(target_kind, env, topic)
     out["victim"] = target.name
+    if target_kind == "redis-primary":
+        threading.Thread(target=watch_failover, args=(env, out), daemon=True).start()
     if target.node_index is not None:
         out["victimUrl"] = f"http://127.0.0.1:{running_port(target.node_index)}"
     if fault == "kill":
@@ -240,6 +250,36 @@ def inject(target_kind: str, fault: str, seconds: float, env: dict[str, str], to
         target.signal("CONT")
         out["restartAt"] = time.time()
     out["backAt"] = time.time()
+
+
+def sentinel_primary(env: dict[str, str]) -> str | None:
+    """The primary's address as the first Sentinel that answers names it."""
+    # redis+sentinel://host:port,host:port,.../service/db
+    hosts, service = env["CHATTRIO_REDIS_URL"].split("://", 1)[1].split("/")[:2]
+    for host in hosts.split(","):
+        address, _, port = host.rpartition(":")
+        try:
+            out = subprocess.run(
+                ["redis-cli", "-h", address, "-p", port, "SENTINEL", "get-master-addr-by-name", service],
+                capture_output=True, text=True, timeout=1.0,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            continue
+        if out.returncode == 0 and len(lines := out.stdout.split()) == 2:
+            return ":".join(lines)
+    return None
+
+
+def watch_failover(env: dict[str, str], out: dict) -> None:
+    """`out["failoverAt"]`: when the Sentinels first named another primary after the fault."""
+    before = sentinel_primary(env)
+    deadline = time.time() + FAILOVER_WATCH
+    while time.time() < deadline:
+        now = sentinel_primary(env)
+        if before and now and now != before:
+            out["failoverAt"] = time.time()
+            return
+        time.sleep(0.25)
 
 
 def running_port(index: int) -> int:
@@ -263,7 +303,8 @@ def run_one(
         "--node", ",".join(urls), "--users", str(USERS), "--rooms", str(ROOMS), "--rate", str(RATE),
         "--ramp-up", str(RAMP_UP), "--duration", str(duration), "--loss-grace", str(loss_grace),
         "--keepalive", str(KEEPALIVE), "--signups", str(SIGNUPS_PER_SECOND),
-        "--room-creations", str(ROOMS_PER_SECOND), "--user-id-prefix", "chaos",
+        "--room-creations", str(ROOMS_PER_SECOND), "--presence-probes", str(PRESENCE_PROBES_PER_SECOND),
+        "--user-id-prefix", "chaos",
         "--records", str(records_file), "--out", str(out_dir),
     ]  # fmt: skip
     log(f"{target_kind} {fault}: bot on {len(urls)} nodes, {duration:g} s of chat")
@@ -341,6 +382,14 @@ def verdict(records: dict, fault: dict, env: dict[str, str], target_kind: str, f
             f"announcements: {len(unannounced)} new room(s) never announced, {announced['duplicates']} announced twice"
         )
     fault_at = fault["faultAt"]
+    back = presence_and_outbox_back(records["presence"], records["writes"], fault_at)
+    if target_kind == "redis-primary":
+        since = fault.get("failoverAt", fault_at)
+        for what, at in back.items():
+            if at is None:
+                failures.append(f"{what} did not work again before the chat ended")
+            elif at - since > BACK_AFTER_FAILOVER:
+                failures.append(f"{what} worked again {at - since:.1f} s after Sentinel's failover")
     # The first ACK of a SEND written after the fault: when chat was served again.
     after = [at for cmid, (_r, _s, at) in acked.items() if int(cmid.rsplit(".", 1)[1]) / 1e6 >= fault_at]
     errors = sum(s["messages"]["errors"].values())
@@ -358,12 +407,40 @@ def verdict(records: dict, fault: dict, env: dict[str, str], target_kind: str, f
         "maxAnswerWaitSeconds": round(wait_ms / 1000, 1),
         "ackP99Ms": s["latencyMs"]["ack"]["p99"],
         "reconnects": s["reconnects"]["reconnects"],
+        "failoverSeconds": round(fault["failoverAt"] - fault_at, 1) if "failoverAt" in fault else None,
+        **{f"{what}BackSeconds": None if at is None else round(at - fault_at, 1) for what, at in back.items()},
         **{k: v for k, v in writes.items() if k != "roomIds"},
         "runId": run_id,
         "loadAverage": round(os.getloadavg()[0], 1),
         "passed": not failures,
         "failures": failures,
     }
+
+
+def presence_and_outbox_back(presence: dict, writes: list[dict], fault_at: float) -> dict[str, float | None]:
+    """When presence and the outbox lock worked again after the fault: the first prompt "joined"
+    message (or announcement) after the last late or missing one. The fault instant when none
+    was late; None when the last one was."""
+    joins = presence["joins"]
+    entries = [
+        (e["at"], e["user"] in joins and joins[e["user"]] - e["at"] <= PROMPT)
+        for e in presence["entries"] if e["at"] >= fault_at and "error" not in e
+    ]  # fmt: skip
+    announced = {int(k): v for k, v in presence["announced"].items()}
+    rooms = []
+    for w in writes:
+        if w["kind"] == "room" and w["status"] == 201 and w["startedAt"] >= fault_at:
+            answered = w["attempts"][-1]["at"] + w["attempts"][-1]["seconds"]
+            rooms.append((answered, w["roomId"] in announced and announced[w["roomId"]] - answered <= PROMPT))
+    return {"presence": _back_at(entries, fault_at), "announcements": _back_at(rooms, fault_at)}
+
+
+def _back_at(outcomes: list[tuple[float, bool]], fault_at: float) -> float | None:
+    outcomes.sort()
+    late = [i for i, (_at, prompt) in enumerate(outcomes) if not prompt]
+    if not late:
+        return fault_at
+    return outcomes[late[-1] + 1][0] if late[-1] + 1 < len(outcomes) else None
 
 
 def check_writes(writes: list[dict], victim_url: str | None, env: dict[str, str], failures: list[str]) -> dict:
@@ -409,8 +486,9 @@ def check_writes(writes: list[dict], victim_url: str | None, env: dict[str, str]
 
 HEADER = (
     "| target | fault | victim | service back (s) | ACKed | ERROR | lost | duplicated | longest SEND wait (s) "
-    "| ACK p99 (ms) | sign-ups 201 / 503 (longest 503 run, s) | rooms 201 / 503 | load | verdict |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "| ACK p99 (ms) | sign-ups 201 / 503 (longest 503 run, s) | rooms 201 / 503 "
+    "| presence / announcements back (s) | load | verdict |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
@@ -422,9 +500,15 @@ def table_row(r: dict) -> str:
         r["target"], fault, r["victim"], back, str(r["acked"]), str(r["errors"]), str(r["lost"]),
         str(r["duplicated"]), f"{r['maxAnswerWaitSeconds']:.1f}", f"{r['ackP99Ms']:.0f}",
         f"{r['signups201']} / {r['signups503']} ({r['signup503Seconds']:.1f})", f"{r['rooms201']} / {r['rooms503']}",
+        f"{_seconds(r['presenceBackSeconds'])} / {_seconds(r['announcementsBackSeconds'])}"
+        + (f" (failover {r['failoverSeconds']:.1f})" if r["failoverSeconds"] is not None else ""),
         f"{r['loadAverage']}", verdict_text,
     ]  # fmt: skip
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
 
 
 def write_doc(rows: list[dict], command: str, started: float, doc: Path) -> None:

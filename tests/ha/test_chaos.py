@@ -4,7 +4,8 @@ Each case runs the load bot on three nodes, hits one target with one fault a few
 chat and asserts the verdict scripts/ha/chaos.py decides from the bot's records and PostgreSQL:
 every ACKed message delivered once and in order to every member and stored once, no SEND left
 more than 10 s without an answer, every sign-up and room creation answered 200/201 or 503 and
-every 201 row present, every new room announced once. The runs are shorter than `make chaos`'s
+every 201 row present, every new room announced once, and after a fault of the Redis primary
+presence and the outbox lock working again within 15 s of Sentinel's failover. The runs are shorter than `make chaos`'s
 (a 3 s pause before a restart, 12 s of SIGSTOP, CHAT_TAIL s of chat after the fault ends and
 LOSS_GRACE for late answers); the verdict is the same.
 
