@@ -9,6 +9,10 @@ with ERROR REPLAY_TOO_LONG (the history is then served by `GET /api/room/{id}/me
 `hang(node)` makes a node a hung process: its connections stay open and nothing answers.
 A room created is announced (ROOM_CREATED) to the clients watching /topic/rooms, twice while
 `announce_twice` is set.
+
+A room SUBSCRIBE (its replay, SUBSCRIBED and lastSeq) is one step between two stored messages,
+as on a real node: a message is either replayed or delivered live, never both or neither, and
+a first SUBSCRIBED's lastSeq is exactly what the client will not get.
 """
 
 from __future__ import annotations
@@ -209,15 +213,18 @@ class FakeChat:
                 self.too_long_next.discard(client.user_id)
                 await client.send({"type": "ERROR", "code": "REPLAY_TOO_LONG", "message": "use REST", "ref": ref})
                 return
-            log = self.rooms[room]
-            if frame.get("since") is not None:
-                for message in log:
-                    if message["seq"] > frame["since"]:
-                        await client.send({"type": "ROOM_MESSAGE", "message": message})
-            client.rooms.add(room)
-            await client.send(
-                {"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": log[-1]["seq"] if log else None}
-            )
+            # No message is stored meanwhile: one stored during the replay (or between lastSeq and
+            # joining the room) would otherwise reach the client twice, or live below its lastSeq.
+            async with self._order:
+                log = self.rooms[room]
+                if frame.get("since") is not None:
+                    for message in log:
+                        if message["seq"] > frame["since"]:
+                            await client.send({"type": "ROOM_MESSAGE", "message": message})
+                client.rooms.add(room)
+                await client.send(
+                    {"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": log[-1]["seq"] if log else None}
+                )
         elif kind == "UNSUBSCRIBE":
             client.rooms.discard(int(frame["destination"].rsplit("/", 1)[1]))
             await client.send({"type": "UNSUBSCRIBED", "ref": ref, "destination": frame["destination"]})
