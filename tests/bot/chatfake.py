@@ -12,13 +12,15 @@ A room created is announced (ROOM_CREATED) to the clients watching /topic/rooms,
 
 A room SUBSCRIBE (its replay, SUBSCRIBED and lastSeq) is one step between two stored messages,
 as on a real node: a message is either replayed or delivered live, never both or neither, and
-a first SUBSCRIBED's lastSeq is exactly what the client will not get.
+a first SUBSCRIBED's lastSeq is exactly what the client will not get. `deliveries` counts the
+clients each message was written to, for a test to hold the bot's expectations against.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -57,6 +59,7 @@ class FakeChat:
         self.too_long_next: set[str] = set()
         self.history_requests = 0
         self.room_subscribes: list[tuple[str, int | None]] = []  # (user, since) of each room SUBSCRIBE
+        self.deliveries: Counter[int] = Counter()  # seq -> clients it was written to (live or replayed)
         self.urls: list[str] = []
         self._order = trio.Lock()
 
@@ -221,6 +224,7 @@ class FakeChat:
                     for message in log:
                         if message["seq"] > frame["since"]:
                             await client.send({"type": "ROOM_MESSAGE", "message": message})
+                            self.deliveries[message["seq"]] += 1
                 client.rooms.add(room)
                 await client.send(
                     {"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": log[-1]["seq"] if log else None}
@@ -289,5 +293,6 @@ class FakeChat:
                 for _ in range(copies):
                     try:
                         await other.send({"type": "ROOM_MESSAGE", "message": message})
+                        self.deliveries[message["seq"]] += 1
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         clients.discard(other)
