@@ -60,6 +60,10 @@ class FakeChat:
         self.history_requests = 0
         self.room_subscribes: list[tuple[str, int | None]] = []  # (user, since) of each room SUBSCRIBE
         self.deliveries: Counter[int] = Counter()  # seq -> clients it was written to (live or replayed)
+        # (rooms created freely, clients watching /topic/rooms): once that many rooms exist, a room
+        # creation waits for that many watchers, so that its announcement reaches them however
+        # slowly they joined (the first rooms are the run's own, created before any user).
+        self.rooms_wait_for_watchers: tuple[int, int] | None = None
         self.urls: list[str] = []
         self._order = trio.Lock()
 
@@ -117,6 +121,9 @@ class FakeChat:
             user = path.rsplit("/", 1)[1]
             status, data = 201, {"userId": user, "token": f"tok-{user}", "expiresAt": 0, "created": True}
         elif method == "POST" and path == "/api/room":
+            if self.rooms_wait_for_watchers is not None and len(self.rooms) >= self.rooms_wait_for_watchers[0]:
+                while self._watchers() < self.rooms_wait_for_watchers[1]:
+                    await trio.sleep(0.01)
             room_id = len(self.rooms) + 1
             self.rooms[room_id] = []
             self.room_names[room_id] = json.loads(body)["name"]
@@ -141,6 +148,9 @@ class FakeChat:
             f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n{payload}".encode()
         )
+
+    def _watchers(self) -> int:
+        return sum(client.watches_rooms for clients in self.clients.values() for client in clients)
 
     def _history(self, path: str) -> list[dict]:
         """GET /api/room/{id}/messages?limit=&before=: newest first."""
