@@ -250,7 +250,11 @@ class SimUser:
         a hung node is left at most twice that after its last frame. One timer per user rather
         than a timeout around every receive keeps the receive path cheap. The node's
         own pings (any bytes) count as an answer: with a keepalive longer than the node's ping
-        interval, only the node pings."""
+        interval, only the node pings.
+
+        A stall of this process (a busy machine) is not the node's silence: the PING is given
+        its whole keepalive from when it was actually sent, and bytes that arrived but are not
+        read yet count as an answer (after a stall the keepalive may run before the receiver)."""
         keepalive = self.ctx.config.keepalive_seconds
         while True:
             await trio.sleep_until(max(self.last_received + keepalive, trio.current_time() + keepalive / 4))
@@ -258,8 +262,12 @@ class SimUser:
             if conn is None or trio.current_time() - self.last_received < keepalive:
                 continue
             self._send_soon(_encode(frames.Ping(ref="keepalive")))
-            await trio.sleep_until(self.last_received + 2 * keepalive)
-            if self.conn is conn and trio.current_time() - self.last_received >= 2 * keepalive:
+            await trio.sleep_until(max(self.last_received + 2 * keepalive, trio.current_time() + keepalive))
+            if (
+                self.conn is conn
+                and trio.current_time() - self.last_received >= 2 * keepalive
+                and not conn.has_unread_bytes()
+            ):
                 self.ctx.ledger.inc("keepaliveTimeouts")
                 await conn.aclose_now()
 

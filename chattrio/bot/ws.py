@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import random
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -347,6 +348,19 @@ class WsConnection:
         """Whether `receive` has something to handle that `receive_nowait` cannot."""
         parser = self._parser
         return self._failure is not None or parser.closed is not None or bool(parser.pings) or bool(self._leftover)
+
+    def has_unread_bytes(self) -> bool:
+        """Whether the server has sent something (or closed) that nobody has read yet; never
+        waits. A process stalled on a busy machine wakes up to an answer that arrived in time
+        but is still in the kernel's buffer."""
+        if self._leftover:
+            return True
+        poll = select.poll()
+        try:
+            poll.register(self._sock, select.POLLIN)
+        except (OSError, ValueError):  # closed here
+            return False
+        return bool(poll.poll(0))
 
     def fail(self, exc: BaseException) -> None:
         """Make `receive` raise `exc` (e.g. the accounting found the session unusable)."""

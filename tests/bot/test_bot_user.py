@@ -149,6 +149,52 @@ async def test_send_next_records_the_message_and_writes_it_or_leaves_the_rest_to
     assert len({cmid.split(".")[2] for cmid in user.pending}) == 3  # numbered 0, 1, 2
 
 
+async def test_the_keepalive_gives_up_a_silent_connection_but_not_one_with_an_answer_unread(autojump_clock):
+    """After a stall of the whole process the keepalive may run before the task that reads: a
+    node's answer waiting in the kernel's buffer means the connection was not silent."""
+    ctx, user = _user()  # a PING after 20 s of silence, given up after 40 s
+    ours, server = socket.socketpair()
+    ours.setblocking(False)
+    server.setblocking(False)
+    user.conn = conn = WsConnection(ours, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b"")
+    user.last_received = trio.current_time()
+    server.send(b"\x8a\x00")  # a pong, which nothing here reads
+    async with trio.open_nursery() as nursery:
+        user._nursery = nursery
+        nursery.start_soon(user._keepalive)
+        await trio.sleep(200)
+        assert "keepaliveTimeouts" not in ctx.ledger.counters and not conn.needs_task
+        assert server.recv(4096)  # the keepalive's PINGs were written
+        ours.recv(4096)  # read at last, but it came 200 s ago: silent since
+        with trio.fail_after(30):  # the next PING, and 20 s for its answer
+            while "keepaliveTimeouts" not in ctx.ledger.counters:
+                await trio.sleep(0.5)
+        assert conn.needs_task  # closed: its user's task would reconnect
+        nursery.cancel_scope.cancel()
+    server.close()
+
+
+async def test_a_ping_sent_late_gets_the_whole_keepalive_for_its_answer(autojump_clock):
+    """The process stalled for 100 s: the PING goes out when it wakes up, and the connection is
+    only given up 20 s later, not at once for the 100 s nothing could be read."""
+    ctx, user = _user()
+    ours, server = socket.socketpair()
+    ours.setblocking(False)
+    user.conn = conn = WsConnection(ours, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b"")
+    user.last_received = trio.current_time() - 100
+    async with trio.open_nursery() as nursery:
+        user._nursery = nursery
+        nursery.start_soon(user._keepalive)
+        await trio.sleep(6)  # the keepalive looks again at most 5 s on: the PING is out
+        assert server.recv(4096) and not conn.needs_task
+        await trio.sleep(18)
+        assert "keepaliveTimeouts" not in ctx.ledger.counters
+        await trio.sleep(4)
+        assert ctx.ledger.counters["keepaliveTimeouts"] == 1 and conn.needs_task
+        nursery.cancel_scope.cancel()
+    server.close()
+
+
 async def test_a_frame_is_decoded_once_per_worker_and_counted_for_every_receiver(monkeypatch):
     cfg = load_config(["--node", "http://127.0.0.1:1", "--users", "3"])
     ctx = WorkerContext(WorkerPlan(cfg, "run1", time.time(), [7], [0, 1, 2]))

@@ -196,3 +196,16 @@ async def test_a_connection_comes_from_the_source_address_it_is_given():
             accepted = await listener.accept()
             async with accepted:
                 assert accepted.socket.getpeername()[0] == "127.0.0.3"
+
+
+async def test_bytes_not_read_yet_are_seen_without_reading_them():
+    conn, server = _connection()
+    assert not conn.has_unread_bytes()
+    server.send(server_frame(b"late"))
+    assert conn.has_unread_bytes() and conn.has_unread_bytes()  # only looked at
+    assert await conn.receive() == [b"late"]
+    assert not conn.has_unread_bytes()
+    server.close()
+    assert conn.has_unread_bytes()  # the end of the stream is news too
+    await conn.aclose_now()
+    assert not conn.has_unread_bytes()
