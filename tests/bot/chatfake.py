@@ -14,6 +14,8 @@ A room SUBSCRIBE (its replay, SUBSCRIBED and lastSeq) is one step between two st
 as on a real node: a message is either replayed or delivered live, never both or neither, and
 a first SUBSCRIBED's lastSeq is exactly what the client will not get. `deliveries` counts the
 clients each message was written to, for a test to hold the bot's expectations against.
+`serve(..., ping_every=s)` makes the live nodes ping every client that often (a real node pings
+every 25 s): a live connection is then never silent for long, a hung node's always is.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+from wsproto import ConnectionState, ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 
 
 @dataclass(eq=False)  # identity hash: clients live in sets
@@ -39,8 +41,14 @@ class _Client:
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     async def send(self, frame: dict) -> None:
+        await self.write(TextMessage(data=json.dumps(frame)))
+
+    async def write(self, event: Event) -> None:
+        """Every frame after the handshake goes out here, one at a time (a ping's answer never
+        lands inside another frame), and once the closing handshake has begun only its answer."""
         async with self.lock:
-            await self.stream.send_all(self.ws.send(TextMessage(data=json.dumps(frame))))
+            if self.ws.state is ConnectionState.OPEN or isinstance(event, CloseConnection):
+                await self.stream.send_all(self.ws.send(event))
 
 
 class FakeChat:
@@ -67,12 +75,26 @@ class FakeChat:
         self.urls: list[str] = []
         self._order = trio.Lock()
 
-    async def serve(self, nursery: trio.Nursery, nodes: int) -> None:
+    async def serve(self, nursery: trio.Nursery, nodes: int, ping_every: float | None = None) -> None:
         for i in range(nodes):
             listeners = await nursery.start(partial(trio.serve_tcp, partial(self._handle, i), 0, host="127.0.0.1"))
             port = listeners[0].socket.getsockname()[1]
             self.urls.append(f"http://127.0.0.1:{port}")
             self.clients[i] = set()
+        if ping_every is not None:
+            nursery.start_soon(self._ping_every, ping_every)
+
+    async def _ping_every(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            for node, clients in self.clients.items():
+                if node in self.hung or node in self.dead:
+                    continue
+                for client in list(clients):
+                    try:
+                        await client.write(Ping(b"fake"))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        clients.discard(client)
 
     async def kill(self, node: int) -> None:
         self.dead.add(node)
@@ -194,11 +216,11 @@ class FakeChat:
                         self.clients[node].add(client)
                     elif isinstance(event, TextMessage) and client is not None:
                         await self._frame(client, json.loads(event.data))
-                    elif isinstance(event, Ping):
-                        await stream.send_all(ws.send(event.response()))
-                    elif isinstance(event, CloseConnection):
-                        await stream.send_all(ws.send(event.response()))
-                        return
+                    elif isinstance(event, Ping | CloseConnection):
+                        assert client is not None  # the upgrade request is the first event
+                        await client.write(event.response())
+                        if isinstance(event, CloseConnection):
+                            return
                 data = await stream.receive_some(65536)
                 if not data:
                     return

@@ -178,10 +178,13 @@ async def test_the_run_s_rooms_are_found_page_by_page_in_the_room_list(nursery):
 
 async def test_users_of_a_hung_node_notice_the_missed_pong_and_resume_elsewhere(nursery):
     fake = FakeChat()
-    await fake.serve(nursery, 2)
+    # The live nodes ping every 0.1 s: only the hung node's connections fall silent, for the
+    # keepalive's 1 s (the bot PINGs) and then 2 s (the bot gives up). However long this process
+    # stalls, a live node's ping is written before the bot could give its connection up, and the
+    # bot keeps a connection whose bytes wait unread.
+    await fake.serve(nursery, 2, ping_every=0.1)
     # Both metrics URLs are the node that stays up: a scrape of the hung one would wait out the
-    # bot's 10 s HTTP timeout. A connection is given up after 2 s of silence (the keepalive's
-    # twice): shorter, a stalled test process on a busy machine gives up live ones too.
+    # bot's 10 s HTTP timeout.
     live = fake.urls[1]
     cfg = _config(fake.urls, "--keepalive", "1", metrics_urls=[live, live])
 
