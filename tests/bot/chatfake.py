@@ -40,15 +40,18 @@ class _Client:
     watches_rooms: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
 
-    async def send(self, frame: dict) -> None:
-        await self.write(TextMessage(data=json.dumps(frame)))
+    async def send(self, frame: dict) -> bool:
+        return await self.write(TextMessage(data=json.dumps(frame)))
 
-    async def write(self, event: Event) -> None:
+    async def write(self, event: Event) -> bool:
         """Every frame after the handshake goes out here, one at a time (a ping's answer never
-        lands inside another frame), and once the closing handshake has begun only its answer."""
+        lands inside another frame), and once the closing handshake has begun only its answer.
+        Whether it was written."""
         async with self.lock:
-            if self.ws.state is ConnectionState.OPEN or isinstance(event, CloseConnection):
-                await self.stream.send_all(self.ws.send(event))
+            if self.ws.state is not ConnectionState.OPEN and not isinstance(event, CloseConnection):
+                return False
+            await self.stream.send_all(self.ws.send(event))
+            return True
 
 
 class FakeChat:
@@ -255,8 +258,8 @@ class FakeChat:
                 if frame.get("since") is not None:
                     for message in log:
                         if message["seq"] > frame["since"]:
-                            await client.send({"type": "ROOM_MESSAGE", "message": message})
-                            self.deliveries[message["seq"]] += 1
+                            if await client.send({"type": "ROOM_MESSAGE", "message": message}):
+                                self.deliveries[message["seq"]] += 1
                 client.rooms.add(room)
                 await client.send(
                     {"type": "SUBSCRIBED", "ref": ref, "destination": dest, "lastSeq": log[-1]["seq"] if log else None}
@@ -324,7 +327,7 @@ class FakeChat:
                 self.duplicate_next.discard(other.user_id)
                 for _ in range(copies):
                     try:
-                        await other.send({"type": "ROOM_MESSAGE", "message": message})
-                        self.deliveries[message["seq"]] += 1
+                        if await other.send({"type": "ROOM_MESSAGE", "message": message}):
+                            self.deliveries[message["seq"]] += 1
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         clients.discard(other)
