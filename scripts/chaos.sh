@@ -21,6 +21,9 @@ if [[ "${1:-}" == run || "${1:-}" == matrix ]]; then
   export CHATTRIO_STACK=ha CHATTRIO_PYTHON="${CHATTRIO_PYTHON:-$REPO/.venv/bin/python}"
   export CHATTRIO_TOPIC_PREFIX="${CHATTRIO_TOPIC_PREFIX:-chaos}"
   export CHATTRIO_SERVER_CMD="${CHATTRIO_SERVER_CMD:-$CHATTRIO_PYTHON -m chattrio serve}"
+  # the probes sign up users and create rooms from this machine: exempt it from the per-IP limits,
+  # also on nodes that a run restarts
+  export CHATTRIO_LIMIT_EXEMPT="${CHATTRIO_LIMIT_EXEMPT:-127.0.0.1,::1}"
   base="${CHATTRIO_CHAOS_BASE_PORT:-22400}"
   ha_started=0 cluster_started=0
   finish() {
@@ -36,9 +39,7 @@ if [[ "${1:-}" == run || "${1:-}" == matrix ]]; then
   if ! "$SCRIPTS/ha.sh" running; then ha_started=1; "$SCRIPTS/ha.sh" up; fi
   if [[ "$(CHATTRIO_STACK=ha "$SCRIPTS/cluster.sh" nodes 2>/dev/null | wc -l)" -lt 3 ]]; then
     cluster_started=1
-    # the write probe signs up a user a second from this machine: exempt it from the per-IP limits
-    CHATTRIO_STACK=ha CHATTRIO_LIMIT_EXEMPT=127.0.0.1,::1 \
-      "$SCRIPTS/cluster.sh" up 3 --base-port "$base" --no-lb
+    CHATTRIO_STACK=ha "$SCRIPTS/cluster.sh" up 3 --base-port "$base" --no-lb
   fi
   cd "$REPO"
   "$CHATTRIO_PYTHON" "$SCRIPTS/ha/chaos.py" "$@" --command-line "scripts/chaos.sh $*"

@@ -28,6 +28,8 @@ ANSWER_TIMEOUT = 5.0
 # How long a probe user stays in the room waiting for its "joined" message: longer than a Redis
 # failover, so an entry made during the outage can still be announced once presence is back.
 HOLD = 30.0
+SET_UP_ATTEMPTS = 10
+SET_UP_PAUSE = 1.0  # before asking again after a 429 or a 503
 _GONE = (WsError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
 _decode = frames.server_decoder.decode
 
@@ -62,22 +64,20 @@ class PresenceProbe:
 
     async def set_up(self, probes: int) -> None:
         """Before the chat, while everything is healthy: sign every probe user up (a probe must not
-        depend on PostgreSQL) and create the observer's room."""
-        pool = HttpPool(self.nodes[0], size=4)
+        depend on PostgreSQL), on the nodes in turn, and create the observer's room."""
+        pools = [HttpPool(node, size=2) for node in self.nodes]
         try:
-            for user_id in [self.observer] + [f"{self.user_prefix}{k}" for k in range(probes)]:
-                response = await pool.request("POST", f"/api/user/enter/{user_id}")
-                if response.status not in (200, 201):
-                    raise RuntimeError(f"presence probe: {user_id} could not sign up: {response.status}")
-                self._tokens[user_id] = msgspec.json.decode(response.body)["data"]["token"]
-            token = self._tokens[self.observer]
-            response = await pool.request("POST", "/api/room", {"name": f"{self.user_prefix}room"}, token=token)
-            if response.status != 201:
-                raise RuntimeError(f"presence probe: the room could not be created: {response.status}")
-            self.room_id = msgspec.json.decode(response.body)["data"]["id"]
+            users = [self.observer] + [f"{self.user_prefix}{k}" for k in range(probes)]
+            for k, user_id in enumerate(users):
+                body = await _set_up_request(pools[k % len(pools)], f"/api/user/enter/{user_id}")
+                self._tokens[user_id] = body["data"]["token"]
+            name = {"name": f"{self.user_prefix}room"}
+            body = await _set_up_request(pools[0], "/api/room", name, self._tokens[self.observer])
+            self.room_id = body["data"]["id"]
             self._topic = frames.room_topic(self.room_id)
         finally:
-            await pool.aclose()
+            for pool in pools:
+                await pool.aclose()
 
     async def run(self, interval: float, start: float, end: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Observe until `end` (trio clock) plus the leave grace of the last probe's join; probes
@@ -157,6 +157,18 @@ class PresenceProbe:
                 await conn.aclose_now()
         except (*_GONE, _Refused) as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def _set_up_request(pool: HttpPool, path: str, body: object | None = None, token: str | None = None) -> dict:
+    """A POST that must succeed; a limit (429) or a busy node (503) is waited out."""
+    for _ in range(SET_UP_ATTEMPTS):
+        response = await pool.request("POST", path, body, token=token)
+        if response.status in (200, 201):
+            return msgspec.json.decode(response.body)
+        if response.status not in (429, 503):
+            break
+        await trio.sleep(SET_UP_PAUSE)
+    raise RuntimeError(f"presence probe: POST {path} answered {response.status}")
 
 
 async def _subscribe(conn: WsConnection, destination: str, note=lambda frame: None) -> None:

@@ -563,7 +563,9 @@ def main(argv: list[str]) -> int:
             row = {"target": target_kind, "fault": "SIGKILL" if fault == "kill" else "SIGSTOP", "seconds": seconds,
                    "victim": "-", "serviceBackSeconds": None, "acked": 0, "errors": 0, "lost": 0, "duplicated": 0,
                    "maxAnswerWaitSeconds": 0.0, "ackP99Ms": 0.0, "signups201": 0, "signups503": 0,
-                   "signup503Seconds": 0.0, "rooms201": 0, "rooms503": 0, "loadAverage": round(os.getloadavg()[0], 1),
+                   "signup503Seconds": 0.0, "rooms201": 0, "rooms503": 0, "failoverSeconds": None,
+                   "presenceBackSeconds": None, "announcementsBackSeconds": None,
+                   "loadAverage": round(os.getloadavg()[0], 1),
                    "passed": False, "failures": [f"the run failed: {str(exc)[:300]}"]}  # fmt: skip
         rows.append(row)
         with open(args.out / "chaos.jsonl", "a") as results:
