@@ -29,7 +29,13 @@ def _room(room_id: int, answered: float, announced: float | None, presence: dict
     if announced is not None:
         presence["announced"][str(room_id)] = FAULT + announced
     attempt = {"node": "n", "at": FAULT + answered - 0.1, "status": 201, "seconds": 0.1}
-    return {"kind": "room", "status": 201, "startedAt": FAULT + answered - 0.1, "attempts": [attempt], "roomId": room_id}
+    return {
+        "kind": "room",
+        "status": 201,
+        "startedAt": FAULT + answered - 0.1,
+        "attempts": [attempt],
+        "roomId": room_id,
+    }
 
 
 def test_nothing_late_means_working_from_the_fault_on():
