@@ -101,3 +101,29 @@ class HttpPool:
 async def _close(conn: _Conn) -> None:
     with trio.CancelScope(shield=True):
         await conn.stream.aclose()
+
+
+SETUP_ATTEMPTS = 4
+
+
+async def setup_request(
+    pool: HttpPool,
+    method: str,
+    path: str,
+    body: object | None = None,
+    token: str | None = None,
+    retry_statuses: tuple[int, ...] = (503,),
+) -> Response:
+    """Setting up is not what is measured: a node still busy with the previous run (a dropped
+    connection, or an answer in `retry_statuses`) gets a few more tries before the run is
+    abandoned; the last answer is returned."""
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            response = await pool.request(method, path, body, token=token)
+            if response.status not in retry_statuses:
+                return response
+        except (HttpError, OSError, trio.TooSlowError):
+            if attempt == SETUP_ATTEMPTS - 1:
+                raise
+        await trio.sleep(1.0 + attempt)
+    return response

@@ -20,7 +20,7 @@ import trio
 
 from chattrio.bot import frames
 from chattrio.bot.config import Node
-from chattrio.bot.http import HttpPool
+from chattrio.bot.http import HttpPool, setup_request
 from chattrio.bot.ws import WsConnection, WsError
 
 CONNECT_TIMEOUT = 5.0
@@ -28,8 +28,6 @@ ANSWER_TIMEOUT = 5.0
 # How long a probe user stays in the room waiting for its "joined" message: longer than a Redis
 # failover, so an entry made during the outage can still be announced once presence is back.
 HOLD = 30.0
-SET_UP_ATTEMPTS = 10
-SET_UP_PAUSE = 1.0  # before asking again after a 429 or a 503
 _GONE = (WsError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
 _decode = frames.server_decoder.decode
 
@@ -80,8 +78,8 @@ class PresenceProbe:
                 await pool.aclose()
 
     async def run(self, interval: float, start: float, end: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Observe until `end` (trio clock) plus the leave grace of the last probe's join; probes
-        enter between `start` and `end`."""
+        """Probes enter between `start` and `end` (trio clock); the observer stays until the last
+        probe's "joined" message had time to come."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._observe)
             task_status.started()
@@ -130,10 +128,12 @@ class PresenceProbe:
             room_id = frame.room.get("id")
             if isinstance(room_id, int):
                 self.announced.setdefault(room_id, now)
-        messages = (
-            [frame.message] if isinstance(frame, frames.RoomMessage) else frame.messages
-            if isinstance(frame, frames.Messages) else []
-        )  # fmt: skip
+        if isinstance(frame, frames.RoomMessage):
+            messages = [frame.message]
+        elif isinstance(frame, frames.Messages):
+            messages = frame.messages
+        else:
+            return
         for message in messages:
             if message.kind == "join" and message.roomId == self.room_id:
                 self.joins.setdefault(message.senderId, now)
@@ -160,15 +160,11 @@ class PresenceProbe:
 
 
 async def _set_up_request(pool: HttpPool, path: str, body: object | None = None, token: str | None = None) -> dict:
-    """A POST that must succeed; a limit (429) or a busy node (503) is waited out."""
-    for _ in range(SET_UP_ATTEMPTS):
-        response = await pool.request("POST", path, body, token=token)
-        if response.status in (200, 201):
-            return msgspec.json.decode(response.body)
-        if response.status not in (429, 503):
-            break
-        await trio.sleep(SET_UP_PAUSE)
-    raise RuntimeError(f"presence probe: POST {path} answered {response.status}")
+    """A POST that must succeed; a per-IP limit (429) or a busy node (503) is waited out."""
+    response = await setup_request(pool, "POST", path, body, token, retry_statuses=(429, 503))
+    if response.status not in (200, 201):
+        raise RuntimeError(f"presence probe: POST {path} answered {response.status}")
+    return msgspec.json.decode(response.body)
 
 
 async def _subscribe(conn: WsConnection, destination: str, note=lambda frame: None) -> None:

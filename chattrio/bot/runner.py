@@ -27,7 +27,7 @@ from chattrio.bot.config import BotConfig, Node
 from chattrio.bot.flooder import flood
 from chattrio.bot.frames import ChatMessage
 from chattrio.bot.hostcpu import HostCpu
-from chattrio.bot.http import HttpError, HttpPool, Response
+from chattrio.bot.http import HttpError, HttpPool, setup_request
 from chattrio.bot.metrics import read_rss, scrape
 from chattrio.bot.presenceprobe import PresenceProbe
 from chattrio.bot.proccpu import cpu_seconds
@@ -48,7 +48,6 @@ LAG_PROBE_SECONDS = 0.1
 SETTLE_POLL_SECONDS = 0.1
 # A worker process says it is ready once its imports are done; a busy machine may take seconds.
 WORKER_START_TIMEOUT = 120.0
-SETUP_ATTEMPTS = 4
 ROOM_LIST_PAGE = 200  # the largest page GET /api/room serves
 MAX_NOTES = 30
 # Counters the hot path increments without a lookup miss.
@@ -363,33 +362,16 @@ class RunOutcome:
     settled_after_chat: float | None = None
 
 
-async def _setup_request(
-    pool: HttpPool, method: str, path: str, body: object | None = None, token: str | None = None
-) -> Response:
-    """Setting up is not what is measured: a node still busy with the previous run (a dropped
-    connection, a 503) gets a few more tries before the run is abandoned."""
-    for attempt in range(SETUP_ATTEMPTS):
-        try:
-            response = await pool.request(method, path, body, token=token)
-            if response.status != 503:
-                return response
-        except (HttpError, OSError, trio.TooSlowError):
-            if attempt == SETUP_ATTEMPTS - 1:
-                raise
-        await trio.sleep(1.0 + attempt)
-    return response
-
-
 async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]:
     owner = f"{cfg.user_id_prefix}owner"
-    response = await _setup_request(pool, "POST", f"/api/user/enter/{owner}")
+    response = await setup_request(pool, "POST", f"/api/user/enter/{owner}")
     if response.status not in (200, 201):
         raise RuntimeError(f"cannot log in {owner}: HTTP {response.status} {response.body[:200]!r}")
     token = response.json()["data"]["token"]  # type: ignore[index]
     room_ids: list[int] = []
     for k in range(cfg.rooms):
         name = f"{cfg.scenario}-{run_id}-{k}"
-        response = await _setup_request(pool, "POST", "/api/room", {"name": name}, token=token)
+        response = await setup_request(pool, "POST", "/api/room", {"name": name}, token=token)
         if response.status != 201:
             raise RuntimeError(f"cannot create room {name}: HTTP {response.status} {response.body[:200]!r}")
         room_ids.append(int(response.json()["data"]["id"]))  # type: ignore[index]
@@ -405,7 +387,7 @@ async def listed_room_ids(pool: HttpPool, search: str) -> list[int]:
     cursor = None
     while True:
         query = {"q": search, "limit": ROOM_LIST_PAGE, **({"cursor": cursor} if cursor else {})}
-        response = await _setup_request(pool, "GET", f"/api/room?{urllib.parse.urlencode(query)}")
+        response = await setup_request(pool, "GET", f"/api/room?{urllib.parse.urlencode(query)}")
         if response.status != 200:
             raise RuntimeError(f"cannot list rooms: HTTP {response.status} {response.body[:200]!r}")
         page = response.json()["data"]  # type: ignore[index]
