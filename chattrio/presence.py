@@ -3,13 +3,15 @@
 Presence lives in Redis with expiring heartbeats, so a killed node's sessions vanish on their
 own. A user joins when their first connection enters a room on any node, and leaves when their
 last connection has been gone for the grace period; Lua scripts make each decision once.
-Without Redis, chat goes on and these system messages are skipped.
+Without Redis, chat goes on; the changes of this node's sessions wait (bounded) and reach Redis
+when it is back, so the "joined" and "left" messages of an outage come late, not never.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -38,6 +40,8 @@ SWEEP_ROOMS_PER_CALL = 200  # bounds how long one sweep script holds Redis
 # entering rooms costs a round trip per batch, not per SUBSCRIBE. This bounds how long one call
 # holds Redis.
 CHANGES_PER_CALL = 500
+# Changes that Redis did not take are tried again after a capped, jittered backoff.
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,10 @@ class PendingChanges:
 
     def __len__(self) -> int:
         return len(self._changes)
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        """Whether a change of (room, session) waits."""
+        return key in self._changes
 
     def put(self, change: _Change) -> bool:
         """False when the change had to be dropped (the bound is reached)."""
@@ -92,6 +100,23 @@ class PendingChanges:
             del self._changes[(change.room_id, change.session_id)]
         return run
 
+    def put_back(self, run: list[_Change]) -> None:
+        """Return a run that could not be applied to the front, in its order. A change of the same
+        session and room that arrived meanwhile undoes it, as in `put`; the bound is not checked,
+        since these had their places already."""
+        front: dict[tuple[int, str], _Change] = {}
+        for change in run:
+            key = (change.room_id, change.session_id)
+            later = self._changes.get(key)
+            if later is not None and later.entered != change.entered:
+                del self._changes[key]
+            else:
+                front[key] = change
+        front.update(self._changes)
+        self._changes = front
+        if front:
+            self._arrived.set()
+
 
 @dataclasses.dataclass(frozen=True)
 class _Announcement:
@@ -114,13 +139,14 @@ class Presence:
         self._sessions = sessions
         self._producer = producer
         self._changes = PendingChanges(PENDING_CHANGES)
+        self._applying: frozenset[tuple[int, str]] = frozenset()  # the run on its way to Redis
         self._checks_in, self._checks_out = trio.open_memory_channel[tuple[float, int, str]](PENDING_CHANGES)
         # Joins and leaves go to Kafka from a task of their own, in the order they were decided:
         # a produce waits for the broker (up to 5 s while it is away), and presence in Redis must
         # not wait with it.
         self._announcements_in, self._announcements_out = trio.open_memory_channel[_Announcement](PENDING_ANNOUNCEMENTS)
         self._dropped = metrics.counter(
-            "chattrio_presence_dropped_total", "Presence changes not recorded (queue full or Redis down)"
+            "chattrio_presence_dropped_total", "Presence changes not recorded (the change queue was full)"
         )
         self._announcements_dropped = metrics.counter(
             "chattrio_announcements_dropped_total",
@@ -148,16 +174,25 @@ class Presence:
             task_status.started()
 
     async def _apply_changes(self) -> None:
+        """Apply waiting changes in order; a run Redis did not take goes back to wait for it."""
+        delay = RETRY_FIRST
         while True:
             changes = await self._changes.get_run(CHANGES_PER_CALL)
+            self._applying = frozenset((change.room_id, change.session_id) for change in changes)
             try:
                 if changes[0].entered:
                     await self._enter(changes)
                 else:
                     await self._leave(changes)
             except CacheUnavailable as exc:
-                self._dropped.inc(len(changes))
-                log.warning("presence changes skipped: %s", exc)
+                self._changes.put_back(changes)
+                log.warning("%d presence changes wait for Redis, next try in %.1fs: %s", len(changes), delay, exc)
+                await trio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            finally:
+                self._applying = frozenset()
+            delay = RETRY_FIRST
 
     async def _enter(self, changes: list[_Change]) -> None:
         ttl = self._settings.presence_ttl_seconds
@@ -191,7 +226,14 @@ class Presence:
                 log.warning("presence upkeep skipped: %s", exc)
 
     async def _heartbeat(self) -> None:
-        await self._cache.heartbeat(self._sessions.memberships(), self._settings.presence_ttl_seconds)
+        """Extend this node's memberships, but not those whose enter has not reached Redis: the
+        enter, not a heartbeat, must add them, or their "joined" would never be announced."""
+        memberships = [
+            (room_id, user_id, session_id)
+            for room_id, user_id, session_id in self._sessions.memberships()
+            if (room_id, session_id) not in self._changes and (room_id, session_id) not in self._applying
+        ]
+        await self._cache.heartbeat(memberships, self._settings.presence_ttl_seconds)
 
     async def _sweep(self) -> None:
         """Users of a node that died leave once their heartbeats expire; one call per many rooms."""

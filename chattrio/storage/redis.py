@@ -90,7 +90,8 @@ return #KEYS / 2
 # Many sessions leaving rooms in one round trip. KEYS: per entry its room's users and the user's
 # sessions in that room. ARGV: now ms, grace end ms, then per entry user, session.
 # Returns per entry the user's live sessions left in the room; at 0 the caller checks again after
-# the grace.
+# the grace. A user the sweep already removed (a leave that waited out a Redis outage) is not
+# added back: the sweep announced that leave.
 _LEAVE = """
 local left = {}
 for i = 1, #KEYS / 2 do
@@ -98,7 +99,7 @@ for i = 1, #KEYS / 2 do
   redis.call('ZREM', sessions, ARGV[2 * i + 2])
   redis.call('ZREMRANGEBYSCORE', sessions, '-inf', ARGV[1])
   left[i] = redis.call('ZCARD', sessions)
-  if left[i] == 0 then redis.call('ZADD', users, 'GT', ARGV[2], ARGV[2 * i + 1]) end
+  if left[i] == 0 then redis.call('ZADD', users, 'XX', 'GT', ARGV[2], ARGV[2 * i + 1]) end
 end
 return left
 """

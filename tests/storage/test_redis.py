@@ -42,3 +42,17 @@ async def test_entries_of_one_call_are_applied_in_order(stack_env, run_prefix):
             1,
             0,
         ]
+
+
+async def test_a_leave_after_the_sweep_does_not_bring_the_user_back(stack_env, run_prefix):
+    """A leave that waited out a Redis outage can arrive after the sweep removed (and announced)
+    the user: it must not add them back, or a second "left" would follow the grace."""
+    room = 1
+    async with open_redis(stack_env["CHATTRIO_REDIS_URL"], f"{run_prefix}-late-leave") as cache:
+        await cache.enter([(room, "late", "session-1")], ttl=0.2)
+        with trio.fail_after(30):
+            while await cache.sweep_gone([room]) != [(room, "late")]:
+                await trio.sleep(0.1)
+        assert await cache.leave([(room, "late", "session-1")], grace=30.0) == [0]
+        assert await cache.members(room) == []
+        assert not await cache.remove_if_gone(room, "late")

@@ -462,9 +462,9 @@ class MemoryCache:
         for room_id, user_id, session_id in entries:
             self.user_sessions.get((room_id, user_id), {}).pop(session_id, None)
             left = self._live_sessions(room_id, user_id, now)
-            if left == 0:
-                users = self.room_users.setdefault(room_id, {})
-                users[user_id] = max(users.get(user_id, now + grace), now + grace)
+            users = self.room_users.get(room_id, {})
+            if left == 0 and user_id in users:
+                users[user_id] = max(users[user_id], now + grace)
             remaining.append(left)
         return remaining
 

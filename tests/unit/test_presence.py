@@ -184,3 +184,62 @@ async def test_changes_waiting_together_reach_the_store_in_one_call_each_kind(au
             await _wait_for(shared, user, ["join", "leave"])
         nursery.cancel_scope.cancel()
     assert calls == [("enter", len(sessions)), ("leave", len(sessions))]
+
+
+async def test_changes_made_while_redis_is_away_are_announced_once_it_is_back(autojump_clock, monkeypatch):
+    """Alice enters and Bob leaves while Redis refuses every call. Their changes wait and are
+    tried again; heartbeats go on meanwhile. Once Redis answers, a heartbeat must not add Alice
+    silently: her "joined" comes when her retried enter lands, and Bob's "left" follows after the
+    grace."""
+    monkeypatch.setattr(presence, "RETRY_FIRST", 60.0)  # a heartbeat reaches Redis before the retry
+    monkeypatch.setattr(presence, "RETRY_MAX", 60.0)
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    heartbeats: list[bool] = []  # per call: whether Redis answered it
+    heartbeat = shared.cache.heartbeat
+
+    async def recorded_heartbeat(memberships, ttl):
+        heartbeats.append(not shared.cache.unavailable)
+        return await heartbeat(memberships, ttl)
+
+    monkeypatch.setattr(shared.cache, "heartbeat", recorded_heartbeat)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        bob = RecordingSession("bob")
+        await node.subscribe(bob, room)
+        await _wait_for(shared, "bob", ["join"])
+        shared.cache.unavailable = True
+        await node.subscribe(RecordingSession("alice"), room)
+        node.chat.disconnected(bob)
+        with trio.fail_after(WAIT_LIMIT):
+            while heartbeats.count(False) < 2:
+                await trio.sleep(POLL)
+        shared.cache.unavailable = False
+        with trio.fail_after(WAIT_LIMIT):
+            while True not in heartbeats[-1:]:
+                await trio.sleep(POLL)
+        await _wait_for(shared, "alice", ["join"])
+        await _wait_for(shared, "bob", ["join", "leave"])
+        await _marker(node, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join"]
+    assert _announcements(shared, "bob") == ["join", "leave"]
+    assert await shared.cache.members(room) == ["alice", "marker"]
+    assert node.metrics.counter("chattrio_presence_dropped_total", "").value() == 0
+
+
+def _change(entered: bool, session: str, room: int = 1) -> presence._Change:
+    return presence._Change(entered, room, f"user-{session}", session)
+
+
+async def test_a_run_put_back_goes_first_and_a_later_opposite_change_undoes_it():
+    changes = presence.PendingChanges(limit=10)
+    changes.put(_change(True, "a"))
+    changes.put(_change(True, "b"))
+    run = await changes.get_run(10)
+    changes.put(_change(True, "c"))
+    changes.put(_change(False, "b"))  # b left while its enter was on its way: Redis hears of neither
+    changes.put_back(run)
+    assert await changes.get_run(10) == [_change(True, "a"), _change(True, "c")]
+    assert len(changes) == 0
