@@ -383,7 +383,10 @@ def verdict(records: dict, fault: dict, env: dict[str, str], target_kind: str, f
         )
     fault_at = fault["faultAt"]
     back = presence_and_outbox_back(records["presence"], records["writes"], fault_at)
+    never_joined = joins_never_announced(records["presence"], fault_at)
     if target_kind == "redis-primary":
+        if never_joined:
+            failures.append(f"{never_joined} probe user(s) entered after the fault and were never announced")
         since = fault.get("failoverAt", fault_at)
         for what, at in back.items():
             if at is None:
@@ -409,6 +412,7 @@ def verdict(records: dict, fault: dict, env: dict[str, str], target_kind: str, f
         "reconnects": s["reconnects"]["reconnects"],
         "failoverSeconds": round(fault["failoverAt"] - fault_at, 1) if "failoverAt" in fault else None,
         **{f"{what}BackSeconds": None if at is None else round(at - fault_at, 1) for what, at in back.items()},
+        "joinsNeverAnnounced": never_joined,
         **{k: v for k, v in writes.items() if k != "roomIds"},
         "runId": run_id,
         "loadAverage": round(os.getloadavg()[0], 1),
@@ -433,6 +437,12 @@ def presence_and_outbox_back(presence: dict, writes: list[dict], fault_at: float
             answered = w["attempts"][-1]["at"] + w["attempts"][-1]["seconds"]
             rooms.append((answered, w["roomId"] in announced and announced[w["roomId"]] - answered <= PROMPT))
     return {"presence": _back_at(entries, fault_at), "announcements": _back_at(rooms, fault_at)}
+
+
+def joins_never_announced(presence: dict, fault_at: float) -> int:
+    """Probe users who entered after the fault (and were let in) but whose "joined" never came."""
+    joins = presence["joins"]
+    return sum(1 for e in presence["entries"] if e["at"] >= fault_at and "error" not in e and e["user"] not in joins)
 
 
 def _back_at(outcomes: list[tuple[float, bool]], fault_at: float) -> float | None:
@@ -564,7 +574,7 @@ def main(argv: list[str]) -> int:
                    "victim": "-", "serviceBackSeconds": None, "acked": 0, "errors": 0, "lost": 0, "duplicated": 0,
                    "maxAnswerWaitSeconds": 0.0, "ackP99Ms": 0.0, "signups201": 0, "signups503": 0,
                    "signup503Seconds": 0.0, "rooms201": 0, "rooms503": 0, "failoverSeconds": None,
-                   "presenceBackSeconds": None, "announcementsBackSeconds": None,
+                   "presenceBackSeconds": None, "announcementsBackSeconds": None, "joinsNeverAnnounced": 0,
                    "loadAverage": round(os.getloadavg()[0], 1),
                    "passed": False, "failures": [f"the run failed: {str(exc)[:300]}"]}  # fmt: skip
         rows.append(row)

@@ -63,3 +63,9 @@ def test_entries_before_the_fault_and_refused_ones_are_not_judged():
     presence["entries"].append({"user": "refused", "node": "n", "at": FAULT + 2, "error": "WsError: closed"})
     writes = [_room(1, -2, None, presence)]
     assert chaos.presence_and_outbox_back(presence, writes, FAULT) == {"presence": FAULT, "announcements": FAULT}
+
+
+def test_joins_never_announced_counts_only_entries_after_the_fault_that_got_in():
+    presence = _presence([(-2, None), (1, 11), (2, None), (3, None)])
+    presence["entries"][3]["error"] = "503"  # refused: nobody to announce
+    assert chaos.joins_never_announced(presence, FAULT) == 1
