@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +24,8 @@ from chattrio.models import Message, Room, json_encoder, message_decoder
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0
+# After a failed call, at most this often: ask the Sentinels whether the primary moved.
+PRIMARY_RECHECK_INTERVAL = 1.0
 SENTINEL_SCHEME = "redis+sentinel"
 RECENT_PER_ROOM = 300
 
@@ -61,12 +63,17 @@ return newest[2]
 # users and the user's sessions in that room. ARGV: expiry ms, then per entry user, session, room id.
 # Returns per entry 1 when the user was in the room on no node (a "joined" message is due); the
 # entries are applied in order, so of two sessions of a user entering one room only the first is.
+# An enter whose answer was lost is tried again: when the user's only session is this one, the
+# earlier try put it there, and the join is still due (heartbeats leave such sessions out).
 _ENTER = """
 local joined = {}
 for i = 1, (#KEYS - 1) / 2 do
   local users, sessions = KEYS[2 * i], KEYS[2 * i + 1]
   local user, session, room = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
   local present = redis.call('ZSCORE', users, user)
+  if present and redis.call('ZCARD', sessions) == 1 and redis.call('ZSCORE', sessions, session) then
+    present = false
+  end
   redis.call('ZADD', sessions, ARGV[1], session)
   redis.call('PEXPIREAT', sessions, ARGV[1])
   redis.call('ZADD', users, 'GT', ARGV[1], user)
@@ -162,9 +169,15 @@ def _now_ms() -> int:
 
 
 class RedisStore:
-    def __init__(self, client: coredis.Redis[bytes], namespace: str) -> None:
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        namespace: str,
+        after_failure: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._ns = namespace
+        self._after_failure = after_failure
         self._scripts = {
             name: client.register_script(source)
             for name, source in {
@@ -191,6 +204,8 @@ class RedisStore:
             with trio.fail_after(REDIS_TIMEOUT):
                 return await request
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
+            if self._after_failure is not None:
+                await self._after_failure()
             raise CacheUnavailable(f"Redis unavailable: {exc!r}") from exc
 
     # Keys -------------------------------------------------------------------------------------
@@ -387,6 +402,31 @@ async def _require_primary(sentinel: coredis.Sentinel[bytes], config: SentinelUr
         raise RedisMisconfigured(f"the Sentinels {named} did not answer as Sentinels: {exc!r}") from exc
 
 
+class PrimaryRecheck:
+    """After a failed call, ask the Sentinels whether the primary moved (at most once a second).
+
+    The pool learns of a new primary only when it opens a connection, but its connections to a
+    primary that hangs (SIGSTOP, a frozen VM) stay open, and every command on them times out
+    until the old server wakes up. When the Sentinels name another primary, the pool drops
+    those connections, so the next call connects to the new one.
+    """
+
+    def __init__(self, pool: coredis.SentinelConnectionPool) -> None:
+        self._pool = pool
+        self._next = 0.0
+
+    async def __call__(self) -> None:
+        now = trio.current_time()
+        if now < self._next:
+            return
+        self._next = now + PRIMARY_RECHECK_INTERVAL
+        with trio.move_on_after(REDIS_TIMEOUT):
+            try:
+                await self._pool.get_primary_location()  # drops the pool's connections when it moved
+            except (coredis.exceptions.RedisError, OSError) as exc:
+                log.debug("asking the Sentinels for the primary failed: %r", exc)
+
+
 @asynccontextmanager
 async def _open_sentinel_primary(config: SentinelUrl) -> AsyncIterator[coredis.Redis[bytes]]:
     """A client of whichever server the Sentinels name primary: each new connection asks them,
@@ -412,7 +452,9 @@ async def open_redis(url: str, namespace: str) -> AsyncIterator[RedisStore]:
     found through Sentinel."""
     if url.startswith(SENTINEL_SCHEME + ":"):
         async with _open_sentinel_primary(parse_sentinel_url(url)) as client:
-            yield RedisStore(client, namespace)
+            pool = client.connection_pool
+            assert isinstance(pool, coredis.SentinelConnectionPool)
+            yield RedisStore(client, namespace, PrimaryRecheck(pool))
         return
     client = coredis.Redis.from_url(
         url, decode_responses=False, connect_timeout=REDIS_TIMEOUT, stream_timeout=REDIS_TIMEOUT

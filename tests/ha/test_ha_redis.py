@@ -13,12 +13,22 @@ pytestmark = requires_ha
 
 # Sentinel declares the primary down after 3 s, then elects a leader and promotes the replica.
 FAILOVER_TIMEOUT = 60.0
+# A replica (re)started by the test before has to finish its full resync first.
+SYNC_TIMEOUT = 60.0
+
+
+async def _copied_to_the_replica(cache) -> None:
+    """Wait until the replica acknowledged everything written so far (Redis's WAIT)."""
+    with trio.fail_after(SYNC_TIMEOUT):
+        while await cache._call(cache._client.wait(1, 1000)) < 1:
+            pass
 
 
 async def test_writes_go_to_the_replica_sentinel_promotes(ha_env):
     primary = await trio.to_thread.run_sync(ha, "primary", "redis")
     async with open_redis(ha_env["CHATTRIO_REDIS_URL"], f"ha-redis-{uuid.uuid4().hex[:8]}") as cache:
         await cache.cache_user("before")
+        await _copied_to_the_replica(cache)
         await trio.to_thread.run_sync(ha, "kill", primary)
         try:
             with trio.fail_after(FAILOVER_TIMEOUT):
@@ -35,3 +45,28 @@ async def test_writes_go_to_the_replica_sentinel_promotes(ha_env):
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(lambda: ha("start", primary, timeout=MEMBER_START_TIMEOUT))
+
+
+async def test_a_hung_primary_is_left_for_the_one_sentinel_promotes(ha_env):
+    """A SIGSTOPped primary keeps its connections open and only times commands out; the client
+    must ask the Sentinels again and reach the promoted replica while the old primary still hangs."""
+    primary = await trio.to_thread.run_sync(ha, "primary", "redis")
+    async with open_redis(ha_env["CHATTRIO_REDIS_URL"], f"ha-redis-{uuid.uuid4().hex[:8]}") as cache:
+        await cache.cache_user("before")
+        await _copied_to_the_replica(cache)
+        await trio.to_thread.run_sync(ha, "signal", primary, "STOP")
+        try:
+            with trio.fail_after(FAILOVER_TIMEOUT):
+                while True:
+                    try:
+                        await cache.cache_user("during")
+                        break
+                    except CacheUnavailable:
+                        await trio.sleep(0.2)
+            # The old primary still hangs, so the write went to the replica Sentinel promoted
+            # (ha.sh's role check would hang on the old one), which holds what it had copied.
+            assert await cache._call(cache._client.smembers(f"{cache._ns}:users")) == {b"before", b"during"}
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(ha, "signal", primary, "CONT")
+                await trio.to_thread.run_sync(lambda: ha("restart", primary, timeout=MEMBER_START_TIMEOUT))

@@ -382,6 +382,7 @@ class MemoryCache:
         self.presence_room_ids: set[int] = set()
         self.locks: dict[str, tuple[str, float]] = {}  # name -> (owner, expiry)
         self.unavailable = False
+        self.answers_lost = False  # presence enters are applied, then fail as if the answer was lost
 
     async def _call(self) -> float:
         await trio.lowlevel.checkpoint()
@@ -446,9 +447,13 @@ class MemoryCache:
         now = await self._call()
         joined = []
         for room_id, user_id, session_id in entries:
-            joined.append(user_id not in self.room_users.get(room_id, {}))
+            sessions = self.user_sessions.get((room_id, user_id), {})
+            retried = list(sessions) == [session_id]  # an earlier try whose answer was lost
+            joined.append(retried or user_id not in self.room_users.get(room_id, {}))
             self._extend(room_id, user_id, session_id, now + ttl)
             self.presence_room_ids.add(room_id)
+        if self.answers_lost:
+            raise CacheUnavailable("the answer was lost")
         return joined
 
     async def heartbeat(self, memberships: Sequence[tuple[int, str, str]], ttl: float) -> None:

@@ -229,6 +229,36 @@ async def test_changes_made_while_redis_is_away_are_announced_once_it_is_back(au
     assert node.metrics.counter("chattrio_presence_dropped_total", "").value() == 0
 
 
+async def test_an_enter_whose_answer_was_lost_is_tried_again_and_announced_once(autojump_clock, monkeypatch):
+    """Redis applied the enter but its answer never came (a primary resumed after a SIGSTOP runs
+    the commands queued meanwhile): the retry finds the session already there and still
+    announces the join, once."""
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    tries: list[bool] = []  # per enter call: whether its answer was lost
+    enter = shared.cache.enter
+
+    async def recorded_enter(entries, ttl):
+        tries.append(shared.cache.answers_lost)
+        return await enter(entries, ttl)
+
+    monkeypatch.setattr(shared.cache, "enter", recorded_enter)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        shared.cache.answers_lost = True
+        await node.subscribe(RecordingSession("alice"), room)
+        with trio.fail_after(WAIT_LIMIT):
+            while tries.count(True) < 2:
+                await trio.sleep(POLL)
+        shared.cache.answers_lost = False
+        await _wait_for(shared, "alice", ["join"])
+        await node.subscribe(RecordingSession("alice"), room)  # a second session: no second join
+        await _marker(node, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join"]
+
+
 def _change(entered: bool, session: str, room: int = 1) -> presence._Change:
     return presence._Change(entered, room, f"user-{session}", session)
 
