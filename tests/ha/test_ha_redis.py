@@ -17,6 +17,16 @@ FAILOVER_TIMEOUT = 60.0
 SYNC_TIMEOUT = 60.0
 
 
+async def _write_once_failed_over(cache, user_id: str) -> None:
+    """Write until a write succeeds: until the client reaches the primary Sentinel promoted."""
+    with trio.fail_after(FAILOVER_TIMEOUT):
+        while True:
+            try:
+                return await cache.cache_user(user_id)
+            except CacheUnavailable:
+                await trio.sleep(0.2)
+
+
 async def _copied_to_the_replica(cache) -> None:
     """Wait until the replica acknowledged everything written so far (Redis's WAIT)."""
     with trio.fail_after(SYNC_TIMEOUT):
@@ -31,13 +41,7 @@ async def test_writes_go_to_the_replica_sentinel_promotes(ha_env):
         await _copied_to_the_replica(cache)
         await trio.to_thread.run_sync(ha, "kill", primary)
         try:
-            with trio.fail_after(FAILOVER_TIMEOUT):
-                while True:
-                    try:
-                        await cache.cache_user("after")
-                        break
-                    except CacheUnavailable:
-                        await trio.sleep(0.2)
+            await _write_once_failed_over(cache, "after")
             promoted = await trio.to_thread.run_sync(ha, "primary", "redis")
             assert promoted != primary
             # The write landed on the new primary, which also holds what its replica had copied.
@@ -56,13 +60,7 @@ async def test_a_hung_primary_is_left_for_the_one_sentinel_promotes(ha_env):
         await _copied_to_the_replica(cache)
         await trio.to_thread.run_sync(ha, "signal", primary, "STOP")
         try:
-            with trio.fail_after(FAILOVER_TIMEOUT):
-                while True:
-                    try:
-                        await cache.cache_user("during")
-                        break
-                    except CacheUnavailable:
-                        await trio.sleep(0.2)
+            await _write_once_failed_over(cache, "during")
             # The old primary still hangs, so the write went to the replica Sentinel promoted
             # (ha.sh's role check would hang on the old one), which holds what it had copied.
             assert await cache._call(cache._client.smembers(f"{cache._ns}:users")) == {b"before", b"during"}
