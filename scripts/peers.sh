@@ -184,7 +184,7 @@ peers_compare() {
   done
   peers_down
   local command
-  command="$(env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=)' | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
+  command="$({ env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=)' || true; } | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
   "$PY" -m chattrio.bot.compare table "$PEERS_LOG" "${PEERS_SEED_FIXED:-300}" "$command" > "$OUT/peers-$stamp.md"
   cat "$OUT/peers-$stamp.md"
   "$PY" -m chattrio.bot.compare record "$PEERS_LOG" "${PEERS_SEED_FIXED:-300}" "$command" >> "$BENCH_LOG"
