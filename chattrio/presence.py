@@ -40,7 +40,8 @@ SWEEP_ROOMS_PER_CALL = 200  # bounds how long one sweep script holds Redis
 # entering rooms costs a round trip per batch, not per SUBSCRIBE. This bounds how long one call
 # holds Redis.
 CHANGES_PER_CALL = 500
-# Changes that Redis did not take are tried again after a capped, jittered backoff.
+# Changes that Redis did not take, and announcements that Kafka did not, are tried again after a
+# capped, jittered backoff.
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 
 
@@ -123,6 +124,9 @@ class _Announcement:
     room_id: int
     user_id: str
     kind: str  # "join" or "leave"
+    # Fixed once, so a retry of a produce that reached Kafka after all is the same message:
+    # fan-outs and storage drop a repeated id.
+    message_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class Presence:
@@ -150,7 +154,7 @@ class Presence:
         )
         self._announcements_dropped = metrics.counter(
             "chattrio_announcements_dropped_total",
-            "Join and leave messages not produced (Kafka down, or a join with the queue full)",
+            "Join messages not produced (the announcement queue was full)",
         )
 
     def entered(self, session: Session, room_id: int) -> None:
@@ -259,11 +263,23 @@ class Presence:
             self._announcements_dropped.inc()
 
     async def _publish_announcements(self) -> None:
-        """A join or leave goes the way chat messages go: Kafka first."""
+        """A join or leave goes the way chat messages go: Kafka first. One Kafka did not take is
+        tried again (capped backoff), in order: the queue behind it waits, bounded."""
         async for item in self._announcements_out:
-            record = ChatRecord(str(uuid.uuid4()), item.room_id, item.user_id, item.kind, "", None)
-            try:
-                await self._producer.produce(record)
-            except KafkaUnavailable as exc:
-                self._announcements_dropped.inc()
-                log.warning("could not announce %s of %s in room %s: %s", item.kind, item.user_id, item.room_id, exc)
+            record = ChatRecord(item.message_id, item.room_id, item.user_id, item.kind, "", None)
+            delay = RETRY_FIRST
+            while True:
+                try:
+                    await self._producer.produce(record)
+                    break
+                except KafkaUnavailable as exc:
+                    log.warning(
+                        "%s of %s in room %s waits for Kafka, next try in %.1fs: %s",
+                        item.kind,
+                        item.user_id,
+                        item.room_id,
+                        delay,
+                        exc,
+                    )
+                    await trio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, RETRY_MAX)

@@ -259,6 +259,37 @@ async def test_an_enter_whose_answer_was_lost_is_tried_again_and_announced_once(
     assert _announcements(shared, "alice") == ["join"]
 
 
+async def test_a_join_kafka_refused_is_produced_when_it_is_back_with_the_same_id(autojump_clock, monkeypatch):
+    """Kafka refuses the join for a while: it is tried again, in order, and every try carries the
+    same message id, so a try that reached Kafka after all would be dropped as a repeat."""
+    shared = Shared()
+    node = CoreNode(shared, "a")
+    room = await _room(shared)
+    tries: list[tuple[str, bool]] = []  # per produce: the record's id, and whether Kafka was away
+    produce = shared.log.produce
+
+    async def recorded_produce(record):
+        tries.append((record.id, shared.log.unavailable))
+        return await produce(record)
+
+    monkeypatch.setattr(shared.log, "produce", recorded_produce)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.presence.run)
+        shared.log.unavailable = True
+        await node.subscribe(RecordingSession("alice"), room)
+        with trio.fail_after(WAIT_LIMIT):
+            while [away for _, away in tries].count(True) < 3:
+                await trio.sleep(POLL)
+        shared.log.unavailable = False
+        await _wait_for(shared, "alice", ["join"])
+        await _marker(node, room, "marker")
+        nursery.cancel_scope.cancel()
+    assert _announcements(shared, "alice") == ["join"]
+    alice_ids = {record_id for record_id, _ in tries[:-1]}  # the marker's join is the last try
+    assert len(alice_ids) == 1
+    assert node.metrics.counter("chattrio_announcements_dropped_total", "").value() == 0
+
+
 def _change(entered: bool, session: str, room: int = 1) -> presence._Change:
     return presence._Change(entered, room, f"user-{session}", session)
 
