@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -23,6 +23,12 @@ def _announcements(shared: Shared, user_id: str) -> list[str]:
 async def _wait_for(shared: Shared, user_id: str, kinds: list[str]) -> None:
     with trio.fail_after(WAIT_LIMIT):
         while _announcements(shared, user_id) != kinds:
+            await trio.sleep(POLL)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    with trio.fail_after(WAIT_LIMIT):
+        while not condition():
             await trio.sleep(POLL)
 
 
@@ -212,13 +218,9 @@ async def test_changes_made_while_redis_is_away_are_announced_once_it_is_back(au
         shared.cache.unavailable = True
         await node.subscribe(RecordingSession("alice"), room)
         node.chat.disconnected(bob)
-        with trio.fail_after(WAIT_LIMIT):
-            while heartbeats.count(False) < 2:
-                await trio.sleep(POLL)
+        await _until(lambda: heartbeats.count(False) >= 2)
         shared.cache.unavailable = False
-        with trio.fail_after(WAIT_LIMIT):
-            while True not in heartbeats[-1:]:
-                await trio.sleep(POLL)
+        await _until(lambda: True in heartbeats[-1:])
         await _wait_for(shared, "alice", ["join"])
         await _wait_for(shared, "bob", ["join", "leave"])
         await _marker(node, room, "marker")
@@ -248,9 +250,7 @@ async def test_an_enter_whose_answer_was_lost_is_tried_again_and_announced_once(
         await nursery.start(node.presence.run)
         shared.cache.answers_lost = True
         await node.subscribe(RecordingSession("alice"), room)
-        with trio.fail_after(WAIT_LIMIT):
-            while tries.count(True) < 2:
-                await trio.sleep(POLL)
+        await _until(lambda: tries.count(True) >= 2)
         shared.cache.answers_lost = False
         await _wait_for(shared, "alice", ["join"])
         await node.subscribe(RecordingSession("alice"), room)  # a second session: no second join
@@ -277,9 +277,7 @@ async def test_a_join_kafka_refused_is_produced_when_it_is_back_with_the_same_id
         await nursery.start(node.presence.run)
         shared.log.unavailable = True
         await node.subscribe(RecordingSession("alice"), room)
-        with trio.fail_after(WAIT_LIMIT):
-            while [away for _, away in tries].count(True) < 3:
-                await trio.sleep(POLL)
+        await _until(lambda: [away for _, away in tries].count(True) >= 3)
         shared.log.unavailable = False
         await _wait_for(shared, "alice", ["join"])
         await _marker(node, room, "marker")
