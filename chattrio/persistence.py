@@ -11,7 +11,6 @@ not an outage), goes to the dead_letters table with the reason, and the rest is 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -19,6 +18,7 @@ from typing import TypeVar
 
 import trio
 
+from chattrio.backoff import Backoff
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord, DeadLetter, Message, RoomCreated, UserCreated, chat_record_encoder
@@ -136,15 +136,14 @@ class Persistence:
 
     async def _with_retry(self, store: Callable[[], Awaitable[T]]) -> T:
         """PostgreSQL may be restarting: keep the batch and retry for a while before giving up."""
-        delay = 0.2
+        backoff = Backoff(0.2, STORE_BACKOFF_MAX)
         with trio.fail_after(STORE_RETRY_FOR):
             while True:
                 try:
                     return await store()
                 except DatabaseUnavailable as exc:
-                    log.warning("storing failed, retrying in %.1fs: %s", delay, exc)
-                    await trio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, STORE_BACKOFF_MAX)
+                    log.warning("storing failed, retrying in %.1fs: %s", backoff.delay, exc)
+                    await backoff.sleep()
 
     async def _cache_messages(self, messages: list[Message]) -> None:
         try:

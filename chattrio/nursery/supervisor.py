@@ -9,11 +9,11 @@ jittered exponential backoff, reset once the child has run well for a while.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from chattrio.backoff import Backoff
 from chattrio.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Supervisor:
     async def supervise(
         self, name: str, child: Child, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        delay = INITIAL_BACKOFF
+        backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF)
         first = True
         self._ready[name] = False
         while True:
@@ -71,6 +71,5 @@ class Supervisor:
             self._ready[name] = False
             self._restarts.inc(1, name)
             if started_at is not None and trio.current_time() - started_at > HEALTHY_AFTER:
-                delay = INITIAL_BACKOFF
-            await trio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, MAX_BACKOFF)
+                backoff.reset()
+            await backoff.sleep()

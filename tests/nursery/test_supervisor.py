@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
+from chattrio import backoff as backoff_module
 from chattrio.metrics import Registry
-from chattrio.nursery import supervisor as supervisor_module
 from chattrio.nursery.supervisor import HEALTHY_AFTER, INITIAL_BACKOFF, MAX_BACKOFF, Supervisor
 
 
@@ -26,7 +26,7 @@ class FixedJitter:
 @pytest.fixture
 def jitter(monkeypatch) -> FixedJitter:
     fake = FixedJitter()
-    monkeypatch.setattr(supervisor_module, "random", fake)
+    monkeypatch.setattr(backoff_module, "random", fake)
     return fake
 
 
