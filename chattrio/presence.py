@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from chattrio.backoff import Backoff
 from chattrio.config import Settings
 from chattrio.metrics import Registry
 from chattrio.models import ChatRecord
@@ -65,14 +65,16 @@ class PendingChanges:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._changes: dict[tuple[int, str], _Change] = {}
+        self._in_flight: frozenset[tuple[int, str]] = frozenset()  # the run taken, not yet applied
         self._arrived = trio.Event()
 
     def __len__(self) -> int:
         return len(self._changes)
 
-    def __contains__(self, key: tuple[int, str]) -> bool:
-        """Whether a change of (room, session) waits."""
-        return key in self._changes
+    def waits(self, room_id: int, session_id: str) -> bool:
+        """Whether a change of (room, session) has not reached Redis: queued, or in the run taken."""
+        key = (room_id, session_id)
+        return key in self._changes or key in self._in_flight
 
     def put(self, change: _Change) -> bool:
         """False when the change had to be dropped (the bound is reached)."""
@@ -99,7 +101,12 @@ class PendingChanges:
             run.append(change)
         for change in run:
             del self._changes[(change.room_id, change.session_id)]
+        self._in_flight = frozenset((change.room_id, change.session_id) for change in run)
         return run
+
+    def applied(self) -> None:
+        """The run taken last reached Redis."""
+        self._in_flight = frozenset()
 
     def put_back(self, run: list[_Change]) -> None:
         """Return a run that could not be applied to the front, in its order. A change of the same
@@ -115,6 +122,7 @@ class PendingChanges:
                 front[key] = change
         front.update(self._changes)
         self._changes = front
+        self._in_flight = frozenset()
         if front:
             self._arrived.set()
 
@@ -143,7 +151,6 @@ class Presence:
         self._sessions = sessions
         self._producer = producer
         self._changes = PendingChanges(PENDING_CHANGES)
-        self._applying: frozenset[tuple[int, str]] = frozenset()  # the run on its way to Redis
         self._checks_in, self._checks_out = trio.open_memory_channel[tuple[float, int, str]](PENDING_CHANGES)
         # Joins and leaves go to Kafka from a task of their own, in the order they were decided:
         # a produce waits for the broker (up to 5 s while it is away), and presence in Redis must
@@ -179,10 +186,9 @@ class Presence:
 
     async def _apply_changes(self) -> None:
         """Apply waiting changes in order; a run Redis did not take goes back to wait for it."""
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_MAX)
         while True:
             changes = await self._changes.get_run(CHANGES_PER_CALL)
-            self._applying = frozenset((change.room_id, change.session_id) for change in changes)
             try:
                 if changes[0].entered:
                     await self._enter(changes)
@@ -190,13 +196,13 @@ class Presence:
                     await self._leave(changes)
             except CacheUnavailable as exc:
                 self._changes.put_back(changes)
-                log.warning("%d presence changes wait for Redis, next try in %.1fs: %s", len(changes), delay, exc)
-                await trio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, RETRY_MAX)
+                log.warning(
+                    "%d presence changes wait for Redis, next try in %.1fs: %s", len(changes), backoff.delay, exc
+                )
+                await backoff.sleep()
                 continue
-            finally:
-                self._applying = frozenset()
-            delay = RETRY_FIRST
+            self._changes.applied()
+            backoff.reset()
 
     async def _enter(self, changes: list[_Change]) -> None:
         ttl = self._settings.presence_ttl_seconds
@@ -235,7 +241,7 @@ class Presence:
         memberships = [
             (room_id, user_id, session_id)
             for room_id, user_id, session_id in self._sessions.memberships()
-            if (room_id, session_id) not in self._changes and (room_id, session_id) not in self._applying
+            if not self._changes.waits(room_id, session_id)
         ]
         await self._cache.heartbeat(memberships, self._settings.presence_ttl_seconds)
 
@@ -267,7 +273,7 @@ class Presence:
         tried again (capped backoff), in order: the queue behind it waits, bounded."""
         async for item in self._announcements_out:
             record = ChatRecord(item.message_id, item.room_id, item.user_id, item.kind, "", None)
-            delay = RETRY_FIRST
+            backoff = Backoff(RETRY_FIRST, RETRY_MAX)
             while True:
                 try:
                     await self._producer.produce(record)
@@ -278,8 +284,7 @@ class Presence:
                         item.kind,
                         item.user_id,
                         item.room_id,
-                        delay,
+                        backoff.delay,
                         exc,
                     )
-                    await trio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, RETRY_MAX)
+                    await backoff.sleep()
