@@ -60,7 +60,8 @@ async def test_a_leave_after_the_sweep_does_not_bring_the_user_back(stack_env, r
 
 async def test_an_enter_tried_again_by_its_session_still_joins(stack_env, run_prefix):
     """An enter whose answer was lost is sent again: while the session is the user's only one,
-    the join is still due. A second session, or the same one back within the grace, is no join."""
+    the join is still due. Another session of the user, or the same one back within the grace, is
+    no join."""
     room = 1
     async with open_redis(stack_env["CHATTRIO_REDIS_URL"], f"{run_prefix}-retried-enter") as cache:
         assert await cache.enter([(room, "ann", "s1")], ttl=30.0) == [True]

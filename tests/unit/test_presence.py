@@ -253,7 +253,7 @@ async def test_an_enter_whose_answer_was_lost_is_tried_again_and_announced_once(
         await _until(lambda: tries.count(True) >= 2)
         shared.cache.answers_lost = False
         await _wait_for(shared, "alice", ["join"])
-        await node.subscribe(RecordingSession("alice"), room)  # a second session: no second join
+        await node.subscribe(RecordingSession("alice"), room)  # another session of hers: no further join
         await _marker(node, room, "marker")
         nursery.cancel_scope.cancel()
     assert _announcements(shared, "alice") == ["join"]
