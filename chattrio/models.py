@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import msgspec
 
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b0f6c0e-9d3f-4c1e-9a55-1f0c2d7a8e01")
+_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
 
 
 class Room(msgspec.Struct, rename="camel", frozen=True):
@@ -101,4 +103,14 @@ def message_id(sender_id: str, room_id: int, client_msg_id: str | None) -> str:
     """A retried send (same sender, room and clientMsgId) keeps its id on every node."""
     if client_msg_id is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{sender_id}\x00{room_id}\x00{client_msg_id}"))
+    return _uuid5(f"{sender_id}\x00{room_id}\x00{client_msg_id}")
+
+
+def _uuid5(name: str) -> str:
+    """str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name)) without building a UUID object: a third of the
+    cost, on every SEND (docs/decisions/rooms-profile.md)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
