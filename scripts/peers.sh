@@ -24,10 +24,13 @@
 #                                         a system stops after 2 failures in a row
 #   PEERS_SEED_FIXED=300                  the N whose p99 is compared
 #   PEERS_ROOMS_USERS=5000 PEERS_ROOMS_RAMP=60 PEERS_ROOMS_SECONDS=60
-#   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=30
-#                                         idle, scaled down from 60,000: these users connect
-#                                         within the ramp (as fast as the servers let them: the
-#                                         connect rate), then hold their sessions for the seconds
+#   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=60 PEERS_IDLE_WINDOW=20
+#                                         idle, scaled down from 60,000: on nodes just restarted
+#                                         (so their RSS growth is the sessions' memory), these
+#                                         users connect within the ramp (as fast as the servers
+#                                         let them: the connect rate), then hold their sessions
+#                                         for the seconds; the idle sessions' CPU is that of the
+#                                         last WINDOW seconds, after the joins have gone through
 #   PEERS_QUIET_SECONDS=20                CPU of nodes and services with no client at all
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
@@ -131,6 +134,17 @@ peers_bot() {  # peers_bot SYSTEM ARGS...: one run against chattrio or centrifug
   return "$rc"
 }
 
+fresh_nodes() {  # fresh_nodes SYSTEM: restart its nodes; a node grown by earlier runs reuses its
+                 # memory for new sessions, and its RSS growth says nothing per connection
+  if [[ "$1" == chattrio ]]; then
+    local i
+    for i in 1 2 3; do scripts/cluster.sh restart "$i" >/dev/null; done
+  else
+    peers_down
+    centrifugo_up
+  fi
+}
+
 quiet_cost() {  # quiet_cost SYSTEM: the CPU of its nodes and services with no client, as a record
   local nodes=() services=()
   if [[ "$1" == chattrio ]]; then
@@ -175,9 +189,10 @@ peers_compare() {
         --workers "$ROOMS_WORKERS" --max-p99-ms 50 || true
     done
     for s in "${systems[@]}"; do
+      fresh_nodes "$s"
       peers_bot "$s" --scenario peers-idle --users "$idle_users" --rooms "$((idle_users / 20))" --rate 0 \
-        --duration "${PEERS_IDLE_SECONDS:-30}" --ramp-up "${PEERS_IDLE_RAMP:-2}" --loss-grace 0 \
-        --workers "$WORKERS" || true
+        --duration "${PEERS_IDLE_SECONDS:-60}" --hold-window "${PEERS_IDLE_WINDOW:-20}" --ramp-up "${PEERS_IDLE_RAMP:-2}" \
+        --loss-grace 0 --workers "$WORKERS" || true
       quiet_cost "$s"
     done
     systems=("${systems[1]}" "${systems[0]}")

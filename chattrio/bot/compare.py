@@ -42,6 +42,7 @@ def quiet(system: str, seconds: float, node_pid_files: list[str], service_pid_fi
         "scenario": "peers-quiet",
         "seconds": seconds,
         "machine": {"loadAverageBefore": round(load, 1)},
+        "nodes": len(node_pid_files),
         "nodesCores": None if nodes is None else round(nodes / seconds, 4),
         "servicesCores": None if services is None else round(services / seconds, 4),
     }
@@ -106,11 +107,26 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
         return lambda r: r["parameters"]["users"] == n
 
     def idle_cores(group: str):
-        return lambda r: (
-            None
-            if _get(r, "serverCpu", group, "chatSeconds") is None
-            else _get(r, "serverCpu", group, "chatSeconds") / r["parameters"]["chatSeconds"]  # type: ignore[operator]
-        )
+        """Over the hold window when the run had one (the sessions alone, after the ramp's joins),
+        else over the whole chat."""
+
+        def cores(r: dict) -> float | None:
+            window = r["parameters"].get("holdWindowSeconds")
+            spent = _get(r, "serverCpu", group, "holdSeconds" if window else "chatSeconds")
+            return None if spent is None else spent / (window or r["parameters"]["chatSeconds"])
+
+        return cores
+
+    def per_10_000_sessions(cores: Callable[[dict], float | None]) -> Callable[[dict], float | None]:
+        def scaled(r: dict) -> float | None:
+            value, sessions = cores(r), r.get("usersConnected")
+            return None if value is None or not sessions else value * 10_000 / sessions
+
+        return scaled
+
+    def per_node(r: dict) -> float | None:
+        value, nodes = _get(r, "nodesCores"), r.get("nodes")
+        return None if value is None or not nodes else value / nodes
 
     idle_users = next((r["parameters"]["users"] for s in SYSTEMS for r in by[s].get("peers-idle", [])), 0)
     seed_cpu_n = CPU_PER_DELIVERY_N
@@ -164,9 +180,15 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
         ),
         Figure(f"idle, {idle_users:,} sessions: nodes, cores", per_run("peers-idle", idle_cores("nodes")), 3),
         Figure(
+            "idle sessions: nodes' cores per 10,000 sessions",
+            per_run("peers-idle", per_10_000_sessions(idle_cores("nodes"))),
+            3,
+        ),
+        Figure(
             f"idle, {idle_users:,} sessions: backing services, cores", per_run("peers-idle", idle_cores("services")), 3
         ),
         Figure("idle, no client: nodes, cores", per_run("peers-quiet", lambda r: _get(r, "nodesCores")), 3),
+        Figure("idle, no client: cores per node", per_run("peers-quiet", per_node), 4),
         Figure(
             "idle, no client: backing services, cores", per_run("peers-quiet", lambda r: _get(r, "servicesCores")), 3
         ),

@@ -40,6 +40,9 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # ~28,000 ephemeral ports towards one destination, which one load balancer port needs.
     source_addresses: int = 1
     loss_grace_seconds: float = 5.0
+    # Idle runs: the nodes' and services' CPU is also measured over the last this many seconds
+    # of the chat alone, once the ramp's joins have been delivered and stored (0: not measured).
+    hold_window_seconds: float = 0.0
     # End the loss grace as soon as the run has settled (chattrio/bot/settle.py): every user back
     # in its room, every SEND answered, every acknowledged message held. The grace is then only
     # the longest wait; off, it is always waited out, which leaves late duplicates time to show.
@@ -105,6 +108,8 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("typingPerSecond must be >= 0")
         if self.workers < 1:
             problems.append("workers must be >= 1")
+        if not 0 <= self.hold_window_seconds <= self.chat_duration_seconds:
+            problems.append("holdWindowSeconds must be 0 to chatDurationSeconds")
         if not 1 <= self.source_addresses <= 254:
             problems.append("sourceAddresses must be 1-254")
         if self.flooders < 0:
@@ -199,6 +204,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--source-addresses", "sourceAddresses", int, "WebSockets bind to 127.0.0.1..127.0.0.N in turn"),
     ("--ws-url", "webSocketEndpoint", str, "WebSocket URL of that node"),
     ("--loss-grace", "lossGraceSeconds", float, "seconds to wait for late deliveries"),
+    ("--hold-window", "holdWindowSeconds", float, "idle: also measure server CPU over the chat's last SECONDS"),
     ("--workers", "workers", int, "worker processes (users split, results merged)"),
     ("--max-loss", "maxLoss", int, "lost deliveries tolerated"),
     ("--max-duplicates", "maxDuplicates", int, "duplicate deliveries tolerated"),

@@ -74,7 +74,8 @@ def server_cpu(outcome: RunOutcome, connected: int, chat_deliveries: int) -> dic
         ramp = spent(samples.get("start", []), samples.get("chatStart", []))
         connecting = spent(samples.get("start", []), samples.get("connected", samples.get("chatStart", [])))
         chat = spent(samples.get("chatStart", []), samples.get("chatEnd", []))
-        out[group] = {"rampSeconds": ramp, "connectingSeconds": connecting, "chatSeconds": chat}
+        hold = spent(samples.get("holdStart", []), samples.get("chatEnd", []))
+        out[group] = {"rampSeconds": ramp, "connectingSeconds": connecting, "chatSeconds": chat, "holdSeconds": hold}
     nodes, services = out["nodes"], out["services"]
 
     def per(unit: int, scale: float, *values: float | None) -> float | None:
@@ -296,6 +297,12 @@ def text_summary(s: dict) -> str:
             + (
                 f"; services {cpu['services']['rampSeconds']} s ramp-up, {cpu['services']['chatSeconds']} s chat"
                 if cpu["services"]["chatSeconds"] is not None
+                else ""
+            )
+            + (
+                f"; over the chat's last {s['config']['holdWindowSeconds']:g} s: nodes {cpu['nodes']['holdSeconds']} s,"
+                f" services {cpu['services']['holdSeconds']} s"
+                if cpu["nodes"]["holdSeconds"] is not None
                 else ""
             )
             + f"; per connection {cpu['perConnectionMs']} ms, per delivery {cpu['perDeliveryUs']} µs"
@@ -532,6 +539,8 @@ def bench_record(s: dict) -> dict:
         "nodes": len(s["server"]["nodes"]),
         "workers": cfg["workers"],
     }
+    if cfg["holdWindowSeconds"]:
+        parameters["holdWindowSeconds"] = cfg["holdWindowSeconds"]
     if s["server"]["memoryPerConnectionBytes"] is not None and not cfg["messagesPerSecond"]:
         parameters["memoryPerConnectionKiB"] = round(s["server"]["memoryPerConnectionBytes"] / 1024, 1)
     r = s["reconnects"]

@@ -625,6 +625,8 @@ async def _run(
         nursery.start_soon(sample_process_cpu_at, "start", t0)
         nursery.start_soon(sample_process_cpu_at, "chatStart", schedule.chat_start)
         nursery.start_soon(sample_process_cpu_at, "chatEnd", schedule.chat_end)
+        if cfg.hold_window_seconds:
+            nursery.start_soon(sample_process_cpu_at, "holdStart", schedule.chat_end - cfg.hold_window_seconds)
         nursery.start_soon(sample_process_cpu_when_all_connected)
         nursery.start_soon(host_cpu.run)
         to_trio = trio.current_time() - time.time()

@@ -21,12 +21,12 @@ def _run(system, scenario, users, passed=True, p50=1.0, p99=10.0, cpu=None, chat
     }
 
 
-def _cpu(node_us, with_us, node_ms=None, with_ms=None, nodes_chat=None, services_chat=None):
+def _cpu(node_us, with_us, node_ms=None, with_ms=None, nodes_chat=None, services_chat=None, **hold):
     return {
         "perDeliveryUs": {"nodes": node_us, "withServices": with_us},
         "perConnectionMs": {"nodes": node_ms, "withServices": with_ms},
-        "nodes": {"chatSeconds": nodes_chat},
-        "services": {"chatSeconds": services_chat},
+        "nodes": {"chatSeconds": nodes_chat, "holdSeconds": hold.get("nodes_hold")},
+        "services": {"chatSeconds": services_chat, "holdSeconds": hold.get("services_hold")},
     }
 
 
@@ -63,8 +63,8 @@ def _records():
             3000,
             usersConnected=3000,
             connect=1500.0,
-            cpu=_cpu(None, None, 0.5, 0.5, 0.1, 0.02),
-            parameters={"memoryPerConnectionKiB": 56.0},
+            cpu=_cpu(None, None, 0.5, 0.5, 0.1, 0.02, nodes_hold=0.3, services_hold=0.01),
+            parameters={"memoryPerConnectionKiB": 56.0, "holdWindowSeconds": 10},
         )
     )
     records.append(
@@ -73,6 +73,7 @@ def _records():
             "scenario": "peers-quiet",
             "date": "x",
             "machine": {"loadAverageBefore": 9.0},
+            "nodes": 2,
             "nodesCores": 0.05,
             "servicesCores": 0.06,
         }
@@ -99,6 +100,13 @@ def test_each_figure_per_run_and_the_ratio_of_medians():
         "centrifugo": [0.001],
     }
     assert _figure(figures, "idle: node memory per connection").ratio() == 0.12
+    # over the hold window when the run had one (Centrifugo's here), else over the whole chat
+    assert _figure(figures, "idle, 3,000 sessions: nodes").values == {"chattrio": [0.01], "centrifugo": [0.03]}
+    assert _figure(figures, "idle sessions: nodes' cores per 10,000").values == {
+        "chattrio": [0.01 * 10_000 / 2990],
+        "centrifugo": [0.1],
+    }
+    assert _figure(figures, "idle, no client: cores per node").values == {"chattrio": [0.025], "centrifugo": []}
     # what ran for one system only has no ratio
     quiet = _figure(figures, "idle, no client: nodes")
     assert quiet.values == {"chattrio": [0.05], "centrifugo": []} and quiet.ratio() is None

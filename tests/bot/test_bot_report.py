@@ -497,8 +497,8 @@ def test_server_cpu_is_reported_per_connection_and_per_delivery(fixed_host, tmp_
     outcome.ledger.connected_at.record(800_000)
     s = summarize(outcome)
     cpu = s["server"]["cpu"]
-    assert cpu["nodes"] == {"rampSeconds": 0.5, "connectingSeconds": 0.4, "chatSeconds": 0.3}
-    assert cpu["services"] == {"rampSeconds": 0.1, "connectingSeconds": 0.1, "chatSeconds": 0.06}
+    assert cpu["nodes"] == {"rampSeconds": 0.5, "connectingSeconds": 0.4, "chatSeconds": 0.3, "holdSeconds": None}
+    assert cpu["services"] == {"rampSeconds": 0.1, "connectingSeconds": 0.1, "chatSeconds": 0.06, "holdSeconds": None}
     assert cpu["perConnectionMs"] == {"nodes": 200.0, "withServices": 250.0}  # until both were connected
     assert cpu["perDeliveryUs"] == {"nodes": 25000.0, "withServices": 30000.0}  # over 12 deliveries
     assert s["users"]["connectPerSecond"] == 2.5
@@ -506,6 +506,24 @@ def test_server_cpu_is_reported_per_connection_and_per_delivery(fixed_host, tmp_
     append_bench_record(s, str(path))
     record = json.loads(path.read_text())
     assert (record["system"], record["connectPerSecond"], record["serverCpu"]) == ("chattrio", 2.5, cpu)
+
+
+def test_an_idle_run_s_hold_window_is_measured_apart_and_recorded(fixed_host):
+    cfg = _config("--pid-file", "/run/node.pid", "--service-pid-file", "/run/kafka.pid", "--hold-window", "2")
+    outcome = _outcome(cfg, chat=False)
+    outcome.process_cpu = {
+        "nodes": {"start": [10.0], "chatStart": [10.5], "holdStart": [10.9], "chatEnd": [11.0]},
+        "services": {"start": [2.0], "chatStart": [2.1], "holdStart": [2.3], "chatEnd": [2.32]},
+    }
+    s = summarize(outcome)
+    assert (s["server"]["cpu"]["nodes"]["holdSeconds"], s["server"]["cpu"]["services"]["holdSeconds"]) == (0.1, 0.02)
+    assert "over the chat's last 2 s: nodes 0.1 s, services 0.02 s" in report.text_summary(s)
+    assert bench_record(s)["parameters"]["holdWindowSeconds"] == 2
+
+
+def test_a_hold_window_longer_than_the_chat_is_refused():
+    with pytest.raises(Exception, match="holdWindowSeconds"):
+        load_config([*RUN_ARGV, "--hold-window", "4"])
 
 
 def test_without_service_pid_files_only_the_nodes_cpu_is_reported(fixed_host):
