@@ -30,7 +30,9 @@
 #                                         users connect within the ramp (as fast as the servers
 #                                         let them: the connect rate), then hold their sessions
 #                                         for the seconds; the idle sessions' CPU is that of the
-#                                         last WINDOW seconds, after the joins have gone through
+#                                         last WINDOW seconds, after the joins have gone through;
+#                                         the users' keepalive (60 s) outlasts both systems'
+#                                         25 s server pings, which are what is measured
 #   PEERS_QUIET_SECONDS=20                CPU of nodes and services with no client at all
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
@@ -192,7 +194,7 @@ peers_compare() {
       fresh_nodes "$s"
       peers_bot "$s" --scenario peers-idle --users "$idle_users" --rooms "$((idle_users / 20))" --rate 0 \
         --duration "${PEERS_IDLE_SECONDS:-60}" --hold-window "${PEERS_IDLE_WINDOW:-20}" --ramp-up "${PEERS_IDLE_RAMP:-2}" \
-        --loss-grace 0 --workers "$WORKERS" || true
+        --keepalive 60 --loss-grace 0 --workers "$WORKERS" || true
       quiet_cost "$s"
     done
     systems=("${systems[1]}" "${systems[0]}")

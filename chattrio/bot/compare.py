@@ -117,12 +117,9 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
 
         return cores
 
-    def per_10_000_sessions(cores: Callable[[dict], float | None]) -> Callable[[dict], float | None]:
-        def scaled(r: dict) -> float | None:
-            value, sessions = cores(r), r.get("usersConnected")
-            return None if value is None or not sessions else value * 10_000 / sessions
-
-        return scaled
+    def idle_per_node(r: dict) -> float | None:
+        value, nodes = idle_cores("nodes")(r), r["parameters"].get("nodes")
+        return None if value is None or not nodes else value / nodes
 
     def per_node(r: dict) -> float | None:
         value, nodes = _get(r, "nodesCores"), r.get("nodes")
@@ -179,11 +176,7 @@ def figures(records: list[dict], fixed_n: int) -> list[Figure]:
             2,
         ),
         Figure(f"idle, {idle_users:,} sessions: nodes, cores", per_run("peers-idle", idle_cores("nodes")), 3),
-        Figure(
-            "idle sessions: nodes' cores per 10,000 sessions",
-            per_run("peers-idle", per_10_000_sessions(idle_cores("nodes"))),
-            3,
-        ),
+        Figure(f"idle, {idle_users:,} sessions: cores per node", per_run("peers-idle", idle_per_node), 4),
         Figure(
             f"idle, {idle_users:,} sessions: backing services, cores", per_run("peers-idle", idle_cores("services")), 3
         ),

@@ -53,7 +53,7 @@ def _records():
             usersConnected=2990,
             connect=600.0,
             cpu=_cpu(None, None, 2.0, 2.5, 0.2, 0.4),
-            parameters={"memoryPerConnectionKiB": 7.0},
+            parameters={"memoryPerConnectionKiB": 7.0, "nodes": 2},
         )
     )
     records.append(
@@ -64,7 +64,7 @@ def _records():
             usersConnected=3000,
             connect=1500.0,
             cpu=_cpu(None, None, 0.5, 0.5, 0.1, 0.02, nodes_hold=0.3, services_hold=0.01),
-            parameters={"memoryPerConnectionKiB": 56.0, "holdWindowSeconds": 10},
+            parameters={"memoryPerConnectionKiB": 56.0, "holdWindowSeconds": 10, "nodes": 3},
         )
     )
     records.append(
@@ -102,10 +102,8 @@ def test_each_figure_per_run_and_the_ratio_of_medians():
     assert _figure(figures, "idle: node memory per connection").ratio() == 0.12
     # over the hold window when the run had one (Centrifugo's here), else over the whole chat
     assert _figure(figures, "idle, 3,000 sessions: nodes").values == {"chattrio": [0.01], "centrifugo": [0.03]}
-    assert _figure(figures, "idle sessions: nodes' cores per 10,000").values == {
-        "chattrio": [0.01 * 10_000 / 2990],
-        "centrifugo": [0.1],
-    }
+    per_node = _figure(figures, "idle, 3,000 sessions: cores per node")
+    assert per_node.values == {"chattrio": [0.005], "centrifugo": [0.01]}
     assert _figure(figures, "idle, no client: cores per node").values == {"chattrio": [0.025], "centrifugo": []}
     # what ran for one system only has no ratio
     quiet = _figure(figures, "idle, no client: nodes")
