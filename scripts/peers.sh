@@ -101,12 +101,20 @@ centrifugo_up() {
   log "peers: Centrifugo on 127.0.0.1:$((PEERS_BASE_PORT + 1))-$((PEERS_BASE_PORT + 3)), its Redis on $CF_REDIS_PORT"
 }
 
-peers_down() {  # stop what centrifugo_up started (bench.sh's exit calls it too)
-  local f
+peers_down() {  # stop what centrifugo_up started (bench.sh's exit calls it too), and wait until it
+               # has exited, so that centrifugo_up can take the ports again at once
+  local f pids=() pid
   for f in "$CF_DIR"/nodes/node-*.pid "$CF_DIR/redis/redis.pid"; do
     [[ -s "$f" ]] || continue
-    kill "$(cat "$f")" 2>/dev/null || true
+    pids+=("$(cat "$f")")
+    kill "${pids[-1]}" 2>/dev/null || true
     rm -f "$f"
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   done
 }
 
