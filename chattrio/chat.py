@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from functools import partial
 
 import trio
 
@@ -151,11 +152,11 @@ class ChatService:
         listener asks before `handle`)."""
         return self._admitted(session, LIMIT_KIND[type(frame)], frame.ref)
 
-    async def handle(self, session: Session, frame: ClientFrame, tasks: trio.Nursery) -> None:
-        """Act on one frame of the session's reader; a SEND's answer is awaited in a task of
-        `tasks` (the session's nursery), so the reader goes on with the next frame."""
+    async def handle(self, session: Session, frame: ClientFrame) -> None:
+        """Act on one frame of the session's reader; a SEND is answered when its delivery
+        settles, so the reader goes on with the next frame."""
         if isinstance(frame, Send):
-            await self._send(session, frame, tasks)
+            await self._send(session, frame)
         elif isinstance(frame, Subscribe):
             await self._subscribe(session, frame)
         elif isinstance(frame, Unsubscribe):
@@ -359,9 +360,9 @@ class ChatService:
 
     # SEND ---------------------------------------------------------------------------------
 
-    async def _send(self, session: Session, frame: Send, tasks: trio.Nursery) -> None:
+    async def _send(self, session: Session, frame: Send) -> None:
         """Validate, deduplicate and hand the record to Kafka here, in the order of the frames;
-        the wait for the broker and the answer run in a task, at most MAX_SENDS_IN_FLIGHT at once."""
+        the answer comes when the delivery settles, at most MAX_SENDS_IN_FLIGHT at once."""
         if frame.room_id not in session.rooms:
             return self.error(session, "NOT_SUBSCRIBED", f"enter room {frame.room_id} before sending to it", frame.ref)
         try:
@@ -382,7 +383,7 @@ class ChatService:
             return
         pending = self._in_flight.get(msg_id)
         if pending is not None:
-            tasks.start_soon(self._answer_send, session, frame, msg_id, pending, slots)
+            pending.when_settled(partial(self._answer_send, session, frame, msg_id, slots, None))
             return
         record = ChatRecord(msg_id, frame.room_id, session.user_id, "chat", text, frame.client_msg_id)
         try:
@@ -392,28 +393,27 @@ class ChatService:
             return self._send_failed(session, frame, exc)
         if frame.client_msg_id is not None:
             self._in_flight[msg_id] = pending
-        tasks.start_soon(self._answer_send, session, frame, msg_id, pending, slots, trio.current_time())
+        pending.when_settled(partial(self._answer_send, session, frame, msg_id, slots, trio.current_time()))
 
-    async def _answer_send(
+    def _answer_send(
         self,
         session: Session,
         frame: Send,
         msg_id: str,
-        pending: PendingSend,
         slots: trio.Semaphore,
-        handed_over_at: float | None = None,
+        handed_over_at: float | None,
+        pending: PendingSend,
     ) -> None:
-        """Wait for the delivery, answer ACK or ERROR, free the slot. The SEND that handed the
+        """Answer ACK or ERROR for a settled delivery and free the slot. The SEND that handed the
         record over (`handed_over_at` set) owns its in-flight entry and counts it; a retry that
         joined it only answers."""
+        slots.release()
+        if handed_over_at is not None and self._in_flight.get(msg_id) is pending:
+            del self._in_flight[msg_id]
         try:
-            produced = await pending.wait()
+            produced = pending.produced()
         except KafkaUnavailable as exc:
             return self._send_failed(session, frame, exc)
-        finally:
-            slots.release()
-            if handed_over_at is not None and self._in_flight.get(msg_id) is pending:
-                del self._in_flight[msg_id]
         if handed_over_at is not None:
             self._produce_latency.observe((trio.current_time() - handed_over_at) * 1000)
             self._received.inc()

@@ -146,3 +146,21 @@ async def test_a_full_queue_refuses_enqueue_at_once(client):
     async with kafka.open_chat_producer(Settings()) as chat:
         with pytest.raises(kafka.KafkaUnavailable, match="Queue full"):
             chat.enqueue(_record(1))
+
+
+async def test_a_record_never_reported_fails_at_its_deadline_and_the_next_is_still_answered(client, monkeypatch):
+    monkeypatch.setattr(kafka, "REPORT_DEADLINE", 0.3)
+    async with kafka.open_chat_producer(Settings()) as chat:
+        lost, next_one = chat.enqueue(_record(1)), chat.enqueue(_record(2))
+        client.deliver(1)
+        assert (await next_one.wait()).offset == 101
+        with pytest.raises(kafka.KafkaUnavailable, match="no delivery report within 0.3s"):
+            await lost.wait()
+
+
+async def test_records_unreported_when_the_producer_closes_are_failed(client):
+    async with kafka.open_chat_producer(Settings()) as chat:
+        pending = chat.enqueue(_record(1))
+        answers: list[kafka.PendingSend] = []
+        pending.when_settled(answers.append)
+    assert answers == [pending] and "producer closed" in str(pending.error)

@@ -22,7 +22,8 @@ class MessageLog(Protocol):
 
     def enqueue(self, record: ChatRecord) -> PendingSend:
         """Hand the record over for the room's partition without waiting: records handed over
-        one after the other are appended in that order. KafkaUnavailable at once when refused."""
+        one after the other are appended in that order. KafkaUnavailable at once when refused.
+        The record settles (delivered or failed) once, by its report or at REPORT_DEADLINE."""
 
     async def produce(self, record: ChatRecord) -> Produced:
         """Append to the room's partition; returns once the broker acknowledged (acks=all)."""

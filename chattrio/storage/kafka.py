@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -62,6 +63,9 @@ PRODUCE_QUEUE = 100_000
 # How long the delivery-report thread waits in one poll; it also bounds how long it runs on after
 # the producer closes.
 DELIVERY_POLL = 0.1
+# A record with no delivery report this long after its hand-over is failed (librdkafka reports
+# each within PRODUCE_TIMEOUT, its message.timeout.ms; this only guards against a lost report).
+REPORT_DEADLINE = PRODUCE_TIMEOUT + DELIVERY_POLL * 2
 FETCH_MAX_RECORDS = 5_000
 # An idle reader's fetch waits this long on the broker; a record ends the wait at once, so the
 # wait costs no latency, and a longer one wakes the broker and the node less often when idle.
@@ -206,36 +210,56 @@ def _producer_config(settings: Settings) -> dict[str, Any]:
 class PendingSend:
     """One record handed to the producer, until it is reported delivered or failed.
 
-    The deadline is fixed at the hand-over, so every waiter (a retried SEND joins the first)
-    gets the same answer. librdkafka reports every record within message.timeout.ms; the margin
-    covers the poll.
+    Whoever waits registers a callback (`when_settled`), called once, in the Trio thread, when the
+    record settles: a waiting SEND costs no task. The producer settles every record it was handed:
+    by its delivery report, or as failed at REPORT_DEADLINE after the hand-over (librdkafka reports
+    every record within message.timeout.ms; the margin covers the poll). Every waiter, a retried
+    SEND joining the first too, gets the same answer.
     """
 
-    __slots__ = ("deadline", "done", "result", "error")
+    __slots__ = ("result", "error", "_callbacks")
 
     def __init__(self) -> None:
-        self.deadline = trio.current_time() + PRODUCE_TIMEOUT + DELIVERY_POLL * 2
-        self.done = trio.Event()
         self.result: Produced | None = None
         self.error: str | None = None
+        self._callbacks: list[Callable[[PendingSend], object]] | None = []  # None once settled
+
+    @property
+    def settled(self) -> bool:
+        return self._callbacks is None
+
+    def when_settled(self, callback: Callable[[PendingSend], object]) -> None:
+        if self._callbacks is None:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
 
     def deliver(self, produced: Produced) -> None:
-        self.result = produced
-        self.done.set()
+        self._settle(produced, None)
 
     def fail(self, reason: str) -> None:
-        self.error = reason
-        self.done.set()
+        self._settle(None, reason)
+
+    def _settle(self, result: Produced | None, error: str | None) -> None:
+        callbacks = self._callbacks
+        if callbacks is None:
+            return  # a report after the deadline: the waiters have had their answer
+        self.result, self.error, self._callbacks = result, error, None
+        for callback in callbacks:
+            callback(self)
+
+    def produced(self) -> Produced:
+        """The broker's acknowledgement of a settled record; KafkaUnavailable when it failed."""
+        if self.result is None:
+            raise KafkaUnavailable(f"Kafka did not take the record: {self.error}")
+        return self.result
 
     async def wait(self) -> Produced:
-        """The broker's acknowledgement; KafkaUnavailable when it failed or did not come in time."""
-        with trio.move_on_at(self.deadline):
-            await self.done.wait()
-        if self.result is not None:
-            return self.result
-        if self.error is not None:
-            raise KafkaUnavailable(f"Kafka did not take the record: {self.error}")
-        raise KafkaUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT:g}s")
+        if not self.settled:
+            settled = trio.Event()
+            self.when_settled(lambda _: settled.set())
+            await settled.wait()
+        return self.produced()
 
 
 class ChatProducer:
@@ -254,6 +278,9 @@ class ChatProducer:
         self._typing_topic = settings.typing_topic
         # Filled by delivery callbacks, which librdkafka runs inside poll() on the polling thread.
         self._reports: deque[tuple[PendingSend, DeliveryError | None, confluent_kafka.Message]] = deque()
+        # Records handed over, with their deadlines (time.monotonic()), in hand-over order and
+        # so in deadline order; settled ones leave from the front as reports are settled.
+        self._unsettled: deque[tuple[float, PendingSend]] = deque()
 
     async def produce(self, record: ChatRecord) -> Produced:
         return await self.enqueue(record).wait()
@@ -270,6 +297,7 @@ class ChatProducer:
             )
         except (BufferError, KafkaException) as exc:
             raise KafkaUnavailable(f"Kafka producer refused the record: {exc!r}") from exc
+        self._unsettled.append((time.monotonic() + REPORT_DEADLINE, pending))
         return pending
 
     def produce_typing(self, record: TypingRecord) -> bool:
@@ -302,15 +330,29 @@ class ChatProducer:
                 pending.fail("delivery report without partition or offset")
             else:
                 pending.deliver(Produced(partition, offset, message.timestamp()[1]))
+        self._fail_overdue()
+
+    def _fail_overdue(self) -> None:
+        """Drop settled records from the front of `_unsettled`, failing those past their deadline."""
+        unsettled, now = self._unsettled, time.monotonic()
+        while unsettled and (unsettled[0][1].settled or unsettled[0][0] <= now):
+            unsettled.popleft()[1].fail(f"no delivery report within {REPORT_DEADLINE:g}s")
+
+    def _oldest_overdue(self) -> bool:  # on the polling thread: a look at the front only
+        try:
+            return self._unsettled[0][0] <= time.monotonic()
+        except IndexError:
+            return False
 
     async def run_delivery_reports(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll librdkafka on a worker thread until cancelled, settling reports in Trio."""
+        """Poll librdkafka on a worker thread until cancelled; reports, and records past their
+        deadline, are settled in Trio."""
         token = trio.lowlevel.current_trio_token()
         stop = threading.Event()
 
         def poll_until_stopped() -> None:
             while not stop.is_set():
-                if self._producer.poll(DELIVERY_POLL) and self._reports:
+                if (self._producer.poll(DELIVERY_POLL) and self._reports) or self._oldest_overdue():
                     try:
                         token.run_sync_soon(self._settle_reports)
                     except trio.RunFinishedError:
@@ -330,6 +372,9 @@ class ChatProducer:
             if left:
                 log.warning("%d records were not delivered before shutdown", left)
         self._settle_reports()
+        for _, pending in self._unsettled:
+            pending.fail("the producer closed before the record was reported")
+        self._unsettled.clear()
 
     async def publish_events(self, rows: Sequence[OutboxRow]) -> None:
         """An asyncio coroutine (called inside the outbox transaction): publish and wait for acks."""

@@ -319,8 +319,7 @@ class HttpServer:
                 with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
                     self._token_lifetimes[session] = token_lifetime
                     reader = FrameReader(self._settings.max_frame_bytes)
-                    on_message = partial(self._on_message, tasks=nursery)
-                    await self._read_frames(session, stream, leftover, read_ended, reader, on_message)
+                    await self._read_frames(session, stream, leftover, read_ended, reader, self._on_message)
                 session.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 await trio.sleep_forever()  # the writer sends the close frame, then cancels us
         finally:
@@ -421,8 +420,8 @@ class HttpServer:
         read_ended.set()
         await trio.sleep_forever()  # the writer sends the close reply, then cancels us
 
-    async def _on_message(self, session: Session, message: IncomingText, tasks: trio.Nursery) -> None:
-        """One client frame; what it starts to answer later (a SEND's ACK) runs in `tasks`."""
+    async def _on_message(self, session: Session, message: IncomingText) -> None:
+        """One client frame."""
         if session in self._awaiting_auth:
             return await self._authenticate(session, message)
         if message.binary:
@@ -442,7 +441,7 @@ class HttpServer:
         if not self._chat.admit(session, frame):
             return
         try:
-            await self._chat.handle(session, frame, tasks)
+            await self._chat.handle(session, frame)
         except Exception:
             log.exception("frame failed", extra={"frame": type(frame).__name__})
             self._chat.error(session, "INTERNAL", "internal error", getattr(frame, "ref", None))

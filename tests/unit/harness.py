@@ -7,7 +7,6 @@ import uuid
 from typing import cast
 
 import msgspec
-import trio
 
 from chattrio.chat import ChatService
 from chattrio.config import Settings
@@ -121,16 +120,15 @@ class CoreNode:
         """Handle one client frame and wait for its answer; returns the answer that carries its
         ref, if any."""
         ref = raw.setdefault("ref", f"r{next(_refs)}")
-        async with trio.open_nursery() as tasks:
-            await self.read(session, raw, tasks)
+        await self.read(session, raw)
         answers = [f for f in session.received if f.get("ref") == ref]
         return answers[-1] if answers else None
 
-    async def read(self, session: RecordingSession, raw: dict, tasks: trio.Nursery) -> None:
-        """Handle one client frame as the session's reader does: what answers later (a SEND's
-        ACK) runs in `tasks`, the session's nursery."""
+    async def read(self, session: RecordingSession, raw: dict) -> None:
+        """Handle one client frame as the session's reader does: a SEND is answered when the
+        memory log settles its record (at once, unless the log holds records)."""
         # RecordingSession has what ChatService uses of a Session (see its docstring).
-        await self.chat.handle(cast(Session, session), parse_client_frame(msgspec.json.encode(raw)), tasks)
+        await self.chat.handle(cast(Session, session), parse_client_frame(msgspec.json.encode(raw)))
 
     async def subscribe(self, session: RecordingSession, room_id: int, since: int | None = None) -> dict:
         raw: dict[str, object] = {"type": "SUBSCRIBE", "destination": f"/topic/message/{room_id}"}

@@ -28,7 +28,7 @@ from chattrio.models import (
     json_encoder,
 )
 from chattrio.rooms import page_of_rooms
-from chattrio.storage.kafka import KafkaUnavailable, PendingSend, Produced, ReadBatch, partition_of
+from chattrio.storage.kafka import REPORT_DEADLINE, KafkaUnavailable, PendingSend, Produced, ReadBatch, partition_of
 from chattrio.storage.postgres import DatabaseUnavailable, LookalikeTaken, OutboxRow, RoomQuotaExceeded
 from chattrio.storage.redis import CacheUnavailable
 
@@ -37,7 +37,8 @@ class MemoryLog:
     """The messages and events topics: partitions of records, offsets from 0.
 
     With `hold` on, records handed over wait in `held`, in order, until a test releases them
-    (appended then, as a broker acknowledges) or fails them; one never released times out."""
+    (appended then, as a broker acknowledges) or fails them; one never released is failed by
+    `fail_overdue` after REPORT_DEADLINE, as ChatProducer fails a record never reported."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -47,6 +48,7 @@ class MemoryLog:
         self.unavailable = False
         self.hold = False
         self.held: list[tuple[ChatRecord, PendingSend]] = []
+        self._deadlines: list[tuple[float, PendingSend]] = []
 
     def enqueue(self, record: ChatRecord) -> PendingSend:
         if self.unavailable:
@@ -54,6 +56,7 @@ class MemoryLog:
         pending = PendingSend()
         if self.hold:
             self.held.append((record, pending))
+            self._deadlines.append((trio.current_time() + REPORT_DEADLINE, pending))
         else:
             self._append(record, pending)
         return pending
@@ -70,6 +73,14 @@ class MemoryLog:
     def fail(self, reason: str, positions: Sequence[int] | None = None) -> None:
         for _, pending in self._take(positions):
             pending.fail(reason)
+
+    def fail_overdue(self) -> None:
+        now = trio.current_time()
+        for deadline, pending in self._deadlines:
+            if deadline <= now:
+                pending.fail(f"no delivery report within {REPORT_DEADLINE:g}s")
+        self._deadlines = [(deadline, pending) for deadline, pending in self._deadlines if not pending.settled]
+        self.held = [(record, pending) for record, pending in self.held if not pending.settled]
 
     def _take(self, positions: Sequence[int] | None) -> list[tuple[ChatRecord, PendingSend]]:
         chosen = range(len(self.held)) if positions is None else positions
