@@ -164,3 +164,17 @@ async def test_records_unreported_when_the_producer_closes_are_failed(client):
         answers: list[kafka.PendingSend] = []
         pending.when_settled(answers.append)
     assert answers == [pending] and "producer closed" in str(pending.error)
+
+
+def test_a_failing_callback_does_not_keep_the_others_from_their_answer(caplog):
+    pending = kafka.PendingSend()
+    answered: list[kafka.PendingSend] = []
+
+    def broken(_: kafka.PendingSend) -> None:
+        raise RuntimeError("answer failed")
+
+    pending.when_settled(broken)
+    pending.when_settled(answered.append)
+    pending.deliver(kafka.Produced(3, 7, 1_700_000_000_000))
+    assert answered == [pending] and pending.produced().offset == 7
+    assert "a delivery callback failed" in caplog.text

@@ -246,7 +246,11 @@ class PendingSend:
             return  # a report after the deadline: the waiters have had their answer
         self.result, self.error, self._callbacks = result, error, None
         for callback in callbacks:
-            callback(self)
+            try:
+                callback(self)
+            except Exception:
+                # Callbacks run from trio's run_sync_soon, where an exception would end the node.
+                log.exception("a delivery callback failed")
 
     def produced(self) -> Produced:
         """The broker's acknowledgement of a settled record; KafkaUnavailable when it failed."""
