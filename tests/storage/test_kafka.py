@@ -90,8 +90,8 @@ class _ReportWithoutPosition:
 
 async def test_a_delivery_report_without_a_position_fails_that_send_not_the_delivery_loop():
     producer = kafka.ChatProducer(None, settings_from_env({}))  # type: ignore[arg-type]  # never produces here
-    pending = kafka.PendingSend()  # its deadline is on Trio's clock
+    pending = kafka.PendingSend()
     producer._on_delivery(pending, None, _ReportWithoutPosition())  # type: ignore[arg-type]
     producer._settle_reports()
-    assert pending.done.is_set() and pending.result is None
+    assert pending.settled and pending.result is None
     assert pending.error == "delivery report without partition or offset"
