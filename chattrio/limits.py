@@ -65,18 +65,30 @@ def retry_after_ms(wait: float) -> int:
     return max(1, math.ceil(wait * 1000))
 
 
+def _bucket(buckets: dict[str, TokenBucket], kind: str, rate: Rate, now: float) -> TokenBucket:
+    """The kind's bucket, made when first drawn from: a bucket never drawn from is full, so
+    making it late changes nothing, and an idle session keeps none."""
+    bucket = buckets.get(kind)
+    if bucket is None:
+        bucket = buckets[kind] = TokenBucket(rate, now)
+    return bucket
+
+
 class ConnectionLimits:
     """One session's buckets, and the refusals that end it."""
 
-    __slots__ = ("user_id", "buckets", "_refusals")
+    __slots__ = ("user_id", "buckets", "_refusals", "_refusal_rate")
 
-    def __init__(self, user_id: str, settings: Settings, now: float) -> None:
+    def __init__(self, user_id: str, refusal_rate: Rate) -> None:
         self.user_id = user_id
-        self.buckets = {kind: TokenBucket(_rate(settings, kind, "connection"), now) for kind in FRAME_KINDS}
-        self._refusals = TokenBucket(Rate(REFUSAL_FORGIVEN_PER_SECOND, settings.refusals_before_close), now)
+        self.buckets: dict[str, TokenBucket] = {}
+        self._refusals: TokenBucket | None = None
+        self._refusal_rate = refusal_rate
 
     def refused(self, now: float) -> bool:
         """Count a refusal; True when the connection has had too many and is to be closed."""
+        if self._refusals is None:
+            self._refusals = TokenBucket(self._refusal_rate, now)
         if self._refusals.wait(now) > 0:
             return True
         self._refusals.take()
@@ -87,7 +99,9 @@ class FrameLimits:
     """The per-connection and per-user frame buckets of this node's sessions."""
 
     def __init__(self, settings: Settings, metrics: Registry) -> None:
-        self._settings = settings
+        self._connection_rates = {kind: _rate(settings, kind, "connection") for kind in FRAME_KINDS}
+        self._user_rates = {kind: _rate(settings, kind, "user") for kind in FRAME_KINDS}
+        self._refusal_rate = Rate(REFUSAL_FORGIVEN_PER_SECOND, settings.refusals_before_close)
         self._users: dict[str, tuple[int, dict[str, TokenBucket]]] = {}  # user -> (sessions, buckets)
         self._idle: OrderedDict[str, dict[str, TokenBucket]] = OrderedDict()  # user -> buckets
         self.limited = metrics.counter(
@@ -96,29 +110,29 @@ class FrameLimits:
         self.closed = metrics.counter("chattrio_rate_limit_closes_total", "Sessions closed (1008) after many refusals")
 
     def open(self, user_id: str) -> ConnectionLimits:
-        now = trio.current_time()
         sessions, buckets = self._users.get(user_id, (0, None))
         if buckets is None:
             buckets = self._idle.pop(user_id, None)
-        if buckets is None:
-            buckets = {kind: TokenBucket(_rate(self._settings, kind, "user"), now) for kind in FRAME_KINDS}
-        self._users[user_id] = (sessions + 1, buckets)
-        return ConnectionLimits(user_id, self._settings, now)
+        self._users[user_id] = (sessions + 1, {} if buckets is None else buckets)
+        return ConnectionLimits(user_id, self._refusal_rate)
 
     def close(self, limits: ConnectionLimits) -> None:
         sessions, buckets = self._users[limits.user_id]
         if sessions <= 1:
             del self._users[limits.user_id]
-            self._idle[limits.user_id] = buckets
-            if len(self._idle) > IDLE_USERS:
-                self._idle.popitem(last=False)
+            if buckets:  # none drawn from: full, nothing to remember
+                self._idle[limits.user_id] = buckets
+                if len(self._idle) > IDLE_USERS:
+                    self._idle.popitem(last=False)
         else:
             self._users[limits.user_id] = (sessions - 1, buckets)
 
     def admit(self, limits: ConnectionLimits, kind: str) -> float:
         """0 when a frame of this kind may go on, else the seconds until it may (counted)."""
         now = trio.current_time()
-        wait = take_all((limits.buckets[kind], self._users[limits.user_id][1][kind]), now)
+        connection = _bucket(limits.buckets, kind, self._connection_rates[kind], now)
+        user = _bucket(self._users[limits.user_id][1], kind, self._user_rates[kind], now)
+        wait = take_all((connection, user), now)
         if wait:
             self.limited.inc(1, kind)
         return wait

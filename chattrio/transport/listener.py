@@ -306,10 +306,9 @@ class HttpServer:
         )
         session.last_received = trio.current_time()
         self._liveness.watch(session)
-        read_ended = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_until_closed, session, stream, read_ended, nursery.cancel_scope)
+                session.start_writing(stream, nursery, partial(_await_close_reply, session, nursery.cancel_scope))
                 if identity is not None:
                     self._open_session(session)
                 else:
@@ -319,10 +318,11 @@ class HttpServer:
                 with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
                     self._token_lifetimes[session] = token_lifetime
                     reader = FrameReader(self._settings.max_frame_bytes)
-                    await self._read_frames(session, stream, leftover, read_ended, reader, self._on_message)
-                session.close(CLOSE_TOKEN_EXPIRED, "token expired")
-                await trio.sleep_forever()  # the writer sends the close frame, then cancels us
+                    await self._read_frames(session, stream, leftover, reader, self._on_message)
+                session.close(CLOSE_TOKEN_EXPIRED, "token expired")  # a no-op unless it expired
+                _end_if_close_replied(session, nursery.cancel_scope)
         finally:
+            session.stop_writing()
             self._token_lifetimes.pop(session, None)
             self._awaiting_auth.discard(session)
             self._liveness.forget(session)
@@ -336,10 +336,13 @@ class HttpServer:
         close handshake of /ws (with the route's larger caps)."""
         session = Session("", ECHO_SEND_BUFFER_BYTES)
         reader = FrameReader(ECHO_MAX_MESSAGE_BYTES, max_fragments=ECHO_MAX_FRAGMENTS, keep_binary=True)
-        read_ended = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_until_closed, session, stream, read_ended, nursery.cancel_scope)
-            await self._read_frames(session, stream, leftover, read_ended, reader, _echo)
+        try:
+            async with trio.open_nursery() as nursery:
+                session.start_writing(stream, nursery, partial(_await_close_reply, session, nursery.cancel_scope))
+                await self._read_frames(session, stream, leftover, reader, _echo)
+                _end_if_close_replied(session, nursery.cancel_scope)
+        finally:
+            session.stop_writing()
 
     def _open_session(self, session: Session) -> None:
         self._sessions.add(session)
@@ -377,48 +380,47 @@ class HttpServer:
         self._token_lifetimes[session].deadline = _deadline_of(identity)
         self._open_session(session)
 
-    async def _write_until_closed(
-        self, session: Session, stream: trio.SocketStream, read_ended: trio.Event, scope: trio.CancelScope
-    ) -> None:
-        """Write until the close frame is out; then give the client CLOSE_TIMEOUT to answer with
-        its own (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
-        await session.run_writer(stream)
-        with trio.move_on_after(CLOSE_TIMEOUT):
-            await read_ended.wait()
-        scope.cancel()
-
     async def _read_frames(
         self,
         session: Session,
         stream: trio.SocketStream,
         data: bytes,
-        read_ended: trio.Event,
         reader: FrameReader,
         on_message: Callable[[Session, IncomingText], Awaitable[None]],
     ) -> None:
         """Handle the client's frames with `on_message` until its close frame or the end of the
-        stream; after the server's close frame, data frames are read but dropped (the client's
-        close is awaited)."""
+        stream, and answer that with a close frame; after the server's close frame, data frames
+        are read but dropped (the client's close is awaited)."""
         while True:
             if not data:
                 data = await stream.receive_some(READ_SIZE)
                 if not data:
                     break  # the end of the stream, with no close frame
             session.last_received = trio.current_time()
-            messages, reply = reader.feed(data)
-            if reply:
-                session.push(reply)
-            for message in messages:
-                if session.closing:
-                    break
-                self._frames_in.inc()
-                await on_message(session, message)
+            await self._handle_data(session, data, reader, on_message)
             if reader.peer_close_code is not None:
                 break
             data = b""
         session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
-        read_ended.set()
-        await trio.sleep_forever()  # the writer sends the close reply, then cancels us
+        session.read_ended = True
+
+    async def _handle_data(
+        self,
+        session: Session,
+        data: bytes,
+        reader: FrameReader,
+        on_message: Callable[[Session, IncomingText], Awaitable[None]],
+    ) -> None:
+        """The frames of one read. Apart from the read loop, so that an idle session does not hold
+        on to its last message while it waits for the next."""
+        messages, reply = reader.feed(data)
+        if reply:
+            session.push(reply)
+        for message in messages:
+            if session.closing:
+                break
+            self._frames_in.inc()
+            await on_message(session, message)
 
     async def _on_message(self, session: Session, message: IncomingText) -> None:
         """One client frame."""
@@ -455,6 +457,21 @@ async def _echo(session: Session, message: IncomingText) -> None:
         session.push(binary_frame(message.data))
     elif message.text is not None:
         session.push(text_frame(message.text.encode()))
+
+
+async def _await_close_reply(session: Session, scope: trio.CancelScope) -> None:
+    """The server's close frame is out: give the client CLOSE_TIMEOUT to answer with its own
+    (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
+    if not session.read_ended:
+        await trio.sleep(CLOSE_TIMEOUT)
+    scope.cancel()
+
+
+def _end_if_close_replied(session: Session, scope: trio.CancelScope) -> None:
+    """The reading is over: when the server's close frame went out before, this was the reply
+    its writer waits for. Otherwise the writer sends the close frame, then ends the session."""
+    if session.close_sent:
+        scope.cancel()
 
 
 async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, reason: str) -> None:

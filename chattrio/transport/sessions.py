@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import trio
@@ -23,11 +23,12 @@ class Session:
     """One WebSocket connection and its bounded send buffer.
 
     A frame goes straight to the socket with a non-blocking send when nothing is queued: most
-    deliveries cost one system call and no task switch. What the kernel does not take is queued
-    and written by the session's writer task, which merges everything pending into one write.
-    `last_received` is the time (trio's clock) the connection last received bytes: the liveness
-    sweep reads it. `batches`: the client asked for a room's messages of one fan-out cycle in one
-    MESSAGES frame (`/ws?batch=1`).
+    deliveries cost one system call and no task switch. What the kernel does not take is queued,
+    and only then is a writer task started, which merges everything pending into one write and
+    ends when the backlog is written: an idle session has no task but its reader. `last_received`
+    is the time (trio's clock) the connection last received bytes: the liveness sweep reads it.
+    `batches`: the client asked for a room's messages of one fan-out cycle in one MESSAGES frame
+    (`/ws?batch=1`).
     """
 
     __slots__ = (
@@ -38,13 +39,17 @@ class Session:
         "_pending",
         "_pending_bytes",
         "_limit",
-        "_wakeup",
         "_written",
         "_closing",
         "close_code",
+        "close_sent",
+        "read_ended",
         "_on_slow",
         "_write_scope",
+        "_stream",
         "_raw",
+        "_writers",
+        "_after_close",
         "_writing",
         "_head_started",
         "last_received",
@@ -61,13 +66,17 @@ class Session:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._limit = buffer_limit
-        self._wakeup = trio.Event()
-        self._written = trio.Event()
+        self._written: trio.Event | None = None  # made when drained() waits
         self._closing = False
         self.close_code: int | None = None
+        self.close_sent = False
+        self.read_ended = False  # the client's close frame, or the end of its stream, was read
         self._on_slow = on_slow
         self._write_scope: trio.CancelScope | None = None
+        self._stream: trio.SocketStream | None = None
         self._raw: socket.socket | None = None
+        self._writers: trio.Nursery | None = None
+        self._after_close: Callable[[], Awaitable[object]] | None = None
         self._writing = False
         # The first pending chunk is the rest of a frame partly sent already: a close must not
         # drop it, or the client would read the close frame as that frame's payload.
@@ -101,24 +110,25 @@ class Session:
         return first
 
     def flush(self) -> None:
-        """Write what is queued: straight to the socket when the writer is idle, the rest by it."""
-        if self._closing or not self._pending:
+        """Write what is queued: straight to the socket when no writer task runs; what the
+        kernel does not take, by one."""
+        if self._closing or not self._pending or self._raw is None or self._writing:
             return
-        if self._raw is not None and not self._writing:
-            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            try:
-                sent = self._raw.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the writer meets the same error and ends the connection
-            if sent == len(data):
-                self._pending, self._pending_bytes = [], 0
-                return
-            self._pending = [data[sent:]]
-            self._pending_bytes = len(data) - sent
-            self._head_started = sent > 0
-        self._wakeup.set()
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        try:
+            sent = self._raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the writer meets the same error and ends the connection
+        if sent == len(data):
+            self._pending, self._pending_bytes = [], 0
+            self._wake_drained()
+            return
+        self._pending = [data[sent:]]
+        self._pending_bytes = len(data) - sent
+        self._head_started = sent > 0
+        self._start_writer()
 
     def send(self, frame: msgspec.Struct) -> None:
         self.push(text_frame(encode_frame(frame)))
@@ -134,10 +144,11 @@ class Session:
         self._pending_bytes = sum(map(len, self._pending))
         self.close_code = code
         self._closing = True
-        self._wakeup.set()
         if self._write_scope is not None:
             # A write in progress may be stuck on a client that stopped reading: bound it.
             self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
+        if self._raw is not None and not self._writing:
+            self._start_writer()
 
     @property
     def must_drain(self) -> bool:
@@ -147,37 +158,61 @@ class Session:
     async def drained(self) -> None:
         """Wait until at most half the buffer is used, so a long replay cannot overflow it."""
         while self.must_drain and not self._closing:
+            if self._written is None:
+                self._written = trio.Event()
             await self._written.wait()
 
-    async def run_writer(self, stream: trio.SocketStream) -> None:
-        """Write queued frames until the session closes; returns after the close frame is sent."""
-        # A second socket object on the same descriptor, for push()'s direct sends; detached, not
-        # closed, at the end, since the stream owns the descriptor.
+    def start_writing(
+        self,
+        stream: trio.SocketStream,
+        writers: trio.Nursery,
+        after_close: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """From now on frames go to `stream`; a writer task, started in `writers` while there is a
+        backlog, writes what the kernel did not take. Once the close frame is written, the writer
+        awaits `after_close()`. Call `stop_writing()` before the stream closes."""
+        # A second socket object on the same descriptor, for the direct sends; detached, not
+        # closed, by stop_writing(), since the stream owns the descriptor.
         self._raw = socket.socket(fileno=stream.socket.fileno())
-        try:
-            await self._write_queued(stream)
-        finally:
-            self._raw.detach()
-            self._raw = None
+        self._stream, self._writers, self._after_close = stream, writers, after_close
+        if self._closing:
+            self._start_writer()
+        else:
+            self.flush()
 
-    async def _write_queued(self, stream: trio.SocketStream) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            batch, self._pending, self._pending_bytes = self._pending, [], 0
-            self._head_started = False
-            closing = self._closing
-            self._writing = True
-            try:
-                with trio.fail_after(CLOSE_TIMEOUT if closing else WRITE_TIMEOUT) as self._write_scope:
-                    await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-            finally:
-                self._writing = False
-                self._write_scope = None
+    def stop_writing(self) -> None:
+        if self._raw is not None:
+            self._raw.detach()
+        self._raw = self._stream = self._writers = self._after_close = None
+
+    def _start_writer(self) -> None:
+        assert self._writers is not None
+        self._writing = True
+        self._writers.start_soon(self._write_backlog)
+
+    def _wake_drained(self) -> None:
+        if self._written is not None:
             self._written.set()
-            self._written = trio.Event()
-            if closing:
-                return
+            self._written = None
+
+    async def _write_backlog(self) -> None:
+        """Write the queued frames until none is left, or until the close frame is out."""
+        assert self._stream is not None
+        try:
+            while self._pending and not self.close_sent:
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                self._head_started = False
+                closing = self._closing  # then the close frame is the batch's last
+                with trio.fail_after(CLOSE_TIMEOUT if closing else WRITE_TIMEOUT) as self._write_scope:
+                    await self._stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                self._write_scope = None
+                self.close_sent = closing
+                self._wake_drained()
+        finally:
+            self._writing = False
+            self._write_scope = None
+        if self.close_sent and self._after_close is not None:
+            await self._after_close()
 
 
 class SessionRegistry:

@@ -61,13 +61,20 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+async def _write_until_closed(session: Session, stream: trio.SocketStream) -> None:
+    """Write what a closing session has queued; returns once its close frame is written."""
+    async with trio.open_nursery() as nursery:
+        session.start_writing(stream, nursery)
+    assert session.close_sent
+
+
 async def test_frames_reach_the_client_in_order_then_the_close_frame():
     session = Session("alice", 1 << 20)
     stream, client = _pair()
     frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(50)]
     async with trio.open_nursery() as nursery:
         session.push(frames[0])  # queued before the writer runs
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         for frame in frames[1:]:
             session.push(frame)  # sent directly: nothing queued
@@ -86,7 +93,7 @@ async def test_a_large_burst_keeps_its_order_across_direct_and_queued_sends():
     frames = [text_frame(bytes([65 + n % 26]) * 3000) for n in range(200)]  # far more than the socket buffers
     expected = b"".join(frames)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         for frame in frames:
             session.push(frame)
@@ -97,11 +104,32 @@ async def test_a_large_burst_keeps_its_order_across_direct_and_queued_sends():
     client.close()
 
 
+async def test_no_writer_task_runs_unless_the_kernel_leaves_a_backlog():
+    session = Session("alice", 1 << 22)
+    stream, client = _pair()
+    small = text_frame(b"hello")
+    big = text_frame(b"b" * 200_000)  # far more than the small socket buffers take at once
+    async with trio.open_nursery() as nursery:
+        session.start_writing(stream, nursery)
+        session.push(small)
+        assert await _read_exactly(client, len(small)) == small
+        assert nursery.child_tasks == set(), "a frame the kernel took needs no task"
+        session.push(big)
+        assert len(nursery.child_tasks) == 1, "the backlog has a writer"
+        assert await _read_exactly(client, len(big)) == big
+        await trio.testing.wait_all_tasks_blocked()
+        assert nursery.child_tasks == set(), "the writer ends with its backlog"
+        session.push(small)  # straight to the socket again
+        assert nursery.child_tasks == set()
+        assert await _read_exactly(client, len(small)) == small
+    client.close()
+
+
 async def test_send_encodes_a_text_frame():
     session = Session("alice", 1 << 20)
     stream, client = _pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         session.send(PongFrame("r1"))
         expected = text_frame(b'{"type":"PONG","ref":"r1"}')
@@ -138,7 +166,7 @@ async def test_overflow_closes_the_session_as_too_slow_and_drops_the_backlog():
     assert slow == [1]
     stream, client = _pair()
     with trio.fail_after(5):
-        await session.run_writer(stream)  # returns once the close frame is written
+        await _write_until_closed(session, stream)
     data = await _read_exactly(client, len(close_frame(1013, "too slow")))
     assert _frames(data) == [(0x8, struct.pack("!H", 1013) + b"too slow")]
     client.close()
@@ -156,7 +184,7 @@ async def test_a_client_that_stops_reading_is_closed_as_too_slow():
     session = Session("alice", limit, on_slow=lambda: slow.append(1))
     stream, client = _pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         frame = text_frame(b"y" * 1000)
         pushed = 0
@@ -185,7 +213,7 @@ async def test_close_is_idempotent():
     assert session.close_code == 1012
     stream, client = _pair()
     with trio.fail_after(5):
-        await session.run_writer(stream)
+        await _write_until_closed(session, stream)
     expected = b"queued" + close_frame(1012, "service restart: reconnect")  # one close frame only
     assert await _read_exactly(client, len(expected)) == expected
     client.close()
@@ -205,7 +233,7 @@ async def test_close_bounds_a_stuck_write(autojump_clock):
     timed_out = []
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.run_writer, stream)
+            session.start_writing(stream, nursery)
             await trio.sleep(1)
             session.close(1013, "too slow")
     except* trio.TooSlowError:
@@ -219,8 +247,9 @@ async def test_close_bounds_a_stuck_write(autojump_clock):
 async def test_a_write_that_never_completes_times_out(autojump_clock):
     session, stream, client = await _stuck_writer_session()
     start = trio.current_time()
-    with pytest.raises(trio.TooSlowError):
-        await session.run_writer(stream)
+    with pytest.RaisesGroup(trio.TooSlowError):
+        async with trio.open_nursery() as nursery:
+            session.start_writing(stream, nursery)
     assert trio.current_time() - start == pytest.approx(sessions_module.WRITE_TIMEOUT)
     client.close()
 
@@ -250,7 +279,7 @@ async def test_drained_waits_until_half_the_buffer_is_free():
     session.push(b"y")  # 51 of 100 bytes pending
     stream, client = _pair()
     async with _blocked_in_drained(session) as (done, nursery):
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         assert await _read_exactly(client, 51) == b"x" * 50 + b"y"
         with trio.fail_after(5):
             while not done:
@@ -265,7 +294,7 @@ async def test_drained_returns_when_the_session_closes():
     stream, client = _pair()
     async with _blocked_in_drained(session) as (done, nursery):
         session.close(1000, "")
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
     assert done == [True]
     # a close flushes what was queued, then the close frame
     assert await _read_exactly(client, 90 + len(close_frame(1000, ""))) == b"x" * 90 + close_frame(1000, "")
@@ -370,7 +399,7 @@ async def test_queued_frames_leave_in_one_write_at_flush():
     stream, client = _pair()
     frames = [text_frame(f'{{"n":{n}}}'.encode()) for n in range(3)]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         assert session.queue(frames[0]) is True  # the first waiting frame: a flush is owed
         assert session.queue(frames[1]) is False
@@ -422,7 +451,7 @@ async def _partly_sent_session(limit: int = 1 << 22):
 async def test_close_after_a_partly_sent_frame_keeps_the_frame_whole():
     session, stream, client, big = await _partly_sent_session()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         session.push(big)  # a direct send: the kernel takes part of it, the rest is pending
         assert 0 < session._pending_bytes < len(big)
@@ -440,7 +469,7 @@ async def test_close_flushes_queued_frames_before_the_close_frame():
         session.push(frame)  # the writer has not started: all are queued
     session.close(1012, "service restart: reconnect")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         data = await _read_until_close_frame(client, close_frame(1012, "service restart: reconnect"))
     assert [payload for _, payload in _frames(data)[:-1]] == [f'{{"n":{n}}}'.encode() for n in range(20)]
     assert _frames(data)[-1][0] == 0x8
@@ -450,7 +479,7 @@ async def test_close_flushes_queued_frames_before_the_close_frame():
 async def test_too_slow_drops_the_backlog_but_finishes_the_frame_begun():
     session, stream, client, big = await _partly_sent_session(limit=300_000)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_writer, stream)
+        session.start_writing(stream, nursery)
         await trio.testing.wait_all_tasks_blocked()
         session.push(big)
         assert 0 < session._pending_bytes < len(big)
