@@ -318,7 +318,7 @@ class HttpServer:
                 with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
                     self._token_lifetimes[session] = token_lifetime
                     reader = FrameReader(self._settings.max_frame_bytes)
-                    await self._read_frames(session, stream, leftover, reader, self._on_message)
+                    await self._read_frames(session, leftover, reader, self._on_message)
                 session.close(CLOSE_TOKEN_EXPIRED, "token expired")  # a no-op unless it expired
                 _end_if_close_replied(session, nursery.cancel_scope)
         finally:
@@ -339,7 +339,7 @@ class HttpServer:
         try:
             async with trio.open_nursery() as nursery:
                 session.start_writing(stream, nursery, partial(_await_close_reply, session, nursery.cancel_scope))
-                await self._read_frames(session, stream, leftover, reader, _echo)
+                await self._read_frames(session, leftover, reader, _echo)
                 _end_if_close_replied(session, nursery.cancel_scope)
         finally:
             session.stop_writing()
@@ -383,7 +383,6 @@ class HttpServer:
     async def _read_frames(
         self,
         session: Session,
-        stream: trio.SocketStream,
         data: bytes,
         reader: FrameReader,
         on_message: Callable[[Session, IncomingText], Awaitable[None]],
@@ -393,7 +392,7 @@ class HttpServer:
         are read but dropped (the client's close is awaited)."""
         while True:
             if not data:
-                data = await stream.receive_some(READ_SIZE)
+                data = await session.receive()
                 if not data:
                     break  # the end of the stream, with no close frame
             session.last_received = trio.current_time()

@@ -16,6 +16,7 @@ from chattrio.transport.websocket import CLOSE_TRY_AGAIN_LATER, close_frame, tex
 log = logging.getLogger(__name__)
 
 WRITE_TIMEOUT = 30.0
+RECEIVE_SIZE = 64 * 1024
 CLOSE_TIMEOUT = 2.0
 
 
@@ -184,6 +185,27 @@ class Session:
         if self._raw is not None:
             self._raw.detach()
         self._raw = self._stream = self._writers = self._after_close = None
+
+    async def receive(self) -> bytes:
+        """The next bytes from the client; b"" at the end of its stream. Call between
+        start_writing() and stop_writing(). The wait is on the descriptor itself: an idle
+        session's task is parked four frames deep, not eight as in SocketStream.receive_some,
+        which is most of what an idle session costs (docs/decisions/session-memory.md)."""
+        assert self._raw is not None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            try:
+                data = self._raw.recv(RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                await trio.lowlevel.wait_readable(self._raw)
+                waited = True
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket error: {exc}") from exc
+            else:
+                if not waited:  # every receive lets other tasks run, as trio's own do
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
 
     def _start_writer(self) -> None:
         assert self._writers is not None
