@@ -33,7 +33,7 @@ from chattrio.transport.http11 import (
     send_response,
 )
 from chattrio.transport.liveness import Liveness
-from chattrio.transport.sessions import CLOSE_TIMEOUT, Session, SessionRegistry
+from chattrio.transport.sessions import Session, SessionRegistry
 from chattrio.transport.websocket import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
@@ -85,6 +85,8 @@ class HttpServer:
         self._token_lifetimes: dict[Session, trio.CancelScope] = {}
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
+        # The nursery of every connection's task, and of the sessions' writers (set by serve()).
+        self._connections: trio.Nursery
         self._handshaking: dict[str, int] = {}  # user -> WebSocket handshakes being answered
         self._drain_requested = trio.Event()
         self.drained = trio.Event()
@@ -115,6 +117,7 @@ class HttpServer:
         """Serve until a drain is requested; then stop accepting, close sessions, wait a grace."""
         listeners = await trio.open_tcp_listeners(self._settings.port, host=self._settings.host)
         async with trio.open_nursery() as connections:
+            self._connections = connections
             async with trio.open_nursery() as acceptor:
                 acceptor.start_soon(
                     partial(trio.serve_listeners, self._handle_connection, listeners, handler_nursery=connections)
@@ -168,7 +171,6 @@ class HttpServer:
                 else:
                     await self._serve_session(stream, identity, leftover, batches)
         except* _EXPECTED_ERRORS as ended:
-            # A session's reader and writer run in a nursery, so its errors arrive grouped.
             log.debug("connection ended: %r", ended.exceptions[0])
         except* Exception:
             log.exception("connection failed")
@@ -306,21 +308,23 @@ class HttpServer:
         )
         session.last_received = trio.current_time()
         self._liveness.watch(session)
+        session.start_writing(stream, self._connections)
+        reader = FrameReader(self._settings.max_frame_bytes)
         try:
-            async with trio.open_nursery() as nursery:
-                session.start_writing(stream, nursery, partial(_await_close_reply, session, nursery.cancel_scope))
-                if identity is not None:
-                    self._open_session(session)
-                else:
-                    self._awaiting_auth.add(session)
-                    nursery.start_soon(self._close_unless_authenticated, session)
-                # A deadline on the reading costs no task; the writer then sends the close frame.
-                with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
-                    self._token_lifetimes[session] = token_lifetime
-                    reader = FrameReader(self._settings.max_frame_bytes)
-                    await self._read_frames(session, leftover, reader, self._on_message)
-                session.close(CLOSE_TOKEN_EXPIRED, "token expired")  # a no-op unless it expired
-                _end_if_close_replied(session, nursery.cancel_scope)
+            if identity is not None:
+                self._open_session(session)
+            else:
+                self._awaiting_auth.add(session)
+                self._connections.start_soon(self._close_unless_authenticated, session)
+            # A deadline on the reading costs no task; on expiry the reading goes on until the
+            # client answers the close frame.
+            with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
+                self._token_lifetimes[session] = token_lifetime
+                await self._read_frames(session, leftover, reader, self._on_message)
+            if token_lifetime.cancelled_caught:
+                session.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                await self._read_frames(session, b"", reader, self._on_message)
+            await session.finish()
         finally:
             session.stop_writing()
             self._token_lifetimes.pop(session, None)
@@ -336,11 +340,10 @@ class HttpServer:
         close handshake of /ws (with the route's larger caps)."""
         session = Session("", ECHO_SEND_BUFFER_BYTES)
         reader = FrameReader(ECHO_MAX_MESSAGE_BYTES, max_fragments=ECHO_MAX_FRAGMENTS, keep_binary=True)
+        session.start_writing(stream, self._connections)
         try:
-            async with trio.open_nursery() as nursery:
-                session.start_writing(stream, nursery, partial(_await_close_reply, session, nursery.cancel_scope))
-                await self._read_frames(session, leftover, reader, _echo)
-                _end_if_close_replied(session, nursery.cancel_scope)
+            await self._read_frames(session, leftover, reader, _echo)
+            await session.finish()
         finally:
             session.stop_writing()
 
@@ -389,7 +392,8 @@ class HttpServer:
     ) -> None:
         """Handle the client's frames with `on_message` until its close frame or the end of the
         stream, and answer that with a close frame; after the server's close frame, data frames
-        are read but dropped (the client's close is awaited)."""
+        are read but dropped (the client's close is awaited). The session's writer ends the
+        reading when the client does not answer its close frame in time, or a write fails."""
         while True:
             if not data:
                 data = await session.receive()
@@ -401,7 +405,6 @@ class HttpServer:
                 break
             data = b""
         session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
-        session.read_ended = True
 
     async def _handle_data(
         self,
@@ -456,21 +459,6 @@ async def _echo(session: Session, message: IncomingText) -> None:
         session.push(binary_frame(message.data))
     elif message.text is not None:
         session.push(text_frame(message.text.encode()))
-
-
-async def _await_close_reply(session: Session, scope: trio.CancelScope) -> None:
-    """The server's close frame is out: give the client CLOSE_TIMEOUT to answer with its own
-    (RFC 6455 7.1.1: the server closes the TCP connection after the handshake)."""
-    if not session.read_ended:
-        await trio.sleep(CLOSE_TIMEOUT)
-    scope.cancel()
-
-
-def _end_if_close_replied(session: Session, scope: trio.CancelScope) -> None:
-    """The reading is over: when the server's close frame went out before, this was the reply
-    its writer waits for. Otherwise the writer sends the close frame, then ends the session."""
-    if session.close_sent:
-        scope.cancel()
 
 
 async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 import trio
@@ -50,8 +50,9 @@ class Session:
         "_stream",
         "_raw",
         "_writers",
-        "_after_close",
         "_writing",
+        "_reader_done",
+        "_writer_done",
         "_head_started",
         "last_received",
         "batches",
@@ -77,8 +78,9 @@ class Session:
         self._stream: trio.SocketStream | None = None
         self._raw: socket.socket | None = None
         self._writers: trio.Nursery | None = None
-        self._after_close: Callable[[], Awaitable[object]] | None = None
         self._writing = False
+        self._reader_done: trio.Event | None = None  # made when the writer waits for the close reply
+        self._writer_done: trio.Event | None = None  # made when finish() waits for the writer
         # The first pending chunk is the rest of a frame partly sent already: a close must not
         # drop it, or the client would read the close frame as that frame's payload.
         self._head_started = False
@@ -163,28 +165,35 @@ class Session:
                 self._written = trio.Event()
             await self._written.wait()
 
-    def start_writing(
-        self,
-        stream: trio.SocketStream,
-        writers: trio.Nursery,
-        after_close: Callable[[], Awaitable[object]] | None = None,
-    ) -> None:
-        """From now on frames go to `stream`; a writer task, started in `writers` while there is a
-        backlog, writes what the kernel did not take. Once the close frame is written, the writer
-        awaits `after_close()`. Call `stop_writing()` before the stream closes."""
-        # A second socket object on the same descriptor, for the direct sends; detached, not
-        # closed, by stop_writing(), since the stream owns the descriptor.
+    def start_writing(self, stream: trio.SocketStream, writers: trio.Nursery) -> None:
+        """From now on frames go to `stream`. A writer task, started in `writers` (the node's
+        nursery of connections) only while there is a backlog, writes what the kernel did not
+        take, then the close handshake. The session's own task reads with `receive()`, calls
+        `finish()` when its reading is over, and `stop_writing()` before the stream closes."""
+        # A second socket object on the same descriptor, for the direct sends and receive();
+        # detached, not closed, by stop_writing(), since the stream owns the descriptor.
         self._raw = socket.socket(fileno=stream.socket.fileno())
-        self._stream, self._writers, self._after_close = stream, writers, after_close
+        self._stream, self._writers = stream, writers
         if self._closing:
             self._start_writer()
         else:
             self.flush()
 
+    async def finish(self) -> None:
+        """The reading is over (the client's close frame, the end of its stream, or the reading
+        shut by the writer): wait until the writer, if one runs, has written the close reply."""
+        self.read_ended = True
+        if self._reader_done is not None:
+            self._reader_done.set()
+        while self._writing:
+            if self._writer_done is None:
+                self._writer_done = trio.Event()
+            await self._writer_done.wait()
+
     def stop_writing(self) -> None:
         if self._raw is not None:
             self._raw.detach()
-        self._raw = self._stream = self._writers = self._after_close = None
+        self._raw = self._stream = self._writers = None
 
     async def receive(self) -> bytes:
         """The next bytes from the client; b"" at the end of its stream. Call between
@@ -218,23 +227,52 @@ class Session:
             self._written = None
 
     async def _write_backlog(self) -> None:
-        """Write the queued frames until none is left, or until the close frame is out."""
-        assert self._stream is not None
+        """Write the queued frames until none is left. After the close frame, give the client
+        CLOSE_TIMEOUT to answer with its own (RFC 6455 7.1.1), then shut the reading, which ends
+        the session's task. This task runs in the node's nursery: nothing may escape it, and a
+        failed write ends the connection the same way."""
+        stream, raw = self._stream, self._raw
+        assert stream is not None and raw is not None
+        failed = False
         try:
             while self._pending and not self.close_sent:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
                 self._head_started = False
                 closing = self._closing  # then the close frame is the batch's last
                 with trio.fail_after(CLOSE_TIMEOUT if closing else WRITE_TIMEOUT) as self._write_scope:
-                    await self._stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                    await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
                 self._write_scope = None
                 self.close_sent = closing
                 self._wake_drained()
+            if self.close_sent and not self.read_ended:
+                self._reader_done = trio.Event()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._reader_done.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            failed = True
+            log.debug("session write failed", extra={"session": self.id, "error": repr(exc)})
+        except Exception:
+            failed = True
+            log.exception("session writer failed", extra={"session": self.id})
         finally:
             self._writing = False
             self._write_scope = None
-        if self.close_sent and self._after_close is not None:
-            await self._after_close()
+            if failed:
+                self._closing = True
+                self._pending, self._pending_bytes = [], 0
+            if (failed or self.close_sent) and not self.read_ended:
+                _shut_reading(raw)
+            self._wake_drained()
+            if self._writer_done is not None:
+                self._writer_done.set()
+
+
+def _shut_reading(raw: socket.socket) -> None:
+    """End the session task's reading: its receive() returns b"" (the kernel wakes the wait)."""
+    try:
+        raw.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # not connected any more: the reading ends by itself, or the stream is closed
 
 
 class SessionRegistry:
