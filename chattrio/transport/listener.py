@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -23,6 +22,7 @@ from chattrio.config import Settings
 from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
 from chattrio.metrics import Registry
 from chattrio.tokens import Identity
+from chattrio.transport.expiry import TokenExpiry
 from chattrio.transport.http11 import (
     MAX_HEADER_BYTES,
     BadRequest,
@@ -39,7 +39,6 @@ from chattrio.transport.websocket import (
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
-    CLOSE_TOKEN_EXPIRED,
     CLOSE_TRY_AGAIN_LATER,
     MAX_FRAGMENTS,
     FrameReader,
@@ -81,8 +80,8 @@ class HttpServer:
         self._chat = chat
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
-        # Each session's reading ends when its token expires (set at AUTH for a session opened without one).
-        self._token_lifetimes: dict[Session, trio.CancelScope] = {}
+        # Each session is closed when its token expires (from AUTH for a session opened without one).
+        self._expiry = TokenExpiry()
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
         # The nursery of every connection's task, and of the sessions' writers (set by serve()).
@@ -123,6 +122,7 @@ class HttpServer:
                     partial(trio.serve_listeners, self._handle_connection, listeners, handler_nursery=connections)
                 )
                 acceptor.start_soon(self._liveness.run)
+                acceptor.start_soon(self._expiry.run)
                 task_status.started()
                 await self._drain_requested.wait()
                 acceptor.cancel_scope.cancel()
@@ -312,22 +312,16 @@ class HttpServer:
         reader = FrameReader(self._settings.max_frame_bytes)
         try:
             if identity is not None:
+                self._expiry.watch(session, _deadline_of(identity))
                 self._open_session(session)
             else:
                 self._awaiting_auth.add(session)
                 self._connections.start_soon(self._close_unless_authenticated, session)
-            # A deadline on the reading costs no task; on expiry the reading goes on until the
-            # client answers the close frame.
-            with trio.CancelScope(deadline=_deadline_of(identity)) as token_lifetime:
-                self._token_lifetimes[session] = token_lifetime
-                await self._read_frames(session, leftover, reader, self._on_message)
-            if token_lifetime.cancelled_caught:
-                session.close(CLOSE_TOKEN_EXPIRED, "token expired")
-                await self._read_frames(session, b"", reader, self._on_message)
+            await self._read_frames(session, leftover, reader, self._on_message)
             await session.finish()
         finally:
             session.stop_writing()
-            self._token_lifetimes.pop(session, None)
+            self._expiry.forget(session)
             self._awaiting_auth.discard(session)
             self._liveness.forget(session)
             self._chat.disconnected(session)
@@ -380,7 +374,7 @@ class HttpServer:
             return session.close(CLOSE_POLICY_VIOLATION, over_cap[1])
         self._awaiting_auth.discard(session)
         session.user_id = identity.user_id
-        self._token_lifetimes[session].deadline = _deadline_of(identity)
+        self._expiry.watch(session, _deadline_of(identity))
         self._open_session(session)
 
     async def _read_frames(
@@ -490,8 +484,6 @@ def _is_websocket_key(key: str | None) -> bool:
         return False
 
 
-def _deadline_of(identity: Identity | None) -> float:
-    """The token's expiry on Trio's clock; none while AUTH is awaited (its own timeout applies)."""
-    if identity is None:
-        return math.inf
+def _deadline_of(identity: Identity) -> float:
+    """The token's expiry on Trio's clock."""
     return trio.current_time() + (identity.expires_at - time.time())

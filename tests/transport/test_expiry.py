@@ -1,0 +1,65 @@
+"""Token expiry: the node's one task closes each session when its token expires (mock clock)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from chattrio.transport import expiry as expiry_module
+from chattrio.transport.expiry import EXPIRED_REASON, TokenExpiry
+from chattrio.transport.sessions import Session
+from chattrio.transport.websocket import CLOSE_TOKEN_EXPIRED
+
+
+def _closed_for_expiry(session: Session) -> bool:
+    return session.closing and session.close_code == CLOSE_TOKEN_EXPIRED
+
+
+async def test_a_session_is_closed_when_its_token_expires_and_not_before(autojump_clock):
+    expiry = TokenExpiry()
+    early, late = Session("alice", 1 << 20), Session("bob", 1 << 20)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(expiry.run)
+        await trio.testing.wait_all_tasks_blocked()
+        expiry.watch(late, trio.current_time() + 20)
+        expiry.watch(early, trio.current_time() + 10)  # earlier than the task's wait: it wakes sooner
+        await trio.sleep(9.9)
+        assert not early.closing and not late.closing
+        await trio.sleep(0.2)
+        assert _closed_for_expiry(early) and not late.closing
+        await trio.sleep(10)
+        assert _closed_for_expiry(late)
+        nursery.cancel_scope.cancel()
+    assert early._pending[-1].endswith(EXPIRED_REASON.encode())
+
+
+async def test_a_forgotten_session_is_left_alone_and_a_moved_deadline_counts(autojump_clock):
+    expiry = TokenExpiry()
+    gone, renewed = Session("alice", 1 << 20), Session("bob", 1 << 20)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(expiry.run)
+        now = trio.current_time()
+        expiry.watch(gone, now + 5)
+        expiry.watch(renewed, now + 5)
+        expiry.watch(renewed, now + 50)  # AUTH with a new token
+        expiry.forget(gone)  # the session ended
+        await trio.sleep(49)
+        assert not gone.closing and not renewed.closing
+        await trio.sleep(2)
+        assert _closed_for_expiry(renewed)
+        assert not gone.closing
+        nursery.cancel_scope.cancel()
+
+
+def test_the_entries_of_ended_sessions_do_not_pile_up(monkeypatch):
+    monkeypatch.setattr(expiry_module, "COMPACT_SLACK", 10)
+    expiry = TokenExpiry()
+    live = Session("alice", 1 << 20)
+    expiry.watch(live, 1000.0)
+    for n in range(500):
+        ended = Session(f"user-{n}", 1 << 20)
+        expiry.watch(ended, 2000.0 + n)
+        expiry.forget(ended)
+    assert len(expiry._heap) <= 2 * 1 + 10 + 1
+    expiry.expire(1000.0)
+    assert _closed_for_expiry(live)
