@@ -92,7 +92,8 @@ class HttpServer:
         metrics.gauge("chattrio_connections", "Open TCP connections", lambda: self._open_connections)
         metrics.gauge("chattrio_websocket_sessions", "Open WebSocket sessions", lambda: len(sessions.sessions))
         metrics.gauge("chattrio_room_sessions", "Local sessions per room", sessions.sessions_per_room, labels=["room"])
-        self._slow_closes = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow")
+        # One bound method for every session, not one each.
+        self._count_slow_close = metrics.counter("chattrio_slow_client_closes_total", "Sessions closed as too slow").inc
         self._frames_in = metrics.counter("chattrio_frames_received_total", "WebSocket frames from clients")
         self._write_timeouts = metrics.counter(
             "chattrio_http_write_timeouts_total", "HTTP responses the client did not read within the write deadline"
@@ -303,7 +304,7 @@ class HttpServer:
         session = Session(
             identity.user_id if identity is not None else "",
             self._settings.send_buffer_bytes,
-            on_slow=self._slow_closes.inc,
+            on_slow=self._count_slow_close,
             batches=batches,
         )
         session.last_received = trio.current_time()

@@ -280,27 +280,28 @@ class SessionRegistry:
 
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
-        self._per_user: dict[str, int] = {}
-        self._of_user: dict[str, dict[Session, None]] = {}
+        # A user's sessions on this node, in a list: a few at most (the per-user cap), and an
+        # idle node holds one per user, where a one-key dict would cost four times the memory.
+        self._of_user: dict[str, list[Session]] = {}
         self._rooms: dict[int, dict[Session, None]] = {}
         self._room_watchers: dict[Session, None] = {}
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
-        self._per_user[session.user_id] = self._per_user.get(session.user_id, 0) + 1
-        self._of_user.setdefault(session.user_id, {})[session] = None
+        mine = self._of_user.get(session.user_id)
+        if mine is None:
+            self._of_user[session.user_id] = [session]
+        else:
+            mine.append(session)
 
     def sessions_of_user(self, user_id: str) -> int:
-        return self._per_user.get(user_id, 0)
+        return len(self._of_user.get(user_id, ()))
 
     def remove(self, session: Session) -> list[int]:
         """Forget a session; returns the rooms it was in."""
         if session in self.sessions:
-            left = self._per_user.pop(session.user_id) - 1
-            if left:
-                self._per_user[session.user_id] = left
             mine = self._of_user[session.user_id]
-            del mine[session]
+            mine.remove(session)
             if not mine:
                 del self._of_user[session.user_id]
         self.sessions.discard(session)
@@ -373,7 +374,7 @@ class SessionRegistry:
 
     def deliver_to_user(self, user_id: str, frame: bytes) -> int:
         """Send a frame to every local session of the user; returns how many."""
-        sessions = self._of_user.get(user_id, {})
+        sessions = self._of_user.get(user_id, ())
         for session in sessions:
             session.push(frame)
         return len(sessions)
