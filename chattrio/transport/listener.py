@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import h11
 import trio
@@ -64,6 +65,10 @@ ECHO_PATH = "/ws-echo"
 ECHO_MAX_MESSAGE_BYTES = 16 << 20
 ECHO_MAX_FRAGMENTS = 1 << 17
 ECHO_SEND_BUFFER_BYTES = 2 * ECHO_MAX_MESSAGE_BYTES
+# Out of descriptors or memory: accept() is retried after a pause (as trio.serve_listeners does).
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_RETRY_SECONDS = 0.1
+CONNECTION_TASK = "chattrio.transport.listener.connection"
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
 
 
@@ -119,9 +124,8 @@ class HttpServer:
         async with trio.open_nursery() as connections:
             self._connections = connections
             async with trio.open_nursery() as acceptor:
-                acceptor.start_soon(
-                    partial(trio.serve_listeners, self._handle_connection, listeners, handler_nursery=connections)
-                )
+                for listener in listeners:
+                    acceptor.start_soon(self._accept, listener, connections)
                 acceptor.start_soon(self._liveness.run)
                 acceptor.start_soon(self._expiry.run)
                 task_status.started()
@@ -137,6 +141,20 @@ class HttpServer:
             connections.cancel_scope.cancel()
         self.drained.set()
         await trio.sleep_forever()  # a drained server stays stopped; the node cancels it
+
+    async def _accept(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        """trio.serve_listeners' loop, less a frame and a name string per connection task (its
+        wrapper around the handler): ~0.4 KiB of each idle session (docs/decisions/session-memory.md)."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("accept: %s; retrying in %g s", os.strerror(exc.errno), ACCEPT_RETRY_SECONDS)
+                await trio.sleep(ACCEPT_RETRY_SECONDS)
+            else:
+                connections.start_soon(self._handle_connection, stream, name=CONNECTION_TASK)
 
     async def serve_internal(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The operational endpoints on the internal port, which the load balancer does not expose."""
