@@ -69,6 +69,7 @@ ECHO_SEND_BUFFER_BYTES = 2 * ECHO_MAX_MESSAGE_BYTES
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_RETRY_SECONDS = 0.1
 CONNECTION_TASK = "chattrio.transport.listener.connection"
+MessageHandler = Callable[[Session, IncomingText], Awaitable[None]]
 _EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
 
 
@@ -397,11 +398,7 @@ class HttpServer:
         self._open_session(session)
 
     async def _read_frames(
-        self,
-        session: Session,
-        data: bytes,
-        reader: FrameReader,
-        on_message: Callable[[Session, IncomingText], Awaitable[None]],
+        self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler
     ) -> None:
         """Handle the client's frames with `on_message` until its close frame or the end of the
         stream, and answer that with a close frame; after the server's close frame, data frames
@@ -420,11 +417,7 @@ class HttpServer:
         session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
 
     async def _handle_data(
-        self,
-        session: Session,
-        data: bytes,
-        reader: FrameReader,
-        on_message: Callable[[Session, IncomingText], Awaitable[None]],
+        self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler
     ) -> None:
         """The frames of one read. Apart from the read loop, so that an idle session does not hold
         on to its last message while it waits for the next."""
