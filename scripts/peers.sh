@@ -24,16 +24,19 @@
 #                                         a system stops after 2 failures in a row
 #   PEERS_SEED_FIXED=300                  the N whose p99 is compared
 #   PEERS_ROOMS_USERS=5000 PEERS_ROOMS_RAMP=60 PEERS_ROOMS_SECONDS=60
-#   PEERS_IDLE_USERS=30000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=180 PEERS_IDLE_WINDOW=20
-#                                         idle: 10,000 sessions per node, the size the targets
-#                                         name; on nodes just restarted (so their RSS growth is
-#                                         the sessions' memory), these users connect as fast as
-#                                         the servers let them (the connect rate: ~2 minutes for
-#                                         chattrio), then hold their sessions until the seconds
-#                                         are over; the idle sessions' CPU is that of the last
-#                                         WINDOW seconds, after the joins have gone through;
+#   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=60 PEERS_IDLE_WINDOW=20
+#                                         idle, scaled down from 60,000: on nodes just restarted
+#                                         (so their RSS growth is the sessions' memory), these
+#                                         users connect within the ramp (as fast as the servers
+#                                         let them: the connect rate), then hold their sessions
+#                                         for the seconds; the idle sessions' CPU is that of the
+#                                         last WINDOW seconds, after the joins have gone through;
 #                                         the users' keepalive (60 s) outlasts both systems'
 #                                         25 s server pings, which are what is measured
+#                                         (30,000 users, 10,000 per node, within 2 s: the bot's
+#                                         connect timeout failed 64 % of chattrio's and 27 % of
+#                                         Centrifugo's; the idle figures at 10,000 per node come
+#                                         from IDLE_PER_NODE=10000 IDLE_RAMP=150 bench.sh idle)
 #   PEERS_QUIET_SECONDS=20                CPU of nodes and services with no client at all
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
@@ -192,7 +195,7 @@ peers_compare() {
     done
     systems=("${systems[1]}" "${systems[0]}")  # the other system goes first next round
   done
-  rooms_users="${PEERS_ROOMS_USERS:-5000}" idle_users="${PEERS_IDLE_USERS:-30000}"
+  rooms_users="${PEERS_ROOMS_USERS:-5000}" idle_users="${PEERS_IDLE_USERS:-3000}"
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
     for s in "${systems[@]}"; do
       peers_bot "$s" --scenario peers-rooms --users "$rooms_users" --rooms "$((rooms_users / 10))" --rate 0.2 \
@@ -202,7 +205,7 @@ peers_compare() {
     for s in "${systems[@]}"; do
       fresh_nodes "$s"
       peers_bot "$s" --scenario peers-idle --users "$idle_users" --rooms "$((idle_users / 20))" --rate 0 \
-        --duration "${PEERS_IDLE_SECONDS:-180}" --hold-window "${PEERS_IDLE_WINDOW:-20}" --ramp-up "${PEERS_IDLE_RAMP:-2}" \
+        --duration "${PEERS_IDLE_SECONDS:-60}" --hold-window "${PEERS_IDLE_WINDOW:-20}" --ramp-up "${PEERS_IDLE_RAMP:-2}" \
         --keepalive 60 --loss-grace 0 --workers "$WORKERS" || true
       quiet_cost "$s"
     done
