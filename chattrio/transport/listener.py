@@ -26,6 +26,7 @@ from chattrio.tokens import Identity
 from chattrio.transport.expiry import TokenExpiry
 from chattrio.transport.http11 import (
     MAX_HEADER_BYTES,
+    READ_SIZE,
     BadRequest,
     Request,
     Response,
@@ -51,7 +52,6 @@ from chattrio.transport.websocket import (
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
 REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is closed after this
 HANDSHAKE_TIMEOUT = 10.0
 # A WebSocket opened without a token must send its AUTH frame first, within this.
@@ -338,7 +338,6 @@ class HttpServer:
                 self._awaiting_auth.add(session)
                 self._connections.start_soon(self._close_unless_authenticated, session)
             await self._read_frames(session, leftover, reader, self._on_message)
-            await session.finish()
         finally:
             session.stop_writing()
             self._expiry.forget(session)
@@ -357,7 +356,6 @@ class HttpServer:
         session.start_writing(stream, self._connections)
         try:
             await self._read_frames(session, leftover, reader, _echo)
-            await session.finish()
         finally:
             session.stop_writing()
 
@@ -401,9 +399,10 @@ class HttpServer:
         self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler
     ) -> None:
         """Handle the client's frames with `on_message` until its close frame or the end of the
-        stream, and answer that with a close frame; after the server's close frame, data frames
-        are read but dropped (the client's close is awaited). The session's writer ends the
-        reading when the client does not answer its close frame in time, or a write fails."""
+        stream, and answer that with a close frame, written when this returns; after the server's
+        close frame, data frames are read but dropped (the client's close is awaited). The
+        session's writer ends the reading when the client does not answer its close frame in
+        time, or a write fails."""
         while True:
             if not data:
                 data = await session.receive()
@@ -415,6 +414,7 @@ class HttpServer:
                 break
             data = b""
         session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
+        await session.finish()
 
     async def _handle_data(
         self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler

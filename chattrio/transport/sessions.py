@@ -11,12 +11,12 @@ import msgspec
 import trio
 
 from chattrio.frames import encode_frame
+from chattrio.transport.http11 import READ_SIZE
 from chattrio.transport.websocket import CLOSE_TRY_AGAIN_LATER, close_frame, text_frame
 
 log = logging.getLogger(__name__)
 
 WRITE_TIMEOUT = 30.0
-RECEIVE_SIZE = 64 * 1024
 CLOSE_TIMEOUT = 2.0
 
 
@@ -205,7 +205,7 @@ class Session:
         waited = False
         while True:
             try:
-                data = self._raw.recv(RECEIVE_SIZE)
+                data = self._raw.recv(READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 await trio.lowlevel.wait_readable(self._raw)
                 waited = True
