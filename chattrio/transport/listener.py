@@ -175,28 +175,53 @@ class HttpServer:
             await trio.aclose_forcefully(stream)
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        """A connection's task: its HTTP requests, then, after a WebSocket handshake, the session's
+        frames until the close. The read loop is here rather than in helpers: an idle session is
+        parked in this frame, and each frame more would be ~0.2 KiB more of what every idle
+        session costs (docs/decisions/session-memory.md)."""
         self._open_connections += 1
+        session: Session | None = None
         try:
-            if self._http_connections >= self._settings.max_http_connections:
-                return await self._refuse_busy(stream)
-            self._http_connections += 1
-            try:
-                upgraded = await self._serve_http(stream, self._api.handle)
-            finally:
-                self._http_connections -= 1
-            if upgraded is not None:
-                identity, leftover, batches = upgraded
-                if isinstance(identity, EchoRoute):
-                    await self._serve_echo(stream, leftover)
-                else:
-                    await self._serve_session(stream, identity, leftover, batches)
+            upgraded = await self._serve_requests(stream)
+            if upgraded is None:
+                return
+            identity, data, batches = upgraded
+            session, reader, on_message = self._open_websocket(stream, identity, batches)
+            del upgraded, identity  # not kept alive for the session's life
+            while True:
+                if not data:
+                    data = await session.receive()
+                    if not data:
+                        break  # the end of the stream, with no close frame
+                session.last_received = trio.current_time()
+                await self._handle_data(session, data, reader, on_message)
+                if reader.peer_close_code is not None:
+                    break
+                data = b""
+            session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
+            await session.finish()
         except* _EXPECTED_ERRORS as ended:
             log.debug("connection ended: %r", ended.exceptions[0])
         except* Exception:
             log.exception("connection failed")
         finally:
+            if session is not None:
+                self._end_websocket(session)
             self._open_connections -= 1
             await trio.aclose_forcefully(stream)
+
+    async def _serve_requests(
+        self, stream: trio.SocketStream
+    ) -> tuple[Identity | EchoRoute | None, bytes, bool] | None:
+        """The connection's HTTP requests, under the cap on plain-HTTP connections: see _serve_http."""
+        if self._http_connections >= self._settings.max_http_connections:
+            await self._refuse_busy(stream)
+            return None
+        self._http_connections += 1
+        try:
+            return await self._serve_http(stream, self._api.handle)
+        finally:
+            self._http_connections -= 1
 
     async def _refuse_busy(self, stream: trio.SocketStream) -> None:
         """503 without reading the request; then a moment to drain what the client sent, so the
@@ -317,9 +342,21 @@ class HttpServer:
                 del self._handshaking[user_id]
         return verdict, conn.trailing_data[0], request.query.get("batch") == "1"
 
-    async def _serve_session(
-        self, stream: trio.SocketStream, identity: Identity | None, leftover: bytes, batches: bool = False
-    ) -> None:
+    def _open_websocket(
+        self, stream: trio.SocketStream, identity: Identity | EchoRoute | None, batches: bool
+    ) -> tuple[Session, FrameReader, MessageHandler]:
+        """The session of a handshake just answered, its frame parser and what handles its messages.
+        Without an identity, the session must authenticate with its first frame. The test echo
+        route sends every message back as it came, through the framing, buffering and close
+        handshake of /ws (with the route's larger caps)."""
+        if isinstance(identity, EchoRoute):
+            session = Session("", ECHO_SEND_BUFFER_BYTES)
+            session.start_writing(stream, self._connections)
+            return (
+                session,
+                FrameReader(ECHO_MAX_MESSAGE_BYTES, max_fragments=ECHO_MAX_FRAGMENTS, keep_binary=True),
+                _echo,
+            )
         session = Session(
             identity.user_id if identity is not None else "",
             self._settings.send_buffer_bytes,
@@ -329,35 +366,21 @@ class HttpServer:
         session.last_received = trio.current_time()
         self._liveness.watch(session)
         session.start_writing(stream, self._connections)
-        reader = FrameReader(self._settings.max_frame_bytes)
-        try:
-            if identity is not None:
-                self._expiry.watch(session, _deadline_of(identity))
-                self._open_session(session)
-            else:
-                self._awaiting_auth.add(session)
-                self._connections.start_soon(self._close_unless_authenticated, session)
-            await self._read_frames(session, leftover, reader, self._on_message)
-        finally:
-            session.stop_writing()
-            self._expiry.forget(session)
-            self._awaiting_auth.discard(session)
-            self._liveness.forget(session)
-            self._chat.disconnected(session)
-            log.debug(
-                "session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code}
-            )
+        if identity is not None:
+            self._expiry.watch(session, _deadline_of(identity))
+            self._open_session(session)
+        else:
+            self._awaiting_auth.add(session)
+            self._connections.start_soon(self._close_unless_authenticated, session)
+        return session, FrameReader(self._settings.max_frame_bytes), self._on_message
 
-    async def _serve_echo(self, stream: trio.SocketStream, leftover: bytes) -> None:
-        """The test echo route: every message back as it came, through the framing, buffering and
-        close handshake of /ws (with the route's larger caps)."""
-        session = Session("", ECHO_SEND_BUFFER_BYTES)
-        reader = FrameReader(ECHO_MAX_MESSAGE_BYTES, max_fragments=ECHO_MAX_FRAGMENTS, keep_binary=True)
-        session.start_writing(stream, self._connections)
-        try:
-            await self._read_frames(session, leftover, reader, _echo)
-        finally:
-            session.stop_writing()
+    def _end_websocket(self, session: Session) -> None:
+        session.stop_writing()
+        self._expiry.forget(session)
+        self._awaiting_auth.discard(session)
+        self._liveness.forget(session)
+        self._chat.disconnected(session)
+        log.debug("session ended", extra={"session": session.id, "user": session.user_id, "code": session.close_code})
 
     def _open_session(self, session: Session) -> None:
         self._sessions.add(session)
@@ -394,27 +417,6 @@ class HttpServer:
         session.user_id = identity.user_id
         self._expiry.watch(session, _deadline_of(identity))
         self._open_session(session)
-
-    async def _read_frames(
-        self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler
-    ) -> None:
-        """Handle the client's frames with `on_message` until its close frame or the end of the
-        stream, and answer that with a close frame, written when this returns; after the server's
-        close frame, data frames are read but dropped (the client's close is awaited). The
-        session's writer ends the reading when the client does not answer its close frame in
-        time, or a write fails."""
-        while True:
-            if not data:
-                data = await session.receive()
-                if not data:
-                    break  # the end of the stream, with no close frame
-            session.last_received = trio.current_time()
-            await self._handle_data(session, data, reader, on_message)
-            if reader.peer_close_code is not None:
-                break
-            data = b""
-        session.close(reader.peer_close_code or CLOSE_NORMAL, "")  # no-op after our own close
-        await session.finish()
 
     async def _handle_data(
         self, session: Session, data: bytes, reader: FrameReader, on_message: MessageHandler
