@@ -535,6 +535,14 @@ def _run_in_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], None]) -> None
         pass
 
 
+async def _keep_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, instead of asyncpg's default query (`SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one more round trip for every
+    query: pooled connections take no session-level locks, cursors outside a transaction, LISTENs
+    or SETs (advisory locks are transaction-level; the outbox listener has a connection of its
+    own). asyncpg still rolls back a transaction left open."""
+
+
 async def _terminate(conn: asyncpg.Connection) -> None:
     conn.terminate()  # no goodbye to wait for: the listening connection holds nothing
 
@@ -556,6 +564,7 @@ async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
                 max_size=POOL_SIZE,
                 command_timeout=QUERY_TIMEOUT,
                 connect=hosts.connect,
+                reset=_keep_session_state,
             )
     except (OSError, asyncpg.PostgresError, asyncpg.InternalClientError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
