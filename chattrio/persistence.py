@@ -160,8 +160,8 @@ class Persistence:
             for event in batch.events:
                 if isinstance(event, RoomCreated):
                     await self._cache.cache_room(event.room)
-                elif isinstance(event, UserCreated):
-                    await self._cache.cache_user(event.user_id)
+            # One command for a batch's new users: a burst of sign-ups is thousands of them.
+            await self._cache.cache_users([event.user_id for event in batch.events if isinstance(event, UserCreated)])
         except CacheUnavailable as exc:
             log.warning("user/room cache not updated: %s", exc)
 

@@ -267,8 +267,9 @@ class RedisStore:
         value = await self._call(self._client.hget(f"{self._ns}:rooms", str(room_id)))
         return None if value is None else msgspec.json.decode(value, type=Room)
 
-    async def cache_user(self, user_id: str) -> None:
-        await self._call(self._client.sadd(f"{self._ns}:users", [user_id]))
+    async def cache_users(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            await self._call(self._client.sadd(f"{self._ns}:users", user_ids))
 
     # Presence ---------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ async def _write_once_failed_over(cache, user_id: str) -> None:
     with trio.fail_after(FAILOVER_TIMEOUT):
         while True:
             try:
-                return await cache.cache_user(user_id)
+                return await cache.cache_users([user_id])
             except CacheUnavailable:
                 await trio.sleep(0.2)
 
@@ -37,7 +37,7 @@ async def _copied_to_the_replica(cache) -> None:
 async def test_writes_go_to_the_replica_sentinel_promotes(ha_env):
     primary = await trio.to_thread.run_sync(ha, "primary", "redis")
     async with open_redis(ha_env["CHATTRIO_REDIS_URL"], f"ha-redis-{uuid.uuid4().hex[:8]}") as cache:
-        await cache.cache_user("before")
+        await cache.cache_users(["before"])
         await _copied_to_the_replica(cache)
         await trio.to_thread.run_sync(ha, "kill", primary)
         try:
@@ -56,7 +56,7 @@ async def test_a_hung_primary_is_left_for_the_one_sentinel_promotes(ha_env):
     must ask the Sentinels again and reach the promoted replica while the old primary still hangs."""
     primary = await trio.to_thread.run_sync(ha, "primary", "redis")
     async with open_redis(ha_env["CHATTRIO_REDIS_URL"], f"ha-redis-{uuid.uuid4().hex[:8]}") as cache:
-        await cache.cache_user("before")
+        await cache.cache_users(["before"])
         await _copied_to_the_replica(cache)
         await trio.to_thread.run_sync(ha, "signal", primary, "STOP")
         try:

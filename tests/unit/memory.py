@@ -437,9 +437,10 @@ class MemoryCache:
         await self._call()
         return self.rooms.get(room_id)
 
-    async def cache_user(self, user_id: str) -> None:
-        await self._call()
-        self.users.add(user_id)
+    async def cache_users(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            await self._call()
+            self.users.update(user_ids)
 
     # Presence: the Lua scripts of storage/redis.py, step by step ---------------------------------
 
