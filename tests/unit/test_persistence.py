@@ -9,10 +9,11 @@ import trio
 
 from chattrio import persistence
 from chattrio.metrics import Registry
-from chattrio.models import ChatRecord, Message
+from chattrio.models import ChatRecord, Message, Room, RoomCreated, UserCreated
 from chattrio.persistence import Persistence
+from chattrio.storage.kafka import ReadBatch
 from unit.harness import Shared
-from unit.memory import MemoryDatabase, MemoryGroup, MemoryGroupMember
+from unit.memory import MemoryCache, MemoryDatabase, MemoryGroup, MemoryGroupMember
 
 WAIT_LIMIT = 600  # seconds of Trio's mock clock: a wrong outcome fails instead of waiting forever
 
@@ -105,3 +106,29 @@ async def test_records_delivered_twice_are_stored_once(autojump_clock):
     assert _count(metrics, "chattrio_messages_stored_total") == 15
     cached = [m.id for room in shared.cache.recent.values() for m in room.values()]
     assert sorted(cached) == sorted(db.messages)
+
+
+class CountingCache(MemoryCache):
+    """Counts the commands that cache new users."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_commands = 0
+
+    async def cache_users(self, user_ids: Sequence[str]) -> None:
+        self.user_commands += bool(user_ids)
+        await super().cache_users(user_ids)
+
+
+async def test_the_new_users_of_a_batch_are_cached_with_one_command():
+    shared = Shared()
+    shared.cache = cache = CountingCache()
+    users = [f"user-{n}" for n in range(50)]
+    room = Room(7, "seven", "user-0", "2026-12-03T00:00:00")
+    events = [UserCreated(f"event-{n}", user, "2026-12-03T00:00:00") for n, user in enumerate(users)]
+    events.insert(10, RoomCreated("event-room", room))
+    consumer, _ = _consumer(shared, MemoryDatabase(), MemoryGroup(shared.log, shared.settings).member())
+    await consumer._cache_events(ReadBatch([], events, {}))
+    assert cache.users == set(users)
+    assert cache.user_commands == 1
+    assert await cache.cached_room(7) == room
