@@ -36,7 +36,7 @@
 #                                         (30,000 users, 10,000 per node, within 2 s: the bot's
 #                                         connect timeout failed 64 % of chattrio's and 27 % of
 #                                         Centrifugo's; the idle figures at 10,000 per node come
-#                                         from IDLE_PER_NODE=10000 IDLE_RAMP=150 bench.sh idle)
+#                                         from IDLE_PER_NODE=10000 IDLE_RAMP=200 bench.sh idle)
 #   PEERS_QUIET_SECONDS=20                CPU of nodes and services with no client at all
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
