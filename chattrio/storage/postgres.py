@@ -79,6 +79,24 @@ _MESSAGE_COLUMNS = "id::text, room_id, seq, sender_id, kind, text, client_msg_id
 _ROOM_COLUMNS = "id, name, created_by, created_at"
 
 
+def _with_outbox_row(keyed: str) -> str:
+    """One statement: the query `keyed`, whose rows give an outbox key as `key` (its parameters
+    from $5 on), an outbox row for each ($1 event id, $2 topic, $3 payload), and the NOTIFY on
+    channel $4 that wakes the relay when they commit. One result row per outbox row."""
+    return (
+        f"WITH keyed AS ({keyed}),"
+        " queued AS (INSERT INTO outbox (event_id, topic, key, payload) SELECT $1, $2, key, $3 FROM keyed"
+        " RETURNING topic)"
+        " SELECT pg_notify($4, topic), true FROM queued"
+    )
+
+
+_OUTBOX_ROW = _with_outbox_row("SELECT $5::text AS key")
+_NEW_USER_WITH_OUTBOX_ROW = _with_outbox_row(
+    "INSERT INTO users (id, skeleton, created_at) VALUES ($5, $6, $7) ON CONFLICT DO NOTHING RETURNING id AS key"
+)
+
+
 def _like_escaped(text: str) -> str:
     """`text` matched literally inside a LIKE pattern (backslash is LIKE's default escape)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -242,18 +260,14 @@ class Database:
         created_at = datetime.datetime.now(datetime.UTC)
         event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
         added = await self._pool.fetchrow(
-            "WITH added AS (INSERT INTO users (id, skeleton, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING RETURNING id),"
-            " queued AS (INSERT INTO outbox (event_id, topic, key, payload) SELECT $4, $5, id, $6 FROM added"
-            " RETURNING topic)"
-            " SELECT pg_notify($7, topic), true FROM queued",
-            user_id,
-            skeleton,
-            created_at,
+            _NEW_USER_WITH_OUTBOX_ROW,
             uuid.UUID(event.event_id),
             self._outbox_topic,
             json_encoder.encode(event),
             OUTBOX_CHANNEL,
+            user_id,
+            skeleton,
+            created_at,
         )
         return added is not None
 
@@ -310,15 +324,7 @@ class Database:
     # Outbox ------------------------------------------------------------------------------------
 
     async def _insert_outbox(self, conn: Connection, event_id: str, key: str, payload: bytes) -> None:
-        await conn.execute(
-            "WITH added AS (INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)"
-            " RETURNING topic) SELECT pg_notify($5, topic) FROM added",
-            uuid.UUID(event_id),
-            self._outbox_topic,
-            key,
-            payload,
-            OUTBOX_CHANNEL,
-        )
+        await conn.execute(_OUTBOX_ROW, uuid.UUID(event_id), self._outbox_topic, payload, OUTBOX_CHANNEL, key)
 
     async def listen_outbox(self, on_row: Callable[[], None]) -> None:
         """Call `on_row` (in Trio) whenever a committed transaction added an outbox row of this
