@@ -46,8 +46,9 @@ class Settings:
     topic_partitions: int = 8
     topic_replication: int = 1
     # How long the producer waits to fill a batch: fewer, larger produce requests under load,
-    # at this much added latency per message.
-    kafka_linger_ms: int = 1
+    # at this much added latency per message. 0: librdkafka still batches what queues up behind
+    # requests in flight, and 1 ms bought no CPU (docs/decisions/rooms-tail.md).
+    kafka_linger_ms: int = 0
     # How long the typing topic keeps its records (they are never replayed; this only bounds
     # the disk they use). Applies when this node creates the topic.
     typing_retention_seconds: float = 60.0
