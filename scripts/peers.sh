@@ -19,6 +19,8 @@
 # Environment (all optional):
 #   PEERS_BASE_PORT=BENCH_BASE_PORT+100   Centrifugo nodes on +1..+3, its Redis on +10
 #   CENTRIFUGO_VERSION=v6.9.1
+#   PEERS_PARTS="seed rooms idle"         which of the three scenarios run (the table leaves out
+#                                         the figures of those that did not)
 #   PEERS_ROUNDS=2                        rooms and idle runs per system; seed ramps per system
 #   PEERS_SEED_NS="100 200 300 400 500"   seed steps (N users in one room, 1 message/s each);
 #                                         a system stops after 2 failures in a row
@@ -172,6 +174,8 @@ quiet_cost() {  # quiet_cost SYSTEM: the CPU of its nodes and services with no c
   "$PY" -m chattrio.bot.compare quiet "$1" "${PEERS_QUIET_SECONDS:-20}" "${#nodes[@]}" "${nodes[@]}" "${services[@]}" >> "$PEERS_LOG"
 }
 
+peers_part() { [[ " ${PEERS_PARTS:-seed rooms idle} " == *" $1 "* ]]; }
+
 peers_compare() {
   local stamp systems=(chattrio centrifugo) n r s rooms_users idle_users
   stamp="$(date -u +%Y%m%d-%H%M%S)"
@@ -181,6 +185,7 @@ peers_compare() {
   centrifugo_up
   # seed: each step once per system, until a system has failed 2 steps in a row
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
+    peers_part seed || break
     declare -A misses=([chattrio]=0 [centrifugo]=0)
     for n in ${PEERS_SEED_NS:-100 200 300 400 500}; do
       for s in "${systems[@]}"; do
@@ -198,11 +203,13 @@ peers_compare() {
   rooms_users="${PEERS_ROOMS_USERS:-5000}" idle_users="${PEERS_IDLE_USERS:-3000}"
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
     for s in "${systems[@]}"; do
+      peers_part rooms || break
       peers_bot "$s" --scenario peers-rooms --users "$rooms_users" --rooms "$((rooms_users / 10))" --rate 0.2 \
         --duration "${PEERS_ROOMS_SECONDS:-60}" --ramp-up "${PEERS_ROOMS_RAMP:-60}" --loss-grace 15 \
         --workers "$ROOMS_WORKERS" --max-p99-ms 50 || true
     done
     for s in "${systems[@]}"; do
+      peers_part idle || break
       fresh_nodes "$s"
       peers_bot "$s" --scenario peers-idle --users "$idle_users" --rooms "$((idle_users / 20))" --rate 0 \
         --duration "${PEERS_IDLE_SECONDS:-60}" --hold-window "${PEERS_IDLE_WINDOW:-20}" --ramp-up "${PEERS_IDLE_RAMP:-2}" \

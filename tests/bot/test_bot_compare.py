@@ -121,6 +121,13 @@ def test_the_table_and_the_record_say_how_they_were_made():
     assert json.loads(json.dumps(record)) == record
 
 
+def test_the_table_leaves_out_the_scenarios_that_did_not_run():
+    seed_only = [r for r in _records() if r["scenario"] == "peers-seed"]
+    text = compare.table(seed_only, 300, 'PEERS_PARTS="seed" scripts/bench.sh peers')
+    assert "| seed N=300: end-to-end p99, ms | 150.0; 150.0 | 30.0; 30.0 | 5.0 |" in text
+    assert "rooms" not in text and "idle" not in text
+
+
 def test_seed_ramps_start_again_when_n_does_not_grow():
     runs = [_run("chattrio", "peers-seed", n) for n in (100, 200, 100, 200, 300, 300)]
     assert [[r["parameters"]["users"] for r in ramp] for ramp in compare.seed_ramps(runs)] == [
