@@ -22,8 +22,10 @@
 #   PEERS_PARTS="seed rooms idle"         which of the three scenarios run (the table leaves out
 #                                         the figures of those that did not)
 #   PEERS_ROUNDS=2                        rooms and idle runs per system; seed ramps per system
-#   PEERS_SEED_NS="100 200 300 400 500"   seed steps (N users in one room, 1 message/s each);
-#                                         a system stops after 2 failures in a row
+#   PEERS_SEED_NS="100 300 500 600 700 800 900 1000"
+#                                         seed steps (N users in one room, 1 message/s each);
+#                                         a system stops after 2 failures in a row; at 1,000 the
+#                                         bot itself needs more than half the machine
 #   PEERS_SEED_FIXED=300                  the N whose p99 is compared
 #   PEERS_ROOMS_USERS=5000 PEERS_ROOMS_RAMP=60 PEERS_ROOMS_SECONDS=60
 #   PEERS_IDLE_USERS=3000 PEERS_IDLE_RAMP=2 PEERS_IDLE_SECONDS=60 PEERS_IDLE_WINDOW=20
@@ -187,7 +189,7 @@ peers_compare() {
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
     peers_part seed || break
     declare -A misses=([chattrio]=0 [centrifugo]=0)
-    for n in ${PEERS_SEED_NS:-100 200 300 400 500}; do
+    for n in ${PEERS_SEED_NS:-100 300 500 600 700 800 900 1000}; do
       for s in "${systems[@]}"; do
         ((misses[$s] < 2)) || continue
         if peers_bot "$s" --scenario peers-seed --users "$n" --rooms 1 --rate 1 --duration 20 --ramp-up 5 \
