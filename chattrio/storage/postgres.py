@@ -79,21 +79,29 @@ _MESSAGE_COLUMNS = "id::text, room_id, seq, sender_id, kind, text, client_msg_id
 _ROOM_COLUMNS = "id, name, created_by, created_at"
 
 
-def _with_outbox_row(keyed: str) -> str:
+def _with_outbox_row(keyed: str, known: str = "") -> str:
     """One statement: the query `keyed`, whose rows give an outbox key as `key` (its parameters
     from $5 on), an outbox row for each ($1 event id, $2 topic, $3 payload), and the NOTIFY on
-    channel $4 that wakes the relay when they commit. One result row per outbox row."""
+    channel $4 that wakes the relay when they commit. One result row per outbox row, whose second
+    column is true. `known`, when given, is a query that `keyed` may read as `known`, and that
+    adds a row (NULL, false) for each of its rows where `complete`."""
+    with_known = f"known AS ({known})," if known else ""
+    known_rows = " UNION ALL SELECT NULL, false FROM known WHERE complete" if known else ""
     return (
-        f"WITH keyed AS ({keyed}),"
+        f"WITH {with_known} keyed AS ({keyed}),"
         " queued AS (INSERT INTO outbox (event_id, topic, key, payload) SELECT $1, $2, key, $3 FROM keyed"
         " RETURNING topic)"
-        " SELECT pg_notify($4, topic), true FROM queued"
+        f" SELECT pg_notify($4, topic), true FROM queued{known_rows}"
     )
 
 
 _OUTBOX_ROW = _with_outbox_row("SELECT $5::text AS key")
-_NEW_USER_WITH_OUTBOX_ROW = _with_outbox_row(
-    "INSERT INTO users (id, skeleton, created_at) VALUES ($5, $6, $7) ON CONFLICT DO NOTHING RETURNING id AS key"
+# A sign-in: a user known with a skeleton gives (NULL, false); a new one is inserted with its
+# outbox row, (void, true); neither (a user from before skeletons, a look-alike) gives no row.
+_SIGN_IN = _with_outbox_row(
+    "INSERT INTO users (id, skeleton, created_at) SELECT $5, $6, $7 WHERE NOT EXISTS (SELECT FROM known)"
+    " ON CONFLICT DO NOTHING RETURNING id AS key",
+    known="SELECT skeleton IS NOT NULL AS complete FROM users WHERE id = $5",
 )
 
 
@@ -223,12 +231,11 @@ class Database:
         newer look-alike holds it."""
 
         async def enter() -> bool:
-            # A returning user, the usual sign-in, costs one statement instead of a transaction's
-            # three round trips: a user row is never deleted, and its skeleton never unset.
-            if await self._pool.fetchval("SELECT skeleton IS NOT NULL FROM users WHERE id = $1", user_id):
-                return False
-            if await self._add_user(user_id, skeleton):
-                return True
+            # A returning user and a new one each cost one statement, where a transaction takes
+            # five round trips: a user row is never deleted, and its skeleton never unset.
+            created = await self._sign_in(user_id, skeleton)
+            if created is not None:
+                return created
             # Taken meanwhile, by this id or a look-alike, or a user from before skeletons.
             async with self._pool.acquire() as conn, conn.transaction():
                 known = await conn.fetchrow("SELECT skeleton FROM users WHERE id = $1", user_id)
@@ -252,15 +259,14 @@ class Database:
 
         return await self._run(enter)
 
-    async def _add_user(self, user_id: str, skeleton: str) -> bool:
-        """Insert a new user and its outbox row in one statement (its own transaction): one round
-        trip where a transaction takes five, for what a burst of sign-ups mostly is. False, with
-        nothing written, when the id or the skeleton is taken. The event's time is the node's, so
-        that its payload can be encoded before the statement."""
+    async def _sign_in(self, user_id: str, skeleton: str) -> bool | None:
+        """One statement (its own transaction): True when it created the user and its outbox row,
+        False for a user known with a skeleton, None, with nothing written, otherwise. The event's
+        time is the node's, so that its payload can be encoded before the statement."""
         created_at = datetime.datetime.now(datetime.UTC)
         event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
-        added = await self._pool.fetchrow(
-            _NEW_USER_WITH_OUTBOX_ROW,
+        row = await self._pool.fetchrow(
+            _SIGN_IN,
             uuid.UUID(event.event_id),
             self._outbox_topic,
             json_encoder.encode(event),
@@ -269,7 +275,7 @@ class Database:
             skeleton,
             created_at,
         )
-        return added is not None
+        return None if row is None else bool(row[1])
 
     async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
         """Raises RoomQuotaExceeded when `quota` is given and the user has created that many rooms."""

@@ -238,6 +238,7 @@ class HttpServer:
         running the session from here, lets the HTTP parser and the request go while the session
         lives. The test echo route's identity is EchoRoute."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        peer = peer_address(stream)  # one system call per connection, not per request
         while True:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
@@ -253,7 +254,7 @@ class HttpServer:
                 return None
             if request is None:
                 return None
-            request.peer = peer_address(stream)
+            request.peer = peer
             if upgrades and request.headers.get("upgrade", "").lower() == "websocket":
                 return await self._handshake(conn, stream, request)
             await self._answer(conn, stream, request, await handle(request))
