@@ -187,6 +187,11 @@ class ChatService:
         room_id = room_id_of(frame.destination)
         if room_id is None:
             return self.error(session, "BAD_DESTINATION", f"unknown destination {frame.destination[:80]!r}", frame.ref)
+        cap = self._settings.max_rooms_per_session
+        if room_id not in session.rooms and len(session.rooms) >= cap:
+            return self.error(
+                session, "TOO_MANY_ROOMS", f"subscribed to {cap} rooms already: unsubscribe one first", frame.ref
+            )
         try:
             room = await self._rooms.find(room_id)
         except (DatabaseUnavailable, CacheUnavailable):

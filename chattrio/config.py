@@ -90,6 +90,8 @@ class Settings:
     signup_limit_per_ip: Rate = Rate(0.5, 30)
     room_create_limit_per_ip: Rate = Rate(0.2, 20)
     room_quota_per_user: int = 100
+    # Rooms one session may be subscribed to at once; each costs fan-out and presence work.
+    max_rooms_per_session: int = 128
     # Peers (addresses or CIDRs) whose X-Forwarded-For names the client, e.g. the load balancer.
     trusted_proxies: tuple[str, ...] = ()
     # Client addresses (or CIDRs) exempt from the per-IP limits and the room quota (a load bot).

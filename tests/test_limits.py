@@ -30,6 +30,7 @@ LIMITED = {
     "refusals_before_close": 3,
     "max_connections_per_user": 2,
     "room_quota_per_user": 2,
+    "max_rooms_per_session": 2,
     "signup_limit_per_ip": f"{NO_REFILL}:3",
     "room_create_limit_per_ip": f"{NO_REFILL}:3",
 }
@@ -255,6 +256,28 @@ async def test_a_user_over_the_room_quota_gets_403(limited):
         assert refused.status_code == 403 and "quota" in refused.json()["message"]
         # an exempt client (the load bot's address) is not held to the quota
         assert (await http.post("/api/room", json={"name": "q3"})).status_code == 201
+
+
+async def test_a_session_in_as_many_rooms_as_it_may_hold_is_refused_one_more_until_it_leaves_one(limited):
+    url = limited.nodes[0].url
+    user = _user("roomy")
+    token = await login(url, user)
+    first, second, third = [(await create_room(url, token, f"cap{n}"))["id"] for n in range(3)]
+    async with connect(url, user, token) as client:
+        await client.send(type="SUBSCRIBE", destination="/topic/rooms", ref="list")
+        await client.wait_for(lambda f: f.get("ref") == "list" and f["type"] == "SUBSCRIBED")
+        assert (await client.subscribe(first, ref="a"))["type"] == "SUBSCRIBED"
+        assert (await client.subscribe(second, ref="b"))["type"] == "SUBSCRIBED"
+        refused = await client.subscribe(third, ref="c")
+        assert refused["code"] == "TOO_MANY_ROOMS" and "2 rooms" in refused["message"]
+        assert (await client.send_chat(third, "not in it", ref="s"))["code"] == "NOT_SUBSCRIBED"
+        # a room the session holds may be subscribed again (a resume), and the connection lives on
+        assert (await client.subscribe(second, since=0, ref="b2"))["type"] == "SUBSCRIBED"
+        await client.send(type="UNSUBSCRIBE", destination=f"/topic/message/{first}", ref="u")
+        await client.wait_for(lambda f: f.get("ref") == "u" and f["type"] == "UNSUBSCRIBED")
+        assert (await client.subscribe(third, ref="c2"))["type"] == "SUBSCRIBED"
+        assert (await client.send_chat(third, "in it now", ref="s2"))["type"] == "ACK"
+    assert await _metric(limited.nodes[0], 'chattrio_frame_errors_total{code="TOO_MANY_ROOMS"}') >= 1
 
 
 # Unknown room ids ------------------------------------------------------------------------------
