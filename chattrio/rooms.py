@@ -1,5 +1,6 @@
-"""Which rooms exist: PostgreSQL is the truth; a node remembers rooms it has seen (never deleted),
-and for a short while the ids it found unknown, so asking again and again costs no query."""
+"""Which rooms exist: PostgreSQL is the truth; a node remembers the rooms it used last (rooms are
+never deleted, so a remembered room stays true), and for a short while the ids it found unknown,
+so asking again and again costs no query."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from chattrio.storage.redis import CacheUnavailable
 log = logging.getLogger(__name__)
 
 UNKNOWN_ROOMS_REMEMBERED = 10_000
+# Every node learns every room created anywhere (ROOM_CREATED); past this many, the least recently
+# used is forgotten, and asking for it again costs one query.
+KNOWN_ROOMS_REMEMBERED = 100_000
 RoomPage = list[Room]  # named: inside RoomDirectory, `list` is its method
 
 
@@ -31,7 +35,7 @@ class RoomDirectory:
     ) -> None:
         self._db = db
         self._cache = cache
-        self._known: dict[int, Room] = {}
+        self._known: OrderedDict[int, Room] = OrderedDict()
         # Ids found unknown -> when that answer expires; a room created meanwhile is learnt from
         # its ROOM_CREATED event (or its creation here), which clears the entry at once.
         self._unknown: OrderedDict[int, float] = OrderedDict()
@@ -42,6 +46,9 @@ class RoomDirectory:
 
     def learn(self, room: Room) -> None:
         self._known[room.id] = room
+        self._known.move_to_end(room.id)
+        if len(self._known) > KNOWN_ROOMS_REMEMBERED:
+            self._known.popitem(last=False)
         self._unknown.pop(room.id, None)
 
     def _known_unknown(self, room_id: int) -> bool:
@@ -65,6 +72,7 @@ class RoomDirectory:
         and PostgreSQL is down, unless the Redis cache (a read path only) knows it."""
         room = self._known.get(room_id)
         if room is not None:
+            self._known.move_to_end(room_id)
             return room
         if self._known_unknown(room_id):
             return None

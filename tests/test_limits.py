@@ -312,6 +312,28 @@ async def test_unknown_room_ids_are_remembered_briefly(autojump_clock):
     assert await rooms.find(7) is room
 
 
+async def test_a_node_remembers_the_rooms_it_used_last_and_asks_again_for_a_forgotten_one(monkeypatch):
+    from chattrio import rooms as rooms_module
+    from chattrio.metrics import Registry
+    from chattrio.models import Room
+
+    monkeypatch.setattr(rooms_module, "KNOWN_ROOMS_REMEMBERED", 2)
+    db = _CountingDatabase()
+    directory = rooms_module.RoomDirectory(db, cache=None, metrics=Registry())
+    for room_id in (1, 2, 3):
+        db.rooms[room_id] = Room(room_id, f"r{room_id}", "someone", "2026-01-01T00:00:00+00:00")
+    directory.learn(db.rooms[1])
+    directory.learn(db.rooms[2])
+    assert await directory.find(1) is db.rooms[1]  # used: 2 is now the least recent
+    directory.learn(db.rooms[3])  # from a ROOM_CREATED event: 2 is forgotten
+    assert db.lookups == 0
+    assert [await directory.find(room_id) for room_id in (1, 3)] == [db.rooms[1], db.rooms[3]]
+    assert db.lookups == 0
+    assert await directory.find(2) is db.rooms[2]
+    assert db.lookups == 1  # forgotten, so asked for once, and known again
+    assert await directory.find(2) is db.rooms[2] and db.lookups == 1
+
+
 async def test_subscribing_to_an_unknown_room_again_costs_no_query(cluster):
     node = cluster.nodes[2]
     url = node.url
