@@ -23,7 +23,7 @@ from chattrio.config import Settings
 from chattrio.frames import Auth, FrameError, SessionInfo, parse_client_frame
 from chattrio.metrics import Registry
 from chattrio.tokens import Identity
-from chattrio.transport.expiry import TokenExpiry
+from chattrio.transport.expiry import SessionDeadlines
 from chattrio.transport.http11 import (
     MAX_HEADER_BYTES,
     READ_SIZE,
@@ -87,7 +87,7 @@ class HttpServer:
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
         # Each session is closed when its token expires (from AUTH for a session opened without one).
-        self._expiry = TokenExpiry()
+        self._deadlines = SessionDeadlines()
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
         # The nursery of every connection's task, and of the sessions' writers (set by serve()).
@@ -128,7 +128,7 @@ class HttpServer:
                 for listener in listeners:
                     acceptor.start_soon(self._accept, listener, connections)
                 acceptor.start_soon(self._liveness.run)
-                acceptor.start_soon(self._expiry.run)
+                acceptor.start_soon(self._deadlines.run)
                 task_status.started()
                 await self._drain_requested.wait()
                 acceptor.cancel_scope.cancel()
@@ -368,16 +368,21 @@ class HttpServer:
         self._liveness.watch(session)
         session.start_writing(stream, self._connections)
         if identity is not None:
-            self._expiry.watch(session, _deadline_of(identity))
+            self._deadlines.watch(session, _deadline_of(identity))
             self._open_session(session)
         else:
             self._awaiting_auth.add(session)
-            self._connections.start_soon(self._close_unless_authenticated, session)
+            self._deadlines.watch(
+                session,
+                trio.current_time() + AUTH_TIMEOUT,
+                CLOSE_POLICY_VIOLATION,
+                f"no AUTH frame within {AUTH_TIMEOUT:g} s",
+            )
         return session, FrameReader(self._settings.max_frame_bytes), self._on_message
 
     def _end_websocket(self, session: Session) -> None:
         session.stop_writing()
-        self._expiry.forget(session)
+        self._deadlines.forget(session)
         self._awaiting_auth.discard(session)
         self._liveness.forget(session)
         self._chat.disconnected(session)
@@ -386,11 +391,6 @@ class HttpServer:
     def _open_session(self, session: Session) -> None:
         self._sessions.add(session)
         session.send(SessionInfo(session.id, session.user_id, self._settings.node_id))
-
-    async def _close_unless_authenticated(self, session: Session) -> None:
-        await trio.sleep(AUTH_TIMEOUT)
-        if session in self._awaiting_auth:
-            session.close(CLOSE_POLICY_VIOLATION, f"no AUTH frame within {AUTH_TIMEOUT:g} s")
 
     async def _authenticate(self, session: Session, message: IncomingText) -> None:
         """A session opened without a token: its first frame must be AUTH with a valid one."""
@@ -416,7 +416,7 @@ class HttpServer:
             return session.close(CLOSE_POLICY_VIOLATION, over_cap[1])
         self._awaiting_auth.discard(session)
         session.user_id = identity.user_id
-        self._expiry.watch(session, _deadline_of(identity))
+        self._deadlines.watch(session, _deadline_of(identity))
         self._open_session(session)
 
     async def _handle_data(

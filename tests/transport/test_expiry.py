@@ -1,4 +1,5 @@
-"""Token expiry: the node's one task closes each session when its token expires (mock clock)."""
+"""Session deadlines: the node's one task closes each session when its token expires, or when no
+AUTH came in time (mock clock)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import trio
 import trio.testing
 
 from chattrio.transport import expiry as expiry_module
-from chattrio.transport.expiry import EXPIRED_REASON, TokenExpiry
+from chattrio.transport.expiry import EXPIRED_REASON, SessionDeadlines
 from chattrio.transport.sessions import Session
-from chattrio.transport.websocket import CLOSE_TOKEN_EXPIRED
+from chattrio.transport.websocket import CLOSE_POLICY_VIOLATION, CLOSE_TOKEN_EXPIRED
 
 
 def _closed_for_expiry(session: Session) -> bool:
@@ -16,7 +17,7 @@ def _closed_for_expiry(session: Session) -> bool:
 
 
 async def test_a_session_is_closed_when_its_token_expires_and_not_before(autojump_clock):
-    expiry = TokenExpiry()
+    expiry = SessionDeadlines()
     early, late = Session("alice", 1 << 20), Session("bob", 1 << 20)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(expiry.run)
@@ -34,7 +35,7 @@ async def test_a_session_is_closed_when_its_token_expires_and_not_before(autojum
 
 
 async def test_a_forgotten_session_is_left_alone_and_a_moved_deadline_counts(autojump_clock):
-    expiry = TokenExpiry()
+    expiry = SessionDeadlines()
     gone, renewed = Session("alice", 1 << 20), Session("bob", 1 << 20)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(expiry.run)
@@ -51,9 +52,27 @@ async def test_a_forgotten_session_is_left_alone_and_a_moved_deadline_counts(aut
         nursery.cancel_scope.cancel()
 
 
+async def test_an_auth_deadline_closes_with_its_own_reason_unless_auth_moved_it(autojump_clock):
+    expiry = SessionDeadlines()
+    silent, authenticated = Session("", 1 << 20), Session("", 1 << 20)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(expiry.run)
+        now = trio.current_time()
+        for session in (silent, authenticated):
+            expiry.watch(session, now + 10, CLOSE_POLICY_VIOLATION, "no AUTH frame within 10 s")
+        expiry.watch(authenticated, now + 3600)  # its AUTH came: the token's expiry replaces the deadline
+        await trio.sleep(11)
+        assert silent.closing and silent.close_code == CLOSE_POLICY_VIOLATION
+        assert silent._pending[-1].endswith(b"no AUTH frame within 10 s")
+        assert not authenticated.closing
+        await trio.sleep(3600)
+        assert _closed_for_expiry(authenticated)
+        nursery.cancel_scope.cancel()
+
+
 def test_the_entries_of_ended_sessions_do_not_pile_up(monkeypatch):
     monkeypatch.setattr(expiry_module, "COMPACT_SLACK", 10)
-    expiry = TokenExpiry()
+    expiry = SessionDeadlines()
     live = Session("alice", 1 << 20)
     expiry.watch(live, 1000.0)
     for n in range(500):
