@@ -290,15 +290,18 @@ class ChatService:
 
         A node that started after messages it never read (its fan-out starts at the end) has
         dropped nothing of them: for those, storage must have stored the room's partition up to
-        where the fan-out started, checked before the replay that relies on it."""
+        where the fan-out started, checked before the replay that relies on it. So must it up to
+        the room log's floor, when the log no longer remembers what this room dropped."""
         give_up_at = None
         while True:
             start = self._room_log.partition_start(room_id)
             never_read = start is not None and since + 1 < start[1]  # some of the room predates the fan-out
             stored_to_start = start is None or not never_read or await self._stored_to(start)
-            since = await self._replay_stored(session, room_id, since, from_database=never_read)
+            floor = self._room_log.dropped_floor(room_id)
+            stored_to_floor = floor is None or await self._stored_to(floor)
+            since = await self._replay_stored(session, room_id, since, from_database=never_read or floor is not None)
             needed = self._room_log.dropped(room_id)
-            if session.closing or (stored_to_start and (needed is None or since >= needed)):
+            if session.closing or (stored_to_start and stored_to_floor and (needed is None or since >= needed)):
                 return since
             if give_up_at is None:
                 give_up_at = trio.current_time() + RESUME_CATCH_UP_TIMEOUT

@@ -4,7 +4,8 @@ gap-free (see docs/architecture.md, "Resume without gaps").
 It holds the newest RECENT_PER_ROOM messages of the ROOMS_REMEMBERED most recently active rooms,
 the ids of recent messages and events (a retried send or a re-published event is recognised),
 and where the fan-out started each partition, so that it can tell which older messages only
-storage has.
+storage has. Of rooms it no longer holds it remembers what they dropped, for FORGOTTEN_REMEMBERED
+rooms one by one and beyond that as one offset per partition.
 """
 
 from __future__ import annotations
@@ -17,22 +18,24 @@ from chattrio.storage.kafka import partition_of
 RECENT_PER_ROOM = 256
 ROOMS_REMEMBERED = 2_000
 IDS_REMEMBERED = 200_000
+FORGOTTEN_REMEMBERED = 100_000
 
 
 class _RoomTail:
-    """The newest messages of one room, the seq from which the tail is complete, and the newest
-    message this node read but no longer holds (None: none was dropped).
+    """The newest messages of one room, the seq from which the tail is complete, the newest
+    message this node read but no longer holds (None: none was dropped), and the room's partition.
 
     Seqs and frames sit in two deques rather than one of pairs: a pair is a new object for the
     garbage collector to visit per message and node (docs/decisions/gc-thresholds.md)."""
 
-    __slots__ = ("seqs", "frames", "complete_from", "dropped")
+    __slots__ = ("seqs", "frames", "complete_from", "dropped", "partition")
 
-    def __init__(self, complete_from: int, dropped: int | None) -> None:
+    def __init__(self, complete_from: int, dropped: int | None, partition: int) -> None:
         self.seqs: deque[int] = deque()
         self.frames: deque[bytes] = deque()
         self.complete_from = complete_from
         self.dropped = dropped
+        self.partition = partition
 
     def append(self, seq: int, frame: bytes) -> None:
         self.seqs.append(seq)
@@ -57,9 +60,13 @@ class RoomLog:
         self._tails: OrderedDict[int, _RoomTail] = OrderedDict()
         self._ids: OrderedDict[str, int] = OrderedDict()  # message id -> seq (ids are per room)
         self._event_ids: OrderedDict[str, None] = OrderedDict()
-        # Rooms whose tail was forgotten, with the newest seq it held: their messages before the
-        # next one are not all held.
-        self._forgotten: dict[int, int] = {}
+        # Rooms whose tail was forgotten -> (partition, the newest seq it held): their messages
+        # before the next one are not all held.
+        self._forgotten: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        # Partition -> the newest seq held by any room forgotten from _forgotten too. A seq is the
+        # message's offset, so storage that stored the partition past it has every room's dropped
+        # messages up to there.
+        self._dropped_floor: dict[int, int] = {}
 
     def note_start(self, partition: int, offset: int) -> None:
         self._start_offsets.setdefault(partition, offset)
@@ -77,18 +84,28 @@ class RoomLog:
             self._ids.popitem(last=False)
         tail = self._tails.get(message.room_id)
         if tail is None:
-            dropped = self._forgotten.pop(message.room_id, None)
-            complete_from = message.seq if dropped is not None else self._start_offsets.get(partition, message.seq)
-            tail = self._tails[message.room_id] = _RoomTail(complete_from, dropped)
+            forgotten = self._forgotten.pop(message.room_id, None)
+            dropped = None if forgotten is None else forgotten[1]
+            may_have_dropped = forgotten is not None or partition in self._dropped_floor
+            complete_from = message.seq if may_have_dropped else self._start_offsets.get(partition, message.seq)
+            tail = self._tails[message.room_id] = _RoomTail(complete_from, dropped, partition)
             if len(self._tails) > ROOMS_REMEMBERED:
-                forgotten, old = self._tails.popitem(last=False)
-                newest = old.newest if old.newest is not None else old.dropped
-                if newest is not None:
-                    self._forgotten[forgotten] = newest
+                self._forget_oldest_tail()
         else:
             self._tails.move_to_end(message.room_id)
         tail.append(message.seq, frame)
         return True
+
+    def _forget_oldest_tail(self) -> None:
+        """Drop the least recently active room's tail, remembering the newest seq it held."""
+        room_id, old = self._tails.popitem(last=False)
+        newest = old.newest if old.newest is not None else old.dropped
+        if newest is None:
+            return
+        self._forgotten[room_id] = (old.partition, newest)
+        if len(self._forgotten) > FORGOTTEN_REMEMBERED:
+            _, (floor_partition, floor) = self._forgotten.popitem(last=False)
+            self._dropped_floor[floor_partition] = max(floor, self._dropped_floor.get(floor_partition, floor))
 
     def first_time_event(self, event_id: str) -> bool:
         if event_id in self._event_ids:
@@ -107,7 +124,23 @@ class RoomLog:
         """The newest message of the room this node read and no longer holds: a resume that
         needs older messages must find up to this one in storage, or it would leave a gap."""
         tail = self._tails.get(room_id)
-        return tail.dropped if tail is not None else self._forgotten.get(room_id)
+        if tail is not None:
+            return tail.dropped
+        forgotten = self._forgotten.get(room_id)
+        return None if forgotten is None else forgotten[1]
+
+    def dropped_floor(self, room_id: int) -> tuple[int, int] | None:
+        """(partition, offset) storage must have stored the room's partition up to before a
+        replay can trust it, when this node may have dropped messages of the room without
+        remembering which (it forgot more than FORGOTTEN_REMEMBERED rooms); None otherwise."""
+        if room_id in self._forgotten:
+            return None  # dropped() names the message
+        partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
+        if not partition_count:
+            return None
+        partition = partition_of(room_id, partition_count)
+        floor = self._dropped_floor.get(partition)
+        return None if floor is None else (partition, floor + 1)
 
     def after(self, room_id: int, since: int) -> list[tuple[int, bytes]]:
         tail = self._tails.get(room_id)

@@ -193,3 +193,33 @@ def test_a_forgotten_room_remembers_what_it_dropped(monkeypatch):
     assert log.dropped(1) == 10
     _record(log, 2, 13)  # forgotten again: now 12 is the newest it held
     assert log.dropped(1) == 12
+
+
+def test_past_the_rooms_it_remembers_one_by_one_a_partition_floor_keeps_resumes_safe(monkeypatch):
+    from chattrio.storage.kafka import partition_of
+
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
+    monkeypatch.setattr(roomlog, "FORGOTTEN_REMEMBERED", 1)
+    log = RoomLog("t.messages")
+    log.positions.update({("t.messages", p): 0 for p in range(4)})
+    rooms = [room for room in range(1, 100) if partition_of(room, 4) == PARTITION][:4]
+    first, second, third, elsewhere = (
+        rooms[0],
+        rooms[1],
+        rooms[2],
+        next(r for r in range(1, 100) if partition_of(r, 4) != PARTITION),
+    )
+    log.note_start(PARTITION, 0)
+    assert log.dropped_floor(first) is None  # nothing forgotten yet
+    _record(log, first, 10)
+    _record(log, second, 11)  # first's tail forgotten, remembered as dropping 10
+    assert log.dropped(first) == 10 and log.dropped_floor(first) is None
+    _record(log, third, 12)  # second forgotten too: first's entry goes into the partition's floor
+    assert log.dropped(first) is None  # no longer named ...
+    assert log.dropped_floor(first) == (PARTITION, 11)  # ... so storage must be past 10 first
+    assert log.dropped_floor(rooms[3]) == (PARTITION, 11)  # a room never seen here: cannot tell
+    assert log.dropped(second) == 11 and log.dropped_floor(second) is None
+    assert log.dropped_floor(elsewhere) is None  # the other partitions lost nothing
+    _record(log, first, 13)  # back: its tail starts at 13 and does not claim what came before
+    assert log.after(first, 9) == [(13, b"frame-%d-13" % first)]
+    assert log.covers(first, 9) is False and log.covers(first, 12) is True

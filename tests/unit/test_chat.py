@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from chattrio import chat
+from chattrio import chat, roomlog
 from chattrio.roomlog import RECENT_PER_ROOM
+from chattrio.storage.kafka import partition_of
 from unit.harness import CoreNode, RecordingSession, Shared
 
 
@@ -74,6 +75,46 @@ async def test_a_resume_that_waits_for_storage_completes_once_it_is_stored(autoj
         answer = await node.subscribe(bob, room, since=acks[0]["seq"])
     assert answer["type"] == "SUBSCRIBED"
     assert bob.texts(room) == [f"m{i}" for i in range(1, count)]
+
+
+async def test_a_resume_of_a_room_the_log_no_longer_remembers_waits_for_storage_past_the_floor(
+    autojump_clock, monkeypatch
+):
+    """Past FORGOTTEN_REMEMBERED rooms, the log keeps only a partition's floor of what it
+    dropped; a resume of such a room must still wait for storage to have it all."""
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
+    monkeypatch.setattr(roomlog, "FORGOTTEN_REMEMBERED", 1)
+    shared = Shared()
+    node = CoreNode(shared)
+    partitions = shared.settings.topic_partitions
+    rooms: list[int] = []
+    while len(rooms) < 3:  # three rooms of one partition
+        room = (await shared.db.create_room(f"r{len(rooms)}", "alice")).id
+        if not rooms or partition_of(room, partitions) == partition_of(rooms[0], partitions):
+            rooms.append(room)
+    alice = RecordingSession("alice")
+    for room in rooms:
+        await node.subscribe(alice, room)
+    first = await node.send(alice, rooms[0], "stored")
+    node.deliver()
+    await _store_everything(shared)
+    await node.send(alice, rooms[0], "not stored yet")
+    for room in rooms[1:]:  # the first room's tail, then its entry, are forgotten
+        await node.send(alice, room, "elsewhere")
+        node.deliver()
+    assert node.room_log.dropped(rooms[0]) is None and node.room_log.dropped_floor(rooms[0]) is not None
+    bob = RecordingSession("bob")
+    async with trio.open_nursery() as nursery:
+
+        async def store_later() -> None:
+            await trio.sleep(chat.RESUME_CATCH_UP_TIMEOUT / 2)
+            assert bob.texts(rooms[0]) == []  # nothing before storage has it
+            await _store_everything(shared)
+
+        nursery.start_soon(store_later)
+        answer = await node.subscribe(bob, rooms[0], since=first["seq"])
+    assert answer["type"] == "SUBSCRIBED"
+    assert bob.texts(rooms[0]) == ["not stored yet"]
 
 
 async def test_a_resume_with_the_database_down_answers_unavailable():
