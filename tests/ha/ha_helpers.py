@@ -20,6 +20,7 @@ HA = REPO / "scripts" / "ha.sh"
 HA_UP_TIMEOUT = 600
 MEMBER_START_TIMEOUT = 300
 METADATA_TIMEOUT = 30
+HA_OUTPUT_LINES = 40  # of a failed scripts/ha.sh run, shown in the error
 
 requires_ha = pytest.mark.skipif(
     os.environ.get("CHATTRIO_HA_TESTS") != "1", reason="the ha topology tests run with CHATTRIO_HA_TESTS=1"
@@ -27,15 +28,19 @@ requires_ha = pytest.mark.skipif(
 
 
 def ha(*args: str, timeout: float = 60) -> str:
-    """Run scripts/ha.sh; its standard output."""
-    return subprocess.run(
-        [str(HA), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=timeout,
-        env=dict(os.environ, CHATTRIO_PYTHON=os.environ.get("CHATTRIO_PYTHON", sys.executable)),
-    ).stdout.strip()
+    """Run scripts/ha.sh; its standard output. When it fails, the error carries what it wrote last."""
+    try:
+        return subprocess.run(
+            [str(HA), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+            env=dict(os.environ, CHATTRIO_PYTHON=os.environ.get("CHATTRIO_PYTHON", sys.executable)),
+        ).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        written = "\n".join((exc.stdout + exc.stderr).splitlines()[-HA_OUTPUT_LINES:])
+        raise AssertionError(f"scripts/ha.sh {' '.join(args)} exited with {exc.returncode}:\n{written}") from None
 
 
 def topic_partitions(bootstrap: str, topic: str) -> dict:
@@ -68,7 +73,11 @@ def _env() -> dict[str, str]:
 def ha_env():
     started = subprocess.run([str(HA), "running"]).returncode != 0
     if started:
-        ha("up", timeout=HA_UP_TIMEOUT)
+        try:
+            ha("up", timeout=HA_UP_TIMEOUT)
+        except BaseException:
+            subprocess.run([str(HA), "down"], timeout=HA_UP_TIMEOUT)  # no half-started member outlives the run
+            raise
     yield _env()
     if started:
         ha("down", timeout=HA_UP_TIMEOUT)
