@@ -1,5 +1,5 @@
 """The room log: what this node's fan-out has read of each room, the index that makes a resume
-gap-free (see docs/architecture.md, "Resume without gaps").
+gap-free (see docs/architecture.md, "Resume without gap or duplicate").
 
 It holds the newest RECENT_PER_ROOM messages of the ROOMS_REMEMBERED most recently active rooms,
 the ids of recent messages and events (a retried send or a re-published event is recognised),
