@@ -135,12 +135,9 @@ class RoomLog:
         remembering which (it forgot more than FORGOTTEN_REMEMBERED rooms); None otherwise."""
         if room_id in self._forgotten:
             return None  # dropped() names the message
-        partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
-        if not partition_count:
-            return None
-        partition = partition_of(room_id, partition_count)
-        floor = self._dropped_floor.get(partition)
-        return None if floor is None else (partition, floor + 1)
+        partition = self._partition_of(room_id)
+        floor = None if partition is None else self._dropped_floor.get(partition)
+        return None if partition is None or floor is None else (partition, floor + 1)
 
     def after(self, room_id: int, since: int) -> list[tuple[int, bytes]]:
         tail = self._tails.get(room_id)
@@ -151,22 +148,22 @@ class RoomLog:
     def passed(self, room_id: int) -> int | None:
         """The last offset of the room's partition the fan-out has read: any message of the room
         after it reaches local sessions live. None before the partitions are assigned."""
-        partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
-        if not partition_count:
-            return None
-        position = self.positions.get((self._topic, partition_of(room_id, partition_count)))
+        partition = self._partition_of(room_id)
+        position = None if partition is None else self.positions.get((self._topic, partition))
         return None if position is None else position - 1
 
     def partition_start(self, room_id: int) -> tuple[int, int] | None:
         """(partition, offset) where this node's fan-out started reading the room's partition:
         the room's messages before that offset reach this node only through storage. None
         before the partitions are assigned."""
+        partition = self._partition_of(room_id)
+        start = None if partition is None else self._start_offsets.get(partition)
+        return None if partition is None or start is None else (partition, start)
+
+    def _partition_of(self, room_id: int) -> int | None:
+        """The room's partition of the messages topic; None before the partitions are assigned."""
         partition_count = sum(1 for topic, _ in self.positions if topic == self._topic)
-        if not partition_count:
-            return None
-        partition = partition_of(room_id, partition_count)
-        start = self._start_offsets.get(partition)
-        return None if start is None else (partition, start)
+        return partition_of(room_id, partition_count) if partition_count else None
 
     def last_seq(self, room_id: int) -> int | None:
         tail = self._tails.get(room_id)

@@ -86,7 +86,8 @@ class HttpServer:
         self._chat = chat
         self._sessions = sessions
         self._awaiting_auth: set[Session] = set()
-        # Each session is closed when its token expires (from AUTH for a session opened without one).
+        # Each session is closed when its token expires (from AUTH for a session opened without one),
+        # and one opened without a token when no AUTH came within AUTH_TIMEOUT.
         self._deadlines = SessionDeadlines()
         self._open_connections = 0
         self._http_connections = 0  # connections not (yet) upgraded to a WebSocket
