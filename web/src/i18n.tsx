@@ -106,6 +106,9 @@ const en = {
   error_BAD_TEXT: 'the text is not allowed (empty, too long, or a forbidden character)',
   error_UNAVAILABLE: 'the service is busy or partly down; try again',
   error_INTERNAL: 'the server had a problem',
+  error_RATE_LIMITED: 'too many requests at once; wait a moment',
+  error_REPLAY_TOO_LONG: 'too far behind to catch up; loading the newest messages',
+  error_TOO_MANY_ROOMS: 'too many rooms open at once; close one and try again',
   error_TIMEOUT: 'no answer from the server',
 } satisfies Record<string, Entry>;
 
@@ -204,6 +207,9 @@ const ko: Record<MessageKey, Entry> = {
   error_BAD_TEXT: '보낼 수 없는 내용입니다 (비어 있거나, 너무 길거나, 허용되지 않는 문자)',
   error_UNAVAILABLE: '서비스가 바쁘거나 일부 중단되었습니다. 다시 시도하세요',
   error_INTERNAL: '서버에 문제가 생겼습니다',
+  error_RATE_LIMITED: '요청이 너무 많습니다. 잠시 기다려 주세요',
+  error_REPLAY_TOO_LONG: '따라잡기에는 너무 많이 밀렸습니다. 최신 메시지를 불러옵니다',
+  error_TOO_MANY_ROOMS: '한 번에 열 수 있는 채팅방이 너무 많습니다. 하나를 닫고 다시 시도하세요',
   error_TIMEOUT: '서버의 응답이 없습니다',
 };
 

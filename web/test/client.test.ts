@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { ChatClient } from '../src/protocol/client';
+import { MAX_RATE_LIMITED_RETRIES } from '../src/protocol/pendingSends';
 import { FakeHistory, FakeSocket, FakeTimers, flush, msg } from './fakes';
 
 let timers: FakeTimers;
@@ -612,6 +613,48 @@ describe('ChatClient sending', () => {
     expect(ws.framesOf('SEND').map((s) => s.clientMsgId)).toEqual([cid, cid]);
     ws.push({ type: 'ERROR', code: 'NOT_SUBSCRIBED', message: 'still no', ref: ws.lastOf('SEND').ref });
     expect(client.getRoom(1)!.pending[0].status).toBe('failed');
+  });
+
+  it('sends a RATE_LIMITED message again once the retryAfterMs of the ERROR has passed', async () => {
+    const ws = await openConnectedRoom(1);
+    const cid = client.send(1, 'fast');
+    ws.push({ type: 'ERROR', code: 'RATE_LIMITED', message: 'too many send frames', ref: ws.lastOf('SEND').ref, retryAfterMs: 300 });
+    expect(client.getRoom(1)!.pending[0].status).toBe('pending');
+    timers.advance(299);
+    expect(ws.framesOf('SEND').length).toBe(1);
+    timers.advance(1);
+    expect(ws.framesOf('SEND').map((s) => s.clientMsgId)).toEqual([cid, cid]);
+    ws.push({ type: 'ACK', ref: ws.lastOf('SEND').ref, clientMsgId: cid, id: 'u-1', roomId: 1, seq: 1 });
+    expect(client.getRoom(1)!.pending).toEqual([]);
+    expect(texts(1)).toEqual(['fast']);
+  });
+
+  it('fails a message refused RATE_LIMITED more often in a row than it retries', async () => {
+    const ws = await openConnectedRoom(1);
+    client.send(1, 'flood');
+    for (let i = 0; i <= MAX_RATE_LIMITED_RETRIES; i++) {
+      expect(client.getRoom(1)!.pending[0].status).toBe('pending');
+      ws.push({ type: 'ERROR', code: 'RATE_LIMITED', message: 'slow down', ref: ws.lastOf('SEND').ref, retryAfterMs: 1000 });
+      timers.advance(1000);
+    }
+    expect(ws.framesOf('SEND').length).toBe(MAX_RATE_LIMITED_RETRIES + 1);
+    expect(client.getRoom(1)!.pending[0]).toMatchObject({ status: 'failed', error: { code: 'RATE_LIMITED' } });
+  });
+
+  it('enters a room again after a RATE_LIMITED SUBSCRIBE, once retryAfterMs has passed', async () => {
+    client.start();
+    last().open();
+    await client.openRoom(1);
+    const ws = last();
+    ws.push({ type: 'ERROR', code: 'RATE_LIMITED', message: 'too many subscribe frames', ref: ws.lastOf('SUBSCRIBE').ref, retryAfterMs: 500 });
+    expect(client.getRoom(1)!.error).toMatchObject({ code: 'RATE_LIMITED' });
+    timers.advance(499);
+    expect(ws.framesOf('SUBSCRIBE').length).toBe(1);
+    timers.advance(1);
+    const sub = ws.lastOf('SUBSCRIBE');
+    expect(ws.framesOf('SUBSCRIBE').length).toBe(2);
+    ws.push({ type: 'SUBSCRIBED', ref: sub.ref, destination: sub.destination, lastSeq: null });
+    expect(client.getRoom(1)!.error).toBeNull();
   });
 
   it('rejects empty and over-long text', async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import protocolDoc from '../../docs/protocol.md?raw';
 import { describeError, translate, type MessageKey } from '../src/i18n';
 import { parseRoute } from '../src/router';
 import { makeSession } from '../src/session';
@@ -47,6 +48,17 @@ describe('error codes', () => {
     expect(describeError(t('en'), err)).toMatch(/^the text is not allowed/);
     expect(describeError(t('ko'), err)).toMatch(/^보낼 수 없는 내용입니다/);
     expect(describeError(t('ko'), { code: 'UNAVAILABLE', message: 'kafka down' })).toMatch(/다시 시도하세요$/);
+  });
+
+  it('cover every ERROR code of docs/protocol.md in both languages', () => {
+    const section = protocolDoc.slice(protocolDoc.indexOf('### Errors'), protocolDoc.indexOf('After an `ERROR`'));
+    const codes = [...section.matchAll(/`([A-Z][A-Z_]+)`/g)].map((m) => m[1]).filter((c) => !['SEND', 'SUBSCRIBE'].includes(c)); // frame names in the text
+    expect(codes).toContain('TOO_MANY_ROOMS');
+    for (const code of codes) {
+      for (const lang of ['en', 'ko'] as const) {
+        expect(describeError(t(lang), { code, message: 'the server reason' }), `${code} in ${lang}`).not.toBe('the server reason');
+      }
+    }
   });
 
   it('unknown codes keep the server reason', () => {

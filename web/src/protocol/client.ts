@@ -437,10 +437,10 @@ export class ChatClient {
     if (frame.ref) this.refs.delete(frame.ref);
     const err = { code: frame.code, message: frame.message };
     if (info?.kind === 'send') {
-      this.sends.refused(info, err);
+      this.sends.refused(info, err, frame.retryAfterMs);
       return;
     }
-    if (info?.kind === 'subscribe' && info.roomId !== null && this.history.subscribeFailed(info.roomId, err)) return;
+    if (info?.kind === 'subscribe' && info.roomId !== null && this.history.subscribeFailed(info.roomId, err, frame.retryAfterMs)) return;
     this.emit('error', { ...err, ref: frame.ref });
   }
 }

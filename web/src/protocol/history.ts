@@ -9,7 +9,7 @@ import { addHistoryPage, newRoomState, type RoomState } from './roomState';
 import { MessageList } from './roomStore';
 import type { Timers } from './transport';
 import type { ChatMessage, ServerFrame } from './types';
-import { parseRoomTopic } from './types';
+import { parseRoomTopic, retryDelayMs } from './types';
 
 export interface HistoryApi {
   /** REST history: newest first, at most `limit`, only seq < before when before is given. */
@@ -127,15 +127,17 @@ export class RoomHistory {
     return room;
   }
 
-  /** ERROR to a room's SUBSCRIBE: shown on the room, and retried when retrying can help.
-   * False when the room is no longer open (the error belongs to no room). */
-  subscribeFailed(roomId: number, err: { code: string; message: string }): boolean {
+  /** ERROR to a room's SUBSCRIBE: shown on the room, and retried when retrying can help
+   * (RATE_LIMITED after the server's `retryAfterMs`). False when the room is no longer open
+   * (the error belongs to no room). */
+  subscribeFailed(roomId: number, err: { code: string; message: string }, retryAfterMs?: number): boolean {
     const room = this.host.rooms.get(roomId);
     if (!room) return false;
     room.error = err;
     room.subscribedGen = null;
     this.host.changed(room);
-    if (err.code === 'UNAVAILABLE') this.resubscribeLater(room);
+    if (err.code === 'UNAVAILABLE') this.resubscribeLater(room, RESUBSCRIBE_AFTER_UNAVAILABLE_MS);
+    if (err.code === 'RATE_LIMITED') this.resubscribeLater(room, retryDelayMs(retryAfterMs));
     if (err.code === 'REPLAY_TOO_LONG') this.reloadLatest(room);
     return true;
   }
@@ -159,10 +161,10 @@ export class RoomHistory {
   }
 
   /** The server could not replay what we miss yet (a dependency down or catching up): ask again. */
-  private resubscribeLater(room: RoomState): void {
+  private resubscribeLater(room: RoomState, delayMs: number): void {
     this.timers.setTimeout(() => {
       if (this.host.rooms.get(room.roomId) === room && room.subscribedGen === null) this.subscribe(room);
-    }, RESUBSCRIBE_AFTER_UNAVAILABLE_MS);
+    }, delayMs);
   }
 
   /**

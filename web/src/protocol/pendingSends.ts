@@ -1,12 +1,17 @@
 /**
  * Pending sends: each message is pending until its ACK (or its own ROOM_MESSAGE), failed after an
  * ERROR or a timeout, retried with the same clientMsgId. A SEND waits for its room's subscription
- * on the current connection; what is pending across a reconnect goes again after the resume.
+ * on the current connection; what is pending across a reconnect goes again after the resume. A
+ * SEND refused RATE_LIMITED stays pending and goes again after the server's `retryAfterMs`, a few
+ * times in a row at most: the server stored nothing, and a fast typist should not lose a message.
  */
 import type { PendingMessage, RoomState } from './roomState';
 import { SendTracker } from './sendTracker';
 import type { Timers } from './transport';
-import { MAX_TEXT, type ServerFrame } from './types';
+import { MAX_TEXT, retryDelayMs, type ServerFrame } from './types';
+
+/** RATE_LIMITED answers in a row after which a message is failed and left to the user. */
+export const MAX_RATE_LIMITED_RETRIES = 5;
 
 /** Length in code points, as the server counts it. */
 export function textLength(text: string): number {
@@ -33,6 +38,8 @@ export class PendingSends {
   private readonly tracker: SendTracker;
   /** messages whose NOT_SUBSCRIBED already made us re-enter the room once */
   private readonly resubscribed = new Set<string>();
+  /** RATE_LIMITED answers each message has had since it was last sent by the user */
+  private readonly rateLimited = new Map<string, number>();
 
   constructor(
     private readonly host: SendHost,
@@ -75,6 +82,7 @@ export class PendingSends {
     for (const room of this.host.rooms()) {
       if (room.pending.delete(clientMsgId)) {
         this.tracker.forget(clientMsgId);
+        this.rateLimited.delete(clientMsgId);
         this.host.changed(room);
         return;
       }
@@ -88,7 +96,10 @@ export class PendingSends {
 
   /** The room is closed: its sends are given up. */
   forgetRoom(room: RoomState): void {
-    for (const p of room.pending.keys()) this.tracker.forget(p);
+    for (const p of room.pending.keys()) {
+      this.tracker.forget(p);
+      this.rateLimited.delete(p);
+    }
   }
 
   /** The connection dropped: nothing is in flight any more. */
@@ -116,8 +127,10 @@ export class PendingSends {
     this.host.changed(room);
   }
 
-  /** ERROR to a SEND: NOT_SUBSCRIBED re-enters the room once (the message stays pending), anything else fails it. */
-  refused(sent: { clientMsgId: string; roomId: number }, err: { code: string; message: string }): void {
+  /** ERROR to a SEND: NOT_SUBSCRIBED re-enters the room once and RATE_LIMITED waits and sends again
+   * (the message stays pending); anything else fails it. */
+  refused(sent: { clientMsgId: string; roomId: number }, err: { code: string; message: string }, retryAfterMs?: number): void {
+    if (err.code === 'RATE_LIMITED' && this.sendLater(sent, retryAfterMs)) return;
     if (err.code === 'NOT_SUBSCRIBED') {
       const room = this.host.room(sent.roomId);
       if (room) {
@@ -131,6 +144,22 @@ export class PendingSends {
       }
     }
     this.fail(sent.roomId, sent.clientMsgId, err);
+  }
+
+  /** Send a rate-limited message again after the hint; false when it has waited often enough. */
+  private sendLater(sent: { clientMsgId: string; roomId: number }, retryAfterMs: number | undefined): boolean {
+    const times = (this.rateLimited.get(sent.clientMsgId) ?? 0) + 1;
+    if (times > MAX_RATE_LIMITED_RETRIES) return false;
+    const p = this.host.room(sent.roomId)?.pending.get(sent.clientMsgId);
+    if (!p || p.status !== 'pending') return true;
+    this.rateLimited.set(sent.clientMsgId, times);
+    this.tracker.forget(sent.clientMsgId); // no TIMEOUT while it waits; the resend starts a new one
+    this.timers.setTimeout(() => {
+      const room = this.host.room(sent.roomId);
+      const waiting = room?.pending.get(sent.clientMsgId);
+      if (room && waiting) this.transmit(room, waiting);
+    }, retryDelayMs(retryAfterMs));
+    return true;
   }
 
   private transmit(room: RoomState, p: PendingMessage): void {
@@ -147,12 +176,14 @@ export class PendingSends {
     const p = room?.pending.get(clientMsgId);
     if (!room || !p) return;
     this.tracker.forget(clientMsgId);
+    this.rateLimited.delete(clientMsgId);
     room.pending.set(clientMsgId, { ...p, status: 'failed', error });
     this.host.changed(room);
   }
 
   private settle(room: RoomState, clientMsgId: string): void {
     this.tracker.forget(clientMsgId);
+    this.rateLimited.delete(clientMsgId);
     room.pending.delete(clientMsgId);
   }
 }

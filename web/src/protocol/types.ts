@@ -36,10 +36,18 @@ export type ServerFrame =
   | { type: 'ACK'; ref?: string; clientMsgId: string | null; id: string; roomId: number; seq: number }
   | { type: 'SUBSCRIBED'; ref?: string; destination: string; lastSeq: number | null }
   | { type: 'UNSUBSCRIBED'; ref?: string; destination: string }
-  | { type: 'ERROR'; code: string; message: string; ref?: string }
+  // retryAfterMs: only on RATE_LIMITED, when the refused frame may be sent again
+  | { type: 'ERROR'; code: string; message: string; ref?: string; retryAfterMs?: number }
   | { type: 'PONG'; ref?: string }
   | { type: 'READ_POSITION'; roomId: number; lastReadSeq: number }
   | { type: 'TYPING'; roomId: number; userId: string };
+
+/** How long to wait before sending a RATE_LIMITED frame again: the server's hint, kept within
+ * 0.1-10 s so that a missing or absurd hint neither hammers the node nor stalls the client. */
+export function retryDelayMs(retryAfterMs: number | undefined): number {
+  if (typeof retryAfterMs !== 'number' || !Number.isFinite(retryAfterMs)) return 1000;
+  return Math.min(10_000, Math.max(100, retryAfterMs));
+}
 
 export type ClientFrame =
   | { type: 'SUBSCRIBE'; destination: string; since?: number; ref?: string }
