@@ -73,11 +73,19 @@ need_bin() {  # need_bin NAME [hint]
 
 pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
 
-# pid_matches PID SUBSTRING: the process exists and its command line contains SUBSTRING
+cmdline_of() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null || true; }
+
+# pid_matches PID SUBSTRING: the process exists and its command line contains SUBSTRING.
+# A live process's command line reads empty while it rewrites its title (Redis and Sentinel do,
+# once, at startup), so an empty one is read again before the answer is no; a zombie's stays empty.
 pid_matches() {
-  local pid="$1" needle="$2" cmd
-  pid_alive "$pid" || return 1
-  cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)"
+  local pid="$1" needle="$2" cmd=""
+  for _ in 1 2 3 4 5; do
+    pid_alive "$pid" || return 1
+    cmd="$(cmdline_of "$pid")"
+    [[ -n "$cmd" ]] && break
+    sleep 0.05
+  done
   [[ "$cmd" == *"$needle"* ]]
 }
 
