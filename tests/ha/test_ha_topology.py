@@ -98,8 +98,8 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
                 log.info("sign-up succeeded %.1f s after the kill", trio.current_time() - killed_at)
             # /readyz answers 200 only when PostgreSQL and Redis answer: both nodes found the new
             # primaries without a restart.
-            for url in urls:
-                await _ready_again(url)
+            for node in ha_cluster.nodes:
+                await _ready_again(node.internal_url)
             log.info("both nodes ready %.1f s after the kill", trio.current_time() - killed_at)
             await trio.to_thread.run_sync(lambda member=member: ha("start", member, timeout=MEMBER_START_TIMEOUT))
 
@@ -115,7 +115,8 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
         assert not missing, (
             f"ACKed but not delivered to the other node: {missing}; the watcher reconnected"
             f" {watcher.reconnects} times and holds {len(watcher.received)} messages;"
-            f" its node's metrics: {await _fanout_metrics(urls[1])}; the sender's: {await _fanout_metrics(urls[0])}"
+            f" its node's metrics: {await _fanout_metrics(ha_cluster.nodes[1].internal_url)};"
+            f" the sender's: {await _fanout_metrics(ha_cluster.nodes[0].internal_url)}"
         )
         assert len(delivered) == len(set(delivered)), "a message was delivered twice"
         await sender.aclose()
@@ -132,17 +133,17 @@ async def test_chat_survives_the_primaries_dying_in_turn(ha_env, ha_cluster):
     assert await trio.to_thread.run_sync(_psql, ha_env, f"SELECT name FROM rooms WHERE id = {room['id']}") == [prefix]
 
 
-async def _fanout_metrics(url: str) -> list[str]:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def _fanout_metrics(internal_url: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=internal_url, timeout=10) as http:
         text = (await http.get("/metrics")).text
     return [line for line in text.splitlines() if line.startswith("chattrio_") and "_bucket" not in line]
 
 
-async def _ready_again(url: str) -> None:
+async def _ready_again(internal_url: str) -> None:
     with trio.fail_after(ACK_TIMEOUT):
         while True:
             try:
-                async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                async with httpx.AsyncClient(base_url=internal_url, timeout=10) as http:
                     if (await http.get("/readyz")).status_code == 200:
                         return
             except httpx.HTTPError:
