@@ -9,7 +9,7 @@ presence and the outbox lock working again within 15 s of Sentinel's failover. T
 (a 3 s pause before a restart, 12 s of SIGSTOP, CHAT_TAIL s of chat after the fault ends and
 LOSS_GRACE for late answers); the verdict is the same.
 
-Runs only with CHATTRIO_HA_TESTS=1, which scripts/test.sh (`make test`) sets for this file unless
+Runs only with CHATTRIO_HA_TESTS=1, which scripts/test.sh (`make test`) sets for tests/ha unless
 CHAOS_TESTS=0.
 """
 

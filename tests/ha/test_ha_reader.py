@@ -49,7 +49,9 @@ async def test_the_reader_follows_a_partition_leader_that_dies(ha_env):
                             break
                         except kafka.KafkaUnavailable:
                             continue
-                assert await _texts(reader, 1) == ["after"]
+                # A produce refused while the leader moved may have been written all the same, so
+                # "after" can come twice (the fan-out drops the copy by its message id).
+                assert set(await _texts(reader, 1)) == {"after"}
                 assert kafka_leader(settings.kafka_bootstrap, settings.messages_topic, partition) != leader
             finally:
                 with trio.CancelScope(shield=True):  # the next tests need all three brokers
