@@ -56,6 +56,7 @@ REQUEST_TIMEOUT = 30.0  # an idle keep-alive connection, or a slow request, is c
 HANDSHAKE_TIMEOUT = 10.0
 # A WebSocket opened without a token must send its AUTH frame first, within this.
 AUTH_TIMEOUT = 10.0
+NO_AUTH_REASON = f"no AUTH frame within {AUTH_TIMEOUT:g} s"
 # A refused connection (the plain-HTTP cap, a bad request head) gets this long to take its answer.
 REFUSAL_TIMEOUT = 1.0
 # The test-only echo route (CHATTRIO_TEST_ECHO, tests/transport/test_autobahn.py): the Autobahn TestSuite sends
@@ -373,12 +374,7 @@ class HttpServer:
             self._open_session(session)
         else:
             self._awaiting_auth.add(session)
-            self._deadlines.watch(
-                session,
-                trio.current_time() + AUTH_TIMEOUT,
-                CLOSE_POLICY_VIOLATION,
-                f"no AUTH frame within {AUTH_TIMEOUT:g} s",
-            )
+            self._deadlines.watch(session, trio.current_time() + AUTH_TIMEOUT, CLOSE_POLICY_VIOLATION, NO_AUTH_REASON)
         return session, FrameReader(self._settings.max_frame_bytes), self._on_message
 
     def _end_websocket(self, session: Session) -> None:

@@ -3,6 +3,9 @@ AUTH came in time (mock clock)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
 
@@ -12,15 +15,23 @@ from chattrio.transport.sessions import Session
 from chattrio.transport.websocket import CLOSE_POLICY_VIOLATION, CLOSE_TOKEN_EXPIRED
 
 
+@asynccontextmanager
+async def _running_deadlines() -> AsyncIterator[SessionDeadlines]:
+    """SessionDeadlines with its task running until the block ends."""
+    deadlines = SessionDeadlines()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deadlines.run)
+        yield deadlines
+        nursery.cancel_scope.cancel()
+
+
 def _closed_for_expiry(session: Session) -> bool:
     return session.closing and session.close_code == CLOSE_TOKEN_EXPIRED
 
 
 async def test_a_session_is_closed_when_its_token_expires_and_not_before(autojump_clock):
-    expiry = SessionDeadlines()
     early, late = Session("alice", 1 << 20), Session("bob", 1 << 20)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(expiry.run)
+    async with _running_deadlines() as expiry:
         await trio.testing.wait_all_tasks_blocked()
         expiry.watch(late, trio.current_time() + 20)
         expiry.watch(early, trio.current_time() + 10)  # earlier than the task's wait: it wakes sooner
@@ -30,15 +41,12 @@ async def test_a_session_is_closed_when_its_token_expires_and_not_before(autojum
         assert _closed_for_expiry(early) and not late.closing
         await trio.sleep(10)
         assert _closed_for_expiry(late)
-        nursery.cancel_scope.cancel()
     assert early._pending[-1].endswith(EXPIRED_REASON.encode())
 
 
 async def test_a_forgotten_session_is_left_alone_and_a_moved_deadline_counts(autojump_clock):
-    expiry = SessionDeadlines()
     gone, renewed = Session("alice", 1 << 20), Session("bob", 1 << 20)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(expiry.run)
+    async with _running_deadlines() as expiry:
         now = trio.current_time()
         expiry.watch(gone, now + 5)
         expiry.watch(renewed, now + 5)
@@ -49,14 +57,11 @@ async def test_a_forgotten_session_is_left_alone_and_a_moved_deadline_counts(aut
         await trio.sleep(2)
         assert _closed_for_expiry(renewed)
         assert not gone.closing
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_auth_deadline_closes_with_its_own_reason_unless_auth_moved_it(autojump_clock):
-    expiry = SessionDeadlines()
     silent, authenticated = Session("", 1 << 20), Session("", 1 << 20)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(expiry.run)
+    async with _running_deadlines() as expiry:
         now = trio.current_time()
         for session in (silent, authenticated):
             expiry.watch(session, now + 10, CLOSE_POLICY_VIOLATION, "no AUTH frame within 10 s")
@@ -67,7 +72,6 @@ async def test_an_auth_deadline_closes_with_its_own_reason_unless_auth_moved_it(
         assert not authenticated.closing
         await trio.sleep(3600)
         assert _closed_for_expiry(authenticated)
-        nursery.cancel_scope.cancel()
 
 
 def test_the_entries_of_ended_sessions_do_not_pile_up(monkeypatch):
