@@ -15,6 +15,7 @@ broker's long poll never holds up a busy one.
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -125,10 +126,16 @@ class _Cursor:
 
 
 class _BrokerLink:
-    """One connection to a broker, used for one request at a time."""
+    """One connection to a broker, used for one request at a time.
 
-    def __init__(self, stream: trio.SocketStream, client_id: str) -> None:
-        self._stream = stream
+    It drives a plain non-blocking socket with `wait_readable`/`wait_writable` rather than a
+    SocketStream: a stream's `send_all` and `receive_some` each add a pass through Trio's
+    scheduler, which cost more per fetch cycle than the cycle's own work
+    (docs/decisions/kafka-fetch-cost.md).
+    """
+
+    def __init__(self, sock: socket.socket, client_id: str) -> None:
+        self._sock = sock
         self._client_id = _string(client_id)
         self._correlation = 0
         self._buffer = bytearray()
@@ -137,9 +144,12 @@ class _BrokerLink:
     async def connect(cls, address: tuple[str, int], client_id: str) -> _BrokerLink:
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
-                return cls(await trio.open_tcp_stream(*address), client_id)
+                stream = await trio.open_tcp_stream(*address)
         except (OSError, trio.TooSlowError) as exc:
             raise KafkaUnavailable(f"Kafka broker {address[0]}:{address[1]} unreachable: {exc!r}") from exc
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        return cls(sock, client_id)
 
     async def request(self, api_key: int, version: int, body: bytes, timeout: float) -> _Cursor:
         """Send a request; the response's fields follow its correlation id."""
@@ -147,7 +157,7 @@ class _BrokerLink:
         header = _HEADER.pack(api_key, version, self._correlation) + self._client_id
         try:
             with trio.fail_after(timeout):
-                await self._stream.send_all(_I32.pack(len(header) + len(body)) + header + body)
+                await self._send_all(_I32.pack(len(header) + len(body)) + header + body)
                 response = await self._receive()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
             raise KafkaUnavailable(f"Kafka request {api_key} failed: {exc!r}") from exc
@@ -155,6 +165,14 @@ class _BrokerLink:
         if cursor.int32() != self._correlation:
             raise KafkaUnavailable("Kafka answered another request than the one sent")
         return cursor
+
+    async def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
 
     async def _receive(self) -> bytes:
         buffer = self._buffer
@@ -168,13 +186,20 @@ class _BrokerLink:
         return response
 
     async def _fill(self) -> None:
-        data = await self._stream.receive_some(READ_SIZE)
+        # The answer is seldom there yet: wait before reading rather than fail a read first.
+        await trio.lowlevel.wait_readable(self._sock)
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
         if not data:
             raise trio.BrokenResourceError("the broker closed the connection")
         self._buffer += data
 
     async def aclose(self) -> None:
-        await trio.aclose_forcefully(self._stream)
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+        await trio.lowlevel.checkpoint()
 
 
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:
@@ -267,12 +292,20 @@ class PartitionReader:
         if self._out_of_range:
             await self._reset_out_of_range()
         wait_ms = int(min(timeout * 1000, FETCH_LONG_POLL_MS))
-        for broker, partitions in self._by_leader().items():
+        leaders = self._by_leader()
+        batch = ReadBatch([], [], {})
+        if len(leaders) == 1 and not self._in_flight:
+            # One broker leads every partition: fetch in this task. A task and a channel per
+            # fetch cost more CPU than the fetch itself (docs/decisions/kafka-fetch-cost.md).
+            ((broker, partitions),) = leaders.items()
+            request = self._fetch_request(partitions, wait_ms)
+            self._take((broker, self._generation, await self._request_fetch(broker, request, wait_ms)), batch)
+            return batch
+        for broker, partitions in leaders.items():
             if broker not in self._in_flight:
                 self._in_flight.add(broker)
                 request = self._fetch_request(partitions, wait_ms)
                 self._nursery.start_soon(self._fetch_from, broker, request, wait_ms, self._generation)
-        batch = ReadBatch([], [], {})
         if not self._in_flight:  # no partition has a leader right now
             await trio.sleep(timeout)
             return batch
@@ -306,15 +339,20 @@ class PartitionReader:
         return b"".join(parts)
 
     async def _fetch_from(self, broker: int, request: bytes, wait_ms: int, generation: int) -> None:
+        await self._send_response.send((broker, generation, await self._request_fetch(broker, request, wait_ms)))
+
+    async def _request_fetch(self, broker: int, request: bytes, wait_ms: int) -> _Cursor | None:
         """Fetch from one broker; a broker that died answers None, so the next fetch asks for new
         metadata and reads its partitions from the leaders the cluster elects in its place."""
         try:
             link = await self._link(broker)
             try:
                 response = await link.request(_FETCH, FETCH_VERSION, request, wait_ms / 1000 + RESPONSE_TIMEOUT)
-            except KafkaUnavailable:
+            except BaseException:
+                # Cancelled or failed mid-request, the link may still owe an answer: never reuse it.
                 self._links.pop(broker, None)
-                await link.aclose()
+                with trio.CancelScope(shield=True):
+                    await link.aclose()
                 raise
         except KafkaUnavailable as exc:
             if broker not in self._unreachable:
@@ -324,10 +362,9 @@ class PartitionReader:
                 )
             self._unreachable.add(broker)
             self._metadata_stale = True
-            await self._send_response.send((broker, generation, None))
-            return
+            return None
         self._unreachable.discard(broker)
-        await self._send_response.send((broker, generation, response))
+        return response
 
     async def _link(self, broker: int) -> _BrokerLink:
         link = self._links.get(broker)

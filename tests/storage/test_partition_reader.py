@@ -95,6 +95,26 @@ async def test_a_record_ends_the_long_poll_at_once(kafka_settings, monkeypatch):
     assert [m.text for _, m in received[0].messages] == ["hello"]
 
 
+async def test_a_fetch_cancelled_while_the_broker_holds_it_leaves_no_answer_behind(kafka_settings, monkeypatch, caplog):
+    """The broker still answers a fetch whose caller was cancelled: the next fetch must not take
+    that answer for its own."""
+    monkeypatch.setattr(partition_reader, "FETCH_LONG_POLL_MS", LONG_POLL_MS)
+    async with open_partition_reader(kafka_settings) as reader, kafka.open_chat_producer(kafka_settings) as producer:
+        await reader.assign_all({})
+        await producer.produce(_record(2, "warm-up"))
+        await _fetch_texts(reader, 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.fetch, LONG_POLL_MS / 1000)
+            await trio.testing.wait_all_tasks_blocked()  # the request is sent: the fetch waits at the broker
+            nursery.cancel_scope.cancel()
+        await producer.produce(_record(2, "after"))  # ends the cancelled fetch's long poll at the broker
+        with caplog.at_level(logging.WARNING, logger="chattrio.storage.partition_reader"):
+            with trio.fail_after(LONG_POLL_MS / 1000 / 2):  # a hang guard: "after" is there already
+                batch = await reader.fetch(LONG_POLL_MS / 1000)
+    assert [m.text for _, m in batch.messages] == ["after"]
+    assert "fan-out fetch failed" not in caplog.text
+
+
 async def test_known_positions_are_kept_and_new_partitions_are_read_from_their_beginning(kafka_settings):
     positions: dict[tuple[str, int], int] = {}
     async with open_partition_reader(kafka_settings) as reader:
