@@ -129,9 +129,9 @@ class _BrokerLink:
     """One connection to a broker, used for one request at a time.
 
     It drives a plain non-blocking socket with `wait_readable`/`wait_writable` rather than a
-    SocketStream: a stream's `send_all` and `receive_some` each add a pass through Trio's
-    scheduler, which cost more per fetch cycle than the cycle's own work
-    (docs/decisions/kafka-fetch-cost.md).
+    SocketStream, whose `send_all` takes an extra pass through Trio's scheduler and whose
+    `receive_some` fails a read before it waits: on a fetch cycle such steps cost more CPU than
+    the cycle's own work (docs/decisions/kafka-fetch-cost.md).
     """
 
     def __init__(self, sock: socket.socket, client_id: str) -> None:
