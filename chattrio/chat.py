@@ -110,6 +110,8 @@ class ChatService:
         # same delivery instead of producing again. At most MAX_SENDS_IN_FLIGHT per session.
         self._in_flight: dict[str, PendingSend] = {}
         self._send_slots: dict[Session, trio.Semaphore] = {}
+        # Partitions storage holds up to where this node's fan-out started them.
+        self._partitions_stored_to_start: set[int] = set()
         self._received = metrics.counter("chattrio_messages_received_total", "SEND frames accepted")
         self._errors = metrics.counter("chattrio_frame_errors_total", "ERROR frames sent, by code", ["code"])
         self._produce_latency = metrics.histogram(
@@ -241,7 +243,7 @@ class ChatService:
         if last is None:
             # Storage can be ahead of this node's fan-out; what the fan-out has not passed yet
             # still comes live, so lastSeq must not claim it.
-            stored = await self._stored_last_seq(room_id)
+            stored = await self._newest_stored_seq(room_id)
             passed = self._room_log.passed(room_id)
             last = stored if stored is None or passed is None else min(stored, passed)
         candidates = [s for s in (last, sent_up_to) if s is not None]
@@ -342,6 +344,39 @@ class ChatService:
         except CacheUnavailable:
             pass
         return await self._db.messages_after(room_id, since, RESUME_PAGE, RESUME_PAGE_TEXT_BYTES)
+
+    async def _newest_stored_seq(self, room_id: int) -> int | None:
+        """The newest stored seq of a room the room log holds nothing of. A room the fan-out has
+        read nothing of is asked of the database once storage holds its partition up to where the
+        fan-out started, and remembered: a burst of sessions entering quiet rooms asks storage
+        once per room, not once per session."""
+        known, last = self._room_log.quiet_last_seq(room_id)
+        if known:
+            return last
+        quiet_from = self._room_log.quiet_start(room_id)
+        if quiet_from is None or not await self._stored_before_start(*quiet_from):
+            return await self._stored_last_seq(room_id)
+        try:
+            last = await self._db.last_seq(room_id)
+        except DatabaseUnavailable:
+            return await self._stored_last_seq(room_id)
+        self._room_log.remember_quiet(room_id, last)
+        return last
+
+    async def _stored_before_start(self, partition: int, start: int) -> bool:
+        """Whether storage holds every record of the partition before the fan-out's start
+        (remembered once true: storage only moves on)."""
+        if partition in self._partitions_stored_to_start:
+            return True
+        if start > 0:
+            try:
+                stored = await self._db.stored_offset(self._settings.messages_topic, partition)
+            except DatabaseUnavailable:
+                return False
+            if stored is None or stored < start:
+                return False
+        self._partitions_stored_to_start.add(partition)
+        return True
 
     async def _stored_last_seq(self, room_id: int) -> int | None:
         try:

@@ -5,7 +5,9 @@ It holds the newest RECENT_PER_ROOM messages of the ROOMS_REMEMBERED most recent
 the ids of recent messages and events (a retried send or a re-published event is recognised),
 and where the fan-out started each partition, so that it can tell which older messages only
 storage has. Of rooms it no longer holds it remembers what they dropped, for FORGOTTEN_REMEMBERED
-rooms one by one and beyond that as one offset per partition.
+rooms one by one and beyond that as one offset per partition. Of QUIET_ROOMS_REMEMBERED rooms it
+has read nothing of, it remembers the newest stored seq, so that sessions entering a quiet room
+ask storage once per room and node.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ RECENT_PER_ROOM = 256
 ROOMS_REMEMBERED = 2_000
 IDS_REMEMBERED = 200_000
 FORGOTTEN_REMEMBERED = 100_000
+QUIET_ROOMS_REMEMBERED = 100_000
 
 
 class _RoomTail:
@@ -67,9 +70,15 @@ class RoomLog:
         # message's offset, so storage that stored the partition past it has every room's dropped
         # messages up to there.
         self._dropped_floor: dict[int, int] = {}
+        # Rooms of which the fan-out has read nothing -> their newest seq (None: no message), as
+        # storage held it up to the fan-out's start: final until the fan-out reads one of them.
+        self._quiet: OrderedDict[int, int | None] = OrderedDict()
 
     def note_start(self, partition: int, offset: int) -> None:
-        self._start_offsets.setdefault(partition, offset)
+        if partition not in self._start_offsets:
+            self._start_offsets[partition] = offset
+            # A new partition moves rooms to other partitions: their quiet seqs may be stale.
+            self._quiet.clear()
 
     def seen(self, message_id: str) -> int | None:
         """The seq of a message already delivered, by id."""
@@ -89,6 +98,7 @@ class RoomLog:
             may_have_dropped = forgotten is not None or partition in self._dropped_floor
             complete_from = message.seq if may_have_dropped else self._start_offsets.get(partition, message.seq)
             tail = self._tails[message.room_id] = _RoomTail(complete_from, dropped, partition)
+            self._quiet.pop(message.room_id, None)
             if len(self._tails) > ROOMS_REMEMBERED:
                 self._forget_oldest_tail()
         else:
@@ -159,6 +169,34 @@ class RoomLog:
         partition = self._partition_of(room_id)
         start = None if partition is None else self._start_offsets.get(partition)
         return None if partition is None or start is None else (partition, start)
+
+    def quiet_start(self, room_id: int) -> tuple[int, int] | None:
+        """(partition, offset) where this node's fan-out started reading the room's partition,
+        when it has read no message of the room since: every message of the room so far precedes
+        that offset. None when it may have read one, or before the partitions are assigned."""
+        if room_id in self._tails or room_id in self._forgotten:
+            return None
+        start = self.partition_start(room_id)
+        return None if start is None or start[0] in self._dropped_floor else start
+
+    def quiet_last_seq(self, room_id: int) -> tuple[bool, int | None]:
+        """(True, newest seq) for a room remembered by `remember_quiet`; (False, None) otherwise."""
+        if room_id not in self._quiet:
+            return False, None
+        self._quiet.move_to_end(room_id)
+        return True, self._quiet[room_id]
+
+    def remember_quiet(self, room_id: int, last_seq: int | None) -> None:
+        """Remember the newest seq of a quiet room, read from storage once it held the room's
+        partition up to `quiet_start`. Ignored when the room is no longer quiet, or when the seq
+        is past that start (storage holds a message the fan-out has not read yet)."""
+        start = self.quiet_start(room_id)
+        if start is None or (last_seq is not None and last_seq >= start[1]):
+            return
+        self._quiet[room_id] = last_seq
+        self._quiet.move_to_end(room_id)
+        if len(self._quiet) > QUIET_ROOMS_REMEMBERED:
+            self._quiet.popitem(last=False)
 
     def _partition_of(self, room_id: int) -> int | None:
         """The room's partition of the messages topic; None before the partitions are assigned."""

@@ -98,6 +98,26 @@ async def test_last_seq_is_the_rooms_not_the_clients_since(cluster):
             assert client.messages(room["id"]) == []
 
 
+async def test_a_node_started_after_a_rooms_messages_were_stored_claims_them_in_last_seq(make_cluster):
+    """The room is quiet for the restarted node's fan-out: lastSeq comes from storage."""
+    cluster = await make_cluster(1, leave_grace_seconds=600)  # no "left" during the test
+    url = cluster.urls[0]
+    owner, room = await _room(url)
+    async with connect(url, owner) as sender:
+        assert (await sender.subscribe(room["id"]))["type"] == "SUBSCRIBED"
+        await sender.wait_until(lambda: sender.messages(room["id"], kind="join") != [])
+        seqs = await _send_many(sender, room["id"], ["one", "two", "three"])
+    await _wait_stored(url, room["id"], seqs[-1])
+    node = cluster.nodes[0]
+    node.terminate()
+    node.start()
+    await trio.to_thread.run_sync(node.wait_ready)
+    async with connect(url, _user()) as client:
+        reply = await client.subscribe(room["id"], ref="quiet")
+        assert reply["type"] == "SUBSCRIBED" and reply["lastSeq"] == seqs[-1]
+        assert client.messages(room["id"]) == []
+
+
 async def test_a_replay_larger_than_the_send_buffer_arrives_whole(cluster):
     owner, room = await _room(cluster.urls[0])
     text = "€" * 4000  # 12 kB a frame: 300 of them are over three times the 1 MiB send buffer

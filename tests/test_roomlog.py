@@ -223,3 +223,65 @@ def test_past_the_rooms_it_remembers_one_by_one_a_partition_floor_keeps_resumes_
     _record(log, first, 13)  # back: its tail starts at 13 and does not claim what came before
     assert log.after(first, 9) == [(13, b"frame-%d-13" % first)]
     assert log.covers(first, 9) is False and log.covers(first, 12) is True
+
+
+def _quiet_log(start: int = 50) -> tuple[RoomLog, int]:
+    """A log whose fan-out started every partition at `start`, and a room of PARTITION."""
+    from chattrio.storage.kafka import partition_of
+
+    log = RoomLog("t.messages")
+    log.positions.update({("t.messages", p): start for p in range(4)})
+    for p in range(4):
+        log.note_start(p, start)
+    room = next(r for r in range(1, 100) if partition_of(r, 4) == PARTITION)
+    return log, room
+
+
+def test_a_quiet_rooms_newest_seq_is_remembered_until_the_fan_out_reads_one_of_its_messages():
+    log, room = _quiet_log()
+    assert log.quiet_start(room) == (PARTITION, 50)
+    assert log.quiet_last_seq(room) == (False, None)
+    log.remember_quiet(room, 42)
+    assert log.quiet_last_seq(room) == (True, 42)
+    _record(log, room, 55)
+    assert log.quiet_start(room) is None
+    assert log.quiet_last_seq(room) == (False, None)
+    log.remember_quiet(room, 42)  # a lookup that began before the message came in
+    assert log.quiet_last_seq(room) == (False, None)
+
+
+def test_an_empty_quiet_room_is_remembered_as_empty():
+    log, room = _quiet_log()
+    log.remember_quiet(room, None)
+    assert log.quiet_last_seq(room) == (True, None)
+
+
+def test_a_seq_at_or_past_the_fan_outs_start_is_not_remembered_as_quiet():
+    log, room = _quiet_log(start=50)
+    log.remember_quiet(room, 50)  # stored, but not read by this fan-out yet
+    assert log.quiet_last_seq(room) == (False, None)
+
+
+def test_a_new_partition_forgets_the_quiet_rooms():
+    log, room = _quiet_log()
+    log.remember_quiet(room, 42)
+    log.positions[("t.messages", 4)] = 0
+    log.note_start(4, 0)  # rooms now map to other partitions
+    assert log.quiet_last_seq(room) == (False, None)
+
+
+def test_a_room_forgotten_by_the_log_is_not_quiet(monkeypatch):
+    monkeypatch.setattr(roomlog, "ROOMS_REMEMBERED", 1)
+    log, room = _quiet_log()
+    _record(log, room, 60)
+    _record(log, room + 1, 61)  # another room pushes the first out of the log
+    assert log.last_seq(room) is None
+    assert log.quiet_start(room) is None
+
+
+def test_quiet_rooms_are_remembered_up_to_a_bound(monkeypatch):
+    monkeypatch.setattr(roomlog, "QUIET_ROOMS_REMEMBERED", 2)
+    log, _ = _quiet_log()
+    for room in (1, 2, 3):
+        log.remember_quiet(room, room)
+    assert [log.quiet_last_seq(room)[0] for room in (1, 2, 3)] == [False, True, True]

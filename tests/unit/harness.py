@@ -84,7 +84,7 @@ class Shared:
 class CoreNode:
     """One node's core (chat, fan-out, presence) on the shared in-memory services."""
 
-    def __init__(self, shared: Shared, node_id: str = "node-1") -> None:
+    def __init__(self, shared: Shared, node_id: str = "node-1", start_at_end: bool = False) -> None:
         self.shared = shared
         settings = self.settings = shared.settings
         metrics = self.metrics = Registry()
@@ -104,13 +104,15 @@ class CoreNode:
             metrics,
         )
         self.fanout = Fanout(settings, self.sessions, self.room_log, self.rooms, metrics)
-        self._assign_from_start()
+        self._assign(start_at_end)
 
-    def _assign_from_start(self) -> None:
-        """As the fan-out's first assignment does, at the start of empty topics."""
-        for partition in range(self.settings.topic_partitions):
-            self.room_log.positions[(self.settings.messages_topic, partition)] = 0
-            self.room_log.note_start(partition, 0)
+    def _assign(self, at_end: bool) -> None:
+        """As the fan-out's first assignment does: at the start of the partitions, or at their
+        end, as a node that joins a running system."""
+        for partition, records in enumerate(self.shared.log.partitions):
+            offset = len(records) if at_end else 0
+            self.room_log.positions[(self.settings.messages_topic, partition)] = offset
+            self.room_log.note_start(partition, offset)
 
     def deliver(self) -> None:
         """One fan-out cycle: everything produced since the last one reaches local sessions."""

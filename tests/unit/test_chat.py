@@ -117,6 +117,64 @@ async def test_a_resume_of_a_room_the_log_no_longer_remembers_waits_for_storage_
     assert bob.texts(rooms[0]) == ["not stored yet"]
 
 
+def _count_last_seq_lookups(shared: Shared, monkeypatch) -> list[int]:
+    asked: list[int] = []
+    lookup = shared.db.last_seq
+
+    async def counted(room_id: int) -> int | None:
+        asked.append(room_id)
+        return await lookup(room_id)
+
+    monkeypatch.setattr(shared.db, "last_seq", counted)
+    return asked
+
+
+async def test_sessions_entering_a_quiet_room_ask_storage_once_for_its_newest_seq(monkeypatch):
+    shared = Shared()
+    first = CoreNode(shared)
+    room, alice, acks = await _room_with_messages(first, 3)
+    await _store_everything(shared)
+    later = CoreNode(shared, "node-2", start_at_end=True)  # its fan-out starts after those messages
+    asked = _count_last_seq_lookups(shared, monkeypatch)
+    for user in ("bob", "carol", "dave"):
+        answer = await later.subscribe(RecordingSession(user), room)
+        assert answer["type"] == "SUBSCRIBED" and answer["lastSeq"] == acks[-1]["seq"]
+    assert asked == [room]
+    newest = await first.send(alice, room, "after the quiet")
+    later.deliver()
+    assert (await later.subscribe(RecordingSession("erin"), room))["lastSeq"] == newest["seq"]
+
+
+async def test_a_quiet_room_is_asked_again_while_storage_is_short_of_the_fan_outs_start(monkeypatch):
+    shared = Shared()
+    first = CoreNode(shared)
+    room, _, acks = await _room_with_messages(first, 3)  # nothing stored yet
+    later = CoreNode(shared, "node-2", start_at_end=True)
+    asked = _count_last_seq_lookups(shared, monkeypatch)
+    assert (await later.subscribe(RecordingSession("bob"), room))["lastSeq"] is None
+    await _store_everything(shared)
+    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == acks[-1]["seq"]
+    assert (await later.subscribe(RecordingSession("dave"), room))["lastSeq"] == acks[-1]["seq"]
+    assert asked == [room, room]  # remembered only once storage held the partition up to the start
+
+
+async def test_a_quiet_rooms_message_stored_before_the_fan_out_read_it_is_not_claimed(monkeypatch):
+    shared = Shared()
+    first = CoreNode(shared)
+    room, alice, acks = await _room_with_messages(first, 3)
+    later = CoreNode(shared, "node-2", start_at_end=True)
+    ahead = await first.send(alice, room, "stored, not read by node-2 yet")
+    await _store_everything(shared)
+    asked = _count_last_seq_lookups(shared, monkeypatch)
+    for user in ("bob", "carol"):
+        # What node-2's fan-out has not passed comes live: lastSeq stops before it.
+        assert (await later.subscribe(RecordingSession(user), room))["lastSeq"] == acks[-1]["seq"]
+    assert asked == [room, room]  # a seq past the start is not remembered
+    later.deliver()
+    bob = RecordingSession("bob")
+    assert (await later.subscribe(bob, room))["lastSeq"] == ahead["seq"]
+
+
 async def test_a_resume_with_the_database_down_answers_unavailable():
     shared = Shared()
     node = CoreNode(shared)
