@@ -1,27 +1,32 @@
-"""HTTP/1.1 on a Trio stream with h11: read one request, write one response."""
+"""HTTP/1.1 on a Trio stream: requests read with httptools (llhttp, in C), responses written here.
+
+h11, used first, took ~80 µs of CPU to read a small request and ~70 µs to write its answer on
+the AMD EPYC host of docs/benchmarks.md; httptools reads one in a few µs
+(docs/decisions/connect-path.md)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import urllib.parse
+from collections import deque
 from http import HTTPStatus
 from typing import TypeVar
 
-import h11
+import httptools
 import msgspec
 import trio
 
 READ_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
-# Parsing a head costs the event loop a few microseconds per line: a head with more header
-# fields than this is refused (431) from a count of its raw lines, before it is parsed.
+# A head with more header fields than this is refused (431) as the parser meets them.
 MAX_HEADER_FIELDS = 100
 # A client that does not read its response within this is dropped, with the buffers it held.
 WRITE_TIMEOUT = 10.0
 SERVER_NAME = b"chattrio"
-_HEAD_END = re.compile(rb"\n\r?\n")
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
 
 T = TypeVar("T")
 
@@ -42,19 +47,18 @@ class Request:
     peer: str = ""  # the address of the TCP peer, set by the listener
 
     @classmethod
-    def from_h11(cls, event: h11.Request, body: bytes) -> Request:
-        target = event.target.decode("latin-1")
+    def from_parsed(cls, method: bytes, target: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> Request:
         try:
-            parts = urllib.parse.urlsplit(target)
+            parts = urllib.parse.urlsplit(target.decode("latin-1"))
         except ValueError:  # e.g. "//[" : an unterminated IPv6 host
             raise BadRequest(400, "malformed request target") from None
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query, keep_blank_values=True).items()}
         headers: dict[str, str] = {}
-        for name, value in event.headers:
+        for name, value in raw_headers:
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return cls(event.method.decode("ascii"), parts.path, query, headers, body)
+        return cls(method.decode("ascii"), parts.path, query, headers, body)
 
     def cookie(self, name: str) -> str | None:
         for part in self.headers.get("cookie", "").split(";"):
@@ -91,6 +95,11 @@ class Response:
     # A HEAD answer carries the GET answer's headers and no body.
     head_only: bool = False
 
+    @property
+    def closes(self) -> bool:
+        """Whether the response says the connection closes after it."""
+        return any(name.lower() == "connection" and value.lower() == "close" for name, value in self.headers)
+
 
 _envelope_encoder = msgspec.json.Encoder()
 
@@ -111,84 +120,140 @@ def closing_error_response(status: int, reason: str) -> Response:
     return json_response(status, reason, headers=[("Connection", "close")])
 
 
-class _HeadLimits:
-    """Counts the lines and bytes of a request head as they arrive, up to the blank line that
-    ends it, and refuses (431) a head over the limits before it is parsed."""
+class _Parsed:
+    """A request as the parser gave it, turned into a Request outside the parser's callbacks."""
+
+    __slots__ = ("method", "target", "headers", "body", "keep_alive")
+
+    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool):
+        self.method, self.target, self.headers, self.body, self.keep_alive = method, target, headers, body, keep_alive
+
+
+class HttpConnection:
+    """The HTTP/1.1 requests of one connection, read with httptools (llhttp, in C), in order.
+
+    Requests read together (pipelined) are answered in order; an error met behind them is raised
+    once they are served. A head over MAX_HEADER_FIELDS fields or MAX_HEADER_BYTES bytes is
+    refused with 431, a body over MAX_BODY_BYTES with 413 (from its Content-Length, before it is
+    read), anything llhttp refuses with 400.
+    """
 
     def __init__(self) -> None:
-        self.lines = 0
-        self.size = 0
-        self._tail = b""  # the last bytes seen, in case the blank line spans two reads
-        self._done = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._ready: deque[_Parsed] = deque()
+        self._failure: BadRequest | None = None
+        self._in_head = False
+        self._head_bytes = 0  # of the fields parsed
+        self._unfinished_bytes = 0  # of reads that ended inside the head
+        self._target = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body = bytearray()
+        self.keep_alive = True  # whether the connection stays open after the last request's answer
+        self.trailing_data = b""  # what followed a request to upgrade the connection
+        self._upgraded = False  # after an upgrade request the parser reads no further request
 
-    def feed(self, data: bytes) -> None:
-        if self._done:
-            return
-        window = self._tail + data
-        end = _HEAD_END.search(window)
-        if end is not None:
-            self._done = True
-            window = window[: end.start() + 1]
-        self.lines += window.count(b"\n") - self._tail.count(b"\n")
-        self.size += len(window) - len(self._tail)
-        self._tail = window[-3:]
-        if self.lines > MAX_HEADER_FIELDS + 1:  # + the request line
+    async def receive_request(self, stream: trio.abc.Stream) -> Request | None:
+        """The next request, or None when the client closed the connection."""
+        while not self._ready:
+            if self._failure is not None:
+                raise self._failure
+            if self._upgraded:
+                return None
+            data = bytes(await stream.receive_some(READ_SIZE))  # a socket's bytes: no copy
+            if not data:
+                return None
+            self._feed(data)
+        parsed = self._ready.popleft()
+        self.keep_alive = parsed.keep_alive
+        return Request.from_parsed(parsed.method, parsed.target, parsed.headers, parsed.body)
+
+    def _feed(self, data: bytes) -> None:
+        head_began_before = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.trailing_data, self._upgraded = data[upgrade.args[0] :], True
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, BadRequest):
+                raise  # a fault of ours: the listener logs it with the traceback
+            self._failure = exc.__context__
+        except httptools.HttpParserError as exc:
+            self._failure = BadRequest(400, f"malformed request: {exc}")
+        if self._in_head and head_began_before:
+            # A whole read inside one head: httptools holds the field it has not finished, which
+            # the callbacks have not counted.
+            self._unfinished_bytes += len(data)
+            if self._unfinished_bytes > MAX_HEADER_BYTES and self._failure is None:
+                self._failure = BadRequest(431, f"request head over {MAX_HEADER_BYTES} bytes")
+
+    # httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_bytes, self._unfinished_bytes = True, 0, 0
+        self._target, self._headers, self._body = b"", [], bytearray()
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        self._head_field(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        if len(self._headers) > MAX_HEADER_FIELDS:
             raise BadRequest(431, f"more than {MAX_HEADER_FIELDS} header fields")
-        if self.size > MAX_HEADER_BYTES:
+        self._head_field(len(name) + len(value) + 4)
+
+    def _head_field(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEADER_BYTES:
             raise BadRequest(431, f"request head over {MAX_HEADER_BYTES} bytes")
 
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            raise BadRequest(505, f"HTTP/{version} is not supported: HTTP/1.1 only")
+        names = {name.lower() for name, _ in self._headers}
+        if version == "1.1" and b"host" not in names:
+            raise BadRequest(400, "missing Host header")
+        for name, value in self._headers:
+            # llhttp has checked that it is one number
+            if name.lower() == b"content-length" and int(value) > MAX_BODY_BYTES:
+                raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
 
-def _check_framing(event: h11.Request) -> None:
-    """Refuse, before reading any body, what cannot be read safely or would be refused anyway."""
-    names = {name for name, _ in event.headers}  # h11 gives them in lower case
-    if b"transfer-encoding" in names and b"content-length" in names:
-        # RFC 9112 6.1: a request smuggling pattern; the connection must not be reused.
-        raise BadRequest(400, "Content-Length together with Transfer-Encoding")
-    for name, value in event.headers:
-        if name == b"content-length" and int(value) > MAX_BODY_BYTES:  # h11 allows at most 20 digits
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+        if len(self._body) > MAX_BODY_BYTES:
             raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
 
-
-async def receive_request(conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
-    """The next request on the connection, or None when the client closed it."""
-    request_event = None
-    head = _HeadLimits()
-    head.feed(conn.trailing_data[0])  # a pipelined request read along with the previous one
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = bytes(await stream.receive_some(READ_SIZE))  # a socket's bytes: no copy
-            if request_event is None:
-                head.feed(data)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED and request_event is None:
-            return None
-        if isinstance(event, h11.Request):
-            _check_framing(event)
-            request_event = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY_BYTES:
-                raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
-        elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
-            assert request_event is not None  # h11 gives a request's head before its end
-            return Request.from_h11(request_event, bytes(body))
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        # As h11 did: HTTP/1.0 connections close after one answer. After a request to upgrade,
+        # the connection carries no more HTTP requests.
+        keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1" and not parser.should_upgrade()
+        self._ready.append(_Parsed(parser.get_method(), self._target, self._headers, bytes(self._body), keep_alive))
 
 
-async def send_response(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
-    """Write the response, or raise trio.TooSlowError when the client does not take it in time."""
-    headers = [
-        (b"Server", SERVER_NAME),
-        (b"Content-Type", response.content_type.encode()),
-        (b"Content-Length", str(len(response.body)).encode()),
-        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers),
+def response_bytes(response: Response, keep_alive: bool) -> bytes:
+    """The response's bytes: `Connection: close` unless the connection stays open."""
+    head = [
+        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}\r\n".encode(),
+        b"Server: " + SERVER_NAME + b"\r\n",
+        b"Content-Type: " + response.content_type.encode("latin-1") + b"\r\n",
+        b"Content-Length: " + str(len(response.body)).encode() + b"\r\n",
     ]
-    reason = HTTPStatus(response.status).phrase.encode() if response.status in HTTPStatus._value2member_map_ else b""
-    data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+    for name, value in response.headers:
+        if _UNSAFE_IN_HEADER.search(name) or _UNSAFE_IN_HEADER.search(value):
+            raise ValueError(f"header {name!r} would break the response head")
+        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep_alive and not response.closes:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
     if response.body and not response.head_only:
-        data += conn.send(h11.Data(data=response.body))
-    data += conn.send(h11.EndOfMessage())
+        head.append(response.body)
+    return b"".join(head)
+
+
+async def send_response(stream: trio.abc.Stream, response: Response, keep_alive: bool) -> None:
+    """Write the response, or raise trio.TooSlowError when the client does not take it in time."""
     with trio.fail_after(WRITE_TIMEOUT):
-        await stream.send_all(data)
+        await stream.send_all(response_bytes(response, keep_alive))

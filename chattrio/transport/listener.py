@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-import h11
 import trio
 
 from chattrio.api import TOKEN_IN_URL, Api, origin_allowed, token_of
@@ -25,13 +24,12 @@ from chattrio.metrics import Registry
 from chattrio.tokens import Identity
 from chattrio.transport.expiry import SessionDeadlines
 from chattrio.transport.http11 import (
-    MAX_HEADER_BYTES,
     READ_SIZE,
     BadRequest,
+    HttpConnection,
     Request,
     Response,
     closing_error_response,
-    receive_request,
     send_response,
 )
 from chattrio.transport.liveness import Liveness
@@ -71,7 +69,7 @@ ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUF
 ACCEPT_RETRY_SECONDS = 0.1
 CONNECTION_TASK = "chattrio.transport.listener.connection"
 MessageHandler = Callable[[Session, IncomingText], Awaitable[None]]
-_EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError)
+_EXPECTED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
 
 
 class EchoRoute:
@@ -229,7 +227,7 @@ class HttpServer:
         """503 without reading the request; then a moment to drain what the client sent, so the
         close is not a reset that could destroy the answer before it is read."""
         self._http_refusals.inc()
-        await _refuse(h11.Connection(h11.SERVER), stream, 503, "node busy, retry")
+        await _refuse(stream, 503, "node busy, retry")
 
     async def _serve_http(
         self, stream: trio.SocketStream, handle: Callable[[Request], Awaitable[Response]], upgrades: bool = True
@@ -239,18 +237,14 @@ class HttpServer:
         past the handshake; whether the client asked for batched messages). Returning, rather than
         running the session from here, lets the HTTP parser and the request go while the session
         lives. The test echo route's identity is EchoRoute."""
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        http = HttpConnection()
         peer = peer_address(stream)  # one system call per connection, not per request
         while True:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
-                    request = await receive_request(conn, stream)
+                    request = await http.receive_request(stream)
             except BadRequest as exc:
-                await _refuse(conn, stream, exc.status, exc.reason)
-                return None
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await _refuse(conn, stream, exc.error_status_hint, str(exc))
+                await _refuse(stream, exc.status, exc.reason)
                 return None
             except trio.TooSlowError:
                 return None
@@ -258,18 +252,16 @@ class HttpServer:
                 return None
             request.peer = peer
             if upgrades and request.headers.get("upgrade", "").lower() == "websocket":
-                return await self._handshake(conn, stream, request)
-            await self._answer(conn, stream, request, await handle(request))
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return await self._handshake(http, stream, request)
+            response = await handle(request)
+            await self._answer(stream, request, response, http.keep_alive)
+            if not http.keep_alive or response.closes:
                 return None
-            conn.start_next_cycle()
 
-    async def _answer(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: Request, response: Response
-    ) -> None:
+    async def _answer(self, stream: trio.SocketStream, request: Request, response: Response, keep_alive: bool) -> None:
         response.head_only = request.method == "HEAD"
         try:
-            await send_response(conn, stream, response)
+            await send_response(stream, response, keep_alive)
         except trio.TooSlowError:
             self._write_timeouts.inc()
             raise
@@ -322,7 +314,7 @@ class HttpServer:
         return self._settings.test_echo and request.path == ECHO_PATH
 
     async def _handshake(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: Request
+        self, http: HttpConnection, stream: trio.SocketStream, request: Request
     ) -> tuple[Identity | EchoRoute | None, bytes, bool] | None:
         verdict: Identity | EchoRoute | tuple[int, str] | None
         if self._is_echo(request):
@@ -330,7 +322,7 @@ class HttpServer:
         else:
             verdict = self._refusal(request) or await self._handshake_user(request)
         if isinstance(verdict, tuple):
-            await self._answer(conn, stream, request, closing_error_response(*verdict))
+            await self._answer(stream, request, closing_error_response(*verdict), keep_alive=False)
             return None
         # Counted until the session is registered (synchronously after this returns), so that
         # handshakes of one user in flight at once cannot pass the per-user cap together.
@@ -343,7 +335,7 @@ class HttpServer:
             self._handshaking[user_id] -= 1
             if not self._handshaking[user_id]:
                 del self._handshaking[user_id]
-        return verdict, conn.trailing_data[0], request.query.get("batch") == "1"
+        return verdict, http.trailing_data, request.query.get("batch") == "1"
 
     def _open_websocket(
         self, stream: trio.SocketStream, identity: Identity | EchoRoute | None, batches: bool
@@ -467,12 +459,12 @@ async def _echo(session: Session, message: IncomingText) -> None:
         session.push(text_frame(message.text.encode()))
 
 
-async def _refuse(conn: h11.Connection, stream: trio.SocketStream, status: int, reason: str) -> None:
+async def _refuse(stream: trio.SocketStream, status: int, reason: str) -> None:
     """Answer with `Connection: close`, then drain what the client is still sending for a
     moment (a lingering close, RFC 9112 9.6): closing with unread data would reset the connection
     and could destroy the answer before the client reads it."""
     with trio.move_on_after(REFUSAL_TIMEOUT):
-        await send_response(conn, stream, closing_error_response(status, reason))
+        await send_response(stream, closing_error_response(status, reason), keep_alive=False)
         await stream.send_eof()
         while await stream.receive_some(READ_SIZE):
             pass
