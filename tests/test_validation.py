@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import string
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from chattrio import validation
 from chattrio.validation import (
     MAX_ROOM_NAME,
     MAX_TEXT,
@@ -249,3 +254,12 @@ def test_good_client_msg_ids_are_kept(client_msg_id):
 def test_client_msg_ids_with_control_characters_are_rejected(client_msg_id):
     with pytest.raises(InvalidInput, match="clientMsgId must not contain"):
         check_client_msg_id(client_msg_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_.-", min_size=1, max_size=MAX_USER_ID))
+def test_a_plain_ascii_id_gets_what_the_full_rules_give(user_id):
+    fast = normalize_user_id(user_id)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "_PLAIN_ASCII_ID", re.compile(r"(?!)"))  # matches nothing
+        assert normalize_user_id(user_id) == fast
