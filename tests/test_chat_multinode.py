@@ -87,6 +87,9 @@ async def test_history_is_newest_first_and_pages_with_before(cluster):
     room = await create_room(a, token, "history")
     async with connect(a, "historian", token) as client:
         await client.subscribe(room["id"])
+        # The join is announced on its own time (presence, then Kafka): wait for it, so that it is
+        # the oldest message, before the chat.
+        await client.wait_until(lambda: client.messages(room["id"], kind="join") != [])
         acks = [await client.send_chat(room["id"], f"h{n}", client_msg_id=f"h{n}") for n in range(7)]
     async with httpx.AsyncClient(base_url=a) as http:
         with trio.fail_after(20):
