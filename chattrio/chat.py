@@ -311,12 +311,15 @@ class ChatService:
                 raise HistoryNotStored(room_id)
             await trio.sleep(RESUME_CATCH_UP_POLL)
 
-    async def _stored_to(self, partition_offset: tuple[int, int]) -> bool:
+    async def _stored_to(self, partition_offset: tuple[int, int], trust_unknown: bool = True) -> bool:
         """True when storage has stored the partition up to the offset. A partition with no
-        stored offset yet (nothing stored since the table exists) is trusted, as before."""
+        stored offset yet (nothing stored since the table exists) counts as stored when
+        `trust_unknown`; nothing precedes offset 0."""
         partition, offset = partition_offset
+        if offset <= 0:
+            return True
         stored = await self._db.stored_offset(self._settings.messages_topic, partition)
-        return stored is None or stored >= offset
+        return trust_unknown if stored is None else stored >= offset
 
     async def _replay_stored(self, session: Session, room_id: int, since: int, from_database: bool = False) -> int:
         """Send stored messages after `since` page by page until a page comes back empty (a page
@@ -359,7 +362,7 @@ class ChatService:
         try:
             last = await self._db.last_seq(room_id)
         except DatabaseUnavailable:
-            return await self._stored_last_seq(room_id)
+            return await self._cached_last_seq(room_id)
         self._room_log.remember_quiet(room_id, last)
         return last
 
@@ -368,26 +371,27 @@ class ChatService:
         (remembered once true: storage only moves on)."""
         if partition in self._partitions_stored_to_start:
             return True
-        if start > 0:
-            try:
-                stored = await self._db.stored_offset(self._settings.messages_topic, partition)
-            except DatabaseUnavailable:
+        try:
+            if not await self._stored_to((partition, start), trust_unknown=False):
                 return False
-            if stored is None or stored < start:
-                return False
+        except DatabaseUnavailable:
+            return False
         self._partitions_stored_to_start.add(partition)
         return True
 
     async def _stored_last_seq(self, room_id: int) -> int | None:
-        try:
-            cached = await self._cache.last_seq(room_id)
-            if cached is not None:
-                return cached
-        except CacheUnavailable:
-            pass
+        cached = await self._cached_last_seq(room_id)
+        if cached is not None:
+            return cached
         try:
             return await self._db.last_seq(room_id)
         except DatabaseUnavailable:
+            return None
+
+    async def _cached_last_seq(self, room_id: int) -> int | None:
+        try:
+            return await self._cache.last_seq(room_id)
+        except CacheUnavailable:
             return None
 
     def _unsubscribe(self, session: Session, frame: Unsubscribe) -> None:

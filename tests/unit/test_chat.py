@@ -7,6 +7,7 @@ import trio
 from chattrio import chat, roomlog
 from chattrio.roomlog import RECENT_PER_ROOM
 from chattrio.storage.kafka import partition_of
+from chattrio.storage.postgres import DatabaseUnavailable
 from unit.harness import CoreNode, RecordingSession, Shared
 
 
@@ -173,6 +174,26 @@ async def test_a_quiet_rooms_message_stored_before_the_fan_out_read_it_is_not_cl
     later.deliver()
     bob = RecordingSession("bob")
     assert (await later.subscribe(bob, room))["lastSeq"] == ahead["seq"]
+
+
+async def test_a_quiet_room_whose_database_lookup_fails_falls_back_to_the_cache_alone(monkeypatch):
+    shared = Shared()
+    first = CoreNode(shared)
+    room, _, acks = await _room_with_messages(first, 3)
+    await _store_everything(shared)
+    later = CoreNode(shared, "node-2", start_at_end=True)
+    asked: list[int] = []
+
+    async def database_lost(room_id: int) -> int | None:
+        asked.append(room_id)
+        raise DatabaseUnavailable("lost mid-call")
+
+    monkeypatch.setattr(shared.db, "last_seq", database_lost)
+    assert (await later.subscribe(RecordingSession("bob"), room))["lastSeq"] is None
+    assert asked == [room]  # the failed database is not asked a second time
+    await shared.cache.cache_messages(await shared.db.messages_after(room, 0, 10, 10_000))
+    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == acks[-1]["seq"]
+    assert asked == [room, room]
 
 
 async def test_a_resume_with_the_database_down_answers_unavailable():
