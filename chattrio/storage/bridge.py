@@ -2,7 +2,8 @@
 
 asyncpg and aiokafka run on that loop; Trio code awaits them through `run_asyncio`. A loop
 on its own thread rather than trio-asyncio's inside the Trio run, where every asyncio step takes a
-pass of Trio's scheduler (docs/decisions/asyncio-bridge-thread.md).
+pass of Trio's scheduler; uvloop's loop rather than asyncio's own, which costs the thread more
+CPU per call (docs/decisions/asyncio-bridge-thread.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Generic, ParamSpec, TypeVar
 
 import trio
+import uvloop
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,7 +57,7 @@ def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
 @asynccontextmanager
 async def open_asyncio_bridge() -> AsyncIterator[None]:
     """An asyncio loop on its own thread for the storage adapters, for as long as this lasts."""
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     thread = threading.Thread(target=_serve_loop, args=(loop,), name="asyncio-bridge", daemon=True)
     thread.start()
     reset = _current_loop.set(loop)
