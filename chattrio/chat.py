@@ -357,12 +357,12 @@ class ChatService:
         if known:
             return last
         quiet_from = self._room_log.quiet_start(room_id)
-        if quiet_from is None or not await self._stored_before_start(*quiet_from):
-            return await self._stored_last_seq(room_id)
         try:
+            if quiet_from is None or not await self._stored_before_start(*quiet_from):
+                return await self._stored_last_seq(room_id)
             last = await self._db.last_seq(room_id)
         except DatabaseUnavailable:
-            return await self._cached_last_seq(room_id)
+            return await self._cached_last_seq(room_id)  # a failed database is not asked again
         self._room_log.remember_quiet(room_id, last)
         return last
 
@@ -371,13 +371,10 @@ class ChatService:
         (remembered once true: storage only moves on)."""
         if partition in self._partitions_stored_to_start:
             return True
-        try:
-            if not await self._stored_to((partition, start), trust_unknown=False):
-                return False
-        except DatabaseUnavailable:
-            return False
-        self._partitions_stored_to_start.add(partition)
-        return True
+        stored = await self._stored_to((partition, start), trust_unknown=False)
+        if stored:
+            self._partitions_stored_to_start.add(partition)
+        return stored
 
     async def _stored_last_seq(self, room_id: int) -> int | None:
         cached = await self._cached_last_seq(room_id)

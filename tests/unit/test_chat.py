@@ -196,6 +196,24 @@ async def test_a_quiet_room_whose_database_lookup_fails_falls_back_to_the_cache_
     assert asked == [room, room]
 
 
+async def test_a_quiet_room_whose_stored_offset_lookup_fails_asks_the_cache_alone(monkeypatch):
+    shared = Shared()
+    first = CoreNode(shared)
+    room, _, acks = await _room_with_messages(first, 3)
+    await _store_everything(shared)
+    later = CoreNode(shared, "node-2", start_at_end=True)
+    asked = _count_last_seq_lookups(shared, monkeypatch)
+
+    async def database_lost(topic: str, partition: int) -> int | None:
+        raise DatabaseUnavailable("lost mid-call")
+
+    monkeypatch.setattr(shared.db, "stored_offset", database_lost)
+    assert (await later.subscribe(RecordingSession("bob"), room))["lastSeq"] is None
+    assert asked == []  # the database that just failed is not asked again
+    await shared.cache.cache_messages(await shared.db.messages_after(room, 0, 10, 10_000))
+    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == acks[-1]["seq"]
+
+
 async def test_a_resume_with_the_database_down_answers_unavailable():
     shared = Shared()
     node = CoreNode(shared)
