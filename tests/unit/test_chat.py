@@ -176,12 +176,21 @@ async def test_a_quiet_rooms_message_stored_before_the_fan_out_read_it_is_not_cl
     assert (await later.subscribe(bob, room))["lastSeq"] == ahead["seq"]
 
 
-async def test_a_quiet_room_whose_database_lookup_fails_falls_back_to_the_cache_alone(monkeypatch):
+async def _stored_room_and_a_later_node() -> tuple[Shared, int, int, CoreNode]:
+    """A room with three stored messages (the newest seq returned) that the Redis cache does not
+    hold, and a node whose fan-out started after them."""
     shared = Shared()
-    first = CoreNode(shared)
-    room, _, acks = await _room_with_messages(first, 3)
+    room, _, acks = await _room_with_messages(CoreNode(shared), 3)
     await _store_everything(shared)
-    later = CoreNode(shared, "node-2", start_at_end=True)
+    return shared, room, acks[-1]["seq"], CoreNode(shared, "node-2", start_at_end=True)
+
+
+async def _cache_room(shared: Shared, room: int) -> None:
+    await shared.cache.cache_messages(await shared.db.messages_after(room, 0, 10, 10_000))
+
+
+async def test_a_quiet_room_whose_database_lookup_fails_falls_back_to_the_cache_alone(monkeypatch):
+    shared, room, newest, later = await _stored_room_and_a_later_node()
     asked: list[int] = []
 
     async def database_lost(room_id: int) -> int | None:
@@ -191,17 +200,13 @@ async def test_a_quiet_room_whose_database_lookup_fails_falls_back_to_the_cache_
     monkeypatch.setattr(shared.db, "last_seq", database_lost)
     assert (await later.subscribe(RecordingSession("bob"), room))["lastSeq"] is None
     assert asked == [room]  # the failed database is not asked a second time
-    await shared.cache.cache_messages(await shared.db.messages_after(room, 0, 10, 10_000))
-    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == acks[-1]["seq"]
+    await _cache_room(shared, room)
+    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == newest
     assert asked == [room, room]
 
 
 async def test_a_quiet_room_whose_stored_offset_lookup_fails_asks_the_cache_alone(monkeypatch):
-    shared = Shared()
-    first = CoreNode(shared)
-    room, _, acks = await _room_with_messages(first, 3)
-    await _store_everything(shared)
-    later = CoreNode(shared, "node-2", start_at_end=True)
+    shared, room, newest, later = await _stored_room_and_a_later_node()
     asked = _count_last_seq_lookups(shared, monkeypatch)
 
     async def database_lost(topic: str, partition: int) -> int | None:
@@ -210,8 +215,8 @@ async def test_a_quiet_room_whose_stored_offset_lookup_fails_asks_the_cache_alon
     monkeypatch.setattr(shared.db, "stored_offset", database_lost)
     assert (await later.subscribe(RecordingSession("bob"), room))["lastSeq"] is None
     assert asked == []  # the database that just failed is not asked again
-    await shared.cache.cache_messages(await shared.db.messages_after(room, 0, 10, 10_000))
-    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == acks[-1]["seq"]
+    await _cache_room(shared, room)
+    assert (await later.subscribe(RecordingSession("carol"), room))["lastSeq"] == newest
 
 
 async def test_a_resume_with_the_database_down_answers_unavailable():
