@@ -39,6 +39,13 @@ CONNECT_TIMEOUT_PER_HOST = 3.0
 # A transaction that adds an outbox row announces it here on commit, with the row's topic as the
 # payload, so the relay is woken instead of polling.
 OUTBOX_CHANNEL = "chattrio_outbox"
+# Sign-ins that arrive while one statement runs share the next: a burst costs a round trip and
+# a commit per statement, not per user (docs/decisions/connect-path.md).
+SIGN_INS_PER_STATEMENT = 200
+SIGN_INS_QUEUED = 2_000
+# A queued sign-in may wait for the statement before its own: both are bounded by QUERY_TIMEOUT
+# (and the bridge's grace to unwind one).
+SIGN_IN_WAIT = 2 * QUERY_TIMEOUT
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # generic in asyncpg-stubs only
@@ -96,13 +103,34 @@ def _with_outbox_row(keyed: str, known: str = "") -> str:
 
 
 _OUTBOX_ROW = _with_outbox_row("SELECT $5::text AS key")
-# A sign-in: a user known with a skeleton gives (NULL, false); a new one is inserted with its
-# outbox row, (void, true); neither (a user from before skeletons, a look-alike) gives no row.
-_SIGN_IN = _with_outbox_row(
-    "INSERT INTO users (id, skeleton, created_at) SELECT $5, $6, $7 WHERE NOT EXISTS (SELECT FROM known)"
-    " ON CONFLICT DO NOTHING RETURNING id AS key",
-    known="SELECT skeleton IS NOT NULL AS complete FROM users WHERE id = $5",
+# Sign-ins, one row each in the arrays ($1 ids, $2 skeletons, $3 event ids, $4 payloads, $5
+# times; the ids distinct): a user known with a skeleton gives (void, id, false); a new one is
+# inserted with its outbox row (topic $6, NOTIFY on channel $7) and gives (void, id, true);
+# neither (a user from before skeletons, a look-alike, also of another id in the arrays) gives
+# no row.
+_SIGN_IN = (
+    "WITH entering AS (SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[], $5::timestamptz[])"
+    " AS e (id, skeleton, event_id, payload, created_at)),"
+    " known AS (SELECT id, users.skeleton IS NOT NULL AS complete FROM users JOIN entering USING (id)),"
+    " created AS (INSERT INTO users (id, skeleton, created_at)"
+    " SELECT id, skeleton, created_at FROM entering WHERE id NOT IN (SELECT id FROM known)"
+    " ON CONFLICT DO NOTHING RETURNING id),"
+    " queued AS (INSERT INTO outbox (event_id, topic, key, payload)"
+    " SELECT event_id, $6, id, payload FROM created JOIN entering USING (id) RETURNING key, topic)"
+    " SELECT pg_notify($7, topic), key, true FROM queued"
+    " UNION ALL SELECT NULL, id, false FROM known WHERE complete"
 )
+
+
+@dataclasses.dataclass(eq=False)
+class _SignIn:
+    """One user's sign-in, queued for the next statement; `done` is set once it has an outcome."""
+
+    user_id: str
+    skeleton: str
+    created: bool | None = None
+    error: Exception | None = None
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
 
 
 def _like_escaped(text: str) -> str:
@@ -173,6 +201,8 @@ class Database:
         self._pool = pool
         self._outbox_topic = outbox_topic
         self._hosts = hosts
+        self._sign_ins_in, self._sign_ins_out = trio.open_memory_channel[_SignIn](SIGN_INS_QUEUED)
+        self.sign_in_statements = 0
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = QUERY_TIMEOUT) -> T:
         try:
@@ -229,13 +259,11 @@ class Database:
         """Create the user if unknown; True when it was created now. Raises LookalikeTaken when
         another id has the same skeleton. A user from before skeletons gets theirs now, unless a
         newer look-alike holds it."""
+        created = await self._sign_in(user_id, skeleton)
+        if created is not None:
+            return created
 
         async def enter() -> bool:
-            # A returning user and a new one each cost one statement, where a transaction takes
-            # five round trips: a user row is never deleted, and its skeleton never unset.
-            created = await self._sign_in(user_id, skeleton)
-            if created is not None:
-                return created
             # Taken meanwhile, by this id or a look-alike, or a user from before skeletons.
             async with self._pool.acquire() as conn, conn.transaction():
                 known = await conn.fetchrow("SELECT skeleton FROM users WHERE id = $1", user_id)
@@ -260,22 +288,76 @@ class Database:
         return await self._run(enter)
 
     async def _sign_in(self, user_id: str, skeleton: str) -> bool | None:
-        """One statement (its own transaction): True when it created the user and its outbox row,
-        False for a user known with a skeleton, None, with nothing written, otherwise. The event's
-        time is the node's, so that its payload can be encoded before the statement."""
-        created_at = datetime.datetime.now(datetime.UTC)
-        event = UserCreated(str(uuid.uuid4()), user_id, created_at.isoformat())
-        row = await self._pool.fetchrow(
-            _SIGN_IN,
-            uuid.UUID(event.event_id),
-            self._outbox_topic,
-            json_encoder.encode(event),
-            OUTBOX_CHANNEL,
-            user_id,
-            skeleton,
-            created_at,
-        )
-        return None if row is None else bool(row[1])
+        """The common sign-in, in the next statement serve_sign_ins runs: True when it created the
+        user and its outbox row, False for a user known with a skeleton, None, with nothing
+        written, otherwise."""
+        sign_in = _SignIn(user_id, skeleton)
+        with trio.move_on_after(SIGN_IN_WAIT):
+            await self._sign_ins_in.send(sign_in)
+            await sign_in.done.wait()
+        if not sign_in.done.is_set():
+            raise DatabaseUnavailable(f"PostgreSQL did not answer a sign-in within {SIGN_IN_WAIT:g} s")
+        if sign_in.error is not None:
+            raise sign_in.error
+        return sign_in.created
+
+    async def serve_sign_ins(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run queued sign-ins, all that wait (up to SIGN_INS_PER_STATEMENT) in one statement, its
+        own transaction: a returning user and a new one each cost a share of one round trip,
+        where a transaction per user takes five (a user row is never deleted, and its skeleton
+        never unset)."""
+        task_status.started()
+        async for first in self._sign_ins_out:
+            batch = [first]
+            while len(batch) < SIGN_INS_PER_STATEMENT:
+                try:
+                    batch.append(self._sign_ins_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._settle_sign_ins(batch)
+
+    async def _settle_sign_ins(self, batch: list[_SignIn]) -> None:
+        """Give every sign-in of `batch` its outcome. A value PostgreSQL refuses fails the whole
+        statement, so a refused batch is tried one by one, and only its culprit is refused."""
+        # The same id twice in one statement would make two users: its later sign-ins wait for
+        # the next one, and find the user then.
+        first_of_id = {sign_in.user_id: sign_in for sign_in in reversed(batch)}
+        now, later = list(first_of_id.values()), [s for s in batch if first_of_id[s.user_id] is not s]
+        try:
+            self.sign_in_statements += 1
+            outcomes = await self._run(self._sign_in_many, now)
+        except DataRefused as exc:
+            if len(now) == 1:
+                now[0].error = DataRefused(str(exc))
+            else:
+                for sign_in in now:
+                    await self._settle_sign_ins([sign_in])
+        except Exception as exc:  # an outage, or a bug: every sign-in of the batch fails alike
+            if not isinstance(exc, DatabaseUnavailable):
+                log.exception("sign-in statement failed")
+            for sign_in in now:
+                sign_in.error = DatabaseUnavailable(f"sign-in failed: {exc!r}")
+        else:
+            for sign_in in now:
+                sign_in.created = outcomes.get(sign_in.user_id)
+        for sign_in in now:
+            sign_in.done.set()
+        if later:
+            await self._settle_sign_ins(later)
+
+    async def _sign_in_many(self, sign_ins: list[_SignIn]) -> dict[str, bool]:
+        """The statement for `sign_ins` (distinct ids), on the asyncio side. The event's time is
+        the node's, so that its payload can be encoded before the statement."""
+        columns: tuple[list[Any], ...] = ([], [], [], [], [])
+        for sign_in in sign_ins:
+            created_at = datetime.datetime.now(datetime.UTC)
+            event = UserCreated(str(uuid.uuid4()), sign_in.user_id, created_at.isoformat())
+            for column, value in zip(
+                columns, (sign_in.user_id, sign_in.skeleton, event.event_id, json_encoder.encode(event), created_at)
+            ):
+                column.append(value)
+        rows = await self._pool.fetch(_SIGN_IN, *columns, self._outbox_topic, OUTBOX_CHANNEL)
+        return {row[1]: row[2] for row in rows}
 
     async def create_room(self, name: str, created_by: str, quota: int | None = None) -> Room:
         """Raises RoomQuotaExceeded when `quota` is given and the user has created that many rooms."""
@@ -608,7 +690,11 @@ async def open_database(dsn: str, outbox_topic: str) -> AsyncIterator[Database]:
     except (OSError, asyncpg.PostgresError, asyncpg.InternalClientError, trio.TooSlowError) as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsn!r}: {exc!r}") from exc
     try:
-        yield Database(pool, outbox_topic, hosts)
+        async with trio.open_nursery() as nursery:
+            database = Database(pool, outbox_topic, hosts)
+            await nursery.start(database.serve_sign_ins)
+            yield database
+            nursery.cancel_scope.cancel()
     finally:
         with trio.move_on_after(5) as scope:
             scope.shield = True

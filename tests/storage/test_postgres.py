@@ -83,6 +83,53 @@ async def test_of_two_look_alikes_entering_at_once_one_is_created(db):
     assert sorted(outcomes) == ["created", "refused"]
 
 
+async def _enter_all(db, user_ids: list[str]) -> list[object]:
+    """Each user's sign-in, all at once: True, False or the exception raised, in order."""
+    outcomes: list[object] = [None] * len(user_ids)
+
+    async def enter(index: int, user_id: str) -> None:
+        try:
+            outcomes[index] = await db.enter_user(user_id, skeleton(user_id))
+        except Exception as exc:
+            outcomes[index] = exc
+
+    async with trio.open_nursery() as nursery:
+        for index, user_id in enumerate(user_ids):
+            nursery.start_soon(enter, index, user_id)
+    return outcomes
+
+
+async def _outbox_rows_by_key(db, keys: list[str]) -> dict[str, int]:
+    rows = await db._run(
+        db._pool.fetch, "SELECT key, count(*) FROM outbox WHERE key = ANY($1::text[]) GROUP BY key", keys
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def test_sign_ins_at_once_share_statements_and_each_new_user_queues_one_event(db):
+    users = [_name("crowd") for _ in range(40)]
+    statements_before = db.sign_in_statements
+    assert await _enter_all(db, users) == [True] * len(users)
+    assert db.sign_in_statements - statements_before < len(users)
+    assert await _outbox_rows_by_key(db, users) == {user: 1 for user in users}
+    assert await _enter_all(db, users) == [False] * len(users), "returning users are known"
+    assert await _outbox_rows_by_key(db, users) == {user: 1 for user in users}
+
+
+async def test_one_user_signing_in_twice_at_once_is_created_once(db):
+    user = _name("twice")
+    assert sorted(await _enter_all(db, [user, user, user])) == [False, False, True]
+    assert await _outbox_rows_by_key(db, [user]) == {user: 1}
+
+
+async def test_a_sign_in_postgresql_refuses_fails_alone(db):
+    good = [_name("good") for _ in range(3)]
+    outcomes = await _enter_all(db, [good[0], "bad\x00id", *good[1:]])
+    assert outcomes[0] is True and outcomes[2:] == [True, True]
+    assert isinstance(outcomes[1], DataRefused)
+    assert await _outbox_rows_by_key(db, good) == {user: 1 for user in good}
+
+
 async def test_a_connection_left_mid_operation_is_an_outage_not_a_crash(db):
     async def broken_connection():
         # what asyncpg raises on a pooled connection whose earlier operation was cancelled
