@@ -319,8 +319,8 @@ class Database:
     async def _settle_sign_ins(self, batch: list[_SignIn]) -> None:
         """Give every sign-in of `batch` its outcome. A value PostgreSQL refuses fails the whole
         statement, so a refused batch is tried one by one, and only its culprit is refused."""
-        # The same id twice in one statement would make two users: its later sign-ins wait for
-        # the next one, and find the user then.
+        # The same id twice in one statement would queue its event twice: its later sign-ins
+        # wait for the next statement, and find the user then.
         first_of_id = {sign_in.user_id: sign_in for sign_in in reversed(batch)}
         now, later = list(first_of_id.values()), [s for s in batch if first_of_id[s.user_id] is not s]
         try:
