@@ -102,6 +102,21 @@ def _with_outbox_row(keyed: str, known: str = "") -> str:
     )
 
 
+# A batch of messages ($1-$8, one array per column) and how far each partition of topic $9 is now
+# stored ($10 partitions, $11 next offsets), in one statement and so one transaction: the new
+# messages' ids come back (redeliveries and retries are not new), and a redelivered batch (after a
+# rebalance) never moves a partition back.
+_MESSAGE_COLUMN_TYPES = ("uuid", "bigint", "bigint", "text", "text", "text", "text", "bigint")
+_STORE_MESSAGES = (
+    "WITH stored AS (INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)"
+    " SELECT * FROM unnest("
+    + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_MESSAGE_COLUMN_TYPES, 1))
+    + ") ON CONFLICT DO NOTHING RETURNING id::text),"
+    " moved AS (INSERT INTO stored_offsets (topic, partition, next_offset)"
+    " SELECT $9, * FROM unnest($10::int[], $11::bigint[]) ON CONFLICT (topic, partition)"
+    " DO UPDATE SET next_offset = GREATEST(stored_offsets.next_offset, EXCLUDED.next_offset))"
+    " SELECT id FROM stored"
+)
 _OUTBOX_ROW = _with_outbox_row("SELECT $5::text AS key")
 # Sign-ins, one row each in the arrays ($1 ids, $2 skeletons, $3 event ids, $4 payloads, $5
 # times; the ids distinct): a user known with a skeleton gives (void, id, false); a new one is
@@ -496,31 +511,11 @@ class Database:
         messages that were new (redeliveries and retries are not)."""
         if not messages and not next_offsets:
             return []
-        columns = list(zip(*(_message_tuple(m) for m in messages)))
-
-        async def store() -> list[str]:
-            rows = []
-            async with self._pool.acquire() as conn, conn.transaction():
-                if messages:
-                    rows = await conn.fetch(
-                        "INSERT INTO messages (id, room_id, seq, sender_id, kind, text, client_msg_id, sent_at)"
-                        " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],"
-                        " $6::text[], $7::text[], $8::bigint[]) ON CONFLICT DO NOTHING RETURNING id::text",
-                        *columns,
-                    )
-                # A redelivered batch (after a rebalance) never moves a partition back.
-                await conn.execute(
-                    "INSERT INTO stored_offsets (topic, partition, next_offset)"
-                    " SELECT $1, * FROM unnest($2::int[], $3::bigint[])"
-                    " ON CONFLICT (topic, partition)"
-                    " DO UPDATE SET next_offset = GREATEST(stored_offsets.next_offset, EXCLUDED.next_offset)",
-                    topic,
-                    list(next_offsets),
-                    list(next_offsets.values()),
-                )
-            return [r[0] for r in rows]
-
-        inserted = set(await self._run(store))
+        columns = list(zip(*(_message_tuple(m) for m in messages))) or [()] * len(_MESSAGE_COLUMN_TYPES)
+        rows = await self._run(
+            self._pool.fetch, _STORE_MESSAGES, *columns, topic, list(next_offsets), list(next_offsets.values())
+        )
+        inserted = {row[0] for row in rows}
         return [m for m in messages if m.id in inserted]
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> int:

@@ -49,6 +49,17 @@ async def test_values_postgresql_refuses_are_data_refused(db, run_prefix):
     assert await db.stored_offset(topic, 0) is None, "a refused batch stores nothing, offsets included"
 
 
+async def test_a_stored_batch_gives_back_only_new_messages_and_never_moves_an_offset_back(db, run_prefix):
+    topic = f"{run_prefix}-pg.store"
+    room_id = uuid.uuid4().int % 2**31
+    batch = [Message(str(uuid.uuid4()), room_id, seq, "mallory", "chat", f"m{seq}", None, 0) for seq in (1, 2, 3)]
+    assert await db.store_messages(batch[:2], topic, {0: 5}) == batch[:2]
+    assert await db.store_messages(batch, topic, {0: 4}) == batch[2:], "a redelivered batch stores only what is new"
+    assert await db.stored_offset(topic, 0) == 5, "an older batch's offset does not move the partition back"
+    assert await db.store_messages([], topic, {0: 9, 1: 2}) == []
+    assert (await db.stored_offset(topic, 0), await db.stored_offset(topic, 1)) == (9, 2)
+
+
 async def test_a_dead_letter_is_kept_once(db, run_prefix):
     letter = DeadLetter(f"{run_prefix}-pg.messages", 3, 17, 1_700_000_000_000, b"\xff", "reason with \x00 in it")
     assert await db.dead_letter([letter]) == 1
