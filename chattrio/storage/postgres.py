@@ -86,22 +86,6 @@ _MESSAGE_COLUMNS = "id::text, room_id, seq, sender_id, kind, text, client_msg_id
 _ROOM_COLUMNS = "id, name, created_by, created_at"
 
 
-def _with_outbox_row(keyed: str, known: str = "") -> str:
-    """One statement: the query `keyed`, whose rows give an outbox key as `key` (its parameters
-    from $5 on), an outbox row for each ($1 event id, $2 topic, $3 payload), and the NOTIFY on
-    channel $4 that wakes the relay when they commit. One result row per outbox row, whose second
-    column is true. `known`, when given, is a query that `keyed` may read as `known`, and that
-    adds a row (NULL, false) for each of its rows where `complete`."""
-    with_known = f"known AS ({known})," if known else ""
-    known_rows = " UNION ALL SELECT NULL, false FROM known WHERE complete" if known else ""
-    return (
-        f"WITH {with_known} keyed AS ({keyed}),"
-        " queued AS (INSERT INTO outbox (event_id, topic, key, payload) SELECT $1, $2, key, $3 FROM keyed"
-        " RETURNING topic)"
-        f" SELECT pg_notify($4, topic), true FROM queued{known_rows}"
-    )
-
-
 # A batch of messages ($1-$8, one array per column) and how far each partition of topic $9 is now
 # stored ($10 partitions, $11 next offsets), in one statement and so one transaction: the new
 # messages' ids come back (redeliveries and retries are not new), and a redelivered batch (after a
@@ -117,7 +101,12 @@ _STORE_MESSAGES = (
     " DO UPDATE SET next_offset = GREATEST(stored_offsets.next_offset, EXCLUDED.next_offset))"
     " SELECT id FROM stored"
 )
-_OUTBOX_ROW = _with_outbox_row("SELECT $5::text AS key")
+# An outbox row ($1 event id, $2 topic, $3 payload, $5 key) and the NOTIFY on channel $4 that wakes
+# the relay when its transaction commits.
+_OUTBOX_ROW = (
+    "WITH queued AS (INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $5, $3) RETURNING topic)"
+    " SELECT pg_notify($4, topic) FROM queued"
+)
 # Sign-ins, one row each in the arrays ($1 ids, $2 skeletons, $3 event ids, $4 payloads, $5
 # times; the ids distinct): a user known with a skeleton gives (void, id, false); a new one is
 # inserted with its outbox row (topic $6, NOTIFY on channel $7) and gives (void, id, true);
@@ -336,8 +325,9 @@ class Database:
         statement, so a refused batch is tried one by one, and only its culprit is refused."""
         # The same id twice in one statement would queue its event twice: its later sign-ins
         # wait for the next statement, and find the user then.
-        first_of_id = {sign_in.user_id: sign_in for sign_in in reversed(batch)}
-        now, later = list(first_of_id.values()), [s for s in batch if first_of_id[s.user_id] is not s]
+        first_of_id: dict[str, _SignIn] = {}
+        later = [s for s in batch if first_of_id.setdefault(s.user_id, s) is not s]
+        now = list(first_of_id.values())
         try:
             self.sign_in_statements += 1
             outcomes = await self._run(self._sign_in_many, now)
