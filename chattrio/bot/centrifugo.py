@@ -20,20 +20,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import jwt
 import msgspec
 import trio
 
 from chattrio.bot import frames
 from chattrio.bot.config import Node
 from chattrio.bot.stats import RoomMessageSeen, SentMessage
-from chattrio.bot.user import CONNECT_TIMEOUT, SUBSCRIBE_TIMEOUT, SimUser
+from chattrio.bot.user import CONNECT_TIMEOUT, SUBSCRIBE_TIMEOUT, SimUser, signed_token
 from chattrio.bot.ws import WsConnection, WsError
 
 if TYPE_CHECKING:
     from chattrio.bot.runner import WorkerContext
 
-TOKEN_TTL_SECONDS = 24 * 3600
 CONNECT_ID = 1
 SUBSCRIBE_ID = 2
 UNSUBSCRIBE_ID = 3
@@ -90,10 +88,6 @@ def channel_name(run_id: str, scenario: str, room_id: int) -> str:
     return f"{CHANNEL_NAMESPACE}:{scenario}-{run_id}-{room_id}"
 
 
-def connection_token(user_id: str, secret: str) -> str:
-    return jwt.encode({"sub": user_id, "exp": int(time.time()) + TOKEN_TTL_SECONDS}, secret, algorithm="HS256")
-
-
 class CentrifugoUser(SimUser):
     def __init__(self, ctx: WorkerContext, index: int, room_id: int, nodes: list[Node]) -> None:
         super().__init__(ctx, index, room_id, nodes)
@@ -108,7 +102,7 @@ class CentrifugoUser(SimUser):
     async def _login(self) -> None:
         secret = self.ctx.config.centrifugo_secret
         assert secret is not None
-        self.token = connection_token(self.user_id, secret)
+        self.token = signed_token(self.user_id, secret)
 
     async def _open_session(self) -> None:
         node = self.nodes[self.node_turn % len(self.nodes)]

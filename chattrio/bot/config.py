@@ -68,6 +68,9 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     # client protocol, users signed in with HS256 tokens made from `centrifugoSecret`).
     system: str = "chattrio"
     centrifugo_secret: str | None = None
+    # chattrio in jwt mode (CHATTRIO_AUTH_MODE=jwt, HS256): the users sign their own tokens with
+    # the nodes' secret, as an operator's identity service would, instead of signing in over REST.
+    token_secret: str | None = None
     # A shell command run `execAtSeconds` after the chat starts (e.g. killing a node).
     exec_command: str | None = None
     exec_at_seconds: float = 10.0
@@ -130,6 +133,10 @@ class BotConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
             problems.append("untilSettled is for chattrio: the Centrifugo users report nothing to settle on")
         if self.system == "centrifugo" and not self.centrifugo_secret:
             problems.append("system centrifugo needs centrifugoSecret (its client.token.hmac_secret_key)")
+        if self.system == "centrifugo" and self.token_secret:
+            problems.append("tokenSecret is for chattrio in jwt mode; Centrifugo's tokens use centrifugoSecret")
+        if self.token_secret and (self.flooders or self.signups_per_second or self.presence_probes_per_second):
+            problems.append("flooders, signups and presence probes sign in over REST: not with tokenSecret (jwt mode)")
         if problems:
             raise msgspec.ValidationError("; ".join(problems))
 
@@ -215,6 +222,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--flooders", "flooders", int, "hostile users flooding the first room during the chat"),
     ("--system", "system", str, "the server under test: chattrio (default) or centrifugo"),
     ("--centrifugo-secret", "centrifugoSecret", str, "centrifugo: the HS256 secret of its connection tokens"),
+    ("--token-secret", "tokenSecret", str, "chattrio in jwt mode: users sign HS256 tokens with it (no REST sign-in)"),
     ("--exec-at", "execAtSeconds", float, "seconds after the chat start to run --exec"),
     ("--keepalive", "keepaliveSeconds", float, "seconds of silence before a PING, and then before giving up"),
     ("--signups", "signupsPerSecond", float, "new users signing up per second during the chat"),

@@ -35,7 +35,7 @@ from chattrio.bot.receiver import Receiver
 from chattrio.bot.sendclock import SendClock
 from chattrio.bot.settle import SettleState, settled, state_of
 from chattrio.bot.stats import Histogram, Ledger, RoomMessageSeen, SeenMessage, Timeline
-from chattrio.bot.user import SimUser
+from chattrio.bot.user import SimUser, signed_token
 from chattrio.bot.writes import WriteProbe
 
 PROGRESS_INTERVAL = 1.0
@@ -364,10 +364,7 @@ class RunOutcome:
 
 async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]:
     owner = f"{cfg.user_id_prefix}owner"
-    response = await setup_request(pool, "POST", f"/api/user/enter/{owner}")
-    if response.status not in (200, 201):
-        raise RuntimeError(f"cannot log in {owner}: HTTP {response.status} {response.body[:200]!r}")
-    token = response.json()["data"]["token"]  # type: ignore[index]
+    token = signed_token(owner, cfg.token_secret) if cfg.token_secret else await _owner_sign_in(pool, owner)
     room_ids: list[int] = []
     for k in range(cfg.rooms):
         name = f"{cfg.scenario}-{run_id}-{k}"
@@ -379,6 +376,14 @@ async def create_rooms(cfg: BotConfig, pool: HttpPool, run_id: str) -> list[int]
     if sorted(listed) != sorted(room_ids):
         raise RuntimeError(f"the room list (GET /api/room?q=) shows {len(listed)} of the {len(room_ids)} rooms created")
     return room_ids
+
+
+async def _owner_sign_in(pool: HttpPool, owner: str) -> str:
+    response = await setup_request(pool, "POST", f"/api/user/enter/{owner}")
+    if response.status not in (200, 201):
+        raise RuntimeError(f"cannot log in {owner}: HTTP {response.status} {response.body[:200]!r}")
+    token: str = response.json()["data"]["token"]  # type: ignore[index]
+    return token
 
 
 async def listed_room_ids(pool: HttpPool, search: str) -> list[int]:

@@ -44,6 +44,9 @@ def test_single_node_urls():
         ["--node", "http://h:1", "--source-addresses", "0"],
         ["--node", "http://h:1", "--keepalive", "0"],
         ["--node", "http://h:1", "--via", "https://lb:1"],
+        ["--node", "http://h:1", "--system", "centrifugo", "--centrifugo-secret", "s", "--token-secret", "s"],
+        ["--node", "http://h:1", "--token-secret", "s", "--signups", "1"],
+        ["--node", "http://h:1", "--token-secret", "s", "--flooders", "1"],
     ],
 )
 def test_bad_configurations(argv):

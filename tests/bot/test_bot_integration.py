@@ -1,5 +1,7 @@
 """The load bot, small and fast, against real nodes on the test stack: any loss fails."""
 
+from conftest import TEST_SECRET
+
 from chattrio.bot.config import load_config
 from chattrio.bot.report import summarize, text_summary
 from chattrio.bot.runner import run
@@ -41,3 +43,42 @@ async def test_bot_against_real_nodes(cluster, tmp_path):
     assert (d["lost"], d["duplicates"], d["outOfOrder"]) == (0, 0, 0), summary["notes"]
     assert summary["verdict"]["passed"]
     assert all(sample is not None for sample in summary["server"]["metrics"]["end"])
+
+
+async def test_bot_signs_its_own_tokens_against_jwt_mode_nodes(make_cluster, tmp_path):
+    """With --token-secret the users (and the rooms' owner) present tokens they signed, as an
+    identity service's users would: no REST sign-in, which jwt mode refuses."""
+    cluster = await make_cluster(1, auth_mode="jwt", jwt_algorithm="HS256")
+    prefix = f"{cluster.prefix}t"
+    cfg = load_config(
+        [
+            "--scenario",
+            "pytest",
+            "--users",
+            "6",
+            "--rooms",
+            "2",
+            "--ramp-up",
+            "1",
+            "--duration",
+            "3",
+            "--rate",
+            "1",
+            "--loss-grace",
+            "5",
+            "--user-id-prefix",
+            prefix,
+            "--token-secret",
+            TEST_SECRET,
+            "--out",
+            str(tmp_path),
+            "--node",
+            cluster.nodes[0].url,
+        ]
+    )
+    summary = summarize(await run(cfg, None))
+    print(text_summary(summary))
+    assert summary["users"]["connected"] == 6
+    assert summary["messages"]["acked"] == summary["messages"]["sent"] > 0
+    assert summary["deliveries"]["delivered"] == summary["deliveries"]["expected"] > 0
+    assert summary["verdict"]["passed"]
