@@ -42,6 +42,9 @@
 #                                         Centrifugo's; the idle figures at 10,000 per node come
 #                                         from IDLE_PER_NODE=10000 IDLE_RAMP=200 bench.sh idle)
 #   PEERS_QUIET_SECONDS=20                CPU of nodes and services with no client at all
+#   PEERS_CHATTRIO_AUTH=open              open: chattrio's users sign in over REST first; jwt: its
+#                                         nodes restart in jwt mode (HS256) and the bot signs its
+#                                         users' tokens, as it does Centrifugo's (no sign-in request)
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
 CENTRIFUGO_VERSION="${CENTRIFUGO_VERSION:-v6.9.1}"
@@ -133,10 +136,25 @@ for f in postgres/data/postmaster.pid redis/redis.pid kafka/kafka.pid; do
   CHATTRIO_ARGS+=(--service-pid-file "$REPO/.stack/$CHATTRIO_STACK/$f")
 done
 CHATTRIO_NODES_DIR="$NODES_DIR"
+if [[ "${PEERS_CHATTRIO_AUTH:-open}" == jwt ]]; then
+  # Known to the bot and to chattrio's nodes only, for this comparison.
+  CHATTRIO_JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  CHATTRIO_ARGS+=(--token-secret "$CHATTRIO_JWT_SECRET")
+fi
 CENTRIFUGO_ARGS=(--system centrifugo --centrifugo-secret "$CF_SECRET" --service-pid-file "$CF_DIR/redis/redis.pid")
 for i in 1 2 3; do
   CENTRIFUGO_ARGS+=(--node "http://127.0.0.1:$((PEERS_BASE_PORT + i))" --pid-file "$CF_DIR/nodes/node-$i.pid")
 done
+
+chattrio_auth() {  # chattrio_auth MODE: restart chattrio's nodes in auth mode open or jwt
+  case "$1" in
+    open) export CHATTRIO_AUTH_MODE=open ;;
+    jwt) export CHATTRIO_AUTH_MODE=jwt CHATTRIO_SECRET="$CHATTRIO_JWT_SECRET" ;;
+    *) log "peers: PEERS_CHATTRIO_AUTH must be open or jwt, not '$1'"; return 1 ;;
+  esac
+  local i
+  for i in 1 2 3; do scripts/cluster.sh restart "$i" >/dev/null; done
+}
 
 peers_bot() {  # peers_bot SYSTEM ARGS...: one run against chattrio or centrifugo, recorded in $PEERS_LOG
   local system="$1" rc=0
@@ -185,6 +203,8 @@ peers_compare() {
   mkdir -p "$OUT"
   install_centrifugo
   centrifugo_up
+  local auth_before="${CHATTRIO_AUTH_MODE:-open}" secret_before="${CHATTRIO_SECRET:-}"
+  [[ "${PEERS_CHATTRIO_AUTH:-open}" == open ]] || chattrio_auth "$PEERS_CHATTRIO_AUTH"
   # seed: each step once per system, until a system has failed 2 steps in a row
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
     peers_part seed || break
@@ -221,6 +241,10 @@ peers_compare() {
     systems=("${systems[1]}" "${systems[0]}")
   done
   peers_down
+  if [[ "${PEERS_CHATTRIO_AUTH:-open}" != open ]]; then  # later scenarios of this bench.sh run
+    if [[ -n "$secret_before" ]]; then export CHATTRIO_SECRET="$secret_before"; else unset CHATTRIO_SECRET; fi
+    chattrio_auth "$auth_before"
+  fi
   local command
   command="$({ env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=)' || true; } | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
   "$PY" -m chattrio.bot.compare table "$PEERS_LOG" "${PEERS_SEED_FIXED:-300}" "$command" > "$OUT/peers-$stamp.md"

@@ -50,31 +50,10 @@ async def test_bot_signs_its_own_tokens_against_jwt_mode_nodes(make_cluster, tmp
     identity service's users would: no REST sign-in, which jwt mode refuses."""
     cluster = await make_cluster(1, auth_mode="jwt", jwt_algorithm="HS256")
     prefix = f"{cluster.prefix}t"
+    flags = "--scenario pytest --users 6 --rooms 2 --ramp-up 1 --duration 3 --rate 1 --loss-grace 5"
     cfg = load_config(
-        [
-            "--scenario",
-            "pytest",
-            "--users",
-            "6",
-            "--rooms",
-            "2",
-            "--ramp-up",
-            "1",
-            "--duration",
-            "3",
-            "--rate",
-            "1",
-            "--loss-grace",
-            "5",
-            "--user-id-prefix",
-            prefix,
-            "--token-secret",
-            TEST_SECRET,
-            "--out",
-            str(tmp_path),
-            "--node",
-            cluster.nodes[0].url,
-        ]
+        [*flags.split(), "--user-id-prefix", prefix, "--token-secret", TEST_SECRET, "--out", str(tmp_path)]
+        + ["--node", cluster.nodes[0].url]
     )
     summary = summarize(await run(cfg, None))
     print(text_summary(summary))
