@@ -136,24 +136,26 @@ for f in postgres/data/postmaster.pid redis/redis.pid kafka/kafka.pid; do
   CHATTRIO_ARGS+=(--service-pid-file "$REPO/.stack/$CHATTRIO_STACK/$f")
 done
 CHATTRIO_NODES_DIR="$NODES_DIR"
-if [[ "${PEERS_CHATTRIO_AUTH:-open}" == jwt ]]; then
-  # Known to the bot and to chattrio's nodes only, for this comparison.
-  CHATTRIO_JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  CHATTRIO_ARGS+=(--token-secret "$CHATTRIO_JWT_SECRET")
-fi
+CHATTRIO_JWT_SECRET=""  # set in jwt mode: known to the bot and to chattrio's nodes only
+case "${PEERS_CHATTRIO_AUTH:-open}" in
+  open) ;;
+  jwt)
+    CHATTRIO_JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    CHATTRIO_ARGS+=(--token-secret "$CHATTRIO_JWT_SECRET") ;;
+  *) log "peers: PEERS_CHATTRIO_AUTH must be open or jwt, not '$PEERS_CHATTRIO_AUTH'"; exit 2 ;;
+esac
 CENTRIFUGO_ARGS=(--system centrifugo --centrifugo-secret "$CF_SECRET" --service-pid-file "$CF_DIR/redis/redis.pid")
 for i in 1 2 3; do
   CENTRIFUGO_ARGS+=(--node "http://127.0.0.1:$((PEERS_BASE_PORT + i))" --pid-file "$CF_DIR/nodes/node-$i.pid")
 done
 
-chattrio_auth() {  # chattrio_auth MODE: restart chattrio's nodes in auth mode open or jwt
-  case "$1" in
-    open) export CHATTRIO_AUTH_MODE=open ;;
-    jwt) export CHATTRIO_AUTH_MODE=jwt CHATTRIO_SECRET="$CHATTRIO_JWT_SECRET" ;;
-    *) log "peers: PEERS_CHATTRIO_AUTH must be open or jwt, not '$1'"; return 1 ;;
-  esac
+restart_chattrio() {  # its nodes take up the environment's CHATTRIO_AUTH_MODE and CHATTRIO_SECRET
   local i
   for i in 1 2 3; do scripts/cluster.sh restart "$i" >/dev/null; done
+}
+
+set_or_unset() {  # set_or_unset NAME VALUE: export NAME=VALUE, or unset NAME when VALUE is empty
+  if [[ -n "$2" ]]; then export "$1=$2"; else unset "$1"; fi
 }
 
 peers_bot() {  # peers_bot SYSTEM ARGS...: one run against chattrio or centrifugo, recorded in $PEERS_LOG
@@ -203,8 +205,11 @@ peers_compare() {
   mkdir -p "$OUT"
   install_centrifugo
   centrifugo_up
-  local auth_before="${CHATTRIO_AUTH_MODE:-open}" secret_before="${CHATTRIO_SECRET:-}"
-  [[ "${PEERS_CHATTRIO_AUTH:-open}" == open ]] || chattrio_auth "$PEERS_CHATTRIO_AUTH"
+  local auth_before="${CHATTRIO_AUTH_MODE:-}" secret_before="${CHATTRIO_SECRET:-}"
+  if [[ -n "$CHATTRIO_JWT_SECRET" ]]; then
+    export CHATTRIO_AUTH_MODE=jwt CHATTRIO_SECRET="$CHATTRIO_JWT_SECRET"
+    restart_chattrio
+  fi
   # seed: each step once per system, until a system has failed 2 steps in a row
   for ((r = 1; r <= ${PEERS_ROUNDS:-2}; r++)); do
     peers_part seed || break
@@ -241,9 +246,10 @@ peers_compare() {
     systems=("${systems[1]}" "${systems[0]}")
   done
   peers_down
-  if [[ "${PEERS_CHATTRIO_AUTH:-open}" != open ]]; then  # later scenarios of this bench.sh run
-    if [[ -n "$secret_before" ]]; then export CHATTRIO_SECRET="$secret_before"; else unset CHATTRIO_SECRET; fi
-    chattrio_auth "$auth_before"
+  if [[ -n "$CHATTRIO_JWT_SECRET" ]]; then  # later scenarios of this bench.sh run: as before
+    set_or_unset CHATTRIO_AUTH_MODE "$auth_before"
+    set_or_unset CHATTRIO_SECRET "$secret_before"
+    restart_chattrio
   fi
   local command
   command="$({ env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=)' || true; } | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
