@@ -45,6 +45,9 @@
 #   PEERS_CHATTRIO_AUTH=open              open: chattrio's users sign in over REST first; jwt: its
 #                                         nodes restart in jwt mode (HS256) and the bot signs its
 #                                         users' tokens, as it does Centrifugo's (no sign-in request)
+#   PEERS_CENTRIFUGO_PRESENCE=off         on: Centrifugo's rooms also keep online presence and push
+#                                         join and leave to their subscribers, as chattrio's rooms do
+#                                         (chattrio's join and leave are also stored messages)
 
 PEERS_BASE_PORT="${PEERS_BASE_PORT:-$((BASE_PORT + 100))}"
 CENTRIFUGO_VERSION="${CENTRIFUGO_VERSION:-v6.9.1}"
@@ -81,7 +84,7 @@ centrifugo_config() {  # centrifugo_config I: node I's configuration file
       "allow_publish_for_subscriber": true,
       "history_size": 1000,
       "history_ttl": "300s",
-      "allow_recovery": true
+      "allow_recovery": true$CF_PRESENCE_OPTIONS
     }]
   },
   "http_api": {"disabled": true},
@@ -143,6 +146,12 @@ case "${PEERS_CHATTRIO_AUTH:-open}" in
     CHATTRIO_JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     CHATTRIO_ARGS+=(--token-secret "$CHATTRIO_JWT_SECRET") ;;
   *) log "peers: PEERS_CHATTRIO_AUTH must be open or jwt, not '$PEERS_CHATTRIO_AUTH'"; exit 2 ;;
+esac
+CF_PRESENCE_OPTIONS=""  # added to the chat namespace's options
+case "${PEERS_CENTRIFUGO_PRESENCE:-off}" in
+  off) ;;
+  on) CF_PRESENCE_OPTIONS=$',\n      "presence": true,\n      "join_leave": true,\n      "force_push_join_leave": true' ;;
+  *) log "peers: PEERS_CENTRIFUGO_PRESENCE must be on or off, not '$PEERS_CENTRIFUGO_PRESENCE'"; exit 2 ;;
 esac
 CENTRIFUGO_ARGS=(--system centrifugo --centrifugo-secret "$CF_SECRET" --service-pid-file "$CF_DIR/redis/redis.pid")
 for i in 1 2 3; do
