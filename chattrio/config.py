@@ -10,6 +10,7 @@ from typing import Any
 
 PREFIX = "CHATTRIO_"
 INTERNAL_PORT_OFFSET = 10_000
+MAX_FANOUT_INTERVAL_MS = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,11 @@ class Settings:
     # at this much added latency per message. 0: librdkafka still batches what queues up behind
     # requests in flight, and 1 ms bought no CPU (docs/decisions/rooms-tail.md).
     kafka_linger_ms: int = 0
+    # The fan-out fetches at most once per this many milliseconds, so that under load a fetch,
+    # and each session's write, carries the interval's messages. Longer saves CPU where fetches
+    # carry few messages (one busy room), at up to this much more latency; 0 fetches again as
+    # soon as a fetch returns (docs/decisions/kafka-fetch-cost.md).
+    fanout_interval_ms: int = 10
     # How long the typing topic keeps its records (they are never replayed; this only bounds
     # the disk they use). Applies when this node creates the topic.
     typing_retention_seconds: float = 60.0
@@ -151,6 +157,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
     _check_liveness(settings)
+    _check_fanout_interval(settings)
     return settings
 
 
@@ -161,6 +168,14 @@ def _check_liveness(settings: Settings) -> None:
         raise SystemExit(
             f"config error: {PREFIX}IDLE_TIMEOUT_SECONDS={settings.idle_timeout_seconds:g} must be longer than "
             f"{PREFIX}PING_INTERVAL_SECONDS={settings.ping_interval_seconds:g}"
+        )
+
+
+def _check_fanout_interval(settings: Settings) -> None:
+    # Beyond a second the pacing would read like an outage to the users of a busy room.
+    if not 0 <= settings.fanout_interval_ms <= MAX_FANOUT_INTERVAL_MS:
+        raise SystemExit(
+            f"config error: {PREFIX}FANOUT_INTERVAL_MS={settings.fanout_interval_ms} must be 0-{MAX_FANOUT_INTERVAL_MS}"
         )
 
 

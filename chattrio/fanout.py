@@ -33,9 +33,6 @@ from chattrio.transport.websocket import text_frame
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = FETCH_LONG_POLL_MS / 1000  # the whole long poll: a record ends it
-# At most one fetch per interval: under load a fetch, and a write to each session, then carry
-# all the messages of the interval instead of one each; it adds at most this much latency.
-FETCH_INTERVAL = 0.01
 PARTITION_CHECK_INTERVAL = 30.0
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # A MESSAGES frame carries at most this many messages and (about) this many bytes, so a backlog
@@ -54,6 +51,9 @@ class Fanout:
         metrics: Registry,
     ) -> None:
         self._settings = settings
+        # At most one fetch per interval: under load a fetch, and a write to each session, then
+        # carry all the messages of the interval instead of one each, at up to this much latency.
+        self._fetch_interval = settings.fanout_interval_ms / 1000
         self._sessions = sessions
         self._room_log = room_log
         self._rooms = rooms
@@ -78,7 +78,7 @@ class Fanout:
             task_status.started()
             next_check = trio.current_time() + PARTITION_CHECK_INTERVAL
             while True:
-                paced = trio.current_time() + FETCH_INTERVAL
+                paced = trio.current_time() + self._fetch_interval
                 self.apply(await reader.fetch(FETCH_WAIT))
                 await trio.sleep_until(paced)
                 if trio.current_time() >= next_check:

@@ -114,3 +114,15 @@ def test_an_idle_timeout_not_longer_than_the_ping_interval_stops_with_a_clear_me
 def test_pings_switched_off_accept_any_idle_timeout():
     env = {"CHATTRIO_PING_INTERVAL_SECONDS": "0", "CHATTRIO_IDLE_TIMEOUT_SECONDS": "0"}
     assert settings_from_env(env).ping_interval_seconds == 0
+
+
+@pytest.mark.parametrize("interval", ["-1", "1001"])
+def test_a_fanout_interval_outside_zero_to_a_second_stops_with_a_clear_message(interval):
+    with pytest.raises(SystemExit) as exc:
+        settings_from_env({"CHATTRIO_FANOUT_INTERVAL_MS": interval})
+    assert str(exc.value) == f"config error: CHATTRIO_FANOUT_INTERVAL_MS={interval} must be 0-1000"
+
+
+@pytest.mark.parametrize("interval", ["0", "1000"])
+def test_a_fanout_interval_of_zero_to_a_second_is_taken(interval):
+    assert settings_from_env({"CHATTRIO_FANOUT_INTERVAL_MS": interval}).fanout_interval_ms == int(interval)
