@@ -261,7 +261,9 @@ peers_compare() {
     restart_chattrio
   fi
   local command
-  command="$({ env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=)' || true; } | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
+  # The table's command names what shaped the run, the nodes' tunables of the message path too.
+  command="$({ env | grep -E '^(PEERS_|CENTRIFUGO_VERSION=|CHATTRIO_(FANOUT_INTERVAL|KAFKA_LINGER)_MS=)' || true; } |
+    sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')scripts/bench.sh peers"
   "$PY" -m chattrio.bot.compare table "$PEERS_LOG" "${PEERS_SEED_FIXED:-300}" "$command" > "$OUT/peers-$stamp.md"
   cat "$OUT/peers-$stamp.md"
   "$PY" -m chattrio.bot.compare record "$PEERS_LOG" "${PEERS_SEED_FIXED:-300}" "$command" >> "$BENCH_LOG"
