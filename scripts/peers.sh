@@ -184,8 +184,7 @@ peers_bot() {  # peers_bot SYSTEM ARGS...: one run against chattrio or centrifug
 fresh_nodes() {  # fresh_nodes SYSTEM: restart its nodes; a node grown by earlier runs reuses its
                  # memory for new sessions, and its RSS growth says nothing per connection
   if [[ "$1" == chattrio ]]; then
-    local i
-    for i in 1 2 3; do scripts/cluster.sh restart "$i" >/dev/null; done
+    restart_chattrio
   else
     peers_down
     centrifugo_up

@@ -4,6 +4,7 @@ The reader is a fake that answers at once (no I/O), so Trio's virtual clock meas
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -61,7 +62,7 @@ async def _fetch_times(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> l
 
 
 def _gaps(times: list[float]) -> list[float]:
-    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
 @pytest.mark.parametrize("interval_ms", [10, 50])
