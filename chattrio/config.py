@@ -10,7 +10,7 @@ from typing import Any
 
 PREFIX = "CHATTRIO_"
 INTERNAL_PORT_OFFSET = 10_000
-MAX_FANOUT_INTERVAL_MS = 1_000
+MAX_PACING_MS = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +46,13 @@ class Settings:
     topic_prefix: str = "chattrio"
     topic_partitions: int = 8
     topic_replication: int = 1
-    # How long the producer waits to fill a batch: fewer, larger produce requests under load,
-    # at this much added latency per message. 0: librdkafka still batches what queues up behind
-    # requests in flight, and 1 ms bought no CPU (docs/decisions/rooms-tail.md).
+    # How long the producer waits to fill a batch, and how often at most the fan-out fetches.
+    # Longer waits let a produce request, a fetch and each session's write carry more messages:
+    # less CPU per message, up to this much more latency. The defaults keep rooms' p99 well
+    # under 50 ms; 10 and 20 cut the CPU per delivery but brought that p99 to 38-52 ms
+    # (docs/decisions/latency-for-cpu.md). An interval of 0 fetches again as soon as a fetch
+    # returns.
     kafka_linger_ms: int = 0
-    # The fan-out fetches at most once per this many milliseconds, so that under load a fetch,
-    # and each session's write, carries the interval's messages. Longer saves CPU where fetches
-    # carry few messages (one busy room), at up to this much more latency; 0 fetches again as
-    # soon as a fetch returns (docs/decisions/kafka-fetch-cost.md).
     fanout_interval_ms: int = 10
     # How long the typing topic keeps its records (they are never replayed; this only bounds
     # the disk they use). Applies when this node creates the topic.
@@ -157,7 +156,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
     _check_liveness(settings)
-    _check_fanout_interval(settings)
+    _check_pacing(settings)
     return settings
 
 
@@ -171,12 +170,12 @@ def _check_liveness(settings: Settings) -> None:
         )
 
 
-def _check_fanout_interval(settings: Settings) -> None:
-    # Beyond a second the pacing would read like an outage to the users of a busy room.
-    if not 0 <= settings.fanout_interval_ms <= MAX_FANOUT_INTERVAL_MS:
-        raise SystemExit(
-            f"config error: {PREFIX}FANOUT_INTERVAL_MS={settings.fanout_interval_ms} must be 0-{MAX_FANOUT_INTERVAL_MS}"
-        )
+def _check_pacing(settings: Settings) -> None:
+    # Beyond a second the waits would read like an outage to the users of a busy room.
+    for name in ("kafka_linger_ms", "fanout_interval_ms"):
+        value = getattr(settings, name)
+        if not 0 <= value <= MAX_PACING_MS:
+            raise SystemExit(f"config error: {PREFIX}{name.upper()}={value} must be 0-{MAX_PACING_MS}")
 
 
 def _convert(name: str, type_hint: str, raw: str) -> object:

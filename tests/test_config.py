@@ -116,13 +116,17 @@ def test_pings_switched_off_accept_any_idle_timeout():
     assert settings_from_env(env).ping_interval_seconds == 0
 
 
-@pytest.mark.parametrize("interval", ["-1", "1001"])
-def test_a_fanout_interval_outside_zero_to_a_second_stops_with_a_clear_message(interval):
+@pytest.mark.parametrize("name", ["CHATTRIO_FANOUT_INTERVAL_MS", "CHATTRIO_KAFKA_LINGER_MS"])
+@pytest.mark.parametrize("milliseconds", ["-1", "1001"])
+def test_a_pacing_wait_outside_zero_to_a_second_stops_with_a_clear_message(name, milliseconds):
     with pytest.raises(SystemExit) as exc:
-        settings_from_env({"CHATTRIO_FANOUT_INTERVAL_MS": interval})
-    assert str(exc.value) == f"config error: CHATTRIO_FANOUT_INTERVAL_MS={interval} must be 0-1000"
+        settings_from_env({name: milliseconds})
+    assert str(exc.value) == f"config error: {name}={milliseconds} must be 0-1000"
 
 
-@pytest.mark.parametrize("interval", ["0", "1000"])
-def test_a_fanout_interval_of_zero_to_a_second_is_taken(interval):
-    assert settings_from_env({"CHATTRIO_FANOUT_INTERVAL_MS": interval}).fanout_interval_ms == int(interval)
+@pytest.mark.parametrize("milliseconds", ["0", "1000"])
+def test_a_pacing_wait_of_zero_to_a_second_is_taken(milliseconds):
+    settings = settings_from_env(
+        {"CHATTRIO_FANOUT_INTERVAL_MS": milliseconds, "CHATTRIO_KAFKA_LINGER_MS": milliseconds}
+    )
+    assert (settings.fanout_interval_ms, settings.kafka_linger_ms) == (int(milliseconds), int(milliseconds))
