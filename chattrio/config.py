@@ -48,10 +48,10 @@ class Settings:
     topic_replication: int = 1
     # How long the producer waits to fill a batch, and how often at most the fan-out fetches.
     # Longer waits let a produce request, a fetch and each session's write carry more messages:
-    # less CPU per message, up to this much more latency. The defaults keep rooms' p99 well
-    # under 50 ms; 10 and 20 cut the CPU per delivery but brought that p99 to 38-52 ms
-    # (docs/decisions/latency-for-cpu.md). An interval of 0 fetches again as soon as a fetch
-    # returns.
+    # less CPU per message, up to this much more latency. The defaults are the lowest latency
+    # with paced fetches; 10 and 20 cut the CPU per delivery but brought rooms' p99 to 38-52 ms,
+    # against a 50 ms target (docs/decisions/latency-for-cpu.md). An interval of 0 fetches again
+    # as soon as a fetch returns.
     kafka_linger_ms: int = 0
     fanout_interval_ms: int = 10
     # How long the typing topic keeps its records (they are never replayed; this only bounds
